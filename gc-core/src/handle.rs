@@ -1,0 +1,190 @@
+//! `Gc<T>`: the counted handle (DESIGN §4), and `GcTarget`, which gives `Gc<T>` its type
+//! descriptor.
+//!
+//! Representation (`#[repr(C)]`, fixed: the pointer masks, the frame invoker and the named
+//! pointer newtypes rely on it): the address of the `T` the handle points at, then the
+//! object it counts on (`obj`), or null for a handle that does not point into the heap
+//! (`Gc::from_static`). Two words for a sized `T`, three for `dyn Trait`. Keeping the
+//! owner apart from the address is what lets `Gc::map` point anywhere (a field, the end
+//! of the object, another object) while counting on the object it came from, and lets a
+//! tiny object's handle be an interior pointer without a page-map lookup on every clone.
+//!
+//! Invariants: `ptr` is valid for reads of a `T` for as long as the handle lives (a static
+//! for `obj == None`; for a heap handle, the object `obj` stays allocated while any
+//! handle counts on it, which the collector guarantees). `obj`, when present, is the
+//! address of a heap object, and is the only word the collector reads (the pointer mask
+//! marks it).
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::Deref;
+use core::ptr::NonNull;
+
+use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
+
+/// A handle to a value in fing's heap (or, from [`Gc::from_static`], outside it).
+#[repr(C)]
+pub struct Gc<T: ?Sized + 'static> {
+    ptr: NonNull<T>,
+    obj: Option<NonNull<u8>>,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: a `Gc<T>` gives `&T` on any thread that holds it and may be the last handle
+// dropped on any thread, exactly like `Arc<T>`: it is Send and Sync when `T` is both.
+unsafe impl<T: ?Sized + Send + Sync> Send for Gc<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send + Sync> Sync for Gc<T> {}
+
+impl<T: ?Sized + 'static> Gc<T> {
+    /// A handle to a value outside the heap. It is never collected; `set_finalizer` on it
+    /// is a no-op (`Outcome::NotInHeap`), as Go's on a linker-allocated global.
+    pub const fn from_static(value: &'static T) -> Gc<T> {
+        Gc {
+            // SAFETY: a reference is never null.
+            ptr: unsafe { NonNull::new_unchecked(value as *const T as *mut T) },
+            obj: None,
+            _owns: PhantomData,
+        }
+    }
+
+    /// Do two handles point at the same address? (Interior handles to different fields
+    /// of one object are different.)
+    pub fn ptr_eq(a: &Gc<T>, b: &Gc<T>) -> bool {
+        core::ptr::addr_eq(a.ptr.as_ptr(), b.ptr.as_ptr())
+    }
+
+    /// The address the handle points at.
+    pub fn as_ptr(this: &Gc<T>) -> *const T {
+        this.ptr.as_ptr()
+    }
+
+    /// Does the handle point into the heap (is it counted)?
+    pub fn is_in_heap(this: &Gc<T>) -> bool {
+        this.obj.is_some()
+    }
+
+    /// The address of the object the handle counts on, if it is in the heap.
+    pub fn object_addr(this: &Gc<T>) -> Option<NonNull<u8>> {
+        this.obj
+    }
+
+    /// An interior handle: points at what `f` returns, counts on (keeps alive) the object
+    /// this handle counts on, whatever address that is.
+    pub fn map<U: ?Sized + 'static>(&self, f: impl for<'a> FnOnce(&'a T) -> &'a U) -> Gc<U> {
+        let owner = self.clone();
+        let ptr = NonNull::from(f(&owner));
+        let owner = core::mem::ManuallyDrop::new(owner);
+        // The count `owner` holds moves to the new handle.
+        Gc {
+            ptr,
+            obj: owner.obj,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl<T: ?Sized + 'static> Clone for Gc<T> {
+    #[inline]
+    fn clone(&self) -> Gc<T> {
+        // Only handles outside the heap exist until the heap does (issue 3): nothing to
+        // count.
+        Gc {
+            ptr: self.ptr,
+            obj: self.obj,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl<T: ?Sized + 'static> Deref for Gc<T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: `ptr` is valid for reads for as long as the handle lives (module
+        // invariant: a static, or an object kept allocated while handles count on it).
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T: ?Sized + fmt::Debug + 'static> fmt::Debug for Gc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Gc").field(&&**self).finish()
+    }
+}
+
+impl<T: ?Sized + fmt::Display + 'static> fmt::Display for Gc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// What `Gc<Self>` is, as a type: for every sized `Trace` type an unnamed pointer type
+/// with element `Self`; for `dyn Trait` of a `#[fing::interface]` trait, an interface type.
+///
+/// # Safety
+/// `GC_TYPE` must describe `Gc<Self>` exactly ([`Typed`]'s contract), with kind pointer
+/// and element `Self`, or kind interface.
+pub unsafe trait GcTarget: 'static {
+    /// The descriptor of `Gc<Self>`.
+    const GC_TYPE: &'static Type;
+
+    /// For an interface: the trait object for the data at `data`, through `itab` (one of
+    /// the itabs of the data's type). `None` if the itab is not this interface's, and for
+    /// every sized type.
+    fn cast_from(itab: &gc_types::Itab, data: *const u8) -> Option<*const Self> {
+        let _ = (itab, data);
+        None
+    }
+}
+
+// SAFETY: `Type::rust::<Gc<T>>` takes size, align, identity, drop and trace glue from the
+// compiler and the `Trace` impl below; kind pointer, unnamed, element `T`; Send/Sync as
+// the element (the impls above).
+unsafe impl<T: Trace> GcTarget for T {
+    const GC_TYPE: &'static Type = &Type::rust::<Gc<T>>(Kind::Pointer)
+        .with_elem(TypeRef::of::<T>())
+        .with_send_sync(SendSync::Pointer);
+}
+
+// SAFETY: forwards to `GcTarget`, whose contract is this one.
+unsafe impl<T: ?Sized + GcTarget> Typed for Gc<T> {
+    const TYPE: &'static Type = T::GC_TYPE;
+}
+
+// SAFETY: a handle owns one count on its object and reports it once, as the `obj` word,
+// which is the last word of the representation (the mask says so).
+unsafe impl<T: ?Sized + GcTarget> Trace for Gc<T> {
+    const NO_SCAN: bool = false;
+    const PTRMASK: PtrMask =
+        PtrMask::Small(1 << (core::mem::size_of::<Gc<T>>() / core::mem::size_of::<usize>() - 1));
+    #[inline]
+    fn trace(&self, tracer: &mut Tracer) {
+        if let Some(obj) = self.obj {
+            // SAFETY: `obj` of a heap handle is the address of a live heap object (module
+            // invariant).
+            unsafe { tracer.edge(obj) };
+        }
+    }
+}
+
+/// A handle type, for `#[gc(pointer)]` newtypes: what the handle points to.
+///
+/// # Safety
+/// Implemented only by `Gc<T>`, whose element is `ELEM`.
+#[doc(hidden)]
+pub unsafe trait GcPointer: Trace {
+    /// The element type.
+    const ELEM: TypeRef;
+}
+
+// SAFETY: `Gc<T>` points to a `T`.
+unsafe impl<T: Trace> GcPointer for Gc<T> {
+    const ELEM: TypeRef = TypeRef::of::<T>();
+}
+
+impl<T: Trace> From<Gc<T>> for gc_types::Value {
+    fn from(g: Gc<T>) -> gc_types::Value {
+        gc_types::Value::new(g)
+    }
+}

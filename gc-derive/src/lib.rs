@@ -1,0 +1,45 @@
+//! gc-derive: `#[derive(Trace)]` and `#[fing::interface]`.
+//!
+//! Pipeline, per macro: parse the `#[gc(...)]` attributes ([`attr`]), check the input
+//! (errors are gathered and reported together, each spanned at its cause; the macro never
+//! panics), then expand. Everything emitted sits inside `const _: () = { ... }`, is
+//! `#[automatically_derived]`, names items only through `<crate>::__private` (the crate
+//! path is `::fing` unless `#[gc(crate = "...")]` says otherwise), and has a SAFETY
+//! comment above each `unsafe impl` saying why it is sound.
+
+use proc_macro::TokenStream;
+
+mod attr;
+mod derive;
+mod interface;
+
+/// Derives `Trace` and `Typed` (the runtime type descriptor) for a struct or enum.
+///
+/// Container attributes: `#[gc(implements(Trait, ...))]` (each a `#[fing::interface]`
+/// trait the type implements; the compiler checks it), `#[gc(pointer)]` (a
+/// `#[repr(transparent)]` newtype over one `Gc<T>` becomes a named pointer type),
+/// `#[gc(crate = "path")]`, and `#[gc(unsafe_allow_drop)]` (opt out of the ban on `Drop`
+/// impls, taking responsibility for not touching handles in `drop`).
+///
+/// Field attribute: `#[gc(untraced)]` for a field that holds no handles and whose type
+/// need not be `Trace`. It is rejected on a field whose type mentions a handle type or a
+/// generic parameter, or is a `Trace` type that can hold handles.
+#[proc_macro_derive(Trace, attributes(gc))]
+pub fn derive_trace(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    derive::expand(input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Makes `dyn Trait` an interface type: `Gc<dyn Trait>` gets a `Typed` descriptor of kind
+/// interface with the trait's method set, and finalizers may take it as their parameter.
+/// The trait must have `Send + Sync` among its supertraits (finalizers run on the
+/// finalizer thread). `#[fing::interface(crate = "path")]` sets the crate path.
+#[proc_macro_attribute]
+pub fn interface(args: TokenStream, input: TokenStream) -> TokenStream {
+    let item = syn::parse_macro_input!(input as syn::ItemTrait);
+    interface::expand(args.into(), item)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

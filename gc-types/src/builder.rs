@@ -1,0 +1,264 @@
+//! `TypeBuilder`: descriptors made at run time, for interpreters whose types exist only
+//! while they run.
+//!
+//! What it builds:
+//! - structs in C layout (each field at its offset aligned up to its alignment, the size
+//!   rounded up to the largest alignment), traced by pointer mask when every field's mask
+//!   is known, else field by field; dropped field by field;
+//! - pointer types, sharing the representation (size, drop and trace glue) of a Rust
+//!   handle type such as `Gc<()>`: every handle has the same representation whatever it
+//!   points to;
+//! - arrays and func signatures.
+//!
+//! Every built type gets a fresh identity and lives for the rest of the process (it is
+//! leaked, as Go's types are): build each type once and keep the reference.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::kind::Kind;
+use crate::ty::{Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
+
+static NEXT_IDENT: AtomicU64 = AtomicU64::new(1);
+
+const WORD: usize = core::mem::size_of::<usize>();
+
+fn fresh(kind: Kind, size: usize, align: usize) -> Type {
+    Type {
+        ident: TypeIdent::Runtime(NEXT_IDENT.fetch_add(1, Ordering::Relaxed)),
+        kind,
+        size,
+        align,
+        name: None,
+        args: &[],
+        noscan: true,
+        send_sync: SendSync::Structural,
+        trace: None,
+        drop: None,
+        needs_drop: false,
+        ptrmask: PtrMask::EMPTY,
+        elem: None,
+        len: 0,
+        fields: &[],
+        variants: &[],
+        params: &[],
+        results: &[],
+        variadic: false,
+        methods: &[],
+        implements: &[],
+    }
+}
+
+fn leak<T>(v: Vec<T>) -> &'static [T] {
+    Vec::leak(v)
+}
+
+fn leak_str(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// Builds type descriptors at run time. See the module documentation.
+pub struct TypeBuilder;
+
+impl TypeBuilder {
+    /// Starts a struct type; `name` makes it a named type.
+    pub fn structure(name: Option<&str>) -> StructBuilder {
+        StructBuilder {
+            name: name.map(leak_str),
+            fields: Vec::new(),
+            implements: Vec::new(),
+        }
+    }
+
+    /// A pointer type to `elem` with the representation of `repr`, a Rust handle type
+    /// (`Type::of::<Gc<()>>()`). Named if `name` is given (Go's `type P *T`).
+    ///
+    /// # Panics
+    /// If `repr` is not a Rust type of pointer kind.
+    pub fn pointer(repr: &'static Type, name: Option<&str>, elem: &'static Type) -> &'static Type {
+        assert!(
+            repr.kind() == Kind::Pointer && !repr.is_built(),
+            "fing::TypeBuilder::pointer: {repr} is not a Rust handle type"
+        );
+        let mut t = fresh(Kind::Pointer, repr.size, repr.align);
+        t.name = name.map(leak_str);
+        t.noscan = repr.noscan;
+        t.trace = repr.trace;
+        t.drop = repr.drop;
+        t.needs_drop = repr.needs_drop;
+        t.ptrmask = repr.ptrmask;
+        t.send_sync = SendSync::Pointer;
+        t.elem = Some(TypeRef::Static(elem));
+        Box::leak(Box::new(t))
+    }
+
+    /// An array type `[elem; len]`.
+    pub fn array(elem: &'static Type, len: usize) -> &'static Type {
+        let size = elem
+            .size
+            .checked_mul(len)
+            .expect("fing::TypeBuilder::array: size overflows");
+        let mut t = fresh(Kind::Array, size, elem.align);
+        t.elem = Some(TypeRef::Static(elem));
+        t.len = len;
+        t.noscan = len == 0 || elem.noscan;
+        t.needs_drop = len > 0 && elem.needs_drop;
+        t.ptrmask = if t.noscan {
+            PtrMask::EMPTY
+        } else {
+            repeat_mask(elem, len)
+        };
+        if t.needs_drop || !t.ptrmask.is_known() {
+            // Traced (when the mask is unknown) and dropped element by element, through
+            // fields named by index.
+            t.fields = leak(
+                (0..len)
+                    .map(|i| Field {
+                        name: leak_str(&i.to_string()),
+                        offset: i * elem.size,
+                        ty: TypeRef::Static(elem),
+                        untraced: false,
+                    })
+                    .collect(),
+            );
+        }
+        Box::leak(Box::new(t))
+    }
+
+    /// A func type (signature). A variadic signature's last parameter must be a slice
+    /// type (it is shown as `...T`).
+    ///
+    /// # Panics
+    /// If `variadic` is set and the last parameter is not of slice kind.
+    pub fn func(
+        params: &[&'static Type],
+        results: &[&'static Type],
+        variadic: bool,
+    ) -> &'static Type {
+        if variadic {
+            assert!(
+                params.last().is_some_and(|p| p.kind() == Kind::Slice),
+                "fing::TypeBuilder::func: a variadic signature ends with a slice parameter"
+            );
+        }
+        let mut t = fresh(Kind::Func, WORD, WORD);
+        t.params = leak(params.iter().map(|p| TypeRef::Static(p)).collect());
+        t.results = leak(results.iter().map(|r| TypeRef::Static(r)).collect());
+        t.variadic = variadic;
+        t.send_sync = SendSync::Known {
+            send: true,
+            sync: true,
+        };
+        Box::leak(Box::new(t))
+    }
+
+    /// An interface type with the given method names (the empty set is `Value`'s, but a
+    /// built interface is a distinct, named type).
+    pub fn interface(name: &str, methods: &[&str]) -> &'static Type {
+        let mut t = fresh(Kind::Interface, 3 * WORD, WORD);
+        t.name = Some(leak_str(name));
+        t.methods = leak(
+            methods
+                .iter()
+                .map(|m| Method { name: leak_str(m) })
+                .collect(),
+        );
+        t.send_sync = SendSync::Known {
+            send: true,
+            sync: true,
+        };
+        Box::leak(Box::new(t))
+    }
+}
+
+fn repeat_mask(elem: &Type, len: usize) -> PtrMask {
+    if elem.size % WORD != 0 || !elem.ptrmask.is_known() {
+        return PtrMask::Unknown;
+    }
+    let ew = elem.size / WORD;
+    let words = ew * len;
+    let mut bits = vec![0u64; words.div_ceil(64)];
+    for i in 0..len {
+        for w in 0..ew {
+            if elem.ptrmask.word(w) == Some(true) {
+                let at = i * ew + w;
+                bits[at / 64] |= 1 << (at % 64);
+            }
+        }
+    }
+    PtrMask::Words(leak(bits))
+}
+
+/// Builds a struct type field by field. See [`TypeBuilder::structure`].
+pub struct StructBuilder {
+    name: Option<&'static str>,
+    fields: Vec<(&'static str, &'static Type)>,
+    implements: Vec<Itab>,
+}
+
+impl StructBuilder {
+    /// Adds a field.
+    pub fn field(mut self, name: &str, ty: &'static Type) -> StructBuilder {
+        self.fields.push((leak_str(name), ty));
+        self
+    }
+
+    /// Declares that the type implements an interface (an interface the interpreter
+    /// built: it has no Rust trait object, so `cast` is the interpreter's own).
+    pub fn implements(mut self, itab: Itab) -> StructBuilder {
+        self.implements.push(itab);
+        self
+    }
+
+    /// Lays the struct out and makes the descriptor.
+    pub fn build(self) -> &'static Type {
+        let mut off = 0usize;
+        let mut align = 1usize;
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for (name, ty) in &self.fields {
+            off = off.next_multiple_of(ty.align);
+            fields.push(Field {
+                name,
+                offset: off,
+                ty: TypeRef::Static(ty),
+                untraced: false,
+            });
+            off = off
+                .checked_add(ty.size)
+                .expect("fing::StructBuilder::build: size overflows");
+            align = align.max(ty.align);
+        }
+        let size = off.next_multiple_of(align);
+        let mut t = fresh(Kind::Struct, size, align);
+        t.name = self.name;
+        t.noscan = self.fields.iter().all(|(_, f)| f.noscan);
+        t.needs_drop = self.fields.iter().any(|(_, f)| f.needs_drop);
+        t.ptrmask = if t.noscan {
+            PtrMask::EMPTY
+        } else {
+            struct_mask(&fields, size)
+        };
+        t.fields = leak(fields);
+        t.implements = leak(self.implements);
+        Box::leak(Box::new(t))
+    }
+}
+
+fn struct_mask(fields: &[Field], size: usize) -> PtrMask {
+    let mut bits = vec![0u64; (size / WORD).div_ceil(64).max(1)];
+    for f in fields {
+        let ty = f.ty.get();
+        if ty.noscan {
+            continue;
+        }
+        if f.offset % WORD != 0 || !ty.ptrmask.is_known() {
+            return PtrMask::Unknown;
+        }
+        for w in 0..ty.size / WORD {
+            if ty.ptrmask.word(w) == Some(true) {
+                let at = f.offset / WORD + w;
+                bits[at / 64] |= 1 << (at % 64);
+            }
+        }
+    }
+    PtrMask::Words(leak(bits))
+}

@@ -1,0 +1,657 @@
+//! `Func`, frames and `FrameFn`: function values called through a frame (Go's
+//! `reflectcall`).
+//!
+//! A [`Func`] is a signature (a func-kind [`Type`]) plus a body that reads its arguments
+//! from a [`Frame`] and writes its results into it. Rust closures get their body from a
+//! generic trampoline; an interpreter implements [`FrameFn`] for its own functions and
+//! builds the signature at run time.
+//!
+//! Frame layout ([`FrameLayout`]), Go's rule: each parameter at its offset aligned up to
+//! its alignment, the argument area rounded up to the pointer size; then the results, each
+//! aligned up to its alignment, their total rounded up to the pointer size (Go's `nret`,
+//! [`results_size`]). Results start where the arguments end (aligned further only for a
+//! result whose alignment exceeds a word, which Go does not have). The frame owns what it
+//! holds: arguments not taken by the body and results written by it are dropped with the
+//! frame, so a body that panics or ignores arguments leaks nothing.
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::fmt;
+
+use crate::kind::Kind;
+use crate::rules::identical;
+use crate::ty::{Type, TypeRef};
+use crate::value::Value;
+use crate::Typed;
+
+const WORD: usize = core::mem::size_of::<usize>();
+/// Most parameters or results a frame supports.
+pub const MAX_FRAME_SLOTS: usize = 64;
+
+const fn align_up(n: usize, a: usize) -> usize {
+    (n + a - 1) & !(a - 1)
+}
+
+/// The size of a result list, Go's `nret`: each result's offset aligned up to its
+/// alignment, its size added, the total aligned up to the pointer size.
+pub fn results_size<'a>(results: impl IntoIterator<Item = &'a Type>) -> usize {
+    let mut off = 0;
+    for r in results {
+        off = align_up(off, r.align());
+        off += r.size();
+    }
+    align_up(off, WORD)
+}
+
+/// Where each argument and result of a signature sits in a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameLayout {
+    /// Offset of each parameter.
+    pub params: Vec<usize>,
+    /// Size of the argument area (a multiple of the pointer size).
+    pub args_size: usize,
+    /// Offset of each result (from the start of the frame).
+    pub results: Vec<usize>,
+    /// Size of the result area (Go's `nret`).
+    pub results_size: usize,
+    /// Size of the whole frame.
+    pub size: usize,
+    /// Alignment of the frame.
+    pub align: usize,
+}
+
+impl FrameLayout {
+    /// The layout of a func type's frame.
+    ///
+    /// # Panics
+    /// If `sig` is not of func kind (`fing::FrameLayout::of: ...`) or has more than
+    /// [`MAX_FRAME_SLOTS`] parameters or results.
+    pub fn of(sig: &Type) -> FrameLayout {
+        assert!(
+            sig.kind() == Kind::Func,
+            "fing::FrameLayout::of: {sig} is not a func type"
+        );
+        assert!(
+            sig.params().len() <= MAX_FRAME_SLOTS && sig.results().len() <= MAX_FRAME_SLOTS,
+            "fing::FrameLayout::of: {sig} has more than {MAX_FRAME_SLOTS} parameters or results"
+        );
+        let mut align = WORD;
+        let mut off = 0;
+        let mut params = Vec::with_capacity(sig.params().len());
+        for p in sig.params() {
+            off = align_up(off, p.align());
+            params.push(off);
+            off += p.size();
+            align = align.max(p.align());
+        }
+        let args_size = align_up(off, WORD);
+        let max_result_align = sig.results().map(Type::align).max().unwrap_or(1);
+        let start = align_up(args_size, max_result_align.max(WORD));
+        let mut results = Vec::with_capacity(sig.results().len());
+        let mut roff = 0;
+        for r in sig.results() {
+            roff = align_up(roff, r.align());
+            results.push(start + roff);
+            roff += r.size();
+            align = align.max(r.align());
+        }
+        let results_size = results_size(sig.results());
+        debug_assert_eq!(align_up(roff, WORD), results_size);
+        FrameLayout {
+            params,
+            args_size,
+            results,
+            results_size,
+            size: start + results_size,
+            align,
+        }
+    }
+}
+
+/// The body of a function value: reads its arguments from the frame, writes its results.
+///
+/// Safe to implement: the frame checks every access against the signature. A body called
+/// as a finalizer runs once, on the finalizer thread.
+pub trait FrameFn: Send + 'static {
+    /// Runs the function on `frame`.
+    fn call(self: Box<Self>, frame: &mut Frame<'_>);
+}
+
+/// A function value: a signature and a body.
+pub struct Func {
+    sig: &'static Type,
+    body: Box<dyn FrameFn>,
+}
+
+impl fmt::Debug for Func {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Func({})", self.sig)
+    }
+}
+
+/// Why a [`Func::call`] could not run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The number of arguments does not match the signature.
+    ArgCount {
+        /// The signature.
+        func: String,
+        /// How many were given.
+        given: usize,
+    },
+    /// An argument's type is not the parameter's type.
+    ArgType {
+        /// The signature.
+        func: String,
+        /// Parameter index.
+        index: usize,
+        /// The argument's type.
+        arg: String,
+    },
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::ArgCount { func, given } => {
+                write!(f, "fing::Func::call: {func} called with {given} arguments")
+            }
+            CallError::ArgType { func, index, arg } => {
+                write!(
+                    f,
+                    "fing::Func::call: cannot use {arg} as argument {index} of {func}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+struct Closure<F, A>(F, PhantomData<fn(A)>);
+
+macro_rules! closure {
+    ($($n:tt $a:ident),*) => {
+        impl<F, R, $($a),*> FrameFn for Closure<F, ($($a,)*)>
+        where
+            F: FnOnce($($a),*) -> R + Send + 'static,
+            R: Typed,
+            $($a: Typed,)*
+        {
+            #[allow(unused_variables)]
+            fn call(self: Box<Self>, frame: &mut Frame<'_>) {
+                let r = (self.0)($(
+                    // SAFETY: the closure's `Func` was made with the signature
+                    // `fn($($a),*) -> R`, so parameter $n is a `$a`.
+                    unsafe { frame.take_unchecked::<$a>($n) }
+                ),*);
+                // SAFETY: as above, for the results.
+                unsafe { frame.write_results_unchecked(r) };
+            }
+        }
+    };
+}
+closure!();
+closure!(0 A);
+closure!(0 A, 1 B);
+closure!(0 A, 1 B, 2 C);
+
+struct VariadicSig<R>(PhantomData<R>);
+impl<R: Typed> VariadicSig<R> {
+    const TYPE: &'static Type = &Type::rust::<fn(Vec<Value>) -> R>(Kind::Func)
+        .with_ident(crate::ty::TypeIdent::Rust(core::any::TypeId::of::<
+            VariadicSig<R>,
+        >()))
+        .with_signature(&[TypeRef::of::<Vec<Value>>()], R::RESULTS, true);
+}
+
+struct Variadic<F>(F);
+impl<F, R> FrameFn for Variadic<F>
+where
+    F: FnOnce(&[Value]) -> R + Send + 'static,
+    R: Typed,
+{
+    fn call(self: Box<Self>, frame: &mut Frame<'_>) {
+        // SAFETY: `Func::variadic` made the signature `fn(...Value) -> R`: parameter 0 is
+        // a `Vec<Value>`.
+        let args = unsafe { frame.take_unchecked::<Vec<Value>>(0) };
+        let r = (self.0)(&args);
+        // SAFETY: the results are `R::RESULTS`.
+        unsafe { frame.write_results_unchecked(r) };
+    }
+}
+
+impl Func {
+    /// A function of one parameter (the finalizer shape). Its signature is
+    /// `fn(A) -> R`; a tuple `R` is a result list.
+    pub fn new<A: Typed, R: Typed>(f: impl FnOnce(A) -> R + Send + 'static) -> Func {
+        Func {
+            sig: <fn(A) -> R as Typed>::TYPE,
+            body: Box::new(Closure::<_, (A,)>(f, PhantomData)),
+        }
+    }
+
+    /// A function of no parameters.
+    pub fn nullary<R: Typed>(f: impl FnOnce() -> R + Send + 'static) -> Func {
+        Func {
+            sig: <fn() -> R as Typed>::TYPE,
+            body: Box::new(Closure::<_, ()>(f, PhantomData)),
+        }
+    }
+
+    /// A function of two parameters.
+    pub fn binary<A: Typed, B: Typed, R: Typed>(
+        f: impl FnOnce(A, B) -> R + Send + 'static,
+    ) -> Func {
+        Func {
+            sig: <fn(A, B) -> R as Typed>::TYPE,
+            body: Box::new(Closure::<_, (A, B)>(f, PhantomData)),
+        }
+    }
+
+    /// A function of three parameters.
+    pub fn ternary<A: Typed, B: Typed, C: Typed, R: Typed>(
+        f: impl FnOnce(A, B, C) -> R + Send + 'static,
+    ) -> Func {
+        Func {
+            sig: <fn(A, B, C) -> R as Typed>::TYPE,
+            body: Box::new(Closure::<_, (A, B, C)>(f, PhantomData)),
+        }
+    }
+
+    /// A variadic function, `fn(...Value) -> R`: its one parameter is a `Vec<Value>`.
+    pub fn variadic<R: Typed>(f: impl FnOnce(&[Value]) -> R + Send + 'static) -> Func {
+        Func {
+            sig: VariadicSig::<R>::TYPE,
+            body: Box::new(Variadic(f)),
+        }
+    }
+
+    /// An interpreter's function: a signature built at run time (or any func type) and a
+    /// body that works on the frame.
+    ///
+    /// # Panics
+    /// If `signature` is not of func kind.
+    pub fn from_frame_fn(signature: &'static Type, f: impl FrameFn) -> Func {
+        assert!(
+            signature.kind() == Kind::Func,
+            "fing::Func::from_frame_fn: {signature} is not a func type"
+        );
+        Func {
+            sig: signature,
+            body: Box::new(f),
+        }
+    }
+
+    pub(crate) fn from_fn_ptr<P: FnPtr>(p: P) -> Func {
+        p.into_func()
+    }
+
+    /// The signature.
+    #[inline]
+    pub fn signature(&self) -> &'static Type {
+        self.sig
+    }
+
+    /// Runs the body on a frame laid out for the signature, whose arguments are all
+    /// written. This is the frame invoker's entry point.
+    pub fn call_frame(self, frame: &mut Frame<'_>) {
+        assert!(
+            core::ptr::eq(frame.sig, self.sig),
+            "fing::Func::call_frame: frame of {} for a func of {}",
+            frame.sig,
+            self.sig
+        );
+        self.body.call(frame);
+    }
+
+    /// Calls the function with `args`, each identical in type to its parameter, and
+    /// returns its results. (A reflect-style call through a fresh frame.)
+    pub fn call(self, args: Vec<Value>) -> Result<Vec<Value>, CallError> {
+        let sig = self.sig;
+        if args.len() != sig.params().len() {
+            return Err(CallError::ArgCount {
+                func: sig.to_string(),
+                given: args.len(),
+            });
+        }
+        for (i, (a, p)) in args.iter().zip(sig.params()).enumerate() {
+            if !identical(a.type_of(), p) || a.kind() == Kind::Func {
+                return Err(CallError::ArgType {
+                    func: sig.to_string(),
+                    index: i,
+                    arg: a.type_of().to_string(),
+                });
+            }
+        }
+        let layout = FrameLayout::of(sig);
+        let mut buf = FrameBuf::new();
+        let base = buf.reserve(&layout);
+        for (a, off) in args.into_iter().zip(&layout.params) {
+            // SAFETY: `base` is a frame of `layout.size` bytes aligned to `layout.align`, and
+            // the argument's type is identical to the parameter's, whose slot is at `off`.
+            unsafe { a.move_to(base.as_ptr().add(*off)) };
+        }
+        // SAFETY: every argument slot was just written with a value of its parameter type.
+        let mut frame = unsafe { Frame::new(base, sig, &layout) };
+        self.call_frame(&mut frame);
+        Ok((0..layout.results.len())
+            .filter_map(|i| frame.take_result_value(i))
+            .collect())
+    }
+}
+
+/// Function pointer types that become `Func`s.
+pub(crate) trait FnPtr {
+    fn into_func(self) -> Func;
+}
+macro_rules! fn_ptr {
+    ($ctor:ident; $($a:ident),*) => {
+        impl<$($a: Typed,)* R: Typed> FnPtr for fn($($a),*) -> R {
+            fn into_func(self) -> Func {
+                Func::$ctor(self)
+            }
+        }
+    };
+}
+fn_ptr!(nullary;);
+fn_ptr!(new; A);
+fn_ptr!(binary; A, B);
+fn_ptr!(ternary; A, B, C);
+
+/// A reusable, growable, aligned frame buffer (Go's finalizer frame, reused and grown
+/// when a larger frame comes). It holds raw bytes only: it is not a root.
+#[derive(Default)]
+pub struct FrameBuf {
+    ptr: Option<NonNull<u8>>,
+    layout: Option<Layout>,
+}
+
+// SAFETY: the buffer is raw bytes owned by this value; nothing in it outlives a call.
+unsafe impl Send for FrameBuf {}
+
+impl FrameBuf {
+    /// An empty buffer.
+    pub const fn new() -> FrameBuf {
+        FrameBuf {
+            ptr: None,
+            layout: None,
+        }
+    }
+
+    /// A pointer to at least `layout.size` bytes aligned to `layout.align`, growing the
+    /// buffer if needed. Previous contents are not kept.
+    pub fn reserve(&mut self, layout: &FrameLayout) -> NonNull<u8> {
+        let need = Layout::from_size_align(layout.size.max(WORD), layout.align)
+            .expect("fing::FrameBuf::reserve: impossible frame layout");
+        if let (Some(p), Some(have)) = (self.ptr, self.layout) {
+            if have.size() >= need.size() && have.align() >= need.align() {
+                return p;
+            }
+        }
+        self.release();
+        let size = need.size().next_power_of_two();
+        let grown = Layout::from_size_align(size, need.align().max(16))
+            .expect("fing::FrameBuf::reserve: impossible frame layout");
+        // SAFETY: `grown` has a non-zero size (at least one word).
+        let p = NonNull::new(unsafe { alloc(grown) }).unwrap_or_else(|| handle_alloc_error(grown));
+        self.ptr = Some(p);
+        self.layout = Some(grown);
+        p
+    }
+
+    /// Current capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.layout.map_or(0, |l| l.size())
+    }
+
+    fn release(&mut self) {
+        if let (Some(p), Some(l)) = (self.ptr.take(), self.layout.take()) {
+            // SAFETY: `p` was allocated in `reserve` with exactly `l`.
+            unsafe { dealloc(p.as_ptr(), l) };
+        }
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Why a frame access was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// No parameter or result with this index.
+    NoSlot {
+        /// Index asked for.
+        index: usize,
+    },
+    /// The argument was taken already.
+    Taken {
+        /// Index asked for.
+        index: usize,
+    },
+    /// The slot's type is not the one asked for.
+    Type {
+        /// Index asked for.
+        index: usize,
+        /// The slot's type.
+        slot: String,
+        /// The type asked for.
+        asked: String,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::NoSlot { index } => write!(f, "fing::Frame: no slot {index}"),
+            FrameError::Taken { index } => write!(f, "fing::Frame: argument {index} already taken"),
+            FrameError::Type { index, slot, asked } => {
+                write!(f, "fing::Frame: slot {index} holds {slot}, not {asked}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// A call frame: the arguments a body takes and the results it writes, checked against
+/// the signature. Owns its unread arguments and its results (dropped with the frame).
+pub struct Frame<'a> {
+    base: NonNull<u8>,
+    sig: &'static Type,
+    layout: &'a FrameLayout,
+    args_live: u64,
+    results_set: u64,
+}
+
+impl<'a> Frame<'a> {
+    /// Wraps a buffer whose argument slots are all written.
+    ///
+    /// # Safety
+    /// `base` must point to `layout.size` bytes aligned to `layout.align`, valid for the
+    /// frame's lifetime and used by nothing else; `layout` must be `FrameLayout::of(sig)`;
+    /// every parameter slot must hold a valid value of the parameter's type, whose
+    /// ownership passes to the frame.
+    pub unsafe fn new(base: NonNull<u8>, sig: &'static Type, layout: &'a FrameLayout) -> Frame<'a> {
+        let n = layout.params.len();
+        let args_live = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        Frame {
+            base,
+            sig,
+            layout,
+            args_live,
+            results_set: 0,
+        }
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &'static Type {
+        self.sig
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.layout.params.len()
+    }
+
+    /// Number of results.
+    pub fn result_count(&self) -> usize {
+        self.layout.results.len()
+    }
+
+    fn param_type(&self, i: usize) -> Result<&'static Type, FrameError> {
+        let ty = self
+            .sig
+            .params()
+            .nth(i)
+            .ok_or(FrameError::NoSlot { index: i })?;
+        if self.args_live >> i & 1 == 0 {
+            return Err(FrameError::Taken { index: i });
+        }
+        Ok(ty)
+    }
+
+    /// Takes argument `i` as a `T` (identical to the parameter type).
+    pub fn take_arg<T: Typed>(&mut self, i: usize) -> Result<T, FrameError> {
+        let ty = self.param_type(i)?;
+        if !identical(ty, T::TYPE) || ty.kind() == Kind::Func {
+            return Err(FrameError::Type {
+                index: i,
+                slot: ty.to_string(),
+                asked: T::TYPE.to_string(),
+            });
+        }
+        // SAFETY: slot `i` is live and holds a value of a type identical to `T`.
+        Ok(unsafe { self.take_unchecked(i) })
+    }
+
+    /// Takes argument `i` as a `Value` of the parameter's type (not for func-kind
+    /// parameters).
+    pub fn take_arg_value(&mut self, i: usize) -> Result<Value, FrameError> {
+        let ty = self.param_type(i)?;
+        if ty.kind() == Kind::Func {
+            return Err(FrameError::Type {
+                index: i,
+                slot: ty.to_string(),
+                asked: "Value".into(),
+            });
+        }
+        self.args_live &= !(1 << i);
+        // SAFETY: the slot was live and holds a valid value of `ty`, whose ownership moves
+        // into the value (the slot is marked dead first).
+        Ok(unsafe { Value::from_raw(ty, self.base.as_ptr().add(self.layout.params[i])) })
+    }
+
+    /// Takes argument `i` without checking.
+    ///
+    /// # Safety
+    /// Argument `i` must exist, be live, and be a `T`.
+    pub unsafe fn take_unchecked<T>(&mut self, i: usize) -> T {
+        debug_assert!(self.args_live >> i & 1 == 1);
+        self.args_live &= !(1 << i);
+        // SAFETY: the caller guarantees slot `i` holds a live `T`; it is marked dead, so it is
+        // read (moved) once.
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(self.layout.params[i])
+                .cast::<T>()
+                .read()
+        }
+    }
+
+    fn result_slot(&mut self, i: usize) -> Result<(&'static Type, *mut u8), FrameError> {
+        let ty = self
+            .sig
+            .results()
+            .nth(i)
+            .ok_or(FrameError::NoSlot { index: i })?;
+        // SAFETY: result offsets lie inside the frame (FrameLayout::of).
+        let p = unsafe { self.base.as_ptr().add(self.layout.results[i]) };
+        if self.results_set >> i & 1 == 1 {
+            self.results_set &= !(1 << i);
+            // SAFETY: the slot holds a result written earlier, replaced now.
+            unsafe { ty.drop_value(p) };
+        }
+        Ok((ty, p))
+    }
+
+    /// Writes result `i` (a `T` identical to the result type).
+    pub fn set_result<T: Typed>(&mut self, i: usize, v: T) -> Result<(), FrameError> {
+        let (ty, p) = self.result_slot(i)?;
+        if !identical(ty, T::TYPE) || ty.kind() == Kind::Func {
+            return Err(FrameError::Type {
+                index: i,
+                slot: ty.to_string(),
+                asked: T::TYPE.to_string(),
+            });
+        }
+        // SAFETY: the slot is free, aligned and sized for `ty`, identical to `T`.
+        unsafe { p.cast::<T>().write(v) };
+        self.results_set |= 1 << i;
+        Ok(())
+    }
+
+    /// Writes result `i` from a `Value` of the result's type.
+    pub fn set_result_value(&mut self, i: usize, v: Value) -> Result<(), FrameError> {
+        let (ty, p) = self.result_slot(i)?;
+        if !identical(ty, v.type_of()) || ty.kind() == Kind::Func {
+            return Err(FrameError::Type {
+                index: i,
+                slot: ty.to_string(),
+                asked: v.type_of().to_string(),
+            });
+        }
+        // SAFETY: the slot is free and sized for `ty`, identical to the value's type.
+        unsafe { v.move_to(p) };
+        self.results_set |= 1 << i;
+        Ok(())
+    }
+
+    /// Writes the whole result list without checking.
+    ///
+    /// # Safety
+    /// `R::RESULTS` must be the signature's result types, and no result written yet.
+    pub unsafe fn write_results_unchecked<R: Typed>(&mut self, r: R) {
+        // SAFETY: the caller guarantees the result list matches; the offsets come from the
+        // frame layout of the signature.
+        unsafe { r.__write_results(self.base.as_ptr(), &self.layout.results) };
+        let n = self.layout.results.len();
+        self.results_set = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+    }
+
+    /// Takes result `i` out as a `Value` (`None` if the body did not write it).
+    pub fn take_result_value(&mut self, i: usize) -> Option<Value> {
+        if i >= self.layout.results.len() || self.results_set >> i & 1 == 0 {
+            return None;
+        }
+        let ty = self.sig.results().nth(i)?;
+        self.results_set &= !(1 << i);
+        // SAFETY: the result slot holds a written value of `ty`, moved out once (marked
+        // unset first).
+        Some(unsafe { Value::from_raw(ty, self.base.as_ptr().add(self.layout.results[i])) })
+    }
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        for (i, ty) in self.sig.params().enumerate() {
+            if self.args_live >> i & 1 == 1 {
+                // SAFETY: a live argument slot holds a valid value the frame owns.
+                unsafe { ty.drop_value(self.base.as_ptr().add(self.layout.params[i])) };
+            }
+        }
+        for (i, ty) in self.sig.results().enumerate() {
+            if self.results_set >> i & 1 == 1 {
+                // SAFETY: a written result slot holds a valid value the frame owns.
+                unsafe { ty.drop_value(self.base.as_ptr().add(self.layout.results[i])) };
+            }
+        }
+    }
+}

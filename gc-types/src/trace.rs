@@ -1,0 +1,87 @@
+//! `Trace` and `Tracer`: how the collector finds the handles a value owns.
+//!
+//! The collector never guesses: every handle stored in a heap object is reported by the
+//! object's trace glue. Tracing does not follow handles; it pushes the address of each
+//! referenced object onto the [`Tracer`]'s edge list, and the collector decides what an
+//! edge means in the phase it is in (subtract one from the target's count while it looks
+//! for roots, mark the target while it marks). One monomorphic push per edge, no dynamic
+//! dispatch.
+//!
+//! Soundness (DESIGN §4): a handle that `trace` forgets only keeps its target alive
+//! longer, since its count then looks like a reference from outside the heap. A handle
+//! reported that the value does not own, or reported twice, makes a live object look
+//! unreferenced: that is why `Trace` is an `unsafe trait`, why it is not implemented for
+//! `Rc`, `Arc`, `Cell`, `RefCell` or `Mutex` holding handles (shared or unsynchronised
+//! ownership), and why users get it from `#[derive(Trace)]`.
+
+use core::ptr::NonNull;
+
+use crate::ty::PtrMask;
+use crate::Typed;
+
+/// A type whose values the collector can trace.
+///
+/// # Safety
+/// Implementations must keep these promises, which the collector relies on to never free
+/// a live object:
+/// - `trace` reports, through the `trace` of its parts, only handles that `self` owns
+///   exclusively (not through `Rc`/`Arc` or any other shared ownership), each at most once,
+///   and it must not mutate anything a handle can reach;
+/// - `NO_SCAN` is true only if no value of the type can ever hold a handle;
+/// - `PTRMASK`, when known, marks exactly the words that hold object references;
+/// - the `Typed` descriptor describes `Self` ([`Typed`]'s contract).
+///
+/// Derive it: `#[derive(Trace)]`.
+pub unsafe trait Trace: Typed {
+    /// True if no value of this type can hold a handle (Go's noscan).
+    const NO_SCAN: bool;
+    /// Where the handles are, word by word, if the layout allows saying so.
+    const PTRMASK: PtrMask = if Self::NO_SCAN {
+        PtrMask::EMPTY
+    } else {
+        PtrMask::Unknown
+    };
+    /// Reports every handle `self` owns to `tracer`.
+    fn trace(&self, tracer: &mut Tracer);
+}
+
+/// Collects the edges (referenced objects) that tracing reports.
+///
+/// Owned by the collector; user code only passes it on to `Trace::trace` of its fields.
+#[derive(Default)]
+pub struct Tracer {
+    edges: Vec<NonNull<u8>>,
+}
+
+impl Tracer {
+    /// An empty tracer.
+    pub fn new() -> Tracer {
+        Tracer { edges: Vec::new() }
+    }
+
+    /// Reports an edge to the heap object at `obj`.
+    ///
+    /// # Safety
+    /// `obj` must be the address of a live object of the heap being collected: only
+    /// the handle type's own `Trace` impl calls this.
+    #[inline]
+    pub unsafe fn edge(&mut self, obj: NonNull<u8>) {
+        self.edges.push(obj);
+    }
+
+    /// The edges reported so far.
+    pub fn edges(&self) -> &[NonNull<u8>] {
+        &self.edges
+    }
+
+    /// Takes one edge off the end.
+    #[inline]
+    pub fn pop(&mut self) -> Option<NonNull<u8>> {
+        self.edges.pop()
+    }
+
+    /// Forgets every edge, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.edges.clear();
+    }
+}

@@ -1,0 +1,658 @@
+//! `Type`: the runtime type descriptor (Go's `_type`), and the parts it is made of.
+//!
+//! A `Type` is `'static` and immutable. Rust types get theirs from [`Typed`](crate::Typed)
+//! as a constant (`Type::of::<T>()`); an interpreter builds its own at run time with
+//! [`TypeBuilder`](crate::TypeBuilder), which leaks them, as Go's types live forever.
+//!
+//! Invariants every descriptor keeps (the collector and the frame invoker trust them):
+//! - `size` and `align` are those of the Rust representation (`size_of`/`align_of` for a
+//!   Rust type; C layout for a built struct);
+//! - `noscan` is true only if no value of the type can hold a handle;
+//! - the trace glue (a trace function, a pointer mask or, for built structs, the fields)
+//!   reports exactly the handles a value owns, each once;
+//! - the drop glue drops a value in place exactly as Rust would;
+//! - element, length, fields, signature and method set are present exactly for the kinds
+//!   that have them ([`Kind`]).
+//!
+//! Nested types are referred to through [`TypeRef`], which for Rust types is a function
+//! returning the descriptor: descriptors of recursive types (`struct List { next:
+//! Option<Gc<List>> }`) refer to themselves, and a constant cannot.
+
+use core::any::{Any, TypeId};
+use core::fmt;
+
+use crate::kind::Kind;
+use crate::trace::Tracer;
+
+/// Traces the handles of a value in place. See [`Trace`](crate::Trace).
+pub type TraceFn = unsafe fn(*const u8, &mut Tracer);
+/// Drops a value in place.
+pub type DropFn = unsafe fn(*mut u8);
+
+/// A reference to a descriptor, resolved when it is used.
+#[derive(Clone, Copy)]
+pub enum TypeRef {
+    /// A Rust type's descriptor, produced on demand (breaks cycles between constants).
+    Lazy(fn() -> &'static Type),
+    /// A descriptor that already exists (every type built at run time).
+    Static(&'static Type),
+}
+
+impl TypeRef {
+    /// The reference to `T`'s descriptor.
+    pub const fn of<T: crate::Typed>() -> TypeRef {
+        TypeRef::Lazy(Type::of::<T>)
+    }
+
+    /// The descriptor.
+    #[inline]
+    pub fn get(self) -> &'static Type {
+        match self {
+            TypeRef::Lazy(f) => f(),
+            TypeRef::Static(t) => t,
+        }
+    }
+}
+
+impl fmt::Debug for TypeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.get(), f)
+    }
+}
+
+/// What makes two descriptors the same type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TypeIdent {
+    /// A Rust type.
+    Rust(TypeId),
+    /// A type built at run time (unique per build).
+    Runtime(u64),
+}
+
+/// One field of a struct (or tuple) type.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    /// The field's name (`"0"`, `"1"`, … for tuple fields).
+    pub name: &'static str,
+    /// Byte offset from the start of the value.
+    pub offset: usize,
+    /// The field's type.
+    pub ty: TypeRef,
+    /// True for a `#[gc(untraced)]` field: not traced, not looked inside.
+    pub untraced: bool,
+}
+
+/// One method of an interface's method set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Method {
+    /// The method's name.
+    pub name: &'static str,
+}
+
+/// An interface a named type implements (Go's itab): the interface type and the
+/// conversion from a data pointer to the Rust trait object.
+///
+/// `cast` holds an `fn(*const u8) -> *const dyn Trait` for the interface's trait; the
+/// code that knows the trait (the `#[fing::interface]` expansion) downcasts it, so a
+/// mismatch is a failed downcast, never a wrong transmute.
+#[derive(Clone, Copy)]
+pub struct Itab {
+    /// The interface type (`Gc<dyn Trait>`'s descriptor).
+    pub iface: TypeRef,
+    /// The conversion, type-erased.
+    pub cast: &'static (dyn Any + Send + Sync),
+}
+
+impl fmt::Debug for Itab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Itab({})", self.iface.get())
+    }
+}
+
+/// Where the handles of a value are, word by word (Go's pointer bitmap).
+///
+/// Bit `i` set means the `i`-th pointer-sized word of the value holds an object
+/// reference: null, or the address of a heap object (the `obj` word of a handle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PtrMask {
+    /// The layout does not allow a mask (handles behind a tag, a `Vec`, …): trace by
+    /// function.
+    Unknown,
+    /// The mask of a value of at most 64 words.
+    Small(u64),
+    /// The mask of a larger value (built types).
+    Words(&'static [u64]),
+}
+
+impl PtrMask {
+    /// The mask of a type with no handles.
+    pub const EMPTY: PtrMask = PtrMask::Small(0);
+
+    /// Is the mask known?
+    pub const fn is_known(&self) -> bool {
+        !matches!(self, PtrMask::Unknown)
+    }
+
+    /// Is word `i` an object reference? `None` if the mask is unknown.
+    pub fn word(&self, i: usize) -> Option<bool> {
+        match *self {
+            PtrMask::Unknown => None,
+            PtrMask::Small(m) => Some(i < 64 && m >> i & 1 == 1),
+            PtrMask::Words(w) => Some(w.get(i / 64).is_some_and(|m| m >> (i % 64) & 1 == 1)),
+        }
+    }
+
+    /// The mask of a struct from its fields' masks and offsets, if every field has a
+    /// known mask, every field with handles sits at a word-aligned offset, and the
+    /// struct is at most 64 words. Used by derived code, at compile time.
+    pub const fn of_fields(size: usize, fields: &[(usize, PtrMask)]) -> PtrMask {
+        let word = core::mem::size_of::<usize>();
+        let mut acc = 0u64;
+        let mut i = 0;
+        while i < fields.len() {
+            let (offset, mask) = fields[i];
+            match mask {
+                PtrMask::Small(0) => {}
+                PtrMask::Small(m) => {
+                    if offset % word != 0 || size > 64 * word {
+                        return PtrMask::Unknown;
+                    }
+                    acc |= m << (offset / word);
+                }
+                _ => return PtrMask::Unknown,
+            }
+            i += 1;
+        }
+        PtrMask::Small(acc)
+    }
+}
+
+/// How a descriptor answers "is a value of this type `Send` and `Sync`?".
+///
+/// Rust's auto traits are structural, so the answer of a generic type is the answer of
+/// its parts; a concrete type knows it at compile time. Recursive types are answered
+/// coinductively, as the compiler does.
+#[derive(Clone, Copy, Debug)]
+pub enum SendSync {
+    /// Known when the descriptor was made.
+    Known {
+        /// `Send`.
+        send: bool,
+        /// `Sync`.
+        sync: bool,
+    },
+    /// Send and Sync exactly when every component (fields, element, type arguments) is.
+    Structural,
+    /// A handle: `Send` and `Sync` exactly when its element is both.
+    Pointer,
+}
+
+/// A runtime type descriptor. See the module documentation for its invariants.
+pub struct Type {
+    pub(crate) ident: TypeIdent,
+    pub(crate) kind: Kind,
+    pub(crate) size: usize,
+    pub(crate) align: usize,
+    pub(crate) name: Option<&'static str>,
+    pub(crate) args: &'static [TypeRef],
+    pub(crate) noscan: bool,
+    pub(crate) send_sync: SendSync,
+    pub(crate) trace: Option<TraceFn>,
+    pub(crate) drop: Option<DropFn>,
+    pub(crate) needs_drop: bool,
+    pub(crate) ptrmask: PtrMask,
+    pub(crate) elem: Option<TypeRef>,
+    pub(crate) len: usize,
+    pub(crate) fields: &'static [Field],
+    pub(crate) variants: &'static [&'static str],
+    pub(crate) params: &'static [TypeRef],
+    pub(crate) results: &'static [TypeRef],
+    pub(crate) variadic: bool,
+    pub(crate) methods: &'static [Method],
+    pub(crate) implements: &'static [Itab],
+}
+
+/// Traces a `T` in place.
+///
+/// # Safety
+/// `p` must point to a valid `T`.
+unsafe fn trace_thunk<T: crate::Trace>(p: *const u8, t: &mut Tracer) {
+    // SAFETY: the caller guarantees `p` points to a valid `T` (the descriptor's contract).
+    let v = unsafe { &*p.cast::<T>() };
+    v.trace(t);
+}
+
+/// Drops a `T` in place.
+///
+/// # Safety
+/// `p` must point to a valid `T` that is not used again.
+unsafe fn drop_thunk<T>(p: *mut u8) {
+    // SAFETY: the caller guarantees `p` points to a valid `T` it gives up.
+    unsafe { core::ptr::drop_in_place(p.cast::<T>()) }
+}
+
+impl Type {
+    /// The descriptor of `T`.
+    #[inline]
+    pub fn of<T: crate::Typed>() -> &'static Type {
+        T::TYPE
+    }
+
+    /// The descriptor of a Rust type `T` of kind `kind`, with its size, alignment,
+    /// identity, trace glue (from `T: Trace`), drop glue and pointer mask. The
+    /// builder methods below add the rest. For use in `Typed` impls, at compile time.
+    pub const fn rust<T: crate::Trace>(kind: Kind) -> Type {
+        Type {
+            ident: TypeIdent::Rust(TypeId::of::<T>()),
+            kind,
+            size: core::mem::size_of::<T>(),
+            align: core::mem::align_of::<T>(),
+            name: None,
+            args: &[],
+            noscan: T::NO_SCAN,
+            send_sync: SendSync::Structural,
+            trace: if T::NO_SCAN {
+                None
+            } else {
+                Some(trace_thunk::<T> as TraceFn)
+            },
+            drop: if core::mem::needs_drop::<T>() {
+                Some(drop_thunk::<T> as DropFn)
+            } else {
+                None
+            },
+            needs_drop: core::mem::needs_drop::<T>(),
+            ptrmask: T::PTRMASK,
+            elem: None,
+            len: 0,
+            fields: &[],
+            variants: &[],
+            params: &[],
+            results: &[],
+            variadic: false,
+            methods: &[],
+            implements: &[],
+        }
+    }
+
+    /// The descriptor of a `#[gc(untraced)]` field's type: opaque, never traced, named
+    /// by its source text, with the Send/Sync answers the derive computed for it.
+    pub const fn untraced<T: 'static>(name: &'static str, send: bool, sync: bool) -> Type {
+        Type {
+            ident: TypeIdent::Rust(TypeId::of::<T>()),
+            kind: Kind::Opaque,
+            size: core::mem::size_of::<T>(),
+            align: core::mem::align_of::<T>(),
+            name: Some(name),
+            args: &[],
+            noscan: true,
+            send_sync: SendSync::Known { send, sync },
+            trace: None,
+            drop: if core::mem::needs_drop::<T>() {
+                Some(drop_thunk::<T> as DropFn)
+            } else {
+                None
+            },
+            needs_drop: core::mem::needs_drop::<T>(),
+            ptrmask: PtrMask::EMPTY,
+            elem: None,
+            len: 0,
+            fields: &[],
+            variants: &[],
+            params: &[],
+            results: &[],
+            variadic: false,
+            methods: &[],
+            implements: &[],
+        }
+    }
+
+    /// Sets the identity (for descriptors that stand for a type other than the Rust type
+    /// they were made from, as a variadic signature does).
+    pub const fn with_ident(mut self, ident: TypeIdent) -> Type {
+        self.ident = ident;
+        self
+    }
+    /// Sets the name: the type becomes a named type.
+    pub const fn named(mut self, name: &'static str) -> Type {
+        self.name = Some(name);
+        self
+    }
+    /// Sets the type arguments shown after the name (`Option<i32>`).
+    pub const fn with_args(mut self, args: &'static [TypeRef]) -> Type {
+        self.args = args;
+        self
+    }
+    /// Sets how Send/Sync is answered.
+    pub const fn with_send_sync(mut self, s: SendSync) -> Type {
+        self.send_sync = s;
+        self
+    }
+    /// Sets the element type (pointer, array, slice).
+    pub const fn with_elem(mut self, elem: TypeRef) -> Type {
+        self.elem = Some(elem);
+        self
+    }
+    /// Sets the array length.
+    pub const fn with_len(mut self, len: usize) -> Type {
+        self.len = len;
+        self
+    }
+    /// Sets the fields (struct, tuple).
+    pub const fn with_fields(mut self, fields: &'static [Field]) -> Type {
+        self.fields = fields;
+        self
+    }
+    /// Sets the variant names (enum).
+    pub const fn with_variants(mut self, variants: &'static [&'static str]) -> Type {
+        self.variants = variants;
+        self
+    }
+    /// Sets the signature (func).
+    pub const fn with_signature(
+        mut self,
+        params: &'static [TypeRef],
+        results: &'static [TypeRef],
+        variadic: bool,
+    ) -> Type {
+        self.params = params;
+        self.results = results;
+        self.variadic = variadic;
+        self
+    }
+    /// Sets the method set (interface).
+    pub const fn with_methods(mut self, methods: &'static [Method]) -> Type {
+        self.methods = methods;
+        self
+    }
+    /// Sets the interfaces the type implements.
+    pub const fn with_implements(mut self, itabs: &'static [Itab]) -> Type {
+        self.implements = itabs;
+        self
+    }
+
+    /// The kind.
+    #[inline]
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+    /// The identity: equal identities are the same type.
+    #[inline]
+    pub fn ident(&self) -> TypeIdent {
+        self.ident
+    }
+    /// Size in bytes.
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    /// Alignment in bytes.
+    #[inline]
+    pub fn align(&self) -> usize {
+        self.align
+    }
+    /// The name of a named type (`demo::File`, `i32`), `None` for unnamed types
+    /// (`Gc<T>`, arrays, tuples, signatures).
+    #[inline]
+    pub fn name(&self) -> Option<&'static str> {
+        self.name
+    }
+    /// Is this a named type?
+    #[inline]
+    pub fn is_named(&self) -> bool {
+        self.name.is_some()
+    }
+    /// Type arguments of a generic named type.
+    pub fn type_args(&self) -> impl ExactSizeIterator<Item = &'static Type> + '_ {
+        self.args.iter().map(|r| r.get())
+    }
+    /// True if no value of this type holds a handle (Go's noscan): such objects go to
+    /// noscan spans and are never scanned.
+    #[inline]
+    pub fn is_noscan(&self) -> bool {
+        self.noscan
+    }
+    /// The pointer mask (`Unknown` where the layout does not allow one).
+    #[inline]
+    pub fn ptrmask(&self) -> PtrMask {
+        self.ptrmask
+    }
+    /// Does dropping a value run code?
+    #[inline]
+    pub fn needs_drop(&self) -> bool {
+        self.needs_drop
+    }
+    /// Element type of a pointer, array or slice.
+    pub fn elem(&self) -> Option<&'static Type> {
+        self.elem.map(TypeRef::get)
+    }
+    /// Length of an array.
+    pub fn len(&self) -> Option<usize> {
+        (self.kind == Kind::Array).then_some(self.len)
+    }
+    /// Fields of a struct or tuple.
+    pub fn fields(&self) -> &'static [Field] {
+        self.fields
+    }
+    /// Variant names of an enum.
+    pub fn variants(&self) -> &'static [&'static str] {
+        self.variants
+    }
+    /// Parameter types of a func.
+    pub fn params(&self) -> impl ExactSizeIterator<Item = &'static Type> + '_ {
+        self.params.iter().map(|r| r.get())
+    }
+    /// Result types of a func.
+    pub fn results(&self) -> impl ExactSizeIterator<Item = &'static Type> + '_ {
+        self.results.iter().map(|r| r.get())
+    }
+    /// Is a func variadic (its last parameter a `Vec<T>` shown as `...T`)?
+    pub fn is_variadic(&self) -> bool {
+        self.variadic
+    }
+    /// Method set of an interface (empty for `Value`).
+    pub fn methods(&self) -> &'static [Method] {
+        self.methods
+    }
+    /// Interfaces this named type implements.
+    pub fn implements(&self) -> &'static [Itab] {
+        self.implements
+    }
+    /// Is this a type built at run time?
+    pub fn is_built(&self) -> bool {
+        matches!(self.ident, TypeIdent::Runtime(_))
+    }
+
+    /// Is a value of this type `Send` and `Sync`? (Row 11 of `set_finalizer`.)
+    pub fn is_send_sync(&self) -> bool {
+        let (s, y) = self.send_sync_in(&mut Vec::new());
+        s && y
+    }
+
+    fn send_sync_in(&self, visiting: &mut Vec<*const Type>) -> (bool, bool) {
+        let me = self as *const Type;
+        if visiting.contains(&me) {
+            // Coinductive, like the compiler's auto-trait solver: a cycle proves nothing
+            // false.
+            return (true, true);
+        }
+        visiting.push(me);
+        let r = match self.send_sync {
+            SendSync::Known { send, sync } => (send, sync),
+            SendSync::Pointer => {
+                let both = self.elem().is_none_or(|e| {
+                    let (s, y) = e.send_sync_in(visiting);
+                    s && y
+                });
+                (both, both)
+            }
+            SendSync::Structural => {
+                let mut acc = (true, true);
+                let parts = self
+                    .fields
+                    .iter()
+                    .map(|f| f.ty)
+                    .chain(self.elem)
+                    .chain(self.args.iter().copied());
+                for part in parts {
+                    let (s, y) = part.get().send_sync_in(visiting);
+                    acc = (acc.0 && s, acc.1 && y);
+                }
+                acc
+            }
+        };
+        visiting.pop();
+        r
+    }
+
+    /// Reports the handles of the value at `p` to `tracer`, by trace function, pointer
+    /// mask or fields, whichever the descriptor has. Does nothing for noscan types.
+    ///
+    /// # Safety
+    /// `p` must point to a valid value of this type, not mutated during the call.
+    pub unsafe fn trace_value(&self, p: *const u8, tracer: &mut Tracer) {
+        if self.noscan {
+            return;
+        }
+        if let Some(f) = self.trace {
+            // SAFETY: the caller guarantees `p` points to a valid value of this type, which
+            // is what the descriptor's trace function requires.
+            unsafe { f(p, tracer) };
+            return;
+        }
+        if self.ptrmask.is_known() {
+            let words = self.size / core::mem::size_of::<usize>();
+            for i in 0..words {
+                if self.ptrmask.word(i) == Some(true) {
+                    // SAFETY: word `i` lies inside the value (i < size / word) and the mask
+                    // invariant says it holds an object reference or null.
+                    let w = unsafe { p.cast::<*const u8>().add(i).read() };
+                    if let Some(obj) = core::ptr::NonNull::new(w.cast_mut()) {
+                        // SAFETY: a mask word holds null or an object address; null was
+                        // excluded above.
+                        unsafe { tracer.edge(obj) };
+                    }
+                }
+            }
+            return;
+        }
+        for f in self.fields.iter().filter(|f| !f.untraced) {
+            // SAFETY: built structs lay out their fields at `offset` inside the value.
+            let fp = unsafe { p.add(f.offset) };
+            // SAFETY: `fp` points to a valid value of the field's type.
+            unsafe { f.ty.get().trace_value(fp, tracer) };
+        }
+    }
+
+    /// Drops the value at `p` in place.
+    ///
+    /// # Safety
+    /// `p` must point to a valid value of this type that is not used again.
+    pub unsafe fn drop_value(&self, p: *mut u8) {
+        if let Some(d) = self.drop {
+            // SAFETY: the caller gives up a valid value of this type, as `d` requires.
+            unsafe { d(p) };
+        } else if self.needs_drop {
+            // A built struct: drop glue is its fields' drop glue.
+            for f in self.fields {
+                // SAFETY: built structs lay out their fields at `offset`.
+                let fp = unsafe { p.add(f.offset) };
+                // SAFETY: the field is a valid value the caller gives up with its owner.
+                unsafe { f.ty.get().drop_value(fp) };
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Type({} {}, size {}, align {})",
+            self.kind, self, self.size, self.align
+        )
+    }
+}
+
+/// The type string used in every message: `Gc<demo::File>`, `i32`,
+/// `fn(Gc<demo::File>) -> [u8; 32]`, `dyn demo::Closer`, `Value`.
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn list(f: &mut fmt::Formatter<'_>, items: &[TypeRef]) -> fmt::Result {
+            for (i, t) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{}", t.get())?;
+            }
+            Ok(())
+        }
+        match (self.kind, self.name) {
+            (Kind::Interface, Some(n)) => write!(f, "dyn {n}"),
+            (Kind::Interface, None) => f.write_str("Value"),
+            (_, Some(n)) => {
+                f.write_str(n)?;
+                if !self.args.is_empty() {
+                    f.write_str("<")?;
+                    list(f, self.args)?;
+                    f.write_str(">")?;
+                }
+                Ok(())
+            }
+            (Kind::Pointer, None) => match self.elem {
+                Some(e) => write!(f, "Gc<{}>", e.get()),
+                None => f.write_str("Gc<?>"),
+            },
+            (Kind::Array, None) => match self.elem {
+                Some(e) => write!(f, "[{}; {}]", e.get(), self.len),
+                None => f.write_str("[?]"),
+            },
+            (Kind::Slice, None) => match self.elem {
+                Some(e) => write!(f, "[{}]", e.get()),
+                None => f.write_str("[?]"),
+            },
+            (Kind::Tuple, None) => {
+                f.write_str("(")?;
+                for (i, fl) in self.fields.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", fl.ty.get())?;
+                }
+                if self.fields.len() == 1 {
+                    f.write_str(",")?;
+                }
+                f.write_str(")")
+            }
+            (Kind::Func, None) => {
+                f.write_str("fn(")?;
+                for (i, p) in self.params.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    let p = p.get();
+                    if self.variadic && i + 1 == self.params.len() {
+                        match p.elem() {
+                            Some(e) => write!(f, "...{e}")?,
+                            None => write!(f, "...{p}")?,
+                        }
+                    } else {
+                        write!(f, "{p}")?;
+                    }
+                }
+                f.write_str(")")?;
+                match self.results.len() {
+                    0 => Ok(()),
+                    1 => write!(f, " -> {}", self.results[0].get()),
+                    _ => {
+                        f.write_str(" -> (")?;
+                        list(f, self.results)?;
+                        f.write_str(")")
+                    }
+                }
+            }
+            (Kind::Invalid, None) => f.write_str("nil"),
+            (k, None) => write!(f, "<unnamed {k}>"),
+        }
+    }
+}

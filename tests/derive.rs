@@ -1,0 +1,260 @@
+//! Run-pass derive cases: derived descriptors agree with the compiler's layout, the noscan
+//! bit is right for nested and generic types, type strings are Go-like.
+
+#![allow(missing_docs, dead_code)]
+
+use std::collections::HashMap;
+use std::mem::{align_of, offset_of, size_of};
+
+use fing::{Gc, Kind, PtrMask, Trace, Type, Typed};
+
+#[fing::interface]
+pub trait Closer: Send + Sync {
+    fn close(&self) -> i32;
+}
+
+#[derive(Trace)]
+#[gc(implements(Closer))]
+pub struct File {
+    fd: i32,
+    next: Option<Gc<File>>,
+}
+
+impl Closer for File {
+    fn close(&self) -> i32 {
+        self.fd
+    }
+}
+
+#[derive(Trace)]
+pub struct Plain {
+    a: u8,
+    b: u64,
+    s: String,
+}
+
+#[derive(Trace)]
+pub struct Pair<A, B> {
+    a: A,
+    b: B,
+}
+
+#[derive(Trace)]
+pub struct Tuple(u32, Gc<Plain>);
+
+#[derive(Trace)]
+pub struct Unit;
+
+#[derive(Trace)]
+pub enum Shape {
+    Empty,
+    Circle { r: f64 },
+    Link(Gc<Shape>, u8),
+}
+
+#[derive(Trace)]
+pub enum Flat {
+    A(u8),
+    B { x: i64 },
+}
+
+#[derive(Trace)]
+pub struct Wrapper<T> {
+    inner: Vec<T>,
+    count: usize,
+}
+
+#[derive(Trace)]
+pub struct WithUntraced {
+    id: u32,
+    #[gc(untraced)]
+    lock: std::sync::Mutex<Vec<u8>>,
+}
+
+#[derive(Trace)]
+pub struct NotSync {
+    #[gc(untraced)]
+    cell: std::cell::Cell<i32>,
+}
+
+#[derive(Trace)]
+#[gc(pointer)]
+#[repr(transparent)]
+pub struct Tintptr(Gc<i64>);
+
+#[derive(Trace)]
+pub struct Words {
+    a: Gc<Plain>,
+    n: u64,
+    b: Gc<Plain>,
+}
+
+fn check_layout<T: Typed>() {
+    let t = Type::of::<T>();
+    assert_eq!(t.size(), size_of::<T>(), "size of {t}");
+    assert_eq!(t.align(), align_of::<T>(), "align of {t}");
+}
+
+#[test]
+fn descriptors_match_the_compilers_layout() {
+    check_layout::<File>();
+    check_layout::<Plain>();
+    check_layout::<Pair<u8, Gc<File>>>();
+    check_layout::<Pair<Pair<u16, u8>, [u64; 3]>>();
+    check_layout::<Tuple>();
+    check_layout::<Unit>();
+    check_layout::<Shape>();
+    check_layout::<Wrapper<Gc<File>>>();
+    check_layout::<WithUntraced>();
+    check_layout::<Tintptr>();
+    check_layout::<Gc<File>>();
+    check_layout::<Gc<dyn Closer>>();
+    check_layout::<(u8, u64, u16)>();
+    check_layout::<[Gc<File>; 4]>();
+
+    let plain = Type::of::<Plain>();
+    let offsets: Vec<(&str, usize)> = plain.fields().iter().map(|f| (f.name, f.offset)).collect();
+    assert_eq!(
+        offsets,
+        vec![
+            ("a", offset_of!(Plain, a)),
+            ("b", offset_of!(Plain, b)),
+            ("s", offset_of!(Plain, s))
+        ]
+    );
+    let pair = Type::of::<Pair<u8, Gc<File>>>();
+    assert_eq!(pair.fields()[1].offset, offset_of!(Pair<u8, Gc<File>>, b));
+    assert_eq!(pair.fields()[1].ty.get().to_string(), "Gc<derive::File>");
+}
+
+#[test]
+fn noscan_is_computed_from_the_fields() {
+    assert!(Type::of::<Plain>().is_noscan());
+    assert!(!Type::of::<File>().is_noscan());
+    assert!(Type::of::<Pair<u8, Pair<u16, String>>>().is_noscan());
+    assert!(!Type::of::<Pair<u8, Pair<u16, Gc<Plain>>>>().is_noscan());
+    assert!(Type::of::<Wrapper<u32>>().is_noscan());
+    assert!(!Type::of::<Wrapper<Gc<u32>>>().is_noscan());
+    assert!(Type::of::<Flat>().is_noscan());
+    assert!(!Type::of::<Shape>().is_noscan());
+    assert!(Type::of::<Unit>().is_noscan());
+    assert!(Type::of::<WithUntraced>().is_noscan());
+    assert!(!Type::of::<Tintptr>().is_noscan());
+    assert!(!Type::of::<HashMap<u32, Gc<File>>>().is_noscan());
+    assert!(Type::of::<[u64; 0]>().is_noscan());
+    assert!(
+        !Type::of::<Gc<Plain>>().is_noscan(),
+        "a handle always needs scanning"
+    );
+    // The Trace constant agrees with the descriptor.
+    assert_eq!(<File as Trace>::NO_SCAN, Type::of::<File>().is_noscan());
+}
+
+#[test]
+fn pointer_masks_where_the_layout_allows() {
+    // Gc<T> is (ptr, obj): the object word is word 1.
+    assert_eq!(Type::of::<Gc<Plain>>().ptrmask(), PtrMask::Small(0b10));
+    assert_eq!(
+        Type::of::<Gc<dyn Closer>>().ptrmask(),
+        PtrMask::Small(0b100)
+    );
+    let w = Type::of::<Words>();
+    let a = offset_of!(Words, a) / 8 + 1;
+    let b = offset_of!(Words, b) / 8 + 1;
+    assert_eq!(w.ptrmask(), PtrMask::Small(1 << a | 1 << b));
+    assert_eq!(
+        Type::of::<[Gc<Plain>; 3]>().ptrmask(),
+        PtrMask::Small(0b101010)
+    );
+    assert_eq!(Type::of::<Plain>().ptrmask(), PtrMask::EMPTY);
+    // Option<Gc<T>> has no fixed handle word: trace by function.
+    assert_eq!(Type::of::<File>().ptrmask(), PtrMask::Unknown);
+}
+
+#[test]
+fn type_strings() {
+    assert_eq!(Type::of::<File>().to_string(), "derive::File");
+    assert_eq!(Type::of::<Gc<File>>().to_string(), "Gc<derive::File>");
+    assert_eq!(
+        Type::of::<Gc<dyn Closer>>().to_string(),
+        "dyn derive::Closer"
+    );
+    assert_eq!(
+        Type::of::<Pair<u8, Gc<File>>>().to_string(),
+        "derive::Pair<u8, Gc<derive::File>>"
+    );
+    assert_eq!(Type::of::<Tintptr>().to_string(), "derive::Tintptr");
+    assert_eq!(
+        Type::of::<fn(Gc<File>) -> [u8; 32]>().to_string(),
+        "fn(Gc<derive::File>) -> [u8; 32]"
+    );
+    assert_eq!(
+        Type::of::<fn(i32, String) -> (u8, Vec<u16>)>().to_string(),
+        "fn(i32, String) -> (u8, [u16])"
+    );
+    assert_eq!(Type::of::<fn()>().to_string(), "fn()");
+    assert_eq!(
+        Type::of::<Option<Gc<File>>>().to_string(),
+        "Option<Gc<derive::File>>"
+    );
+    assert_eq!(Type::of::<(u8,)>().to_string(), "(u8,)");
+    assert_eq!(Type::of::<fing::Value>().to_string(), "Value");
+    assert_eq!(
+        Type::of::<WithUntraced>().fields()[1].ty.get().to_string(),
+        "std::sync::Mutex<Vec<u8>>"
+    );
+}
+
+#[test]
+fn kinds_names_and_elements() {
+    let f = Type::of::<File>();
+    assert_eq!(f.kind(), Kind::Struct);
+    assert!(f.is_named());
+    let p = Type::of::<Gc<File>>();
+    assert_eq!(p.kind(), Kind::Pointer);
+    assert!(!p.is_named());
+    assert!(std::ptr::eq(p.elem().unwrap(), f));
+    let t = Type::of::<Tintptr>();
+    assert_eq!(t.kind(), Kind::Pointer);
+    assert_eq!(t.name(), Some("derive::Tintptr"));
+    assert_eq!(t.elem().unwrap().to_string(), "i64");
+    let s = Type::of::<Shape>();
+    assert_eq!(s.kind(), Kind::Enum);
+    assert_eq!(s.variants(), &["Empty", "Circle", "Link"]);
+    let i = Type::of::<Gc<dyn Closer>>();
+    assert_eq!(i.kind(), Kind::Interface);
+    assert_eq!(
+        i.methods().iter().map(|m| m.name).collect::<Vec<_>>(),
+        vec!["close"]
+    );
+    assert_eq!(Type::of::<Unit>().fields().len(), 0);
+    assert_eq!(Type::of::<Tuple>().fields()[1].name, "1");
+}
+
+#[test]
+fn send_sync_answers() {
+    assert!(Type::of::<File>().is_send_sync());
+    assert!(Type::of::<WithUntraced>().is_send_sync());
+    assert!(!Type::of::<NotSync>().is_send_sync());
+    assert!(!Type::of::<Gc<NotSync>>().is_send_sync());
+    assert!(Type::of::<Pair<u8, Gc<File>>>().is_send_sync());
+    assert!(!Type::of::<Pair<u8, Gc<NotSync>>>().is_send_sync());
+    assert!(!Type::of::<Wrapper<fing::Value>>().is_send_sync());
+    assert!(
+        Type::of::<Shape>().is_send_sync(),
+        "recursive types are answered coinductively"
+    );
+}
+
+#[test]
+fn itab_turns_a_data_pointer_into_the_trait_object() {
+    let obj = Type::of::<Gc<File>>();
+    let iface = Type::of::<Gc<dyn Closer>>();
+    let itab = fing::rules::find_itab(obj, iface).expect("File implements Closer");
+    static F: File = File { fd: 7, next: None };
+    let data = &F as *const File as *const u8;
+    let dynp = <dyn Closer as fing::GcTarget>::cast_from(itab, data).expect("itab of Closer");
+    // SAFETY: `dynp` points at the static `F`.
+    assert_eq!(unsafe { &*dynp }.close(), 7);
+    assert!(fing::rules::find_itab(Type::of::<Gc<Plain>>(), iface).is_none());
+}
