@@ -262,3 +262,111 @@ fn struct_mask(fields: &[Field], size: usize) -> PtrMask {
     }
     PtrMask::Words(leak(bits))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Trace, Tracer};
+    use crate::Typed;
+    use core::ptr::NonNull;
+
+    /// A stand-in handle (word 1 is the object word).
+    #[repr(C)]
+    struct Ptr(*const u8, *const u8);
+    // SAFETY: kind pointer to (), the compiler's layout.
+    unsafe impl Typed for Ptr {
+        const TYPE: &'static Type = &Type::rust::<Ptr>(Kind::Pointer)
+            .with_elem(TypeRef::of::<()>())
+            .with_send_sync(SendSync::Pointer);
+    }
+    // SAFETY: reports word 1 when non-null, as the mask says.
+    unsafe impl Trace for Ptr {
+        const NO_SCAN: bool = false;
+        const PTRMASK: PtrMask = PtrMask::Small(0b10);
+        fn trace(&self, t: &mut Tracer) {
+            if let Some(o) = NonNull::new(self.1.cast_mut()) {
+                // SAFETY: test objects are plain addresses; the tracer only records them.
+                unsafe { t.edge(o) };
+            }
+        }
+    }
+
+    #[test]
+    fn structs_get_c_layout() {
+        let t = TypeBuilder::structure(Some("interp.Node"))
+            .field("tag", u8::TYPE)
+            .field("value", i64::TYPE)
+            .field("flag", u16::TYPE)
+            .build();
+        let offs: Vec<usize> = t.fields().iter().map(|f| f.offset).collect();
+        assert_eq!(offs, vec![0, 8, 16]);
+        assert_eq!((t.size(), t.align()), (24, 8));
+        assert_eq!(t.to_string(), "interp.Node");
+        assert!(t.is_noscan());
+        assert!(t.is_send_sync());
+        assert!(t.is_built());
+    }
+
+    #[test]
+    fn built_structs_are_traced_by_mask() {
+        let p = TypeBuilder::pointer(Ptr::TYPE, None, i64::TYPE);
+        let t = TypeBuilder::structure(None)
+            .field("n", i64::TYPE)
+            .field("next", p)
+            .field("other", p)
+            .build();
+        assert!(!t.is_noscan());
+        assert_eq!(t.ptrmask().word(2), Some(true));
+        assert_eq!(t.ptrmask().word(4), Some(true));
+        assert_eq!(t.ptrmask().word(1), Some(false));
+        let mut obj = [0usize; 5];
+        obj[2] = 0x1000;
+        obj[4] = 0; // null: not an edge
+        let mut tracer = Tracer::new();
+        // SAFETY: `obj` has the built type's size and layout (five words).
+        unsafe { t.trace_value(obj.as_ptr().cast(), &mut tracer) };
+        assert_eq!(
+            tracer
+                .edges()
+                .iter()
+                .map(|e| e.as_ptr() as usize)
+                .collect::<Vec<_>>(),
+            vec![0x1000]
+        );
+    }
+
+    #[test]
+    fn built_structs_drop_their_fields() {
+        let t = TypeBuilder::structure(None)
+            .field("v", Vec::<u8>::TYPE)
+            .build();
+        assert!(t.is_noscan());
+        assert!(t.needs_drop());
+        let mut v = core::mem::ManuallyDrop::new(vec![1u8, 2, 3]);
+        // SAFETY: the struct is exactly one Vec<u8> at offset 0; ownership passes to the
+        // drop (the ManuallyDrop is not used again).
+        unsafe { t.drop_value((&mut *v as *mut Vec<u8>).cast()) };
+    }
+
+    #[test]
+    fn arrays_and_signatures() {
+        let p = TypeBuilder::pointer(Ptr::TYPE, None, i64::TYPE);
+        let a = TypeBuilder::array(p, 3);
+        assert_eq!(a.size(), 48);
+        assert_eq!(a.to_string(), "[Gc<i64>; 3]");
+        assert_eq!(
+            (0..6)
+                .map(|i| a.ptrmask().word(i).unwrap())
+                .collect::<Vec<_>>(),
+            vec![false, true, false, true, false, true]
+        );
+        let f = TypeBuilder::func(&[Vec::<crate::Value>::TYPE], &[i32::TYPE, bool::TYPE], true);
+        assert_eq!(f.to_string(), "fn(...Value) -> (i32, bool)");
+    }
+
+    #[test]
+    #[should_panic(expected = "fing::TypeBuilder::pointer: i64 is not a Rust handle type")]
+    fn pointer_needs_a_handle_representation() {
+        TypeBuilder::pointer(i64::TYPE, None, i64::TYPE);
+    }
+}

@@ -106,3 +106,131 @@ pub fn finalizer_param(obj: &Type, param: &Type) -> Option<ParamMatch> {
         find_itab(obj, param).map(ParamMatch::Interface)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Trace, Tracer};
+    use crate::ty::PtrMask;
+    use crate::{TypeBuilder, Typed};
+
+    /// A stand-in handle type for these unit tests (gc-core has the real one): two words,
+    /// the second the object word.
+    #[repr(C)]
+    struct Ptr<T: 'static>(*const T, *const u8);
+    // SAFETY: kind pointer with element T, unnamed; the layout is the compiler's.
+    unsafe impl<T: Trace> Typed for Ptr<T> {
+        const TYPE: &'static Type = &Type::rust::<Ptr<T>>(Kind::Pointer)
+            .with_elem(TypeRef::of::<T>())
+            .with_send_sync(crate::SendSync::Pointer);
+    }
+    // SAFETY: the test handle holds no object in these tests.
+    unsafe impl<T: Trace> Trace for Ptr<T> {
+        const NO_SCAN: bool = false;
+        const PTRMASK: PtrMask = PtrMask::Small(0b10);
+        fn trace(&self, _: &mut Tracer) {}
+    }
+
+    fn ty<T: Typed>() -> &'static Type {
+        T::TYPE
+    }
+
+    #[test]
+    fn identical_types() {
+        assert!(identical(ty::<i32>(), ty::<i32>()));
+        assert!(!identical(ty::<i32>(), ty::<i64>()));
+        assert!(identical(ty::<Ptr<i32>>(), ty::<Ptr<i32>>()));
+        assert!(!identical(ty::<Ptr<i32>>(), ty::<Ptr<u32>>()));
+        // A built unnamed pointer is identical to the Rust one with the same element.
+        let built = TypeBuilder::pointer(ty::<Ptr<()>>(), None, ty::<i32>());
+        assert!(identical(built, ty::<Ptr<i32>>()));
+        assert_eq!(built.to_string(), "Gc<i32>");
+        // A built named pointer is its own type.
+        let named = TypeBuilder::pointer(ty::<Ptr<()>>(), Some("interp.IntPtr"), ty::<i32>());
+        assert!(!identical(named, ty::<Ptr<i32>>()));
+        assert!(identical(named, named));
+        // Signatures compare structurally.
+        let sig = TypeBuilder::func(&[ty::<Ptr<i32>>()], &[ty::<[u8; 32]>()], false);
+        assert!(identical(sig, ty::<fn(Ptr<i32>) -> [u8; 32]>()));
+        assert!(!identical(sig, ty::<fn(Ptr<i32>)>()));
+        // Two named structs with the same shape are different types.
+        let a = TypeBuilder::structure(Some("interp.A"))
+            .field("x", ty::<i64>())
+            .build();
+        let b = TypeBuilder::structure(Some("interp.A"))
+            .field("x", ty::<i64>())
+            .build();
+        assert!(!identical(a, b));
+        // Two unnamed ones with the same fields are the same type.
+        let c = TypeBuilder::structure(None).field("x", ty::<i64>()).build();
+        let d = TypeBuilder::structure(None).field("x", ty::<i64>()).build();
+        assert!(identical(c, d));
+        let e = TypeBuilder::structure(None).field("y", ty::<i64>()).build();
+        assert!(!identical(c, e));
+    }
+
+    #[test]
+    fn assignable_pointers_need_one_unnamed_side() {
+        let elem = ty::<i64>();
+        let unnamed = ty::<Ptr<i64>>();
+        let named_a = TypeBuilder::pointer(ty::<Ptr<()>>(), Some("Tintptr"), elem);
+        let named_b = TypeBuilder::pointer(ty::<Ptr<()>>(), Some("Uintptr"), elem);
+        assert!(assignable_pointer(named_a, unnamed));
+        assert!(assignable_pointer(unnamed, named_a));
+        assert!(!assignable_pointer(named_a, named_b), "both named");
+        assert!(
+            !assignable_pointer(ty::<Ptr<u64>>(), unnamed),
+            "different elements"
+        );
+        assert!(
+            !assignable_pointer(ty::<i64>(), ty::<i64>()),
+            "not pointers"
+        );
+    }
+
+    #[test]
+    fn finalizer_parameter_rule_in_gos_order() {
+        let obj = ty::<Ptr<i64>>();
+        assert!(matches!(
+            finalizer_param(obj, obj),
+            Some(ParamMatch::Identical)
+        ));
+        let named = TypeBuilder::pointer(ty::<Ptr<()>>(), Some("Tintptr"), ty::<i64>());
+        assert!(matches!(
+            finalizer_param(obj, named),
+            Some(ParamMatch::AssignablePointer)
+        ));
+        assert!(matches!(
+            finalizer_param(obj, ty::<crate::Value>()),
+            Some(ParamMatch::EmptyInterface)
+        ));
+        assert!(is_empty_interface(ty::<crate::Value>()));
+        let closer = TypeBuilder::interface("interp.Closer", &["close"]);
+        assert!(!is_empty_interface(closer));
+        assert!(
+            finalizer_param(obj, closer).is_none(),
+            "i64 implements nothing"
+        );
+        assert!(finalizer_param(obj, ty::<i64>()).is_none());
+        assert!(finalizer_param(obj, ty::<Ptr<u64>>()).is_none());
+    }
+
+    #[test]
+    fn implements_through_a_built_itab() {
+        let closer = TypeBuilder::interface("interp.Closer", &["close"]);
+        static CAST: fn(*const u8) -> usize = |p| p as usize;
+        let file = TypeBuilder::structure(Some("interp.File"))
+            .field("fd", ty::<i64>())
+            .implements(crate::Itab {
+                iface: TypeRef::Static(closer),
+                cast: &CAST,
+            })
+            .build();
+        let ptr = TypeBuilder::pointer(ty::<Ptr<()>>(), None, file);
+        assert!(matches!(
+            finalizer_param(ptr, closer),
+            Some(ParamMatch::Interface(_))
+        ));
+        assert_eq!(closer.to_string(), "dyn interp.Closer");
+    }
+}
