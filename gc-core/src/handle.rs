@@ -173,6 +173,10 @@ unsafe impl<T: ?Sized + GcTarget> Trace for Gc<T> {
 /// # Safety
 /// Implemented only by `Gc<T>`, whose element is `ELEM`.
 #[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`#[gc(pointer)]` needs its one field to be a `Gc<T>`, not `{Self}`",
+    label = "not a `Gc<T>`"
+)]
 pub unsafe trait GcPointer: Trace {
     /// The element type.
     const ELEM: TypeRef;

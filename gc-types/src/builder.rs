@@ -171,7 +171,7 @@ impl TypeBuilder {
 }
 
 fn repeat_mask(elem: &Type, len: usize) -> PtrMask {
-    if elem.size % WORD != 0 || !elem.ptrmask.is_known() {
+    if !elem.size.is_multiple_of(WORD) || !elem.ptrmask.is_known() {
         return PtrMask::Unknown;
     }
     let ew = elem.size / WORD;
@@ -250,7 +250,7 @@ fn struct_mask(fields: &[Field], size: usize) -> PtrMask {
         if ty.noscan {
             continue;
         }
-        if f.offset % WORD != 0 || !ty.ptrmask.is_known() {
+        if !f.offset.is_multiple_of(WORD) || !ty.ptrmask.is_known() {
             return PtrMask::Unknown;
         }
         for w in 0..ty.size / WORD {

@@ -332,7 +332,7 @@ impl Func {
         for (a, off) in args.into_iter().zip(&layout.params) {
             // SAFETY: `base` is a frame of `layout.size` bytes aligned to `layout.align`, and
             // the argument's type is identical to the parameter's, whose slot is at `off`.
-            unsafe { a.move_to(base.as_ptr().add(*off)) };
+            unsafe { a.move_to(base.as_ptr().wrapping_add(*off)) };
         }
         // SAFETY: every argument slot was just written with a value of its parameter type.
         let mut frame = unsafe { Frame::new(base, sig, &layout) };
@@ -495,6 +495,13 @@ impl<'a> Frame<'a> {
         self.sig
     }
 
+    /// The address of a slot; offsets come from the frame layout, so they lie inside the
+    /// frame.
+    #[inline]
+    fn at(&self, offset: usize) -> *mut u8 {
+        self.base.as_ptr().wrapping_add(offset)
+    }
+
     /// Number of parameters.
     pub fn param_count(&self) -> usize {
         self.layout.params.len()
@@ -545,7 +552,7 @@ impl<'a> Frame<'a> {
         self.args_live &= !(1 << i);
         // SAFETY: the slot was live and holds a valid value of `ty`, whose ownership moves
         // into the value (the slot is marked dead first).
-        Ok(unsafe { Value::from_raw(ty, self.base.as_ptr().add(self.layout.params[i])) })
+        Ok(unsafe { Value::from_raw(ty, self.at(self.layout.params[i])) })
     }
 
     /// Takes argument `i` without checking.
@@ -557,13 +564,7 @@ impl<'a> Frame<'a> {
         self.args_live &= !(1 << i);
         // SAFETY: the caller guarantees slot `i` holds a live `T`; it is marked dead, so it is
         // read (moved) once.
-        unsafe {
-            self.base
-                .as_ptr()
-                .add(self.layout.params[i])
-                .cast::<T>()
-                .read()
-        }
+        unsafe { self.at(self.layout.params[i]).cast::<T>().read() }
     }
 
     fn result_slot(&mut self, i: usize) -> Result<(&'static Type, *mut u8), FrameError> {
@@ -572,8 +573,7 @@ impl<'a> Frame<'a> {
             .results()
             .nth(i)
             .ok_or(FrameError::NoSlot { index: i })?;
-        // SAFETY: result offsets lie inside the frame (FrameLayout::of).
-        let p = unsafe { self.base.as_ptr().add(self.layout.results[i]) };
+        let p = self.at(self.layout.results[i]);
         if self.results_set >> i & 1 == 1 {
             self.results_set &= !(1 << i);
             // SAFETY: the slot holds a result written earlier, replaced now.
@@ -635,7 +635,7 @@ impl<'a> Frame<'a> {
         self.results_set &= !(1 << i);
         // SAFETY: the result slot holds a written value of `ty`, moved out once (marked
         // unset first).
-        Some(unsafe { Value::from_raw(ty, self.base.as_ptr().add(self.layout.results[i])) })
+        Some(unsafe { Value::from_raw(ty, self.at(self.layout.results[i])) })
     }
 }
 
@@ -644,13 +644,13 @@ impl Drop for Frame<'_> {
         for (i, ty) in self.sig.params().enumerate() {
             if self.args_live >> i & 1 == 1 {
                 // SAFETY: a live argument slot holds a valid value the frame owns.
-                unsafe { ty.drop_value(self.base.as_ptr().add(self.layout.params[i])) };
+                unsafe { ty.drop_value(self.at(self.layout.params[i])) };
             }
         }
         for (i, ty) in self.sig.results().enumerate() {
             if self.results_set >> i & 1 == 1 {
                 // SAFETY: a written result slot holds a valid value the frame owns.
-                unsafe { ty.drop_value(self.base.as_ptr().add(self.layout.results[i])) };
+                unsafe { ty.drop_value(self.at(self.layout.results[i])) };
             }
         }
     }
@@ -864,7 +864,7 @@ mod tests {
         // SAFETY: slot 0 of the fresh frame is sized and aligned for a Vec<u8>.
         unsafe {
             base.as_ptr()
-                .add(layout.params[0])
+                .wrapping_add(layout.params[0])
                 .cast::<Vec<u8>>()
                 .write(vec![1, 2, 3])
         };

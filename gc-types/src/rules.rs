@@ -7,7 +7,7 @@
 //! - [`assignable_pointer`]: a pointer parameter whose element is identical to the
 //!   object's, where at least one of the two pointer types is unnamed (Go 2014's "uncommon
 //!   name is nil").
-//! - [`is_empty_interface`]: `Value`.
+//! - [`is_empty_interface`] is true of `Value` alone.
 //! - [`find_itab`]: the object is a pointer whose element declares it implements the
 //!   interface (`#[gc(implements(...))]`).
 //! - [`finalizer_param`]: row 9 of DESIGN §6, all four in Go's order.
@@ -32,7 +32,7 @@ pub fn identical(a: &Type, b: &Type) -> bool {
     };
     match a.kind() {
         Kind::Pointer | Kind::Slice => elems(),
-        Kind::Array => a.len() == b.len() && elems(),
+        Kind::Array => a.array_len() == b.array_len() && elems(),
         Kind::Func => {
             a.is_variadic() == b.is_variadic()
                 && same(a.params, b.params)

@@ -32,6 +32,12 @@ use crate::Typed;
 /// - the `Typed` descriptor describes `Self` ([`Typed`]'s contract).
 ///
 /// Derive it: `#[derive(Trace)]`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in fing's heap: it does not implement `Trace`",
+    label = "not `Trace`",
+    note = "derive it with `#[derive(Trace)]`, or mark the field `#[gc(untraced)]` if it can never hold a handle",
+    note = "`Rc`, `Arc`, `Cell`, `RefCell` and `Mutex` are not `Trace`: tracing through shared or unsynchronised ownership could free live objects; use `Gc` and `GcCell`"
+)]
 pub unsafe trait Trace: Typed {
     /// True if no value of this type can hold a handle (Go's noscan).
     const NO_SCAN: bool;

@@ -154,7 +154,7 @@ impl PtrMask {
             match mask {
                 PtrMask::Small(0) => {}
                 PtrMask::Small(m) => {
-                    if offset % word != 0 || size > 64 * word {
+                    if !offset.is_multiple_of(word) || size > 64 * word {
                         return PtrMask::Unknown;
                     }
                     acc |= m << (offset / word);
@@ -427,7 +427,7 @@ impl Type {
         self.elem.map(TypeRef::get)
     }
     /// Length of an array.
-    pub fn len(&self) -> Option<usize> {
+    pub fn array_len(&self) -> Option<usize> {
         (self.kind == Kind::Array).then_some(self.len)
     }
     /// Fields of a struct or tuple.
@@ -526,7 +526,7 @@ impl Type {
                 if self.ptrmask.word(i) == Some(true) {
                     // SAFETY: word `i` lies inside the value (i < size / word) and the mask
                     // invariant says it holds an object reference or null.
-                    let w = unsafe { p.cast::<*const u8>().add(i).read() };
+                    let w = unsafe { p.cast::<*const u8>().wrapping_add(i).read() };
                     if let Some(obj) = core::ptr::NonNull::new(w.cast_mut()) {
                         // SAFETY: a mask word holds null or an object address; null was
                         // excluded above.

@@ -22,6 +22,11 @@ use crate::value::Value;
 /// (`TypeId::of::<Self>()`), drop glue, and the per-kind parts (see [`Type`]); and the
 /// hidden helpers, when overridden, must keep the frame layout of `RESULTS`. Derive it with
 /// `#[derive(Trace)]`, or build the descriptor with [`Type::rust`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no fing type descriptor: it does not implement `Typed`",
+    label = "not `Typed`",
+    note = "`#[derive(Trace)]` derives `Typed` too"
+)]
 pub unsafe trait Typed: Sized + 'static {
     /// The descriptor.
     const TYPE: &'static Type;
@@ -39,7 +44,7 @@ pub unsafe trait Typed: Sized + 'static {
     #[doc(hidden)]
     unsafe fn __write_results(self, frame: *mut u8, offsets: &[usize]) {
         // SAFETY: the caller guarantees the slot of result 0 (which is `Self`) is valid.
-        unsafe { frame.add(offsets[0]).cast::<Self>().write(self) }
+        unsafe { frame.wrapping_add(offsets[0]).cast::<Self>().write(self) }
     }
 
     /// Makes a `Value` of `self` (function pointers become `Func`s).
@@ -127,7 +132,7 @@ macro_rules! tuple {
             unsafe fn __write_results(self, frame: *mut u8, offsets: &[usize]) {
                 $(
                     // SAFETY: the caller guarantees the slot of result $n (a `$t`) is valid.
-                    unsafe { frame.add(offsets[$n]).cast::<$t>().write(self.$n) };
+                    unsafe { frame.wrapping_add(offsets[$n]).cast::<$t>().write(self.$n) };
                 )+
             }
         }
@@ -153,7 +158,7 @@ const fn array_mask(elem: PtrMask, elem_size: usize, n: usize) -> PtrMask {
     match elem {
         PtrMask::Small(0) => PtrMask::EMPTY,
         PtrMask::Small(m) => {
-            if elem_size % word != 0 || elem_size * n > 64 * word {
+            if !elem_size.is_multiple_of(word) || elem_size * n > 64 * word {
                 return PtrMask::Unknown;
             }
             let mut acc = 0u64;

@@ -1,0 +1,6 @@
+#[fing::interface]
+trait Closer {
+    fn close(&self);
+}
+
+fn main() {}

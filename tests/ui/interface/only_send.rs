@@ -1,0 +1,6 @@
+#[fing::interface]
+trait Closer: Send {
+    fn close(&self);
+}
+
+fn main() {}
