@@ -19,6 +19,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Deref;
 use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
 
 use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
 
@@ -36,7 +37,39 @@ unsafe impl<T: ?Sized + Send + Sync> Send for Gc<T> {}
 // SAFETY: as above.
 unsafe impl<T: ?Sized + Send + Sync> Sync for Gc<T> {}
 
+impl<T: Trace + Send + 'static> Gc<T> {
+    /// Moves `value` into the default heap. See [`Heap::alloc`](crate::Heap::alloc).
+    pub fn new(value: T) -> Gc<T> {
+        crate::Heap::default_heap().alloc(value)
+    }
+}
+
+impl<T: 'static> Gc<T> {
+    /// A handle to a zero-sized value: it needs no memory and is never collected (Go's
+    /// `zerobase`).
+    pub(crate) fn zero_sized() -> Gc<T> {
+        Gc {
+            ptr: NonNull::dangling(),
+            obj: None,
+            _owns: PhantomData,
+        }
+    }
+}
+
 impl<T: ?Sized + 'static> Gc<T> {
+    /// A handle to `ptr` counting on the object whose header is at `obj`.
+    ///
+    /// # Safety
+    /// `obj`'s count must already include this handle, and `ptr` must stay valid for
+    /// reads while the object is allocated.
+    pub(crate) unsafe fn from_raw(ptr: NonNull<T>, obj: NonNull<u8>) -> Gc<T> {
+        Gc {
+            ptr,
+            obj: Some(obj),
+            _owns: PhantomData,
+        }
+    }
+
     /// A handle to a value outside the heap. It is never collected; `set_finalizer` on it
     /// is a no-op (`Outcome::NotInHeap`), as Go's on a linker-allocated global.
     pub const fn from_static(value: &'static T) -> Gc<T> {
@@ -69,6 +102,11 @@ impl<T: ?Sized + 'static> Gc<T> {
         this.obj
     }
 
+    /// Do two handles count on the same heap object (whatever they point at)?
+    pub fn same_object<U: ?Sized>(a: &Gc<T>, b: &Gc<U>) -> bool {
+        a.obj.is_some() && a.obj == b.obj
+    }
+
     /// An interior handle: points at what `f` returns, counts on (keeps alive) the object
     /// this handle counts on, whatever address that is.
     pub fn map<U: ?Sized + 'static>(&self, f: impl for<'a> FnOnce(&'a T) -> &'a U) -> Gc<U> {
@@ -85,14 +123,36 @@ impl<T: ?Sized + 'static> Gc<T> {
 }
 
 impl<T: ?Sized + 'static> Clone for Gc<T> {
+    /// Adds one to the object's count. No mutator section is needed (see `world`): a
+    /// clone only raises a count, and only of an object reachable from handles this thread
+    /// holds, which are roots while it holds them.
     #[inline]
     fn clone(&self) -> Gc<T> {
-        // Only handles outside the heap exist until the heap does (issue 3): nothing to
-        // count.
+        if let Some(obj) = self.obj {
+            // SAFETY: `obj` is the header of an object this handle keeps allocated.
+            let old = unsafe { obj.cast::<crate::mspan::Header>().as_ref() }
+                .count
+                .fetch_add(1, Ordering::Relaxed);
+            if old >= u32::MAX / 2 {
+                // As `Arc` does: a count this high means leaked handles; stop before it wraps.
+                std::process::abort();
+            }
+        }
         Gc {
             ptr: self.ptr,
             obj: self.obj,
             _owns: PhantomData,
+        }
+    }
+}
+
+impl<T: ?Sized + 'static> Drop for Gc<T> {
+    /// Takes one from the object's count, inside a mutator section. The object is freed
+    /// by a later collection, never here.
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(obj) = self.obj {
+            crate::mgcsweep::release(obj);
         }
     }
 }

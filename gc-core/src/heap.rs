@@ -1,0 +1,443 @@
+//! `Heap`: the public face of a heap (allocation, collection, statistics) and `HeapInner`,
+//! which owns a heap's spans: the central lists (Go's mcentral, one list of spans with free
+//! slots per span class), the list of every in-use span, the registry of thread caches,
+//! and the pacing state.
+//!
+//! Allocation, in order (Go's mallocgc): zero-sized values need no memory; tiny noscan
+//! values without drop glue share a 16-byte block; small values take a slot of their size
+//! class from the thread's cache (refilled from the central list, or from new pages);
+//! large values get a span of their own. Every path runs inside a mutator section.
+//!
+//! A heap lives for the rest of the process: handles do not keep their heap alive, so a
+//! heap is never freed (a `Heap` is a copyable reference to it).
+//!
+//! Lock order: mutator section, then a central list, then `all_spans`, then the page heap.
+//! The collector takes them with the world stopped, when no one else holds any.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use gc_types::{Trace, Type};
+
+use crate::handle::Gc;
+use crate::mcache::{MCache, TINY_SIZE};
+use crate::mheap::PageHeap;
+use crate::mspan::{data_offset, Header, Span, SpanClass};
+use crate::mstats::MemStats;
+use crate::sizeclasses::{class_for, PAGE_SIZE, TABLE};
+use crate::world;
+
+/// A span shared by raw pointer (spans are only borrowed shared; see mspan).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpanPtr(NonNull<Span>);
+
+// SAFETY: spans are shared between threads by design; their mutable state is atomics with
+// one writer at a time (module docs of mspan).
+unsafe impl Send for SpanPtr {}
+
+impl SpanPtr {
+    #[inline]
+    pub(crate) fn get(self) -> &'static Span {
+        // SAFETY: a SpanPtr is made from a leaked box and freed only by the collector with
+        // the world stopped, after it is removed from every list and cache.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// How a heap paces its collections and reports them.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HeapConfig {
+    /// Collect when the heap has grown by this percentage over the live heap of the last
+    /// collection (Go's GOGC); `None` turns automatic collection off. Default: the
+    /// `FING_GOGC` environment variable (a number or `off`), else 100.
+    pub gogc: Option<u32>,
+    /// The heap size below which no automatic collection starts. Default 4 MiB.
+    pub min_heap: usize,
+    /// Print one line per collection to stderr. Default: `FING_TRACE` contains `gc`.
+    pub trace: bool,
+}
+
+impl Default for HeapConfig {
+    fn default() -> HeapConfig {
+        let gogc = match std::env::var("FING_GOGC") {
+            Ok(v) if v.trim().eq_ignore_ascii_case("off") => None,
+            Ok(v) => Some(v.trim().parse().unwrap_or(100)),
+            Err(_) => Some(100),
+        };
+        let trace =
+            std::env::var("FING_TRACE").is_ok_and(|v| v.split(',').any(|x| x.trim() == "gc"));
+        HeapConfig {
+            gogc,
+            min_heap: 4 << 20,
+            trace,
+        }
+    }
+}
+
+pub(crate) struct Counters {
+    pub(crate) num_gc: u64,
+    pub(crate) frees: u64,
+    pub(crate) pause_total: Duration,
+    pub(crate) last_pause: Duration,
+    /// Bytes of live slots after the last sweep.
+    pub(crate) live_bytes: usize,
+    /// Allocation counters of caches at the last collection, and of retired caches.
+    pub(crate) mallocs_base: u64,
+    pub(crate) bytes_base: u64,
+    /// Bytes allocated in total (all caches, retired and large) at the last collection.
+    pub(crate) bytes_at_gc: u64,
+}
+
+pub(crate) struct HeapInner {
+    pub(crate) id: u64,
+    pub(crate) config: HeapConfig,
+    pub(crate) pages: Mutex<PageHeap>,
+    central: Box<[Mutex<Vec<SpanPtr>>]>,
+    pub(crate) all_spans: Mutex<Vec<SpanPtr>>,
+    pub(crate) caches: Mutex<Vec<NonNull<MCache>>>,
+    /// Bytes in spans handed to caches since the last collection, plus live bytes then.
+    pub(crate) heap_live: AtomicUsize,
+    pub(crate) next_gc: AtomicUsize,
+    gc_wanted: AtomicBool,
+    pub(crate) counters: Mutex<Counters>,
+    pub(crate) large_mallocs: AtomicU64,
+    pub(crate) started: Instant,
+}
+
+// SAFETY: the raw pointers in the registry are only dereferenced by the collector with the
+// world stopped, or by their owner thread; everything else is behind mutexes or atomics.
+unsafe impl Sync for HeapInner {}
+// SAFETY: as above.
+unsafe impl Send for HeapInner {}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // These mutexes guard lists whose every update is completed before unlocking; a panic
+    // elsewhere cannot leave them half-written, so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
+
+impl HeapInner {
+    fn new(config: HeapConfig) -> &'static HeapInner {
+        let id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
+        let next_gc = match config.gogc {
+            Some(_) => config.min_heap,
+            None => usize::MAX,
+        };
+        Box::leak(Box::new(HeapInner {
+            id,
+            config,
+            pages: Mutex::new(PageHeap::new(id)),
+            central: (0..2 * TABLE.len).map(|_| Mutex::new(Vec::new())).collect(),
+            all_spans: Mutex::new(Vec::new()),
+            caches: Mutex::new(Vec::new()),
+            heap_live: AtomicUsize::new(0),
+            next_gc: AtomicUsize::new(next_gc),
+            gc_wanted: AtomicBool::new(false),
+            counters: Mutex::new(Counters {
+                num_gc: 0,
+                frees: 0,
+                pause_total: Duration::ZERO,
+                last_pause: Duration::ZERO,
+                live_bytes: 0,
+                mallocs_base: 0,
+                bytes_base: 0,
+                bytes_at_gc: 0,
+            }),
+            large_mallocs: AtomicU64::new(0),
+            started: Instant::now(),
+        }))
+    }
+
+    fn grew(&self, bytes: usize) {
+        let live = self.heap_live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if live >= self.next_gc.load(Ordering::Relaxed) {
+            self.gc_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A span of class `spc` with a free slot: from the central list, or new pages.
+    pub(crate) fn take_span(&'static self, spc: SpanClass) -> Option<SpanPtr> {
+        let s = match lock(&self.central[spc.index()]).pop() {
+            Some(s) => s,
+            None => {
+                let class = TABLE.classes[spc.index() >> 1];
+                self.new_span(class.npages, class.size, spc)?
+            }
+        };
+        let span = s.get();
+        self.grew((span.nelems - span.alloc_count()) * span.elem_size);
+        Some(s)
+    }
+
+    fn new_span(&'static self, npages: usize, elem_size: usize, spc: SpanClass) -> Option<SpanPtr> {
+        let mut pages = lock(&self.pages);
+        let base = pages.alloc(npages)?;
+        let span = Box::new(Span::new(base, npages, elem_size, spc, self.id));
+        let ptr = Box::into_raw(span);
+        // SAFETY: `ptr` was just made from a box.
+        pages.set_span(unsafe { &*ptr }, ptr);
+        drop(pages);
+        // SAFETY: as above, non-null.
+        let s = SpanPtr(unsafe { NonNull::new_unchecked(ptr) });
+        lock(&self.all_spans).push(s);
+        Some(s)
+    }
+
+    /// A cache gives back a span it allocated from.
+    pub(crate) fn return_span(&self, s: SpanPtr) {
+        if s.get().has_free() {
+            lock(&self.central[s.get().spc.index()]).push(s);
+        }
+    }
+
+    pub(crate) fn retire_cache(&self, c: &MCache) {
+        let mut k = lock(&self.counters);
+        k.mallocs_base += c.mallocs.load(Ordering::Relaxed);
+        k.bytes_base += c.alloc_bytes.load(Ordering::Relaxed);
+        drop(k);
+        lock(&self.caches).retain(|p| !core::ptr::eq(p.as_ptr(), c));
+    }
+
+    /// Rebuilds the central lists after a sweep. Collector only.
+    pub(crate) fn reset_central(&self) {
+        for c in self.central.iter() {
+            lock(c).clear();
+        }
+    }
+
+    pub(crate) fn push_central(&self, s: SpanPtr) {
+        lock(&self.central[s.get().spc.index()]).push(s);
+    }
+
+    /// This thread's cache for this heap (made and registered on first use). Inside a
+    /// section only.
+    #[inline]
+    fn with_cache<R>(&'static self, f: impl FnOnce(&mut MCache) -> R) -> R {
+        world::with_local(|l| {
+            // SAFETY: the caches vector is only touched by its thread, inside a section, and
+            // by the collector with the world stopped (through the registry, not the
+            // vector); no other borrow of it is live here.
+            let caches = unsafe { &mut *l.caches.get() };
+            let i = match caches.iter().position(|c| c.heap.id == self.id) {
+                Some(i) => i,
+                None => {
+                    let mut c = Box::new(MCache::new(self));
+                    lock(&self.caches).push(NonNull::from(&mut *c));
+                    caches.push(c);
+                    caches.len() - 1
+                }
+            };
+            f(&mut caches[i])
+        })
+    }
+
+    /// Runs an automatic collection if the pacer asked for one and the world can be had at
+    /// once.
+    #[inline]
+    fn maybe_collect(&'static self) {
+        if self.gc_wanted.load(Ordering::Relaxed) {
+            self.collect_now(false, "fing::Heap::alloc");
+        }
+    }
+
+    pub(crate) fn collect_now(&'static self, wait: bool, api: &str) -> bool {
+        let Some(world) = world::stop(wait, api) else {
+            return false;
+        };
+        self.gc_wanted.store(false, Ordering::Relaxed);
+        crate::mgc::run(self, &world);
+        true
+    }
+
+    /// Allocates a slot for a value of `size` bytes and alignment `align`: returns the
+    /// object's header and the value's address. Inside a section.
+    fn malloc(
+        &'static self,
+        size: usize,
+        align: usize,
+        noscan: bool,
+        tiny: bool,
+    ) -> Option<(NonNull<Header>, NonNull<u8>)> {
+        if tiny {
+            return self.with_cache(|c| c.alloc_tiny(size, align));
+        }
+        let off = data_offset(align);
+        let total = off.checked_add(size)?;
+        match class_for(total, align.max(8)) {
+            Some(class) => {
+                let slot = self.with_cache(|c| c.alloc_small(SpanClass::new(class, noscan)))?;
+                Some((slot.cast(), NonNull::new(slot.as_ptr().wrapping_add(off))?))
+            }
+            None => {
+                let npages = total.div_ceil(PAGE_SIZE);
+                let s = self.new_span(npages, npages * PAGE_SIZE, SpanClass::new(0, noscan))?;
+                let span = s.get();
+                span.next_free()
+                    .expect("fing::malloc: fresh large span is full");
+                self.grew(span.bytes());
+                self.large_mallocs.fetch_add(1, Ordering::Relaxed);
+                let mut k = lock(&self.counters);
+                k.bytes_base += span.bytes() as u64;
+                drop(k);
+                Some((
+                    NonNull::new(span.base)?.cast(),
+                    NonNull::new(span.base.wrapping_add(off))?,
+                ))
+            }
+        }
+    }
+
+    /// Objects and bytes allocated ever, over every cache (live and retired) and large
+    /// objects.
+    pub(crate) fn alloc_totals(&self, k: &Counters) -> (u64, u64) {
+        let (mut mallocs, mut bytes) = (0u64, 0u64);
+        for c in lock(&self.caches).iter() {
+            // SAFETY: registered caches live until they retire, which removes them from the
+            // registry under this lock; the counters are atomics.
+            let c = unsafe { c.as_ref() };
+            mallocs += c.mallocs.load(Ordering::Relaxed);
+            bytes += c.alloc_bytes.load(Ordering::Relaxed);
+        }
+        (
+            mallocs + k.mallocs_base + self.large_mallocs.load(Ordering::Relaxed),
+            bytes + k.bytes_base,
+        )
+    }
+
+    pub(crate) fn stats(&self) -> MemStats {
+        let k = lock(&self.counters);
+        let (mallocs, bytes) = self.alloc_totals(&k);
+        let in_use = lock(&self.all_spans).iter().map(|s| s.get().bytes()).sum();
+        let pages = lock(&self.pages);
+        MemStats {
+            heap_alloc: k.live_bytes + (bytes - k.bytes_at_gc) as usize,
+            heap_in_use: in_use,
+            heap_sys: pages.sys,
+            heap_released: pages.released,
+            heap_objects: mallocs - k.frees,
+            mallocs,
+            frees: k.frees,
+            next_gc: self.next_gc.load(Ordering::Relaxed),
+            num_gc: k.num_gc,
+            pause_total: k.pause_total,
+            last_pause: k.last_pause,
+        }
+    }
+}
+
+/// A garbage-collected heap. Copy it freely: it refers to a heap that lives for the rest
+/// of the process.
+#[derive(Clone, Copy)]
+pub struct Heap {
+    pub(crate) inner: &'static HeapInner,
+}
+
+impl core::fmt::Debug for Heap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Heap({})", self.inner.id)
+    }
+}
+
+impl PartialEq for Heap {
+    fn eq(&self, other: &Heap) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+impl Heap {
+    /// A new heap of its own.
+    pub fn new(config: HeapConfig) -> Heap {
+        Heap {
+            inner: HeapInner::new(config),
+        }
+    }
+
+    /// The default heap, made on first use with `HeapConfig::default()`; `Gc::new`
+    /// allocates there.
+    pub fn default_heap() -> Heap {
+        static DEFAULT: OnceLock<Heap> = OnceLock::new();
+        *DEFAULT.get_or_init(|| Heap::new(HeapConfig::default()))
+    }
+
+    /// Moves `value` into the heap. May run a collection first if the pacer asks for one
+    /// and no other thread is in a mutator section at that moment (it never waits).
+    ///
+    /// # Panics
+    /// If the OS refuses memory (`fing::Heap::alloc: out of memory`).
+    pub fn alloc<T: Trace + Send + 'static>(&self, value: T) -> Gc<T> {
+        let ty: &'static Type = T::TYPE;
+        let size = core::mem::size_of::<T>();
+        let align = core::mem::align_of::<T>();
+        if size == 0 && !core::mem::needs_drop::<T>() {
+            core::mem::forget(value);
+            return Gc::zero_sized();
+        }
+        let inner = self.inner;
+        inner.maybe_collect();
+        let _s = world::enter();
+        let tiny = ty.is_noscan() && !ty.needs_drop() && size < TINY_SIZE && align <= 8 && size > 0;
+        let Some((hdr, data)) = inner.malloc(size, align, ty.is_noscan(), tiny) else {
+            panic!("fing::Heap::alloc: out of memory allocating a {ty} ({size} bytes)");
+        };
+        if tiny {
+            // SAFETY: `hdr` heads the tiny block this thread's cache owns; its header is
+            // initialised.
+            unsafe { hdr.as_ref() }
+                .count
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            let header = Header {
+                count: core::sync::atomic::AtomicU32::new(1),
+                gc_refs: core::sync::atomic::AtomicU32::new(0),
+                ty: core::sync::atomic::AtomicPtr::new((ty as *const Type).cast_mut()),
+            };
+            // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
+            unsafe { hdr.as_ptr().write(header) };
+        }
+        // SAFETY: as above: `data` is valid for writes of a `T`.
+        unsafe { data.as_ptr().cast::<T>().write(value) };
+        // SAFETY: the header now counts this handle, and `data` holds a valid `T`.
+        unsafe { Gc::from_raw(data.cast(), hdr.cast()) }
+    }
+
+    /// Runs a full collection (Go's `runtime.GC()`): when it returns, the heap has been
+    /// marked and swept. Waits for every other thread to leave its mutator section (a
+    /// thread blocked while holding a `GcCell` write guard keeps it waiting).
+    ///
+    /// # Panics
+    /// If this thread holds a `GcCell` write guard: the collection would wait for it forever.
+    pub fn collect(&self) {
+        self.inner.collect_now(true, "fing::collect");
+    }
+
+    /// The heap's counters.
+    pub fn stats(&self) -> MemStats {
+        self.inner.stats()
+    }
+}
+
+/// Go's `findObject`: the heap object whose slot contains `addr`, as `(slot start, slot
+/// size)` (the slot starts with fing's 16-byte header; the value follows). `None` for an
+/// address outside every heap, in a free slot, or inside a header, except that the first
+/// byte of a slot, one past the end of the previous slot, belongs to the previous object:
+/// an address one past the end of an object maps to that object or to none, never to the
+/// next one.
+pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
+    let (s, _, slot) = crate::mheap::find_object(addr as usize)?;
+    Some((NonNull::new(slot)?, s.elem_size))
+}
+
+/// Runs a full collection of the default heap. See [`Heap::collect`].
+pub fn collect() {
+    Heap::default_heap().collect();
+}
+
+/// The default heap's counters.
+pub fn stats() -> MemStats {
+    Heap::default_heap().stats()
+}

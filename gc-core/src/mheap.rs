@@ -1,0 +1,233 @@
+//! The page heap (Go's mheap): arenas of OS memory, free page runs inside them, and the
+//! arena map that turns any address into its arena, span and object (`find_object`).
+//!
+//! Arenas are `ARENA_SIZE`-aligned reservations (bigger ones for huge objects); the arena
+//! map, one entry per `ARENA_SIZE` of the 47-bit address space, is a lazily mapped, zeroed
+//! table (16 MiB of address space, touched only where arenas are). Each arena has a span
+//! pointer per page: every page of an in-use span points at the span, every other page is
+//! null. Free runs live per arena (never spanning two), coalesce when freed, and are given
+//! back to the OS at the end of each collection.
+//!
+//! Locking: a heap's `PageHeap` sits behind its mutex; the arena map's entries and the
+//! per-page span pointers are atomics, written under that mutex or with the world stopped,
+//! read from anywhere.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use crate::mem;
+use crate::mspan::{Span, HEADER};
+use crate::sizeclasses::PAGE_SIZE;
+
+pub(crate) const ARENA_SHIFT: usize = 26;
+pub(crate) const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
+const ADDR_BITS: usize = 47;
+const MAP_LEN: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
+
+pub(crate) struct Arena {
+    pub(crate) base: *mut u8,
+    pub(crate) heap_id: u64,
+    spans: Box<[AtomicPtr<Span>]>,
+}
+
+/// Free runs of one arena: start page index -> (pages, released to the OS).
+type FreeRuns = BTreeMap<usize, (usize, bool)>;
+
+fn arena_map() -> &'static [AtomicPtr<Arena>] {
+    static MAP: OnceLock<usize> = OnceLock::new();
+    let bytes = MAP_LEN * core::mem::size_of::<AtomicPtr<Arena>>();
+    let p = *MAP.get_or_init(|| {
+        mem::reserve_aligned(bytes)
+            .expect("fing: cannot reserve the arena map")
+            .as_ptr() as usize
+    });
+    // SAFETY: `p` is a zeroed mapping of `bytes` bytes that lives forever; a zeroed
+    // `AtomicPtr` is a valid null pointer.
+    unsafe { core::slice::from_raw_parts(p as *const AtomicPtr<Arena>, MAP_LEN) }
+}
+
+/// The arena containing `addr`, if any heap has one there.
+#[inline]
+pub(crate) fn arena_of(addr: usize) -> Option<&'static Arena> {
+    let i = addr >> ARENA_SHIFT;
+    if i >= MAP_LEN {
+        return None;
+    }
+    let a = arena_map()[i].load(Ordering::Acquire);
+    // SAFETY: arenas are never freed once published in the map.
+    NonNull::new(a).map(|a| unsafe { a.as_ref() })
+}
+
+/// The in-use span containing `addr`, if any.
+#[inline]
+pub(crate) fn span_of(addr: usize) -> Option<&'static Span> {
+    let a = arena_of(addr)?;
+    let page = (addr - a.base as usize) / PAGE_SIZE;
+    let s = a.spans.get(page)?.load(Ordering::Acquire);
+    // SAFETY: a span pointer in the map points at a live span: it is cleared (with the
+    // world stopped) before the span is freed.
+    NonNull::new(s).map(|s| unsafe { s.as_ref() })
+}
+
+/// Go's `findObject`: the span, slot index and header address of the allocated object
+/// whose slot contains `addr`. An address inside an object's header is the first byte past
+/// the end of the previous object's value, so it belongs to that previous object (never
+/// to the next one): a handle to one past the end of an object keeps that object, not its
+/// neighbour.
+pub(crate) fn find_object(addr: usize) -> Option<(&'static Span, usize, *mut u8)> {
+    let s = span_of(addr)?;
+    let mut i = s.index_of(addr);
+    if i >= s.nelems {
+        return None;
+    }
+    let off = addr - s.slot(i) as usize;
+    if off < HEADER {
+        // The slot's first byte is one past the end of the previous slot; the rest of the
+        // header is no value's address.
+        if off == 0 && i > 0 {
+            i -= 1;
+        } else {
+            return None;
+        }
+    }
+    s.is_allocated(i).then(|| (s, i, s.slot(i)))
+}
+
+/// A heap's pages.
+pub(crate) struct PageHeap {
+    heap_id: u64,
+    arenas: Vec<(&'static Arena, FreeRuns)>,
+    /// Bytes reserved from the OS.
+    pub(crate) sys: usize,
+    /// Bytes in free runs given back to the OS.
+    pub(crate) released: usize,
+}
+
+// SAFETY: the arenas are owned by the page heap (and, once published, by the process); all
+// access goes through the heap's mutex or happens with the world stopped.
+unsafe impl Send for PageHeap {}
+
+impl PageHeap {
+    pub(crate) fn new(heap_id: u64) -> PageHeap {
+        PageHeap {
+            heap_id,
+            arenas: Vec::new(),
+            sys: 0,
+            released: 0,
+        }
+    }
+
+    fn grow(&mut self, npages: usize) -> Option<usize> {
+        let size = (npages * PAGE_SIZE).next_power_of_two().max(ARENA_SIZE);
+        let base = mem::reserve_aligned(size)?.as_ptr();
+        let pages = size / PAGE_SIZE;
+        let mut free = BTreeMap::new();
+        free.insert(0, (pages, true));
+        let arena: &'static Arena = Box::leak(Box::new(Arena {
+            base,
+            heap_id: self.heap_id,
+            spans: (0..pages)
+                .map(|_| AtomicPtr::new(core::ptr::null_mut()))
+                .collect(),
+        }));
+        let map = arena_map();
+        for i in 0..size >> ARENA_SHIFT {
+            map[(base as usize >> ARENA_SHIFT) + i]
+                .store((arena as *const Arena).cast_mut(), Ordering::Release);
+        }
+        self.arenas.push((arena, free));
+        self.sys += size;
+        self.released += size;
+        Some(self.arenas.len() - 1)
+    }
+
+    /// Takes `npages` contiguous pages. `None` if the OS has no more memory.
+    pub(crate) fn alloc(&mut self, npages: usize) -> Option<*mut u8> {
+        for (arena, free) in self.arenas.iter_mut() {
+            if let Some(p) = Self::take(arena, free, npages, &mut self.released) {
+                return Some(p);
+            }
+        }
+        let i = self.grow(npages)?;
+        let (arena, free) = &mut self.arenas[i];
+        Self::take(arena, free, npages, &mut self.released)
+    }
+
+    fn take(
+        arena: &Arena,
+        free: &mut FreeRuns,
+        npages: usize,
+        released: &mut usize,
+    ) -> Option<*mut u8> {
+        let (&start, &(n, rel)) = free.iter().find(|(_, &(n, _))| n >= npages)?;
+        free.remove(&start);
+        if n > npages {
+            free.insert(start + npages, (n - npages, rel));
+        }
+        if rel {
+            *released -= npages * PAGE_SIZE;
+        }
+        Some(arena.base.wrapping_add(start * PAGE_SIZE))
+    }
+
+    /// Publishes `span` as the owner of its pages.
+    pub(crate) fn set_span(&self, span: &Span, ptr: *mut Span) {
+        let arena = arena_of(span.base as usize).expect("fing::mheap: span outside the heap");
+        let first = (span.base as usize - arena.base as usize) / PAGE_SIZE;
+        for p in &arena.spans[first..first + span.npages] {
+            p.store(ptr, Ordering::Release);
+        }
+    }
+
+    /// Returns a span's pages (after it was unpublished with a null `set_span`).
+    pub(crate) fn free(&mut self, base: *mut u8, npages: usize) {
+        let a = arena_of(base as usize).expect("fing::mheap: free outside the heap");
+        let (arena, free) = self
+            .arenas
+            .iter_mut()
+            .find(|(x, _)| core::ptr::eq(*x, a))
+            .expect("fing::mheap: free of another heap's pages");
+        let mut start = (base as usize - arena.base as usize) / PAGE_SIZE;
+        let mut n = npages;
+        if let Some((&ps, &(pn, prel))) = free.range(..start).next_back() {
+            if ps + pn == start {
+                free.remove(&ps);
+                if prel {
+                    self.released -= pn * PAGE_SIZE;
+                }
+                start = ps;
+                n += pn;
+            }
+        }
+        if let Some(&(nn, nrel)) = free.get(&(start + n)) {
+            free.remove(&(start + n));
+            if nrel {
+                self.released -= nn * PAGE_SIZE;
+            }
+            n += nn;
+        }
+        free.insert(start, (n, false));
+    }
+
+    /// Gives every free run not yet released back to the OS (Go's scavenger, run at the end
+    /// of each collection).
+    pub(crate) fn release_free(&mut self) {
+        for (arena, free) in self.arenas.iter_mut() {
+            for (&start, run) in free.iter_mut() {
+                if !run.1 {
+                    // SAFETY: a free run holds no object and lies inside the arena's mapping.
+                    unsafe {
+                        mem::release(
+                            arena.base.wrapping_add(start * PAGE_SIZE),
+                            run.0 * PAGE_SIZE,
+                        )
+                    };
+                    run.1 = true;
+                    self.released += run.0 * PAGE_SIZE;
+                }
+            }
+        }
+    }
+}

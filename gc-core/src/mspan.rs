@@ -1,0 +1,275 @@
+//! `Span` (Go's mspan): a run of pages cut into objects of one size, with its allocation
+//! and mark bitmaps kept beside the objects, never inside them.
+//!
+//! Every object slot starts with a [`Header`]: the handle count, the collector's scratch
+//! count, and the object's type (null for a tiny block, which holds only noscan data). The
+//! value follows at [`data_offset`] of its alignment.
+//!
+//! Spans are shared through raw pointers and only ever borrowed shared: their mutable
+//! state is atomics used with relaxed loads and stores (plain moves), written by one owner
+//! at a time. Ownership of that state (`free_index`, `alloc_count`, setting alloc bits):
+//! the one mcache that holds it (inside a mutator section), or the central list under its
+//! lock, or the collector with the world stopped. Alloc bits are atomics because
+//! `find_object` may read them from any thread; mark bits are written by the collector
+//! only, with the world stopped.
+
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use gc_types::Type;
+
+use crate::sizeclasses::PAGE_SIZE;
+
+/// The header in front of every object.
+#[repr(C)]
+pub(crate) struct Header {
+    /// Handles that count on this object: handles outside the heap plus handles stored in
+    /// heap objects.
+    pub(crate) count: AtomicU32,
+    /// The collector's scratch: `count` minus the references found inside the heap. Only
+    /// touched with the world stopped.
+    pub(crate) gc_refs: AtomicU32,
+    /// The object's type; null for a tiny block.
+    pub(crate) ty: AtomicPtr<Type>,
+}
+
+/// Size of the header.
+pub(crate) const HEADER: usize = core::mem::size_of::<Header>();
+const _: () = assert!(HEADER == 16, "Header layout: count, gc_refs, type pointer");
+
+/// Where the value starts in an object of alignment `align`.
+#[inline]
+pub(crate) const fn data_offset(align: usize) -> usize {
+    if align > HEADER {
+        align
+    } else {
+        HEADER
+    }
+}
+
+/// A span class: size class and the noscan bit (Go's spanClass). Class 0 is a large
+/// object in a span of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct SpanClass(pub(crate) u8);
+
+impl SpanClass {
+    pub(crate) const fn new(class: usize, noscan: bool) -> SpanClass {
+        SpanClass((class as u8) << 1 | noscan as u8)
+    }
+    pub(crate) const fn noscan(self) -> bool {
+        self.0 & 1 == 1
+    }
+    pub(crate) const fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+pub(crate) struct Span {
+    pub(crate) base: *mut u8,
+    pub(crate) npages: usize,
+    pub(crate) elem_size: usize,
+    pub(crate) nelems: usize,
+    pub(crate) spc: SpanClass,
+    div_magic: u64,
+    free_index: AtomicUsize,
+    alloc_count: AtomicUsize,
+    alloc_bits: Box<[AtomicU64]>,
+    mark_bits: Box<[AtomicU64]>,
+    /// Arena-map identity of the owning heap.
+    pub(crate) heap_id: u64,
+}
+
+fn bitmap(n: usize) -> Box<[AtomicU64]> {
+    (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl Span {
+    pub(crate) fn new(
+        base: *mut u8,
+        npages: usize,
+        elem_size: usize,
+        spc: SpanClass,
+        heap_id: u64,
+    ) -> Span {
+        let nelems = npages * PAGE_SIZE / elem_size;
+        Span {
+            base,
+            npages,
+            elem_size,
+            nelems,
+            spc,
+            div_magic: u64::from(u32::MAX / elem_size.min(u32::MAX as usize) as u32) + 1,
+            free_index: AtomicUsize::new(0),
+            alloc_count: AtomicUsize::new(0),
+            alloc_bits: bitmap(nelems),
+            mark_bits: bitmap(nelems),
+            heap_id,
+        }
+    }
+
+    /// Objects allocated in the span.
+    pub(crate) fn alloc_count(&self) -> usize {
+        self.alloc_count.load(Ordering::Relaxed)
+    }
+
+    /// Does the span have a free slot (after its free index)?
+    pub(crate) fn has_free(&self) -> bool {
+        self.alloc_count() < self.nelems
+    }
+
+    /// Bytes the span covers.
+    pub(crate) fn bytes(&self) -> usize {
+        self.npages * PAGE_SIZE
+    }
+
+    /// Index of the object slot containing `addr` (which must lie in the span).
+    #[inline]
+    pub(crate) fn index_of(&self, addr: usize) -> usize {
+        let off = addr - self.base as usize;
+        if self.nelems == 1 {
+            0
+        } else {
+            // Go's divMagic: exact for every offset inside a small span (tested below).
+            ((off as u64 * self.div_magic) >> 32) as usize
+        }
+    }
+
+    #[inline]
+    pub(crate) fn slot(&self, i: usize) -> *mut u8 {
+        self.base.wrapping_add(i * self.elem_size)
+    }
+
+    #[inline]
+    pub(crate) fn is_allocated(&self, i: usize) -> bool {
+        self.alloc_bits[i / 64].load(Ordering::Relaxed) >> (i % 64) & 1 == 1
+    }
+
+    #[inline]
+    pub(crate) fn is_marked(&self, i: usize) -> bool {
+        self.mark_bits[i / 64].load(Ordering::Relaxed) >> (i % 64) & 1 == 1
+    }
+
+    /// Sets the mark bit; returns whether it was clear. Collector only.
+    #[inline]
+    pub(crate) fn mark(&self, i: usize) -> bool {
+        let w = &self.mark_bits[i / 64];
+        let old = w.load(Ordering::Relaxed);
+        let bit = 1u64 << (i % 64);
+        if old & bit != 0 {
+            return false;
+        }
+        w.store(old | bit, Ordering::Relaxed);
+        true
+    }
+
+    /// Takes the next free slot (Go's nextFreeFast + nextFree): the owner only.
+    #[inline]
+    pub(crate) fn next_free(&self) -> Option<usize> {
+        let mut fi = self.free_index.load(Ordering::Relaxed);
+        while fi < self.nelems {
+            let wi = fi / 64;
+            let w = self.alloc_bits[wi].load(Ordering::Relaxed);
+            let free = !w & (u64::MAX << (fi % 64));
+            if free != 0 {
+                let i = wi * 64 + free.trailing_zeros() as usize;
+                if i >= self.nelems {
+                    break;
+                }
+                self.alloc_bits[wi].store(w | 1 << (i % 64), Ordering::Relaxed);
+                self.free_index.store(i + 1, Ordering::Relaxed);
+                self.alloc_count.store(
+                    self.alloc_count.load(Ordering::Relaxed) + 1,
+                    Ordering::Relaxed,
+                );
+                return Some(i);
+            }
+            fi = (wi + 1) * 64;
+        }
+        self.free_index.store(self.nelems, Ordering::Relaxed);
+        None
+    }
+
+    /// Calls `f` with each allocated slot index.
+    pub(crate) fn for_each_allocated(&self, mut f: impl FnMut(usize)) {
+        for (wi, w) in self.alloc_bits.iter().enumerate() {
+            let mut w = w.load(Ordering::Relaxed);
+            while w != 0 {
+                let i = wi * 64 + w.trailing_zeros() as usize;
+                w &= w - 1;
+                f(i);
+            }
+        }
+    }
+
+    /// Calls `f` with each allocated, unmarked slot: the garbage of this cycle.
+    pub(crate) fn for_each_garbage(&self, mut f: impl FnMut(usize)) {
+        for (wi, (a, m)) in self
+            .alloc_bits
+            .iter()
+            .zip(self.mark_bits.iter())
+            .enumerate()
+        {
+            let mut w = a.load(Ordering::Relaxed) & !m.load(Ordering::Relaxed);
+            while w != 0 {
+                let i = wi * 64 + w.trailing_zeros() as usize;
+                w &= w - 1;
+                f(i);
+            }
+        }
+    }
+
+    /// End of sweep (Go's trick): the mark bits become the alloc bits, the marks clear.
+    /// Returns the number of live objects. Collector only.
+    pub(crate) fn finish_sweep(&self) -> usize {
+        let mut live = 0;
+        for (a, m) in self.alloc_bits.iter().zip(self.mark_bits.iter()) {
+            let mw = m.load(Ordering::Relaxed);
+            live += mw.count_ones() as usize;
+            a.store(mw, Ordering::Relaxed);
+            m.store(0, Ordering::Relaxed);
+        }
+        self.alloc_count.store(live, Ordering::Relaxed);
+        self.free_index.store(0, Ordering::Relaxed);
+        live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sizeclasses::TABLE;
+
+    #[test]
+    fn div_magic_is_exact_for_every_offset_of_every_class() {
+        for c in 1..TABLE.len {
+            let k = TABLE.classes[c];
+            let base = 0x10_0000 as *mut u8;
+            let s = Span::new(base, k.npages, k.size, SpanClass::new(c, false), 0);
+            for off in (0..s.nelems * k.size).step_by(8) {
+                assert_eq!(
+                    s.index_of(base as usize + off),
+                    off / k.size,
+                    "class {c} off {off}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn next_free_and_sweep_bits() {
+        let s = Span::new(0x10_0000 as *mut u8, 1, 48, SpanClass::new(5, false), 0);
+        assert_eq!(s.nelems, 170);
+        let got: Vec<usize> = (0..170).map(|_| s.next_free().unwrap()).collect();
+        assert_eq!(got, (0..170).collect::<Vec<_>>());
+        assert_eq!(s.next_free(), None);
+        for i in (0..170).step_by(3) {
+            s.mark(i);
+        }
+        let mut garbage = 0;
+        s.for_each_garbage(|_| garbage += 1);
+        assert_eq!(garbage, 170 - 57);
+        assert_eq!(s.finish_sweep(), 57);
+        assert_eq!(s.next_free(), Some(1));
+        assert_eq!(s.next_free(), Some(2));
+        assert_eq!(s.next_free(), Some(4));
+    }
+}

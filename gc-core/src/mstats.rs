@@ -1,0 +1,32 @@
+//! `MemStats`: a snapshot of a heap's counters (Go's runtime.MemStats, reduced).
+
+use std::time::Duration;
+
+/// Counters of one heap, as of the call to `stats()`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemStats {
+    /// Bytes of object slots allocated and not yet freed (headers included).
+    pub heap_alloc: usize,
+    /// Bytes in spans in use (holding at least one object, or cached for allocation).
+    pub heap_in_use: usize,
+    /// Bytes of address space reserved from the OS.
+    pub heap_sys: usize,
+    /// Bytes of free pages given back to the OS.
+    pub heap_released: usize,
+    /// Objects allocated and not yet freed.
+    pub heap_objects: u64,
+    /// Objects allocated, ever.
+    pub mallocs: u64,
+    /// Objects freed, ever.
+    pub frees: u64,
+    /// Heap size (bytes of live slots plus new allocations) that triggers the next
+    /// automatic collection; `usize::MAX` when `GOGC` is off.
+    pub next_gc: usize,
+    /// Completed collections.
+    pub num_gc: u64,
+    /// Total stop-the-world time.
+    pub pause_total: Duration,
+    /// Pause of the last collection.
+    pub last_pause: Duration,
+}

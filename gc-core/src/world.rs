@@ -1,0 +1,291 @@
+//! The world lock (DESIGN §4): mutators and the collector exclude each other.
+//!
+//! One per process, shared by every heap: a collection of any heap stops handle drops,
+//! allocations and `GcCell` writes everywhere for its (short) pause. The shared side is a
+//! *mutator section*; the exclusive side is the collector's stopped world.
+//!
+//! Implementation: each thread owns a slot (its own cache line) with an `active` flag.
+//! Entering a section stores `active = true` and then reads the global `STOP` flag, both
+//! sequentially consistent; the collector stores `STOP = true` and then reads every slot.
+//! This is Dekker's handshake: at least one side sees the other, so a mutator never runs a
+//! section while the collector believes the world is stopped. A mutator that sees `STOP`
+//! backs out and waits on a condition variable until the collector resumes the world.
+//! Sections nest per thread (a depth counter); only the outermost touches the slot.
+//!
+//! What needs a section: dropping a handle (its count must not fall while the collector
+//! counts), allocating (the mcache and spans), writing through a `GcCell` (the collector
+//! reads cells without locks). Cloning a handle does not: a clone only raises a count, and
+//! a thread can only clone handles to objects reachable from handles it holds, which are
+//! roots for as long as it cannot drop them (that needs a section); a raised count can only
+//! make the collector keep more.
+//!
+//! Invariants: `STOP` is true exactly while a collector owns or is acquiring the world;
+//! while a collector owns it, no slot is active except on the collector's own thread,
+//! which never enters sections (its `holds_world` makes them no-ops); a thread that holds
+//! a section cannot stop the world (it would wait for itself): `collect()` panics there
+//! and allocation-triggered collections are skipped.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[repr(align(128))]
+struct Slot {
+    active: AtomicBool,
+}
+
+struct World {
+    stop: AtomicBool,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    resume: Mutex<()>,
+    resumed: Condvar,
+    collector: Mutex<()>,
+}
+
+static WORLD: World = World {
+    stop: AtomicBool::new(false),
+    slots: Mutex::new(Vec::new()),
+    resume: Mutex::new(()),
+    resumed: Condvar::new(),
+    collector: Mutex::new(()),
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves no broken state behind (they guard
+    // lists and handshakes, not data), so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) struct Local {
+    slot: Arc<Slot>,
+    depth: Cell<u32>,
+    holds_world: Cell<bool>,
+    /// Id of the heap being swept by this thread (0: none).
+    sweeping: Cell<u64>,
+    /// This thread's allocation caches, one per heap it allocated from. Boxed so that each
+    /// keeps its address: the heap's registry points at it.
+    #[allow(clippy::vec_box)]
+    pub(crate) caches: core::cell::UnsafeCell<Vec<Box<crate::mcache::MCache>>>,
+}
+
+impl Local {
+    fn new() -> Local {
+        let slot = Arc::new(Slot {
+            active: AtomicBool::new(false),
+        });
+        lock(&WORLD.slots).push(slot.clone());
+        Local {
+            slot,
+            depth: Cell::new(0),
+            holds_world: Cell::new(false),
+            sweeping: Cell::new(0),
+            caches: core::cell::UnsafeCell::new(Vec::new()),
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Thread exit: hand the caches' spans back, inside a section of our own slot (the
+        // thread-local is being destroyed, so `enter` cannot be used).
+        let caches = core::mem::take(self.caches.get_mut());
+        if !caches.is_empty() {
+            loop {
+                self.slot.active.store(true, Ordering::SeqCst);
+                if !WORLD.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                self.slot.active.store(false, Ordering::SeqCst);
+                wait_for_resume();
+            }
+            for c in caches {
+                c.retire();
+            }
+            self.slot.active.store(false, Ordering::Release);
+        }
+        lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
+    }
+}
+
+/// Runs `f` with this thread's `Local`.
+#[inline]
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> R {
+    LOCAL.with(f)
+}
+
+thread_local! {
+    static LOCAL: Local = Local::new();
+}
+
+/// What the current thread is to the world.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    /// In a mutator section.
+    Mutator,
+    /// The collector, owning the world; while it sweeps, the id of the heap it sweeps.
+    Collector { sweeping: u64 },
+}
+
+/// A mutator section, held while the guard lives.
+pub(crate) struct Section {
+    role: Role,
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl Section {
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+}
+
+/// Enters a mutator section (waits while a collector owns the world). On the collector's
+/// own thread it is a no-op that says so.
+#[inline]
+pub(crate) fn enter() -> Section {
+    LOCAL.with(|l| {
+        if l.holds_world.get() {
+            return Section {
+                role: Role::Collector {
+                    sweeping: l.sweeping.get(),
+                },
+                _not_send: core::marker::PhantomData,
+            };
+        }
+        let d = l.depth.get();
+        if d == 0 {
+            loop {
+                l.slot.active.store(true, Ordering::SeqCst);
+                if !WORLD.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                l.slot.active.store(false, Ordering::SeqCst);
+                wait_for_resume();
+            }
+        }
+        l.depth.set(d + 1);
+        Section {
+            role: Role::Mutator,
+            _not_send: core::marker::PhantomData,
+        }
+    })
+}
+
+impl Drop for Section {
+    #[inline]
+    fn drop(&mut self) {
+        if self.role != Role::Mutator {
+            return;
+        }
+        // `try_with`: a handle dropped by another thread-local's destructor after ours is
+        // gone has already left its section.
+        let _ = LOCAL.try_with(|l| {
+            let d = l.depth.get() - 1;
+            l.depth.set(d);
+            if d == 0 {
+                l.slot.active.store(false, Ordering::Release);
+            }
+        });
+    }
+}
+
+#[cold]
+fn wait_for_resume() {
+    let mut g = lock(&WORLD.resume);
+    while WORLD.stop.load(Ordering::SeqCst) {
+        g = WORLD
+            .resumed
+            .wait_timeout(g, Duration::from_millis(10))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+/// Does this thread hold a mutator section?
+pub(crate) fn in_section() -> bool {
+    LOCAL.try_with(|l| l.depth.get() > 0).unwrap_or(false)
+}
+
+/// The stopped world, owned by this thread while the guard lives.
+pub(crate) struct StoppedWorld {
+    _collector: MutexGuard<'static, ()>,
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+/// Stops the world. With `wait`, blocks until every section has ended (`collect()`);
+/// without, gives up (returns `None`) if another collection is running or a section does
+/// not end within a short spin: an allocation never waits for the world.
+///
+/// # Panics
+/// If this thread holds a mutator section (it would wait for itself).
+pub(crate) fn stop(wait: bool, api: &str) -> Option<StoppedWorld> {
+    if in_section() {
+        assert!(
+            !wait,
+            "{api}: called while this thread holds a mutator section (a GcCell write guard); \
+             drop the guard first, or the collection would wait for this thread forever"
+        );
+        return None;
+    }
+    let collector = if wait {
+        lock(&WORLD.collector)
+    } else {
+        match WORLD.collector.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    };
+    WORLD.stop.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let busy = lock(&WORLD.slots)
+            .iter()
+            .any(|s| s.active.load(Ordering::SeqCst));
+        if !busy {
+            break;
+        }
+        if !wait && (spins > 64 || start.elapsed() > Duration::from_micros(200)) {
+            resume();
+            return None;
+        }
+        spins += 1;
+        if spins < 16 {
+            core::hint::spin_loop();
+        } else if spins < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    LOCAL.with(|l| l.holds_world.set(true));
+    Some(StoppedWorld {
+        _collector: collector,
+        _not_send: core::marker::PhantomData,
+    })
+}
+
+fn resume() {
+    let _g = lock(&WORLD.resume);
+    WORLD.stop.store(false, Ordering::SeqCst);
+    WORLD.resumed.notify_all();
+}
+
+impl StoppedWorld {
+    /// Marks the sweep phase of heap `id` on the collector's thread (0: over): handle drops
+    /// then skip targets that die in this cycle.
+    pub(crate) fn set_sweeping(&self, id: u64) {
+        LOCAL.with(|l| l.sweeping.set(id));
+    }
+}
+
+impl Drop for StoppedWorld {
+    fn drop(&mut self) {
+        LOCAL.with(|l| {
+            l.holds_world.set(false);
+            l.sweeping.set(0);
+        });
+        resume();
+    }
+}

@@ -1,0 +1,263 @@
+//! The collector through the public API: reachability, cycles, roots outside the heap,
+//! destructors, deep structures, `GcCell`, interior pointers, memory given back.
+
+#![allow(missing_docs, dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+
+/// Counts its drops: a destructor that must run exactly once per freed object.
+struct Token(Arc<AtomicUsize>);
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Trace)]
+struct Node {
+    id: u64,
+    next: GcCell<Option<Gc<Node>>>,
+    name: String,
+    #[gc(untraced)]
+    token: Token,
+}
+
+fn heap() -> Heap {
+    let mut c = HeapConfig::default();
+    c.gogc = None; // only explicit collections: the tests count frees exactly
+    Heap::new(c)
+}
+
+fn node(h: Heap, id: u64, drops: &Arc<AtomicUsize>) -> Gc<Node> {
+    h.alloc(Node {
+        id,
+        next: GcCell::new(None),
+        name: format!("node {id}"),
+        token: Token(drops.clone()),
+    })
+}
+
+#[test]
+fn unreachable_objects_and_cycles_are_freed_once() {
+    let h = heap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    {
+        let a = node(h, 1, &drops);
+        let b = node(h, 2, &drops);
+        let c = node(h, 3, &drops);
+        a.next.set(Some(b.clone()));
+        b.next.set(Some(c.clone()));
+        c.next.set(Some(a.clone())); // a cycle a -> b -> c -> a
+        h.collect();
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "held by locals");
+    }
+    h.collect();
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        3,
+        "the unreachable cycle is freed, each node once"
+    );
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 3, "and never again");
+    assert_eq!(h.stats().heap_objects, 0);
+    assert_eq!(h.stats().frees, 3);
+}
+
+#[test]
+fn handles_in_rust_collections_are_roots() {
+    let h = heap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut v = Vec::new();
+    let mut m = HashMap::new();
+    for i in 0..1000 {
+        let n = node(h, i, &drops);
+        if i % 2 == 0 {
+            v.push(n);
+        } else {
+            m.insert(i, n);
+        }
+    }
+    for _ in 0..3 {
+        h.collect();
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    assert!(v
+        .iter()
+        .enumerate()
+        .all(|(k, n)| n.id == 2 * k as u64 && n.name == format!("node {}", n.id)));
+    assert!(m.iter().all(|(k, n)| n.id == *k));
+    v.truncate(100);
+    m.clear();
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 900);
+    assert_eq!(h.stats().heap_objects, 100);
+}
+
+#[test]
+fn a_million_node_list_marks_without_recursion() {
+    let h = heap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let head = node(h, 0, &drops);
+    let mut tail = head.clone();
+    for i in 1..1_000_000 {
+        let n = node(h, i, &drops);
+        tail.next.set(Some(n.clone()));
+        tail = n;
+    }
+    drop(tail);
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    let mut len = 0;
+    let mut cur = Some(head.clone());
+    while let Some(n) = cur {
+        assert_eq!(n.id, len);
+        len += 1;
+        cur = n.next.borrow().clone();
+    }
+    assert_eq!(len, 1_000_000);
+    drop(head);
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 1_000_000);
+}
+
+#[derive(Trace)]
+struct Strings {
+    s: String,
+    v: Vec<String>,
+    #[gc(untraced)]
+    token: Token,
+}
+
+#[test]
+fn destructors_of_fields_run_exactly_once() {
+    let h = heap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    for i in 0..10_000 {
+        let s = h.alloc(Strings {
+            s: "x".repeat(i % 100),
+            v: vec![String::from("a"); i % 7],
+            token: Token(drops.clone()),
+        });
+        assert_eq!(s.s.len(), i % 100);
+    }
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 10_000);
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 10_000);
+}
+
+#[test]
+fn a_dead_object_pointing_at_a_live_one_decrements_its_count() {
+    let h = heap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let live = node(h, 1, &drops);
+    {
+        let dead = node(h, 2, &drops);
+        dead.next.set(Some(live.clone()));
+    }
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    drop(live);
+    // If the dead object's handle had not been dropped, `live` would still look referenced
+    // from outside the heap.
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn objects_moved_through_cells_live_exactly_while_reachable() {
+    let h = heap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let root = node(h, 0, &drops);
+    root.next.set(Some(node(h, 1, &drops)));
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 0);
+    // Take the child out into a local, collect, put a new one in.
+    let taken = root.next.take().unwrap();
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "the local keeps it");
+    let old = root.next.replace(Some(node(h, 2, &drops)));
+    assert!(old.is_none());
+    drop(taken);
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 1, "node 1 is gone");
+    assert_eq!(root.next.borrow().as_ref().unwrap().id, 2);
+    drop(root);
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn find_object_maps_interior_pointers_and_never_the_next_object() {
+    let h = heap();
+    let a = h.alloc([7u64; 4]);
+    let b = h.alloc([8u64; 4]);
+    let (slot_a, size) = fing::find_object(Gc::as_ptr(&a).cast()).expect("a is in the heap");
+    let (slot_b, _) = fing::find_object(Gc::as_ptr(&b).cast()).expect("b is in the heap");
+    assert_ne!(slot_a, slot_b);
+    let inner = a.map(|x| &x[2]);
+    assert_eq!(
+        fing::find_object(Gc::as_ptr(&inner).cast()).unwrap().0,
+        slot_a
+    );
+    assert!(Gc::same_object(&inner, &a));
+    // One past the end of a's slot is the start of the next slot: it still maps to a.
+    let end = slot_a.as_ptr().wrapping_add(size);
+    assert_eq!(fing::find_object(end).map(|o| o.0), Some(slot_a));
+    static OUTSIDE: u64 = 0;
+    assert!(fing::find_object(&OUTSIDE as *const u64 as *const u8).is_none());
+}
+
+#[test]
+fn tiny_noscan_objects_share_a_block() {
+    let h = heap();
+    let a = h.alloc(1u8);
+    let b = h.alloc(2u32);
+    let c = h.alloc(3u16);
+    assert!(
+        Gc::same_object(&a, &b) && Gc::same_object(&b, &c),
+        "packed into one 16-byte block"
+    );
+    assert_eq!((*a, *b, *c), (1, 2, 3));
+    drop((a, b));
+    h.collect();
+    assert_eq!(*c, 3, "the block lives while any of its objects does");
+    let before = h.stats().heap_objects;
+    drop(c);
+    h.collect();
+    assert_eq!(h.stats().heap_objects, before - 1);
+}
+
+#[test]
+fn zero_sized_values_need_no_memory() {
+    let h = heap();
+    let before = h.stats().mallocs;
+    let z = h.alloc(());
+    let _copy = z.clone();
+    assert_eq!(h.stats().mallocs, before);
+    h.collect();
+}
+
+#[test]
+fn large_objects_and_memory_given_back() {
+    let h = heap();
+    let big: Vec<Gc<[u64; 8192]>> = (0..64).map(|i| h.alloc([i as u64; 8192])).collect();
+    assert!(big.iter().enumerate().all(|(i, b)| b[8191] == i as u64));
+    let small: Vec<Gc<(u64, u64)>> = (0..200_000).map(|i| h.alloc((i, i))).collect();
+    let s = h.stats();
+    assert!(s.heap_in_use >= 64 * 65536 + 200_000 * 32, "{s:?}");
+    drop(big);
+    drop(small);
+    h.collect();
+    let after = h.stats();
+    assert_eq!(after.heap_objects, 0);
+    assert_eq!(after.heap_in_use, 0, "{after:?}");
+    assert_eq!(
+        after.heap_released, after.heap_sys,
+        "every free page was given back: {after:?}"
+    );
+}
