@@ -7,8 +7,11 @@
 //! whose tail waste (`span % size`) is at most 1/8 of the span; merge a size into the
 //! previous class when it gives the same pages and the same object count; finally grow
 //! each class to the largest size (at its alignment) that fits the same number of objects
-//! in its span. Rounding a request up to its class then wastes at most 12.5% plus the tail,
-//! which [`tests::waste_is_bounded_for_every_size`] checks for every size.
+//! in its span (to a multiple of 128). The result is exactly Go's table (67 classes), which
+//! the tests check. Waste, measured over every size by the tests: rounding a request up
+//! costs less than one 16-byte step below 128 bytes (33 bytes round to 48) and at most
+//! 18.8% above (4097 bytes round to 4864: Go's "12.5%" is the per-step target, which
+//! merging classes exceeds); a span's tail is at most 1/8 of the span (6.3% at worst here).
 //!
 //! Sizes here include fing's 16-byte object header, so class 1 (8 bytes) is never used.
 //! Invariant: classes strictly increase, each fits at least one object in its span, and
@@ -18,6 +21,8 @@
 pub(crate) const PAGE_SIZE: usize = 8192;
 /// Largest small object; larger ones get spans of their own.
 pub(crate) const MAX_SMALL_SIZE: usize = 32768;
+/// Step of the size-to-class lookup above 1024 bytes (Go's largeSizeDiv).
+const LARGE_STEP: usize = 128;
 /// Room for the classes the rule produces (it makes 67 plus class 0).
 const MAX_CLASSES: usize = 80;
 
@@ -74,14 +79,14 @@ const fn build() -> Table {
         }
         size += align;
     }
-    // Grow each class to the largest aligned size that fits as many objects.
+    // Grow each class to the largest size (a multiple of the 128-byte lookup step, Go's
+    // largeSizeDiv) that fits as many objects in the same pages.
     let mut i = 1;
     while i < t.len {
         let c = t.classes[i];
         let span = c.npages * PAGE_SIZE;
-        let a = class_align(c.size);
-        let grown = (span / (span / c.size)) / a * a;
-        if grown > c.size && (i + 1 == t.len || grown < t.classes[i + 1].size) {
+        let grown = (span / (span / c.size)) & !(LARGE_STEP - 1);
+        if grown > c.size {
             t.classes[i].size = grown;
         }
         i += 1;
@@ -150,14 +155,86 @@ mod tests {
             );
         }
         assert_eq!(TABLE.classes[TABLE.len - 1].size, MAX_SMALL_SIZE);
-        // The first classes match Go's.
-        let first: Vec<usize> = (1..10).map(|c| TABLE.classes[c].size).collect();
-        assert_eq!(first, vec![8, 16, 24, 32, 48, 64, 80, 96, 112]);
+        // Derived by Go's rule, the table is Go's (sizeclasses.go), sizes and pages.
+        let got: Vec<(usize, usize)> = (1..TABLE.len)
+            .map(|c| (TABLE.classes[c].size, TABLE.classes[c].npages))
+            .collect();
+        let go: Vec<(usize, usize)> = vec![
+            (8, 1),
+            (16, 1),
+            (24, 1),
+            (32, 1),
+            (48, 1),
+            (64, 1),
+            (80, 1),
+            (96, 1),
+            (112, 1),
+            (128, 1),
+            (144, 1),
+            (160, 1),
+            (176, 1),
+            (192, 1),
+            (208, 1),
+            (224, 1),
+            (240, 1),
+            (256, 1),
+            (288, 1),
+            (320, 1),
+            (352, 1),
+            (384, 1),
+            (416, 1),
+            (448, 1),
+            (480, 1),
+            (512, 1),
+            (576, 1),
+            (640, 1),
+            (704, 1),
+            (768, 1),
+            (896, 1),
+            (1024, 1),
+            (1152, 1),
+            (1280, 1),
+            (1408, 2),
+            (1536, 1),
+            (1792, 2),
+            (2048, 1),
+            (2304, 2),
+            (2688, 1),
+            (3072, 3),
+            (3200, 2),
+            (3456, 3),
+            (4096, 1),
+            (4864, 3),
+            (5376, 2),
+            (6144, 3),
+            (6528, 4),
+            (6784, 5),
+            (6912, 6),
+            (8192, 1),
+            (9472, 7),
+            (9728, 6),
+            (10240, 5),
+            (10880, 4),
+            (12288, 3),
+            (13568, 5),
+            (14336, 7),
+            (16384, 2),
+            (18432, 9),
+            (19072, 7),
+            (20480, 5),
+            (21760, 8),
+            (24576, 3),
+            (27264, 10),
+            (28672, 7),
+            (32768, 4),
+        ];
+        assert_eq!(got, go);
     }
 
-    /// Every small size maps to the smallest class that holds it, and rounding up wastes at
-    /// most 12.5% of the object (plus the span's tail, bounded above), except below 32
-    /// bytes where the 8-byte steps bound it.
+    /// Every small size maps to the smallest class that holds it. Rounding up wastes less
+    /// than one 16-byte step below 128 bytes (33 bytes round to 48) and at most 18.8% from
+    /// 128 on (the worst: 4097 bytes round to 4864), as Go's table does; the span tails
+    /// waste at most 1/8 (checked in `classes_increase_and_fit`).
     #[test]
     fn waste_is_bounded_for_every_size() {
         for size in 1..=MAX_SMALL_SIZE {
@@ -168,14 +245,14 @@ mod tests {
                 TABLE.classes[c - 1].size < size || c == 1,
                 "size {size} not in smallest class"
             );
-            if size > 32 {
+            if size >= 128 {
                 assert!(
-                    (k.size - size) * 8 <= size,
-                    "size {size}: class {} wastes more than 1/8",
+                    (k.size - size) * 1000 <= size * 188,
+                    "size {size}: class {} wastes more than 18.8%",
                     k.size
                 );
             } else {
-                assert!(k.size - size < 16);
+                assert!(k.size - size < 16, "size {size}: class {}", k.size);
             }
         }
     }
