@@ -236,17 +236,31 @@ impl HeapInner {
         })
     }
 
-    /// Runs an automatic collection if the pacer asked for one and the world can be had at
-    /// once.
+    /// Runs an automatic collection if the pacer asked for one and the world can be had
+    /// soon: within 200 µs, or 2 ms once the heap is past twice its goal (a thread
+    /// preempted inside a section on a loaded machine holds it for a time slice).
     #[inline]
     fn maybe_collect(&'static self) {
         if self.gc_wanted.load(Ordering::Relaxed) {
-            self.collect_now(false, "fing::Heap::alloc");
+            self.try_collect();
         }
     }
 
-    pub(crate) fn collect_now(&'static self, wait: bool, api: &str) -> bool {
-        let Some(world) = world::stop(wait, api) else {
+    #[cold]
+    fn try_collect(&'static self) {
+        let live = self.heap_live.load(Ordering::Relaxed);
+        let goal = self.next_gc.load(Ordering::Relaxed);
+        let budget = if live / 2 > goal {
+            Duration::from_millis(2)
+        } else {
+            Duration::from_micros(200)
+        };
+        self.collect_now(false, budget, "fing::Heap::alloc");
+    }
+
+    /// Runs a collection if the world can be had (see `world::stop`).
+    pub(crate) fn collect_now(&'static self, wait: bool, budget: Duration, api: &str) -> bool {
+        let Some(world) = world::stop(wait, budget, api) else {
             return false;
         };
         self.gc_wanted.store(false, Ordering::Relaxed);
@@ -412,7 +426,8 @@ impl Heap {
     /// # Panics
     /// If this thread holds a `GcCell` write guard: the collection would wait for it forever.
     pub fn collect(&self) {
-        self.inner.collect_now(true, "fing::collect");
+        self.inner
+            .collect_now(true, Duration::from_millis(1), "fing::collect");
     }
 
     /// The heap's counters.

@@ -19,7 +19,10 @@ use gc_types::Type;
 use crate::heap::{lock, HeapInner, SpanPtr};
 use crate::mgcmark::header;
 use crate::mheap::span_of;
-use crate::mspan::data_offset;
+use crate::mspan::{data_offset, HEADER};
+
+/// The byte freed values are overwritten with in debug builds.
+const POISON: u8 = 0xde;
 use crate::world::{self, Role, StoppedWorld};
 
 pub(crate) struct Swept {
@@ -39,20 +42,23 @@ pub(crate) fn sweep(heap: &'static HeapInner, world: &StoppedWorld, spans: &[Spa
             let slot = s.slot(i);
             // SAFETY: `i` is allocated.
             let ty = unsafe { header(slot) }.ty.load(Ordering::Relaxed);
-            if ty.is_null() {
-                return;
+            if !ty.is_null() {
+                // SAFETY: a non-null header type is the `&'static Type` malloc stored.
+                let ty: &'static Type = unsafe { &*ty };
+                if ty.needs_drop() {
+                    let data = slot.wrapping_add(data_offset(ty.align()));
+                    // SAFETY: the value is valid and unreachable (unmarked): dropped once, here.
+                    let r = catch_unwind(AssertUnwindSafe(|| unsafe { ty.drop_value(data) }));
+                    if r.is_err() {
+                        panics += 1;
+                        eprintln!("fing: sweep: a destructor of {ty} panicked; the object is freed anyway");
+                    }
+                }
             }
-            // SAFETY: a non-null header type is the `&'static Type` malloc stored.
-            let ty: &'static Type = unsafe { &*ty };
-            if !ty.needs_drop() {
-                return;
-            }
-            let data = slot.wrapping_add(data_offset(ty.align()));
-            // SAFETY: the value is valid and unreachable (unmarked): dropped once, here.
-            let r = catch_unwind(AssertUnwindSafe(|| unsafe { ty.drop_value(data) }));
-            if r.is_err() {
-                panics += 1;
-                eprintln!("fing: sweep: a destructor of {ty} panicked; the object is freed anyway");
+            if cfg!(debug_assertions) {
+                // Poison the value so that a wrong free shows up at the next read, not later.
+                // SAFETY: the slot is garbage: nothing reads it until it is allocated again.
+                unsafe { core::ptr::write_bytes(slot.wrapping_add(HEADER), POISON, s.elem_size - HEADER) };
             }
         });
     }

@@ -212,13 +212,18 @@ pub(crate) struct StoppedWorld {
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
-/// Stops the world. With `wait`, blocks until every section has ended (`collect()`);
-/// without, gives up (returns `None`) if another collection is running or a section does
-/// not end within a short spin: an allocation never waits for the world.
+/// Stops the world. With `wait` (`collect()`), keeps trying until every section has
+/// ended; without (an allocation), gives up (`None`) if another collection is running or
+/// the sections do not drain within `budget`.
+///
+/// A waiting collector never holds the world up while it waits: if the sections do not
+/// drain within a millisecond, it lowers `STOP` (the mutators it blocked go on), backs off
+/// and tries again. Otherwise a thread holding a `GcCell` write guard while waiting for a
+/// thread that wants to allocate would deadlock all three.
 ///
 /// # Panics
 /// If this thread holds a mutator section (it would wait for itself).
-pub(crate) fn stop(wait: bool, api: &str) -> Option<StoppedWorld> {
+pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
     if in_section() {
         assert!(
             !wait,
@@ -236,34 +241,46 @@ pub(crate) fn stop(wait: bool, api: &str) -> Option<StoppedWorld> {
             Err(std::sync::TryLockError::WouldBlock) => return None,
         }
     };
-    WORLD.stop.store(true, Ordering::SeqCst);
+    let mut backoff = Duration::from_micros(100);
+    loop {
+        WORLD.stop.store(true, Ordering::SeqCst);
+        if drained(budget) {
+            LOCAL.with(|l| l.holds_world.set(true));
+            return Some(StoppedWorld {
+                _collector: collector,
+                _not_send: core::marker::PhantomData,
+            });
+        }
+        resume();
+        if !wait {
+            return None;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Waits up to `budget` for every slot to be inactive.
+fn drained(budget: Duration) -> bool {
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
-        let busy = lock(&WORLD.slots)
+        if !lock(&WORLD.slots)
             .iter()
-            .any(|s| s.active.load(Ordering::SeqCst));
-        if !busy {
-            break;
+            .any(|s| s.active.load(Ordering::SeqCst))
+        {
+            return true;
         }
-        if !wait && (spins > 64 || start.elapsed() > Duration::from_micros(200)) {
-            resume();
-            return None;
+        if start.elapsed() > budget {
+            return false;
         }
         spins += 1;
-        if spins < 16 {
+        if spins < 32 {
             core::hint::spin_loop();
-        } else if spins < 64 {
-            std::thread::yield_now();
         } else {
-            std::thread::sleep(Duration::from_micros(50));
+            std::thread::yield_now();
         }
     }
-    LOCAL.with(|l| l.holds_world.set(true));
-    Some(StoppedWorld {
-        _collector: collector,
-        _not_send: core::marker::PhantomData,
-    })
 }
 
 fn resume() {
