@@ -167,8 +167,11 @@ fn pointer_masks_where_the_layout_allows() {
         PtrMask::Small(0b101010)
     );
     assert_eq!(Type::of::<Plain>().ptrmask(), PtrMask::EMPTY);
-    // Option<Gc<T>> has no fixed handle word: trace by function.
-    assert_eq!(Type::of::<File>().ptrmask(), PtrMask::Unknown);
+    // Option<Gc<T>> writes None as a null object word: the handle's mask serves it.
+    let next = offset_of!(File, next) / 8 + 1;
+    assert_eq!(Type::of::<File>().ptrmask(), PtrMask::Small(1 << next));
+    // A Vec of handles has no fixed handle words: trace by function.
+    assert_eq!(Type::of::<Wrapper<Gc<File>>>().ptrmask(), PtrMask::Unknown);
 }
 
 #[test]
@@ -257,4 +260,28 @@ fn itab_turns_a_data_pointer_into_the_trait_object() {
     // SAFETY: `dynp` points at the static `F`.
     assert_eq!(unsafe { &*dynp }.close(), 7);
     assert!(fing::rules::find_itab(Type::of::<Gc<Plain>>(), iface).is_none());
+}
+
+#[derive(Trace)]
+pub struct TwoLinks {
+    left: Option<Gc<TwoLinks>>,
+    right: Option<Gc<TwoLinks>>,
+}
+
+#[test]
+fn optional_handles_have_masks_and_handle_only_drops() {
+    let t = Type::of::<TwoLinks>();
+    let l = offset_of!(TwoLinks, left) / 8 + 1;
+    let r = offset_of!(TwoLinks, right) / 8 + 1;
+    assert_eq!(size_of::<Option<Gc<TwoLinks>>>(), size_of::<Gc<TwoLinks>>());
+    assert_eq!(t.ptrmask(), PtrMask::Small(1 << l | 1 << r));
+    assert!(t.handles_only_drop(), "dropping it only drops handles");
+    assert!(
+        !Type::of::<Plain>().handles_only_drop(),
+        "a String needs its destructor"
+    );
+    assert!(
+        !Type::of::<Option<Option<Gc<Plain>>>>().ptrmask().is_known(),
+        "no niche left"
+    );
 }

@@ -147,6 +147,7 @@ unsafe impl<T: Trace> Typed for GcCell<T> {
 // section), so the lock-free read is not a data race.
 unsafe impl<T: Trace> Trace for GcCell<T> {
     const NO_SCAN: bool = T::NO_SCAN;
+    const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP && !core::mem::needs_drop::<RwLock<()>>();
     fn trace(&self, tracer: &mut Tracer) {
         // SAFETY: see above.
         unsafe { &*self.value.get() }.trace(tracer);

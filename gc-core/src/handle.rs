@@ -3,17 +3,20 @@
 //!
 //! Representation (`#[repr(C)]`, fixed: the pointer masks, the frame invoker and the named
 //! pointer newtypes rely on it): the address of the `T` the handle points at, then the
-//! object it counts on (`obj`), or null for a handle that does not point into the heap
-//! (`Gc::from_static`). Two words for a sized `T`, three for `dyn Trait`. Keeping the
+//! object it counts on (`obj`), which for a handle that does not point into the heap
+//! (`Gc::from_static`, zero-sized values) is the address of a static sentinel outside
+//! every heap. Two words for a sized `T`, three for `dyn Trait`. `obj` is never null, and
+//! it is the only non-null field, so `Option<Gc<T>>` is the size of `Gc<T>` with `None`
+//! written as a null `obj`: the handle's pointer mask serves the option too. Keeping the
 //! owner apart from the address is what lets `Gc::map` point anywhere (a field, the end
 //! of the object, another object) while counting on the object it came from, and lets a
 //! tiny object's handle be an interior pointer without a page-map lookup on every clone.
 //!
 //! Invariants: `ptr` is valid for reads of a `T` for as long as the handle lives (a static
-//! for `obj == None`; for a heap handle, the object `obj` stays allocated while any
-//! handle counts on it, which the collector guarantees). `obj`, when present, is the
+//! outside the heap; for a heap handle, the object `obj` stays allocated while any
+//! handle counts on it, which the collector guarantees). `obj` is the sentinel or the
 //! address of a heap object, and is the only word the collector reads (the pointer mask
-//! marks it).
+//! marks it; the sentinel lies in no arena, so the collector ignores it).
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -26,9 +29,18 @@ use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
 /// A handle to a value in fing's heap (or, from [`Gc::from_static`], outside it).
 #[repr(C)]
 pub struct Gc<T: ?Sized + 'static> {
-    ptr: NonNull<T>,
-    obj: Option<NonNull<u8>>,
+    ptr: *const T,
+    obj: NonNull<u8>,
     _owns: PhantomData<T>,
+}
+
+/// The `obj` of handles outside the heap: an address no arena contains.
+static OUTSIDE: u8 = 0;
+
+#[inline]
+const fn outside() -> NonNull<u8> {
+    // SAFETY: the address of a static is never null.
+    unsafe { NonNull::new_unchecked(&OUTSIDE as *const u8 as *mut u8) }
 }
 
 // SAFETY: a `Gc<T>` gives `&T` on any thread that holds it and may be the last handle
@@ -49,8 +61,8 @@ impl<T: 'static> Gc<T> {
     /// `zerobase`).
     pub(crate) fn zero_sized() -> Gc<T> {
         Gc {
-            ptr: NonNull::dangling(),
-            obj: None,
+            ptr: NonNull::<T>::dangling().as_ptr(),
+            obj: outside(),
             _owns: PhantomData,
         }
     }
@@ -64,19 +76,24 @@ impl<T: ?Sized + 'static> Gc<T> {
     /// reads while the object is allocated.
     pub(crate) unsafe fn from_raw(ptr: NonNull<T>, obj: NonNull<u8>) -> Gc<T> {
         Gc {
-            ptr,
-            obj: Some(obj),
+            ptr: ptr.as_ptr(),
+            obj,
             _owns: PhantomData,
         }
+    }
+
+    /// The object this handle counts on, if it is in a heap.
+    #[inline]
+    fn heap_obj(&self) -> Option<NonNull<u8>> {
+        (self.obj != outside()).then_some(self.obj)
     }
 
     /// A handle to a value outside the heap. It is never collected; `set_finalizer` on it
     /// is a no-op (`Outcome::NotInHeap`), as Go's on a linker-allocated global.
     pub const fn from_static(value: &'static T) -> Gc<T> {
         Gc {
-            // SAFETY: a reference is never null.
-            ptr: unsafe { NonNull::new_unchecked(value as *const T as *mut T) },
-            obj: None,
+            ptr: value as *const T,
+            obj: outside(),
             _owns: PhantomData,
         }
     }
@@ -84,34 +101,34 @@ impl<T: ?Sized + 'static> Gc<T> {
     /// Do two handles point at the same address? (Interior handles to different fields
     /// of one object are different.)
     pub fn ptr_eq(a: &Gc<T>, b: &Gc<T>) -> bool {
-        core::ptr::addr_eq(a.ptr.as_ptr(), b.ptr.as_ptr())
+        core::ptr::addr_eq(a.ptr, b.ptr)
     }
 
     /// The address the handle points at.
     pub fn as_ptr(this: &Gc<T>) -> *const T {
-        this.ptr.as_ptr()
+        this.ptr
     }
 
     /// Does the handle point into the heap (is it counted)?
     pub fn is_in_heap(this: &Gc<T>) -> bool {
-        this.obj.is_some()
+        this.heap_obj().is_some()
     }
 
     /// The address of the object the handle counts on, if it is in the heap.
     pub fn object_addr(this: &Gc<T>) -> Option<NonNull<u8>> {
-        this.obj
+        this.heap_obj()
     }
 
     /// Do two handles count on the same heap object (whatever they point at)?
     pub fn same_object<U: ?Sized>(a: &Gc<T>, b: &Gc<U>) -> bool {
-        a.obj.is_some() && a.obj == b.obj
+        a.heap_obj().is_some() && a.obj == b.obj
     }
 
     /// An interior handle: points at what `f` returns, counts on (keeps alive) the object
     /// this handle counts on, whatever address that is.
     pub fn map<U: ?Sized + 'static>(&self, f: impl for<'a> FnOnce(&'a T) -> &'a U) -> Gc<U> {
         let owner = self.clone();
-        let ptr = NonNull::from(f(&owner));
+        let ptr: *const U = f(&owner);
         let owner = core::mem::ManuallyDrop::new(owner);
         // The count `owner` holds moves to the new handle.
         Gc {
@@ -128,7 +145,7 @@ impl<T: ?Sized + 'static> Clone for Gc<T> {
     /// holds, which are roots while it holds them.
     #[inline]
     fn clone(&self) -> Gc<T> {
-        if let Some(obj) = self.obj {
+        if let Some(obj) = self.heap_obj() {
             // SAFETY: `obj` is the header of an object this handle keeps allocated.
             let old = unsafe { obj.cast::<crate::mspan::Header>().as_ref() }
                 .count
@@ -151,7 +168,7 @@ impl<T: ?Sized + 'static> Drop for Gc<T> {
     /// by a later collection, never here.
     #[inline]
     fn drop(&mut self) {
-        if let Some(obj) = self.obj {
+        if let Some(obj) = self.heap_obj() {
             crate::mgcsweep::release(obj);
         }
     }
@@ -163,7 +180,7 @@ impl<T: ?Sized + 'static> Deref for Gc<T> {
     fn deref(&self) -> &T {
         // SAFETY: `ptr` is valid for reads for as long as the handle lives (module
         // invariant: a static, or an object kept allocated while handles count on it).
-        unsafe { self.ptr.as_ref() }
+        unsafe { &*self.ptr }
     }
 }
 
@@ -218,9 +235,11 @@ unsafe impl<T: ?Sized + GcTarget> Trace for Gc<T> {
     const NO_SCAN: bool = false;
     const PTRMASK: PtrMask =
         PtrMask::Small(1 << (core::mem::size_of::<Gc<T>>() / core::mem::size_of::<usize>() - 1));
+    const NONE_IS_NULL: bool = true;
+    const HANDLES_ONLY_DROP: bool = true;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
-        if let Some(obj) = self.obj {
+        if let Some(obj) = self.heap_obj() {
             // SAFETY: `obj` of a heap handle is the address of a live heap object (module
             // invariant).
             unsafe { tracer.edge(obj) };

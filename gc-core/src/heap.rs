@@ -214,26 +214,21 @@ impl HeapInner {
         lock(&self.central[s.get().spc.index()]).push(s);
     }
 
-    /// This thread's cache for this heap (made and registered on first use). Inside a
-    /// section only.
+    /// This thread's cache for this heap among `caches` (made and registered on first
+    /// use).
     #[inline]
-    fn with_cache<R>(&'static self, f: impl FnOnce(&mut MCache) -> R) -> R {
-        world::with_local(|l| {
-            // SAFETY: the caches vector is only touched by its thread, inside a section, and
-            // by the collector with the world stopped (through the registry, not the
-            // vector); no other borrow of it is live here.
-            let caches = unsafe { &mut *l.caches.get() };
-            let i = match caches.iter().position(|c| c.heap.id == self.id) {
-                Some(i) => i,
-                None => {
-                    let mut c = Box::new(MCache::new(self));
-                    lock(&self.caches).push(NonNull::from(&mut *c));
-                    caches.push(c);
-                    caches.len() - 1
-                }
-            };
-            f(&mut caches[i])
-        })
+    #[allow(clippy::vec_box)] // the boxes keep each cache's address: the registry points at it
+    fn cache<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
+        let i = match caches.iter().position(|c| c.heap.id == self.id) {
+            Some(i) => i,
+            None => {
+                let mut c = Box::new(MCache::new(self));
+                lock(&self.caches).push(NonNull::from(&mut *c));
+                caches.push(c);
+                caches.len() - 1
+            }
+        };
+        &mut caches[i]
     }
 
     /// Runs an automatic collection if the pacer asked for one and the world can be had
@@ -272,19 +267,25 @@ impl HeapInner {
     /// object's header and the value's address. Inside a section.
     fn malloc(
         &'static self,
-        size: usize,
-        align: usize,
-        noscan: bool,
-        tiny: bool,
+        cache: &mut MCache,
+        r: Request,
     ) -> Option<(NonNull<Header>, NonNull<u8>)> {
+        let Request {
+            class,
+            sweep_drop,
+            size,
+            align,
+            noscan,
+            tiny,
+        } = r;
         if tiny {
-            return self.with_cache(|c| c.alloc_tiny(size, align));
+            return cache.alloc_tiny(size, align);
         }
         let off = data_offset(align);
         let total = off.checked_add(size)?;
-        match class_for(total, align.max(8)) {
+        match class {
             Some(class) => {
-                let slot = self.with_cache(|c| c.alloc_small(SpanClass::new(class, noscan)))?;
+                let slot = cache.alloc_small(SpanClass::new(class, noscan), sweep_drop)?;
                 Some((slot.cast(), NonNull::new(slot.as_ptr().wrapping_add(off))?))
             }
             None => {
@@ -344,6 +345,46 @@ impl HeapInner {
     }
 }
 
+/// What allocating a `T` takes, decided at compile time.
+struct Plan<T>(core::marker::PhantomData<T>);
+
+impl<T: Trace> Plan<T> {
+    const SIZE: usize = core::mem::size_of::<T>();
+    const ALIGN: usize = core::mem::align_of::<T>();
+    /// Tiny allocator: noscan, no destructor, under 16 bytes, word alignment at most.
+    const TINY: bool = T::NO_SCAN
+        && !core::mem::needs_drop::<T>()
+        && Self::SIZE > 0
+        && Self::SIZE < TINY_SIZE
+        && Self::ALIGN <= 8;
+    /// The size class (`None`: a large object).
+    const CLASS: Option<usize> = class_for(
+        data_offset(Self::ALIGN) + Self::SIZE,
+        if Self::ALIGN > 8 { Self::ALIGN } else { 8 },
+    );
+    /// Must the sweeper run its destructor?
+    const SWEEP_DROP: bool = core::mem::needs_drop::<T>() && !T::HANDLES_ONLY_DROP;
+    const REQUEST: Request = Request {
+        class: Self::CLASS,
+        sweep_drop: Self::SWEEP_DROP,
+        size: Self::SIZE,
+        align: Self::ALIGN,
+        noscan: T::NO_SCAN,
+        tiny: Self::TINY,
+    };
+}
+
+/// An allocation request (see `Plan`).
+#[derive(Clone, Copy)]
+struct Request {
+    class: Option<usize>,
+    sweep_drop: bool,
+    size: usize,
+    align: usize,
+    noscan: bool,
+    tiny: bool,
+}
+
 /// A garbage-collected heap. Copy it freely: it refers to a heap that lives for the rest
 /// of the process.
 #[derive(Clone, Copy)]
@@ -385,38 +426,45 @@ impl Heap {
     /// If the OS refuses memory (`fing::Heap::alloc: out of memory`).
     pub fn alloc<T: Trace + Send + 'static>(&self, value: T) -> Gc<T> {
         let ty: &'static Type = T::TYPE;
-        let size = core::mem::size_of::<T>();
-        let align = core::mem::align_of::<T>();
+        let size = Plan::<T>::SIZE;
         if size == 0 && !core::mem::needs_drop::<T>() {
             core::mem::forget(value);
             return Gc::zero_sized();
         }
         let inner = self.inner;
         inner.maybe_collect();
-        let _s = world::enter();
-        let tiny = ty.is_noscan() && !ty.needs_drop() && size < TINY_SIZE && align <= 8 && size > 0;
-        let Some((hdr, data)) = inner.malloc(size, align, ty.is_noscan(), tiny) else {
-            panic!("fing::Heap::alloc: out of memory allocating a {ty} ({size} bytes)");
-        };
-        if tiny {
-            // SAFETY: `hdr` heads the tiny block this thread's cache owns; its header is
-            // initialised.
-            unsafe { hdr.as_ref() }
-                .count
-                .fetch_add(1, Ordering::Relaxed);
-        } else {
-            let header = Header {
-                count: core::sync::atomic::AtomicU32::new(1),
-                gc_refs: core::sync::atomic::AtomicU32::new(0),
-                ty: core::sync::atomic::AtomicPtr::new((ty as *const Type).cast_mut()),
+        let tiny = Plan::<T>::TINY;
+        // The slot, its header and the value are written inside one section: the collector
+        // must never see an allocated slot without its header.
+        world::with_section(|l| {
+            // SAFETY: this thread's caches, inside its section: no other borrow of the
+            // vector is live (the collector reaches caches only through the registry, with
+            // the world stopped), and this borrow ends with the closure.
+            let caches = unsafe { &mut *l.caches.get() };
+            let cache = inner.cache(caches);
+            let Some((hdr, data)) = inner.malloc(cache, Plan::<T>::REQUEST) else {
+                panic!("fing::Heap::alloc: out of memory allocating a {ty} ({size} bytes)");
             };
-            // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
-            unsafe { hdr.as_ptr().write(header) };
-        }
-        // SAFETY: as above: `data` is valid for writes of a `T`.
-        unsafe { data.as_ptr().cast::<T>().write(value) };
-        // SAFETY: the header now counts this handle, and `data` holds a valid `T`.
-        unsafe { Gc::from_raw(data.cast(), hdr.cast()) }
+            if tiny {
+                // SAFETY: `hdr` heads the tiny block this thread's cache owns; its header is
+                // initialised.
+                unsafe { hdr.as_ref() }
+                    .count
+                    .fetch_add(1, Ordering::Relaxed);
+            } else {
+                let header = Header {
+                    count: core::sync::atomic::AtomicU32::new(1),
+                    gc_refs: core::sync::atomic::AtomicU32::new(0),
+                    ty: core::sync::atomic::AtomicPtr::new((ty as *const Type).cast_mut()),
+                };
+                // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
+                unsafe { hdr.as_ptr().write(header) };
+            }
+            // SAFETY: as above: `data` is valid for writes of a `T`.
+            unsafe { data.as_ptr().cast::<T>().write(value) };
+            // SAFETY: the header now counts this handle, and `data` holds a valid `T`.
+            unsafe { Gc::from_raw(data.cast(), hdr.cast()) }
+        })
     }
 
     /// Runs a full collection (Go's `runtime.GC()`): when it returns, the heap has been

@@ -39,40 +39,65 @@ impl MCache {
         }
     }
 
-    #[inline]
-    fn count(&self, bytes: usize) {
-        // Only the owner writes: a plain increment, visible to readers eventually.
-        self.mallocs
-            .store(self.mallocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.alloc_bytes.store(
-            self.alloc_bytes.load(Ordering::Relaxed) + bytes as u64,
-            Ordering::Relaxed,
-        );
+    /// Adds `objects` slots of `size` bytes to the counters (owner only: plain stores).
+    fn count(&self, objects: i64, size: usize) {
+        let m = self
+            .mallocs
+            .load(Ordering::Relaxed)
+            .wrapping_add_signed(objects);
+        self.mallocs.store(m, Ordering::Relaxed);
+        let b = self
+            .alloc_bytes
+            .load(Ordering::Relaxed)
+            .wrapping_add_signed(objects * size as i64);
+        self.alloc_bytes.store(b, Ordering::Relaxed);
     }
 
     /// A fresh slot of span class `spc`: returns its address (the header goes there).
+    /// `sweep_drop`: the object's destructor must run when it dies (marks the span).
+    ///
+    /// Counting is Go's: a span's free slots count as allocated when the cache takes the
+    /// span, and the ones left unused are taken back when it gives the span back, so the
+    /// fast path counts nothing.
     #[inline]
-    pub(crate) fn alloc_small(&mut self, spc: SpanClass) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc_small(&mut self, spc: SpanClass, sweep_drop: bool) -> Option<NonNull<u8>> {
         if let Some(s) = self.alloc[spc.index()] {
             let span = s.get();
             if let Some(i) = span.next_free() {
-                self.count(span.elem_size);
+                if sweep_drop {
+                    span.note_sweep_drop();
+                }
                 return NonNull::new(span.slot(i));
             }
         }
-        self.refill(spc)
+        self.refill(spc, sweep_drop)
     }
 
     #[cold]
-    fn refill(&mut self, spc: SpanClass) -> Option<NonNull<u8>> {
+    fn refill(&mut self, spc: SpanClass, sweep_drop: bool) -> Option<NonNull<u8>> {
+        if let Some(old) = self.alloc[spc.index()].take() {
+            self.give_back(old);
+        }
         let s = self.heap.take_span(spc)?;
         self.alloc[spc.index()] = Some(s);
         let span = s.get();
+        self.count((span.nelems - span.alloc_count()) as i64, span.elem_size);
         let i = span
             .next_free()
             .expect("fing::mcache: refilled span has no free slot");
-        self.count(span.elem_size);
+        if sweep_drop {
+            span.note_sweep_drop();
+        }
         NonNull::new(span.slot(i))
+    }
+
+    /// Gives a span back: its unused slots come off the counters, then it goes to the
+    /// central list if it has free slots.
+    fn give_back(&mut self, s: SpanPtr) {
+        let span = s.get();
+        let unused = span.nelems - span.recount();
+        self.count(-(unused as i64), span.elem_size);
+        self.heap.return_span(s);
     }
 
     /// A tiny object of `size` bytes aligned to `align` (≤ 8) inside the current tiny
@@ -93,7 +118,7 @@ impl MCache {
             }
         }
         let class = crate::sizeclasses::size_to_class(HEADER + TINY_SIZE);
-        let slot = self.alloc_small(SpanClass::new(class, true))?;
+        let slot = self.alloc_small(SpanClass::new(class, true), false)?;
         let h = slot.cast::<Header>();
         // SAFETY: `slot` is a fresh slot of at least HEADER + TINY_SIZE bytes, owned by this
         // cache until published; the block starts with no handles and no type.
@@ -112,9 +137,9 @@ impl MCache {
     /// Gives every cached span back to the heap's central lists and forgets the tiny block
     /// (Go's releaseAll). Collector (world stopped) or the owner inside a section.
     pub(crate) fn flush(&mut self) {
-        for s in self.alloc.iter_mut() {
-            if let Some(s) = s.take() {
-                self.heap.return_span(s);
+        for i in 0..self.alloc.len() {
+            if let Some(s) = self.alloc[i].take() {
+                self.give_back(s);
             }
         }
         self.tiny = None;

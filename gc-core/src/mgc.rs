@@ -25,9 +25,9 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
     let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     let before = heap.heap_live.load(Ordering::Relaxed);
 
-    mgcmark::count_refs(heap, &spans);
+    let cross_heap = mgcmark::count_refs(heap, &spans);
     mgcmark::mark(heap, &spans);
-    let swept = mgcsweep::sweep(heap, world, &spans);
+    let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
 
     let live = swept.live_bytes;
     heap.heap_live.store(live, Ordering::Relaxed);

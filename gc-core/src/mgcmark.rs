@@ -1,24 +1,37 @@
 //! Roots and marking (Go's mgcmark), with the world stopped.
 //!
-//! Roots are found by trial subtraction (DESIGN §4): every object's scratch count starts at
-//! its handle count; tracing every object once subtracts one for each handle found inside
-//! the heap; what is left counts handles held outside the heap (locals, `Vec`s, other
-//! threads, other heaps). An object with a positive remainder is a root. Marking then
-//! follows edges from the roots with an explicit stack (no recursion: a list of a million
-//! nodes marks in constant stack).
+//! Roots are found by trial subtraction (DESIGN §4), counted without a copy pass. Outside a
+//! collection every object's scratch `gc_refs` is zero. Then:
 //!
-//! Safety margin: a `Trace` impl that reports a handle it does not own makes the remainder
-//! wrap below zero, which reads as a huge count: a root. Only reporting a handle that is
-//! owned elsewhere *and* missing one that is owned here could hide a root.
+//! 1. [`count_refs`]: trace every allocated object once; each handle found inside the heap
+//!    adds one to its target's `gc_refs`. Now `gc_refs` = references from inside the heap,
+//!    and an object whose handle `count` differs is referenced from outside: a root.
+//! 2. [`mark`]: mark the roots, then follow edges with an explicit stack (no recursion: a
+//!    list of a million nodes marks in constant stack). Every edge *from a live object*
+//!    takes one back off its target's `gc_refs`, so afterwards a live object's `gc_refs`
+//!    counts exactly the references held by garbage.
+//! 3. The sweeper subtracts that remainder from each live object's `count` and zeroes
+//!    `gc_refs` (restoring the invariant), so the handles inside garbage never need to be
+//!    dropped one by one.
+//!
+//! `count` may grow during the cycle (clones need no section); roots are objects whose
+//! `count` is not `gc_refs`, so a concurrent clone only adds roots, and the final
+//! subtraction is atomic. A `Trace` impl that over-reports makes `gc_refs` exceed `count`:
+//! that too reads as "not equal", a root, never a wrong free.
+//!
+//! Edges are found by pointer mask where the type has one (a loop over the mask's bits, no
+//! call), else by the type's trace function. Edges into other heaps, and the sentinel of
+//! handles outside the heap, lie in no arena of this heap and are skipped (a handle into
+//! another heap is an outside reference for that heap).
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use gc_types::{Tracer, Type};
+use gc_types::{PtrMask, Tracer, Type};
 
 use crate::heap::{HeapInner, SpanPtr};
 use crate::mheap::{arena_of, span_of};
-use crate::mspan::{data_offset, Header};
+use crate::mspan::{data_offset, Header, Span};
 
 /// The header of the object at `slot`.
 ///
@@ -30,12 +43,12 @@ pub(crate) unsafe fn header<'a>(slot: *mut u8) -> &'a Header {
     unsafe { &*slot.cast::<Header>() }
 }
 
-/// Reports the handles of the object at `slot` to `t`.
+/// Calls `f` with every handle target of the object at `slot`.
 ///
 /// # Safety
 /// `slot` must be the start of an allocated object slot, with the world stopped.
 #[inline]
-pub(crate) unsafe fn trace_object(slot: *mut u8, t: &mut Tracer) {
+pub(crate) unsafe fn for_each_edge(slot: *mut u8, t: &mut Tracer, mut f: impl FnMut(NonNull<u8>)) {
     // SAFETY: the caller's contract.
     let ty = unsafe { header(slot) }.ty.load(Ordering::Relaxed);
     if ty.is_null() {
@@ -43,51 +56,67 @@ pub(crate) unsafe fn trace_object(slot: *mut u8, t: &mut Tracer) {
     }
     // SAFETY: a non-null header type is the `&'static Type` malloc stored.
     let ty: &'static Type = unsafe { &*ty };
+    if ty.is_noscan() {
+        return;
+    }
     let data = slot.wrapping_add(data_offset(ty.align()));
+    if let PtrMask::Small(mut m) = ty.ptrmask() {
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let word = data.cast::<*mut u8>().wrapping_add(i);
+            // SAFETY: mask words lie inside the value and hold null or an object reference
+            // (the descriptor's invariant); the value is not mutated while the world is
+            // stopped.
+            let w = unsafe { word.read() };
+            if let Some(e) = NonNull::new(w) {
+                f(e);
+            }
+        }
+        return;
+    }
     // SAFETY: the value at `data` is a valid value of `ty` (written at allocation, alive
     // until swept), and nothing mutates it while the world is stopped.
     unsafe { ty.trace_value(data, t) };
-}
-
-#[inline]
-fn in_heap(e: NonNull<u8>, heap: &HeapInner) -> bool {
-    arena_of(e.as_ptr() as usize).is_some_and(|a| a.heap_id == heap.id)
-}
-
-pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) {
-    for s in spans {
-        let s = s.get();
-        s.for_each_allocated(|i| {
-            // SAFETY: `i` is allocated.
-            let h = unsafe { header(s.slot(i)) };
-            h.gc_refs
-                .store(h.count.load(Ordering::Relaxed), Ordering::Relaxed);
-        });
+    while let Some(e) = t.pop() {
+        f(e);
     }
+}
+
+/// Pass 1. Returns whether any edge pointed into another heap.
+pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) -> bool {
     let mut t = Tracer::new();
+    let mut cross_heap = false;
     for s in spans.iter().map(|s| s.get()).filter(|s| !s.spc.noscan()) {
         s.for_each_allocated(|i| {
-            // SAFETY: `i` is allocated and the world is stopped.
-            unsafe { trace_object(s.slot(i), &mut t) };
-            while let Some(e) = t.pop() {
-                if in_heap(e, heap) {
-                    // SAFETY: edges are headers of live objects of this heap (Trace contract).
+            let edge = |e: NonNull<u8>| match arena_of(e.as_ptr() as usize) {
+                Some(a) if a.heap_id == heap.id => {
+                    // SAFETY: edges into this heap are headers of its live objects.
                     let h = unsafe { header(e.as_ptr()) };
-                    let r = h.gc_refs.load(Ordering::Relaxed);
-                    h.gc_refs.store(r.wrapping_sub(1), Ordering::Relaxed);
+                    h.gc_refs.store(
+                        h.gc_refs.load(Ordering::Relaxed).wrapping_add(1),
+                        Ordering::Relaxed,
+                    );
                 }
-            }
+                Some(_) => cross_heap = true,
+                None => {}
+            };
+            // SAFETY: `i` is allocated and the world is stopped.
+            unsafe { for_each_edge(s.slot(i), &mut t, edge) };
         });
     }
+    cross_heap
 }
 
+/// Pass 2.
 pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
     let mut stack: Vec<*mut u8> = Vec::new();
     for s in spans {
         let s = s.get();
         s.for_each_allocated(|i| {
             // SAFETY: `i` is allocated.
-            if unsafe { header(s.slot(i)) }.gc_refs.load(Ordering::Relaxed) > 0
+            let h = unsafe { header(s.slot(i)) };
+            if h.count.load(Ordering::Relaxed) != h.gc_refs.load(Ordering::Relaxed)
                 && s.mark(i)
                 && !s.spc.noscan()
             {
@@ -96,20 +125,34 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
         });
     }
     let mut t = Tracer::new();
+    // Consecutive edges usually land in the same span: remember the last one.
+    let mut last: Option<&'static Span> = None;
     while let Some(slot) = stack.pop() {
-        // SAFETY: only allocated, marked slots are pushed; the world is stopped.
-        unsafe { trace_object(slot, &mut t) };
-        while let Some(e) = t.pop() {
-            let Some(s) = span_of(e.as_ptr() as usize) else {
-                continue;
+        let edge = |e: NonNull<u8>| {
+            let addr = e.as_ptr() as usize;
+            let s = match last {
+                Some(l) if addr.wrapping_sub(l.base as usize) < l.bytes() => l,
+                _ => {
+                    let Some(s) = span_of(addr) else { return };
+                    if s.heap_id != heap.id {
+                        return;
+                    }
+                    last = Some(s);
+                    s
+                }
             };
-            if s.heap_id != heap.id {
-                continue;
-            }
-            let i = s.index_of(e.as_ptr() as usize);
+            // SAFETY: an edge into this heap is the header of an allocated object.
+            let h = unsafe { header(e.as_ptr()) };
+            h.gc_refs.store(
+                h.gc_refs.load(Ordering::Relaxed).wrapping_sub(1),
+                Ordering::Relaxed,
+            );
+            let i = s.index_of(addr);
             if s.mark(i) && !s.spc.noscan() {
                 stack.push(s.slot(i));
             }
-        }
+        };
+        // SAFETY: only allocated, marked slots are pushed; the world is stopped.
+        unsafe { for_each_edge(slot, &mut t, edge) };
     }
 }

@@ -1,14 +1,16 @@
 //! Sweeping (Go's mgcsweep), with the world stopped, in two passes.
 //!
-//! 1. Drop the value of every allocated, unmarked object. Handles inside it are dropped
-//!    too; while this thread sweeps heap H (`Role::Collector { sweeping: H }`), dropping a
-//!    handle to an object of H that is not marked does nothing (that object dies in this
-//!    cycle, and its memory must not be touched as if it were alive), and dropping one to a
-//!    live object decrements its count as usual. A destructor that panics is caught and
-//!    counted; the object is freed anyway.
+//! 1. Every allocated object: a live (marked) one gets its count settled (minus the
+//!    references garbage held, which marking left in `gc_refs`; see mgcmark) and its
+//!    `gc_refs` zeroed; a garbage one has its value dropped, unless dropping it would do
+//!    nothing but drop handles. Handles dropped inside garbage decrement nothing (their
+//!    counts were settled in bulk), except handles into another heap, which that heap
+//!    counts as outside references: when this cycle saw such an edge, every garbage value
+//!    is dropped, and those handles decrement their targets. A destructor that panics is
+//!    caught and counted; the object is freed anyway.
 //! 2. Per span: the mark bits become the allocation bits (Go's trick), empty spans go back
-//!    to the page heap, spans with free slots go to the central lists, and free pages are
-//!    given back to the OS.
+//!    to the page heap, spans with free slots go to the central lists, and free pages
+//!    beyond what the pacer will use before the next cycle go back to the OS.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -18,7 +20,7 @@ use gc_types::Type;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
 use crate::mgcmark::header;
-use crate::mheap::span_of;
+use crate::mheap::arena_of;
 use crate::mspan::{data_offset, HEADER};
 
 /// The byte freed values are overwritten with in debug builds.
@@ -31,21 +33,49 @@ pub(crate) struct Swept {
     pub(crate) drop_panics: u64,
 }
 
-pub(crate) fn sweep(heap: &'static HeapInner, world: &StoppedWorld, spans: &[SpanPtr]) -> Swept {
+pub(crate) fn sweep(
+    heap: &'static HeapInner,
+    world: &StoppedWorld,
+    spans: &[SpanPtr],
+    cross_heap: bool,
+) -> Swept {
     let mut freed = 0u64;
     let mut panics = 0u64;
     world.set_sweeping(heap.id);
     for s in spans {
         let s = s.get();
-        s.for_each_garbage(|i| {
-            freed += 1;
+        if !cross_heap && !s.needs_sweep_drop() && !cfg!(debug_assertions) {
+            // Nothing to do for this span's garbage: settle the live objects only.
+            s.for_each_marked(|i| {
+                // SAFETY: marked slots are allocated.
+                let h = unsafe { header(s.slot(i)) };
+                let garbage_refs = h.gc_refs.load(Ordering::Relaxed);
+                if garbage_refs != 0 {
+                    h.count.fetch_sub(garbage_refs, Ordering::Relaxed);
+                    h.gc_refs.store(0, Ordering::Relaxed);
+                }
+            });
+            freed += (s.alloc_count_bits() - s.marked_count()) as u64;
+            continue;
+        }
+        s.for_each_allocated(|i| {
             let slot = s.slot(i);
             // SAFETY: `i` is allocated.
-            let ty = unsafe { header(slot) }.ty.load(Ordering::Relaxed);
+            let h = unsafe { header(slot) };
+            if s.is_marked(i) {
+                let garbage_refs = h.gc_refs.load(Ordering::Relaxed);
+                if garbage_refs != 0 {
+                    h.count.fetch_sub(garbage_refs, Ordering::Relaxed);
+                    h.gc_refs.store(0, Ordering::Relaxed);
+                }
+                return;
+            }
+            freed += 1;
+            let ty = h.ty.load(Ordering::Relaxed);
             if !ty.is_null() {
                 // SAFETY: a non-null header type is the `&'static Type` malloc stored.
                 let ty: &'static Type = unsafe { &*ty };
-                if ty.needs_drop() {
+                if ty.needs_drop() && (cross_heap || !ty.handles_only_drop()) {
                     let data = slot.wrapping_add(data_offset(ty.align()));
                     // SAFETY: the value is valid and unreachable (unmarked): dropped once, here.
                     let r = catch_unwind(AssertUnwindSafe(|| unsafe { ty.drop_value(data) }));
@@ -86,7 +116,12 @@ pub(crate) fn sweep(heap: &'static HeapInner, world: &StoppedWorld, spans: &[Spa
         }
         keep.push(sp);
     }
-    pages.release_free();
+    // Keep the free pages the pacer will fill before the next cycle; give back the rest.
+    let retain = match heap.config.gogc {
+        Some(g) => (live_bytes.saturating_mul(g as usize) / 100).max(heap.config.min_heap),
+        None => 0,
+    };
+    pages.release_free(retain);
     drop(pages);
     *lock(&heap.all_spans) = keep;
     Swept {
@@ -100,12 +135,10 @@ pub(crate) fn sweep(heap: &'static HeapInner, world: &StoppedWorld, spans: &[Spa
 pub(crate) fn release(obj: NonNull<u8>) {
     let section = world::enter();
     if let Role::Collector { sweeping } = section.role() {
-        if sweeping != 0 {
-            if let Some(s) = span_of(obj.as_ptr() as usize) {
-                if s.heap_id == sweeping && !s.is_marked(s.index_of(obj.as_ptr() as usize)) {
-                    return;
-                }
-            }
+        // Dropped with garbage: its count was settled by the sweep, unless it points into
+        // another heap.
+        if sweeping != 0 && arena_of(obj.as_ptr() as usize).is_some_and(|a| a.heap_id == sweeping) {
+            return;
         }
     }
     // SAFETY: a handle's `obj` is the header of an object that stays allocated while the

@@ -211,22 +211,26 @@ impl PageHeap {
         free.insert(start, (n, false));
     }
 
-    /// Gives every free run not yet released back to the OS (Go's scavenger, run at the end
-    /// of each collection).
-    pub(crate) fn release_free(&mut self) {
+    /// Gives free runs back to the OS (Go's scavenger, run at the end of each collection),
+    /// keeping up to `retain` bytes of free pages that were not given back yet: the pacer
+    /// will fill about that much before the next cycle, and pages given back now would
+    /// fault in again at once.
+    pub(crate) fn release_free(&mut self, retain: usize) {
+        let mut kept = 0usize;
         for (arena, free) in self.arenas.iter_mut() {
             for (&start, run) in free.iter_mut() {
-                if !run.1 {
-                    // SAFETY: a free run holds no object and lies inside the arena's mapping.
-                    unsafe {
-                        mem::release(
-                            arena.base.wrapping_add(start * PAGE_SIZE),
-                            run.0 * PAGE_SIZE,
-                        )
-                    };
-                    run.1 = true;
-                    self.released += run.0 * PAGE_SIZE;
+                if run.1 {
+                    continue;
                 }
+                let bytes = run.0 * PAGE_SIZE;
+                if kept + bytes <= retain {
+                    kept += bytes;
+                    continue;
+                }
+                // SAFETY: a free run holds no object and lies inside the arena's mapping.
+                unsafe { mem::release(arena.base.wrapping_add(start * PAGE_SIZE), bytes) };
+                run.1 = true;
+                self.released += bytes;
             }
         }
     }

@@ -13,7 +13,7 @@
 //! `find_object` may read them from any thread; mark bits are written by the collector
 //! only, with the world stopped.
 
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use gc_types::Type;
 
@@ -71,7 +71,12 @@ pub(crate) struct Span {
     pub(crate) spc: SpanClass,
     div_magic: u64,
     free_index: AtomicUsize,
+    /// Allocated objects as of the last refill, flush or sweep (not kept up to date by
+    /// the fast path; see `recount`).
     alloc_count: AtomicUsize,
+    /// Set once any object whose destructor the sweeper must run was allocated here;
+    /// spans without it skip their garbage in the sweep.
+    needs_sweep_drop: AtomicBool,
     alloc_bits: Box<[AtomicU64]>,
     mark_bits: Box<[AtomicU64]>,
     /// Arena-map identity of the owning heap.
@@ -100,6 +105,7 @@ impl Span {
             div_magic: u64::from(u32::MAX / elem_size.min(u32::MAX as usize) as u32) + 1,
             free_index: AtomicUsize::new(0),
             alloc_count: AtomicUsize::new(0),
+            needs_sweep_drop: AtomicBool::new(false),
             alloc_bits: bitmap(nelems),
             mark_bits: bitmap(nelems),
             heap_id,
@@ -111,9 +117,58 @@ impl Span {
         self.alloc_count.load(Ordering::Relaxed)
     }
 
-    /// Does the span have a free slot (after its free index)?
+    /// Does the span have a free slot (as of the last `recount` or sweep)?
     pub(crate) fn has_free(&self) -> bool {
         self.alloc_count() < self.nelems
+    }
+
+    /// Counts the allocated objects from the bitmap and records it. The owner, when it
+    /// gives the span back.
+    pub(crate) fn recount(&self) -> usize {
+        let n = self.alloc_count_bits();
+        self.alloc_count.store(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Notes that an object needing the sweeper's destructor call lives here. The owner.
+    #[inline]
+    pub(crate) fn note_sweep_drop(&self) {
+        if !self.needs_sweep_drop.load(Ordering::Relaxed) {
+            self.needs_sweep_drop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Must the sweeper visit this span's garbage?
+    pub(crate) fn needs_sweep_drop(&self) -> bool {
+        self.needs_sweep_drop.load(Ordering::Relaxed)
+    }
+
+    /// Allocated objects, counted from the bitmap.
+    pub(crate) fn alloc_count_bits(&self) -> usize {
+        self.alloc_bits
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum()
+    }
+
+    /// Marked objects. Collector only.
+    pub(crate) fn marked_count(&self) -> usize {
+        self.mark_bits
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum()
+    }
+
+    /// Calls `f` with each marked slot index. Collector only.
+    pub(crate) fn for_each_marked(&self, mut f: impl FnMut(usize)) {
+        for (wi, w) in self.mark_bits.iter().enumerate() {
+            let mut w = w.load(Ordering::Relaxed);
+            while w != 0 {
+                let i = wi * 64 + w.trailing_zeros() as usize;
+                w &= w - 1;
+                f(i);
+            }
+        }
     }
 
     /// Bytes the span covers.
@@ -176,10 +231,6 @@ impl Span {
                 }
                 self.alloc_bits[wi].store(w | 1 << (i % 64), Ordering::Relaxed);
                 self.free_index.store(i + 1, Ordering::Relaxed);
-                self.alloc_count.store(
-                    self.alloc_count.load(Ordering::Relaxed) + 1,
-                    Ordering::Relaxed,
-                );
                 return Some(i);
             }
             fi = (wi + 1) * 64;
@@ -192,23 +243,6 @@ impl Span {
     pub(crate) fn for_each_allocated(&self, mut f: impl FnMut(usize)) {
         for (wi, w) in self.alloc_bits.iter().enumerate() {
             let mut w = w.load(Ordering::Relaxed);
-            while w != 0 {
-                let i = wi * 64 + w.trailing_zeros() as usize;
-                w &= w - 1;
-                f(i);
-            }
-        }
-    }
-
-    /// Calls `f` with each allocated, unmarked slot: the garbage of this cycle.
-    pub(crate) fn for_each_garbage(&self, mut f: impl FnMut(usize)) {
-        for (wi, (a, m)) in self
-            .alloc_bits
-            .iter()
-            .zip(self.mark_bits.iter())
-            .enumerate()
-        {
-            let mut w = a.load(Ordering::Relaxed) & !m.load(Ordering::Relaxed);
             while w != 0 {
                 let i = wi * 64 + w.trailing_zeros() as usize;
                 w &= w - 1;
@@ -265,7 +299,7 @@ mod tests {
             s.mark(i);
         }
         let mut garbage = 0;
-        s.for_each_garbage(|_| garbage += 1);
+        s.for_each_allocated(|i| garbage += usize::from(!s.is_marked(i)));
         assert_eq!(garbage, 170 - 57);
         assert_eq!(s.finish_sweep(), 57);
         assert_eq!(s.next_free(), Some(1));

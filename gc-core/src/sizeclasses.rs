@@ -116,7 +116,7 @@ pub(crate) static TABLE: Table = build();
 
 /// The class of a small size (`1..=MAX_SMALL_SIZE`).
 #[inline]
-pub(crate) fn size_to_class(size: usize) -> usize {
+pub(crate) const fn size_to_class(size: usize) -> usize {
     debug_assert!(size <= MAX_SMALL_SIZE);
     if size <= 1024 {
         TABLE.small[size.div_ceil(8)] as usize
@@ -126,12 +126,20 @@ pub(crate) fn size_to_class(size: usize) -> usize {
 }
 
 /// The smallest class of at least `size` bytes whose objects are `align`-aligned in a
-/// page-aligned span (`None` if there is none: allocate large).
-pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
+/// page-aligned span (`None` if there is none: allocate large). Const: the allocation
+/// path computes it per type at compile time.
+pub(crate) const fn class_for(size: usize, align: usize) -> Option<usize> {
     if size > MAX_SMALL_SIZE {
         return None;
     }
-    (size_to_class(size.max(1))..TABLE.len).find(|&c| TABLE.classes[c].size.is_multiple_of(align))
+    let mut c = size_to_class(if size == 0 { 1 } else { size });
+    while c < TABLE.len {
+        if TABLE.classes[c].size.is_multiple_of(align) {
+            return Some(c);
+        }
+        c += 1;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -5,10 +5,15 @@
 //! *mutator section*; the exclusive side is the collector's stopped world.
 //!
 //! Implementation: each thread owns a slot (its own cache line) with an `active` flag.
-//! Entering a section stores `active = true` and then reads the global `STOP` flag, both
-//! sequentially consistent; the collector stores `STOP = true` and then reads every slot.
-//! This is Dekker's handshake: at least one side sees the other, so a mutator never runs a
-//! section while the collector believes the world is stopped. A mutator that sees `STOP`
+//! Entering a section stores `active = true` and then reads the global `STOP` flag; the
+//! collector stores `STOP = true` and then reads every slot. This is Dekker's handshake:
+//! with a full fence between each side's store and load, at least one side sees the other,
+//! so a mutator never runs a section while the collector believes the world is stopped.
+//! The fences are asymmetric where the OS allows (Linux `membarrier`, private expedited):
+//! the mutator's side is a compiler fence only, and the collector's `membarrier` call
+//! makes every running thread execute a full fence, which is what the mutator's side
+//! needed. Elsewhere (or under Miri and loom) both sides use sequentially consistent
+//! accesses; the mutator then pays one `xchg` per outermost section. A mutator that sees `STOP`
 //! backs out and waits on a condition variable until the collector resumes the world.
 //! Sections nest per thread (a depth counter); only the outermost touches the slot.
 //!
@@ -26,7 +31,7 @@
 //! and allocation-triggered collections are skipped.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,6 +42,9 @@ struct Slot {
 
 struct World {
     stop: AtomicBool,
+    /// Mutators waiting for the world to resume: a collector lets them in before it stops
+    /// the world again, so back-to-back collections cannot starve them.
+    waiters: core::sync::atomic::AtomicUsize,
     slots: Mutex<Vec<Arc<Slot>>>,
     resume: Mutex<()>,
     resumed: Condvar,
@@ -45,6 +53,7 @@ struct World {
 
 static WORLD: World = World {
     stop: AtomicBool::new(false),
+    waiters: core::sync::atomic::AtomicUsize::new(0),
     slots: Mutex::new(Vec::new()),
     resume: Mutex::new(()),
     resumed: Condvar::new(),
@@ -55,6 +64,84 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves no broken state behind (they guard
     // lists and handshakes, not data), so poisoning is ignored.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// 0: not decided yet, 1: asymmetric (membarrier), 2: symmetric (SeqCst).
+static FENCES: AtomicU8 = AtomicU8::new(0);
+
+#[cfg(all(target_os = "linux", not(miri), not(loom)))]
+fn try_membarrier() -> bool {
+    const QUERY: libc::c_long = 0;
+    const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+    // SAFETY: membarrier's query and register commands take no pointers and have no
+    // effect beyond the return value and the registration.
+    let supported = unsafe { libc::syscall(libc::SYS_membarrier, QUERY, 0, 0) };
+    supported >= 0
+        && supported & PRIVATE_EXPEDITED != 0
+        // SAFETY: as above.
+        && unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0
+}
+
+#[cfg(not(all(target_os = "linux", not(miri), not(loom))))]
+fn try_membarrier() -> bool {
+    false
+}
+
+fn init_fences() {
+    if FENCES.load(Ordering::Acquire) == 0 {
+        let mode = if try_membarrier() { 1 } else { 2 };
+        let _ = FENCES.compare_exchange(0, mode, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+#[inline]
+fn asymmetric() -> bool {
+    FENCES.load(Ordering::Relaxed) == 1
+}
+
+/// The collector's side of the handshake: a full fence on every thread of the process.
+fn heavy_fence() {
+    if asymmetric() {
+        #[cfg(all(target_os = "linux", not(miri), not(loom)))]
+        {
+            const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+            // SAFETY: the process registered for private expedited membarrier (init_fences).
+            let r = unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) };
+            assert!(r == 0, "fing::world: membarrier failed after registration");
+        }
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+impl Slot {
+    /// The mutator's side of the handshake: publish `active`, then read `STOP`. Returns
+    /// whether the world is free (if not, `active` is withdrawn and the caller waits).
+    #[inline]
+    fn try_enter(&self) -> bool {
+        if asymmetric() {
+            self.active.store(true, Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            if !WORLD.stop.load(Ordering::Relaxed) {
+                return true;
+            }
+        } else {
+            self.active.store(true, Ordering::SeqCst);
+            if !WORLD.stop.load(Ordering::SeqCst) {
+                return true;
+            }
+        }
+        self.active.store(false, Ordering::Release);
+        false
+    }
+
+    #[inline]
+    fn enter(&self) {
+        while !self.try_enter() {
+            wait_for_resume();
+        }
+    }
 }
 
 pub(crate) struct Local {
@@ -71,6 +158,7 @@ pub(crate) struct Local {
 
 impl Local {
     fn new() -> Local {
+        init_fences();
         let slot = Arc::new(Slot {
             active: AtomicBool::new(false),
         });
@@ -91,14 +179,7 @@ impl Drop for Local {
         // thread-local is being destroyed, so `enter` cannot be used).
         let caches = core::mem::take(self.caches.get_mut());
         if !caches.is_empty() {
-            loop {
-                self.slot.active.store(true, Ordering::SeqCst);
-                if !WORLD.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                self.slot.active.store(false, Ordering::SeqCst);
-                wait_for_resume();
-            }
+            self.slot.enter();
             for c in caches {
                 c.retire();
             }
@@ -106,12 +187,6 @@ impl Drop for Local {
         }
         lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
     }
-}
-
-/// Runs `f` with this thread's `Local`.
-#[inline]
-pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> R {
-    LOCAL.with(f)
 }
 
 thread_local! {
@@ -154,14 +229,7 @@ pub(crate) fn enter() -> Section {
         }
         let d = l.depth.get();
         if d == 0 {
-            loop {
-                l.slot.active.store(true, Ordering::SeqCst);
-                if !WORLD.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                l.slot.active.store(false, Ordering::SeqCst);
-                wait_for_resume();
-            }
+            l.slot.enter();
         }
         l.depth.set(d + 1);
         Section {
@@ -191,6 +259,7 @@ impl Drop for Section {
 
 #[cold]
 fn wait_for_resume() {
+    WORLD.waiters.fetch_add(1, Ordering::SeqCst);
     let mut g = lock(&WORLD.resume);
     while WORLD.stop.load(Ordering::SeqCst) {
         g = WORLD
@@ -199,6 +268,33 @@ fn wait_for_resume() {
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
+    drop(g);
+    WORLD.waiters.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Runs `f` inside a mutator section with this thread's `Local`, in one thread-local
+/// access (the allocation path).
+#[inline]
+pub(crate) fn with_section<R>(f: impl FnOnce(&Local) -> R) -> R {
+    LOCAL.with(|l| {
+        let outermost = !l.holds_world.get() && l.depth.get() == 0;
+        if outermost {
+            l.slot.enter();
+            l.depth.set(1);
+        }
+        struct Leave<'a>(&'a Local, bool);
+        impl Drop for Leave<'_> {
+            #[inline]
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.depth.set(0);
+                    self.0.slot.active.store(false, Ordering::Release);
+                }
+            }
+        }
+        let _leave = Leave(l, outermost);
+        f(l)
+    })
 }
 
 /// Does this thread hold a mutator section?
@@ -242,8 +338,15 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
         }
     };
     let mut backoff = Duration::from_micros(100);
+    init_fences();
     loop {
+        // Let mutators woken by the last resume in first (bounded: 2 ms).
+        let t = Instant::now();
+        while WORLD.waiters.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_millis(2) {
+            std::thread::yield_now();
+        }
         WORLD.stop.store(true, Ordering::SeqCst);
+        heavy_fence();
         if drained(budget) {
             LOCAL.with(|l| l.holds_world.set(true));
             return Some(StoppedWorld {

@@ -394,6 +394,16 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         .iter()
         .map(|t| quote!(__fing::TypeRef::of::<#t>()));
 
+    // Dropping the value does nothing but drop handles if every field's drop is that (or
+    // nothing), and the type has no `Drop` of its own.
+    let untraced_tys = all.iter().filter(|f| f.untraced.is_some()).map(|f| &f.ty);
+    let handles_only_drop = if opts.allow_drop {
+        quote!(false)
+    } else {
+        quote!(true
+            #(&& <#traced_tys as __fing::Trace>::HANDLES_ONLY_DROP)*
+            #(&& !::core::mem::needs_drop::<#untraced_tys>())*)
+    };
     let drop_guard = if opts.allow_drop {
         quote!()
     } else {
@@ -430,6 +440,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             unsafe impl #impl_g __fing::Trace for #name #ty_g #where_c {
                 const NO_SCAN: bool = true #(&& <#traced_tys as __fing::Trace>::NO_SCAN)*;
                 const PTRMASK: __fing::PtrMask = #ptrmask;
+                const HANDLES_ONLY_DROP: bool = #handles_only_drop;
                 #[inline]
                 fn trace(&self, tracer: &mut __fing::Tracer) {
                     let _ = &tracer;

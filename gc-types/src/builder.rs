@@ -35,6 +35,7 @@ fn fresh(kind: Kind, size: usize, align: usize) -> Type {
         trace: None,
         drop: None,
         needs_drop: false,
+        handles_only_drop: true,
         ptrmask: PtrMask::EMPTY,
         elem: None,
         len: 0,
@@ -85,6 +86,7 @@ impl TypeBuilder {
         t.trace = repr.trace;
         t.drop = repr.drop;
         t.needs_drop = repr.needs_drop;
+        t.handles_only_drop = repr.handles_only_drop;
         t.ptrmask = repr.ptrmask;
         t.send_sync = SendSync::Pointer;
         t.elem = Some(TypeRef::Static(elem));
@@ -102,6 +104,7 @@ impl TypeBuilder {
         t.len = len;
         t.noscan = len == 0 || elem.noscan;
         t.needs_drop = len > 0 && elem.needs_drop;
+        t.handles_only_drop = len == 0 || elem.handles_only_drop;
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY
         } else {
@@ -232,6 +235,7 @@ impl StructBuilder {
         t.name = self.name;
         t.noscan = self.fields.iter().all(|(_, f)| f.noscan);
         t.needs_drop = self.fields.iter().any(|(_, f)| f.needs_drop);
+        t.handles_only_drop = self.fields.iter().all(|(_, f)| f.handles_only_drop);
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY
         } else {

@@ -29,6 +29,7 @@ use crate::Typed;
 ///   and it must not mutate anything a handle can reach;
 /// - `NO_SCAN` is true only if no value of the type can ever hold a handle;
 /// - `PTRMASK`, when known, marks exactly the words that hold object references;
+/// - `NONE_IS_NULL` and `HANDLES_ONLY_DROP`, when true, are true (see each);
 /// - the `Typed` descriptor describes `Self` ([`Typed`]'s contract).
 ///
 /// Derive it: `#[derive(Trace)]`.
@@ -47,6 +48,14 @@ pub unsafe trait Trace: Typed {
     } else {
         PtrMask::Unknown
     };
+    /// True if `Option<Self>` has the size of `Self` and writes `None` as zero in every word
+    /// the mask marks (so the mask serves the option too). The handle type's promise.
+    #[doc(hidden)]
+    const NONE_IS_NULL: bool = false;
+    /// True if dropping a value does nothing but drop handles: the sweeper may skip the
+    /// destructor of such garbage (its handles' counts are settled by the collector).
+    #[doc(hidden)]
+    const HANDLES_ONLY_DROP: bool = !core::mem::needs_drop::<Self>();
     /// Reports every handle `self` owns to `tracer`.
     fn trace(&self, tracer: &mut Tracer);
 }

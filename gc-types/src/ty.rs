@@ -200,6 +200,7 @@ pub struct Type {
     pub(crate) trace: Option<TraceFn>,
     pub(crate) drop: Option<DropFn>,
     pub(crate) needs_drop: bool,
+    pub(crate) handles_only_drop: bool,
     pub(crate) ptrmask: PtrMask,
     pub(crate) elem: Option<TypeRef>,
     pub(crate) len: usize,
@@ -262,6 +263,7 @@ impl Type {
                 None
             },
             needs_drop: core::mem::needs_drop::<T>(),
+            handles_only_drop: T::HANDLES_ONLY_DROP,
             ptrmask: T::PTRMASK,
             elem: None,
             len: 0,
@@ -294,6 +296,7 @@ impl Type {
                 None
             },
             needs_drop: core::mem::needs_drop::<T>(),
+            handles_only_drop: !core::mem::needs_drop::<T>(),
             ptrmask: PtrMask::EMPTY,
             elem: None,
             len: 0,
@@ -421,6 +424,12 @@ impl Type {
     #[inline]
     pub fn needs_drop(&self) -> bool {
         self.needs_drop
+    }
+    /// Does dropping a value do nothing but drop handles? (The sweeper skips such
+    /// destructors.)
+    #[inline]
+    pub fn handles_only_drop(&self) -> bool {
+        self.handles_only_drop
     }
     /// Element type of a pointer, array or slice.
     pub fn elem(&self) -> Option<&'static Type> {

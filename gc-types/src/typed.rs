@@ -139,6 +139,7 @@ macro_rules! tuple {
         // SAFETY: a tuple owns its elements; each is traced once.
         unsafe impl<$($t: Trace),+> Trace for ($($t,)+) {
             const NO_SCAN: bool = true $(&& $t::NO_SCAN)+;
+            const HANDLES_ONLY_DROP: bool = true $(&& $t::HANDLES_ONLY_DROP)+;
             const PTRMASK: PtrMask = PtrMask::of_fields(
                 size_of::<Self>(), &[$((offset_of!(Self, $n), $t::PTRMASK)),+]);
             #[inline]
@@ -183,6 +184,7 @@ unsafe impl<T: Trace, const N: usize> Typed for [T; N] {
 unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     const NO_SCAN: bool = N == 0 || T::NO_SCAN;
     const PTRMASK: PtrMask = array_mask(T::PTRMASK, size_of::<T>(), N);
+    const HANDLES_ONLY_DROP: bool = N == 0 || T::HANDLES_ONLY_DROP;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
         if !T::NO_SCAN {
@@ -251,9 +253,18 @@ unsafe impl<T: Trace> Typed for Option<T> {
         .with_args(&[TypeRef::of::<T>()])
         .with_variants(&["None", "Some"]);
 }
-// SAFETY: an `Option` owns its content, traced once when present.
+// SAFETY: an `Option` owns its content, traced once when present. Its mask is its
+// content's when the content promises `None` is zero in the masked words at the same size.
 unsafe impl<T: Trace> Trace for Option<T> {
     const NO_SCAN: bool = T::NO_SCAN;
+    const PTRMASK: PtrMask = if T::NO_SCAN {
+        PtrMask::EMPTY
+    } else if T::NONE_IS_NULL && size_of::<Option<T>>() == size_of::<T>() {
+        T::PTRMASK
+    } else {
+        PtrMask::Unknown
+    };
+    const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
         if let Some(x) = self {
@@ -272,6 +283,7 @@ unsafe impl<T: Trace, E: Trace> Typed for Result<T, E> {
 // SAFETY: a `Result` owns whichever side it holds, traced once.
 unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     const NO_SCAN: bool = T::NO_SCAN && E::NO_SCAN;
+    const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP && E::HANDLES_ONLY_DROP;
     fn trace(&self, tracer: &mut Tracer) {
         match self {
             Ok(x) => x.trace(tracer),

@@ -39,6 +39,7 @@ pub static NIL: Type = Type {
     trace: None,
     drop: None,
     needs_drop: false,
+    handles_only_drop: true,
     ptrmask: crate::PtrMask::EMPTY,
     elem: None,
     len: 0,
