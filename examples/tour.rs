@@ -4,11 +4,14 @@
 //! object: Go's `runtime.SetFinalizer` rules. Those checks stand on the reflection model
 //! this tour walks through: derived type descriptors, interfaces, named pointer types,
 //! Go's parameter rules, function values called through frames, and types an interpreter
-//! builds at run time. (The heap and the finalizer thread come next; the tour grows with
-//! them.)
+//! builds at run time; then the heap those types live in: allocation, a collection, and
+//! its statistics. (The finalizer thread comes next; the tour grows with it.)
 
 use fing::rules::{finalizer_param, ParamMatch};
-use fing::{Frame, FrameFn, FrameLayout, Func, Gc, Trace, Type, TypeBuilder, Typed, Value};
+use fing::{
+    Frame, FrameFn, FrameLayout, Func, Gc, GcCell, Heap, HeapConfig, Trace, Type, TypeBuilder,
+    Typed, Value,
+};
 
 /// Something that can be closed: finalizers may take `Gc<dyn Closer>`.
 #[fing::interface]
@@ -140,4 +143,49 @@ fn main() {
         .call(vec![Value::from(Gc::from_static(&STDIN))])
         .expect("argument types match");
     println!("  script {sig} returned {:?}", out[0]);
+
+    println!("\n6. The heap: a ring of files, dropped and collected:");
+    let mut config = HeapConfig::default();
+    config.gogc = None; // collect only when asked, so the numbers below are exact
+    let heap = Heap::new(config);
+    let first = heap.alloc(Ring {
+        fd: 3,
+        next: GcCell::new(None),
+    });
+    let mut last = first.clone();
+    for fd in 4..1003 {
+        let f = heap.alloc(Ring {
+            fd,
+            next: GcCell::new(None),
+        });
+        last.next.set(Some(f.clone()));
+        last = f;
+    }
+    last.next.set(Some(first.clone())); // close the ring: a cycle
+    println!(
+        "  allocated: 1000 files, {} KiB of spans in use",
+        heap.stats().heap_in_use / 1024
+    );
+    heap.collect();
+    println!(
+        "  collected while held: {} objects live",
+        heap.stats().heap_objects
+    );
+    drop((first, last));
+    heap.collect();
+    let s = heap.stats();
+    println!(
+        "  collected after the last handle went: {} objects live, {} freed, {} collections, {:?} paused",
+        s.heap_objects, s.frees, s.num_gc, s.pause_total
+    );
+    println!(
+        "  (FING_TRACE=gc prints a line per collection; FING_GOGC sets the pacing, or `off`.)"
+    );
+}
+
+/// A file in a ring: the cycle the collector must find.
+#[derive(Trace)]
+struct Ring {
+    fd: i32,
+    next: GcCell<Option<Gc<Ring>>>,
 }

@@ -62,11 +62,7 @@ pub struct HeapConfig {
 
 impl Default for HeapConfig {
     fn default() -> HeapConfig {
-        let gogc = match std::env::var("FING_GOGC") {
-            Ok(v) if v.trim().eq_ignore_ascii_case("off") => None,
-            Ok(v) => Some(v.trim().parse().unwrap_or(100)),
-            Err(_) => Some(100),
-        };
+        let gogc = parse_gogc(std::env::var("FING_GOGC").ok().as_deref());
         let trace =
             std::env::var("FING_TRACE").is_ok_and(|v| v.split(',').any(|x| x.trim() == "gc"));
         HeapConfig {
@@ -74,6 +70,15 @@ impl Default for HeapConfig {
             min_heap: 4 << 20,
             trace,
         }
+    }
+}
+
+/// `FING_GOGC`: a percentage, or `off`; unset or unreadable means 100 (Go's default).
+fn parse_gogc(v: Option<&str>) -> Option<u32> {
+    match v.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(v.parse().unwrap_or(100)),
+        None => Some(100),
     }
 }
 
@@ -503,4 +508,19 @@ pub fn collect() {
 /// The default heap's counters.
 pub fn stats() -> MemStats {
     Heap::default_heap().stats()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_gogc;
+
+    #[test]
+    fn gogc_from_the_environment() {
+        assert_eq!(parse_gogc(None), Some(100));
+        assert_eq!(parse_gogc(Some("50")), Some(50));
+        assert_eq!(parse_gogc(Some(" 400 ")), Some(400));
+        assert_eq!(parse_gogc(Some("off")), None);
+        assert_eq!(parse_gogc(Some("OFF")), None);
+        assert_eq!(parse_gogc(Some("lots")), Some(100));
+    }
 }

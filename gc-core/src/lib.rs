@@ -17,6 +17,7 @@
 
 mod cell;
 mod handle;
+mod handshake;
 mod heap;
 mod mcache;
 mod mem;

@@ -30,7 +30,7 @@ use core::sync::atomic::Ordering;
 use gc_types::{PtrMask, Tracer, Type};
 
 use crate::heap::{HeapInner, SpanPtr};
-use crate::mheap::{arena_of, span_of};
+use crate::mheap::{arena_of, span_of, Arena, ARENA_SIZE};
 use crate::mspan::{data_offset, Header, Span};
 
 /// The header of the object at `slot`.
@@ -83,13 +83,29 @@ pub(crate) unsafe fn for_each_edge(slot: *mut u8, t: &mut Tracer, mut f: impl Fn
     }
 }
 
+/// `arena_of`, remembering the last arena found (any address within `ARENA_SIZE` of its
+/// base is in it; larger arenas fall back to the map past that).
+#[inline]
+fn arena_of_cached(addr: usize, last: &mut Option<&'static Arena>) -> Option<&'static Arena> {
+    if let Some(a) = *last {
+        if addr.wrapping_sub(a.base as usize) < ARENA_SIZE {
+            return Some(a);
+        }
+    }
+    let a = arena_of(addr)?;
+    *last = Some(a);
+    Some(a)
+}
+
 /// Pass 1. Returns whether any edge pointed into another heap.
 pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) -> bool {
     let mut t = Tracer::new();
     let mut cross_heap = false;
+    // Edges usually land in the arena of the last one: remember its address range.
+    let mut last: Option<&'static Arena> = None;
     for s in spans.iter().map(|s| s.get()).filter(|s| !s.spc.noscan()) {
         s.for_each_allocated(|i| {
-            let edge = |e: NonNull<u8>| match arena_of(e.as_ptr() as usize) {
+            let edge = |e: NonNull<u8>| match arena_of_cached(e.as_ptr() as usize, &mut last) {
                 Some(a) if a.heap_id == heap.id => {
                     // SAFETY: edges into this heap are headers of its live objects.
                     let h = unsafe { header(e.as_ptr()) };

@@ -1,4 +1,11 @@
 //! `MemStats`: a snapshot of a heap's counters (Go's runtime.MemStats, reduced).
+//!
+//! Allocation is counted Go's way: when a thread's cache takes a span, the span's free
+//! slots count as allocated, and the ones left unused are taken back when the cache
+//! returns the span (at the latest, at the next collection). So between collections
+//! `mallocs`, `heap_objects` and `heap_alloc` may run ahead by the free slots of the spans
+//! threads are allocating from; right after a collection they are exact. A tiny block
+//! counts as one object however many tiny values it holds.
 
 use std::time::Duration;
 

@@ -12,8 +12,9 @@
 //! The fences are asymmetric where the OS allows (Linux `membarrier`, private expedited):
 //! the mutator's side is a compiler fence only, and the collector's `membarrier` call
 //! makes every running thread execute a full fence, which is what the mutator's side
-//! needed. Elsewhere (or under Miri and loom) both sides use sequentially consistent
-//! accesses; the mutator then pays one `xchg` per outermost section. A mutator that sees `STOP`
+//! needed. Elsewhere (or under Miri and loom) both sides use `fence(SeqCst)`; the mutator
+//! then pays one `mfence` per outermost section. The handshake itself is `handshake`,
+//! which the loom model checks. A mutator that sees `STOP`
 //! backs out and waits on a condition variable until the collector resumes the world.
 //! Sections nest per thread (a depth counter); only the outermost touches the slot.
 //!
@@ -34,6 +35,8 @@ use core::cell::Cell;
 use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::handshake;
 
 #[repr(align(128))]
 struct Slot {
@@ -100,6 +103,17 @@ fn asymmetric() -> bool {
     FENCES.load(Ordering::Relaxed) == 1
 }
 
+/// The mutator's side of the handshake's fence: a compiler fence when the collector's
+/// `membarrier` supplies the rest, a full fence otherwise.
+#[inline]
+fn mutator_fence() {
+    if asymmetric() {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
 /// The collector's side of the handshake: a full fence on every thread of the process.
 fn heavy_fence() {
     if asymmetric() {
@@ -120,20 +134,7 @@ impl Slot {
     /// whether the world is free (if not, `active` is withdrawn and the caller waits).
     #[inline]
     fn try_enter(&self) -> bool {
-        if asymmetric() {
-            self.active.store(true, Ordering::Relaxed);
-            compiler_fence(Ordering::SeqCst);
-            if !WORLD.stop.load(Ordering::Relaxed) {
-                return true;
-            }
-        } else {
-            self.active.store(true, Ordering::SeqCst);
-            if !WORLD.stop.load(Ordering::SeqCst) {
-                return true;
-            }
-        }
-        self.active.store(false, Ordering::Release);
-        false
+        handshake::try_enter(&self.active, &WORLD.stop, mutator_fence)
     }
 
     #[inline]
@@ -345,8 +346,7 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
         while WORLD.waiters.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_millis(2) {
             std::thread::yield_now();
         }
-        WORLD.stop.store(true, Ordering::SeqCst);
-        heavy_fence();
+        handshake::raise_stop(&WORLD.stop, heavy_fence);
         if drained(budget) {
             LOCAL.with(|l| l.holds_world.set(true));
             return Some(StoppedWorld {
@@ -368,10 +368,7 @@ fn drained(budget: Duration) -> bool {
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
-        if !lock(&WORLD.slots)
-            .iter()
-            .any(|s| s.active.load(Ordering::SeqCst))
-        {
+        if handshake::all_idle(lock(&WORLD.slots).iter().map(|s| &s.active)) {
             return true;
         }
         if start.elapsed() > budget {

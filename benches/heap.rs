@@ -1,0 +1,108 @@
+//! The costs fing's design decides (DESIGN §4): allocating a 32-byte traced object (with
+//! the collections it triggers, amortised) against `Box::new`; cloning and dropping a
+//! handle against `Arc`; a full collection of a heap of 1 000 000 live objects (the mark
+//! rate, in objects per second).
+//!
+//! `cargo bench --bench heap`
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+
+#[derive(Trace)]
+struct Obj32 {
+    a: u64,
+    b: u64,
+    next: Option<Gc<Obj32>>,
+}
+
+#[allow(dead_code)] // the fields only give the box its size
+struct Boxed32 {
+    a: u64,
+    b: u64,
+    next: Option<Box<Boxed32>>,
+}
+
+#[derive(Trace)]
+struct ListNode {
+    value: u64,
+    next: GcCell<Option<Gc<ListNode>>>,
+}
+
+fn alloc(c: &mut Criterion) {
+    assert_eq!(std::mem::size_of::<Obj32>(), 32);
+    assert_eq!(std::mem::size_of::<Boxed32>(), 24, "Box is one word");
+    let mut g = c.benchmark_group("alloc_32_bytes");
+    g.bench_function("fing Gc::new", |b| {
+        b.iter(|| {
+            black_box(Gc::new(Obj32 {
+                a: 1,
+                b: 2,
+                next: None,
+            }))
+        })
+    });
+    g.bench_function("Box::new", |b| {
+        b.iter(|| {
+            black_box(Box::new(Boxed32 {
+                a: 1,
+                b: 2,
+                next: None,
+            }))
+        })
+    });
+    g.finish();
+}
+
+fn clone_drop(c: &mut Criterion) {
+    let mut g = c.benchmark_group("clone_and_drop");
+    let gc = Gc::new(Obj32 {
+        a: 1,
+        b: 2,
+        next: None,
+    });
+    g.bench_function("fing Gc", |b| b.iter(|| drop(black_box(gc.clone()))));
+    let arc = Arc::new(Boxed32 {
+        a: 1,
+        b: 2,
+        next: None,
+    });
+    g.bench_function("Arc", |b| b.iter(|| drop(black_box(arc.clone()))));
+    g.finish();
+}
+
+fn collect(c: &mut Criterion) {
+    let mut config = HeapConfig::default();
+    config.gogc = None;
+    let heap = Heap::new(config);
+    const N: u64 = 1_000_000;
+    let head = heap.alloc(ListNode {
+        value: 0,
+        next: GcCell::new(None),
+    });
+    let mut tail = head.clone();
+    for i in 1..N {
+        let n = heap.alloc(ListNode {
+            value: i,
+            next: GcCell::new(None),
+        });
+        tail.next.set(Some(n.clone()));
+        tail = n;
+    }
+    drop(tail);
+    let mut g = c.benchmark_group("collect");
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(10);
+    g.bench_function("1M live objects", |b| {
+        b.iter_batched(|| (), |()| heap.collect(), BatchSize::PerIteration)
+    });
+    g.finish();
+    assert_eq!(head.value, 0);
+}
+
+criterion_group!(benches, alloc, clone_drop, collect);
+criterion_main!(benches);
