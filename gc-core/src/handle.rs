@@ -196,6 +196,38 @@ impl<T: ?Sized + fmt::Display + 'static> fmt::Display for Gc<T> {
     }
 }
 
+impl<T: Trace + Send + Sync + 'static> Gc<T> {
+    /// Sets the finalizer of the object this handle points to: Go's `SetFinalizer` with the
+    /// checks the compiler cannot make (rows 3–6 and 10 of DESIGN §6; the rest are types).
+    /// `f` runs once, on the finalizer thread, after a collection finds the object
+    /// unreachable; the object is resurrected for it (see `fing::set_finalizer`).
+    pub fn set_finalizer<F: FnOnce(Gc<T>) + Send + 'static>(
+        &self,
+        f: F,
+    ) -> Result<crate::Outcome, crate::FinalizerError> {
+        crate::set_finalizer(gc_types::Value::new(self.clone()), gc_types::Func::new(f))
+    }
+
+    /// Removes the finalizer set at exactly this handle's address, if any.
+    pub fn clear_finalizer(&self) -> Result<crate::Outcome, crate::FinalizerError> {
+        crate::set_finalizer(gc_types::Value::new(self.clone()), gc_types::Value::nil())
+    }
+}
+
+/// A handle from its parts (for `#[derive(Trace)]`'s interface conversions).
+///
+/// # Safety
+/// `obj` must be the object `ptr` lies in (or the value `ptr` points to must outlive every
+/// use), and the caller hands over one count on `obj` to the handle.
+#[doc(hidden)]
+pub unsafe fn gc_from_raw_parts<T: ?Sized>(ptr: *const T, obj: NonNull<u8>) -> Gc<T> {
+    Gc {
+        ptr,
+        obj,
+        _owns: PhantomData,
+    }
+}
+
 /// What `Gc<Self>` is, as a type: for every sized `Trace` type an unnamed pointer type
 /// with element `Self`; for `dyn Trait` of a `#[fing::interface]` trait, an interface type.
 ///

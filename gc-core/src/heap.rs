@@ -110,6 +110,16 @@ pub(crate) struct HeapInner {
     pub(crate) counters: Mutex<Counters>,
     pub(crate) large_mallocs: AtomicU64,
     pub(crate) started: Instant,
+    /// Finalizer records of this heap's objects (mfinal).
+    pub(crate) finalizers: Mutex<crate::mfinal::FinTable>,
+}
+
+/// Every heap, by id (heaps live for the rest of the process).
+static HEAPS: Mutex<Vec<&'static HeapInner>> = Mutex::new(Vec::new());
+
+/// The heap with this id.
+pub(crate) fn heap_by_id(id: u64) -> Option<&'static HeapInner> {
+    lock(&HEAPS).iter().copied().find(|h| h.id == id)
 }
 
 // SAFETY: the raw pointers in the registry are only dereferenced by the collector with the
@@ -133,7 +143,7 @@ impl HeapInner {
             Some(_) => config.min_heap,
             None => usize::MAX,
         };
-        Box::leak(Box::new(HeapInner {
+        let inner: &'static HeapInner = Box::leak(Box::new(HeapInner {
             id,
             config,
             pages: Mutex::new(PageHeap::new(id)),
@@ -155,7 +165,10 @@ impl HeapInner {
             }),
             large_mallocs: AtomicU64::new(0),
             started: Instant::now(),
-        }))
+            finalizers: Mutex::new(crate::mfinal::FinTable::default()),
+        }));
+        lock(&HEAPS).push(inner);
+        inner
     }
 
     fn grew(&self, bytes: usize) {
@@ -346,6 +359,9 @@ impl HeapInner {
             num_gc: k.num_gc,
             pause_total: k.pause_total,
             last_pause: k.last_pause,
+            finalizers_queued: crate::mfinal::counters().0,
+            finalizers_run: crate::mfinal::counters().1,
+            finalizers_panicked: crate::mfinal::counters().2,
         }
     }
 }

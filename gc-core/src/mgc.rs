@@ -27,7 +27,10 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
 
     let cross_heap = mgcmark::count_refs(heap, &spans);
     mgcmark::mark(heap, &spans);
+    let finalizers = crate::mfinal::resurrect(heap);
+    let queued = finalizers.len();
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
+    crate::mfinal::enqueue(finalizers);
 
     let live = swept.live_bytes;
     heap.heap_live.store(live, Ordering::Relaxed);
@@ -50,13 +53,14 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
     if heap.config.trace {
         const MB: f64 = 1024.0 * 1024.0;
         eprintln!(
-            "gc {n} @{:.3}s: pause {:.3} ms, {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} panics in destructors",
+            "gc {n} @{:.3}s: pause {:.3} ms, {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} panics in destructors",
             heap.started.elapsed().as_secs_f64(),
             pause.as_secs_f64() * 1e3,
             before as f64 / MB,
             live as f64 / MB,
             if goal == usize::MAX { "no".to_string() } else { format!("{:.1}", goal as f64 / MB) },
             swept.freed_objects,
+            queued,
             swept.drop_panics,
         );
     }

@@ -141,9 +141,48 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
         });
     }
     let mut t = Tracer::new();
+    drain(heap, &mut stack, &mut t, None);
+    // Go's markfin: an object with finalizers that is still unmarked has what it points to
+    // marked, but is not marked itself (if it stays unmarked, the sweeper resurrects it and
+    // queues its finalizers). Its edges count as live ones: the object survives this cycle.
+    let fin = crate::mfinal::objects_with_records(heap);
+    if !fin.is_empty() {
+        let mut scanned = std::collections::HashSet::new();
+        for obj in fin {
+            let Some(s) = span_of(obj.as_ptr() as usize) else {
+                continue;
+            };
+            if s.is_marked(s.index_of(obj.as_ptr() as usize)) {
+                continue;
+            }
+            scanned.insert(obj.as_ptr());
+            stack.push(obj.as_ptr());
+        }
+        drain(heap, &mut stack, &mut t, Some(&scanned));
+    }
+}
+
+/// Traces the stack's objects to a fixpoint: each edge into this heap takes one off its
+/// target's `gc_refs` and marks it; newly marked scan objects are pushed. `fin_scanned`:
+/// unmarked finalizable objects whose edges this drain counts once; if one of them gets
+/// marked later, its edges are not counted again.
+fn drain(
+    heap: &HeapInner,
+    stack: &mut Vec<*mut u8>,
+    t: &mut Tracer,
+    fin_scanned: Option<&std::collections::HashSet<*mut u8>>,
+) {
     // Consecutive edges usually land in the same span: remember the last one.
     let mut last: Option<&'static Span> = None;
+    let mut first_visit = std::collections::HashSet::new();
     while let Some(slot) = stack.pop() {
+        if let Some(f) = fin_scanned {
+            // A finalizable object is scanned once: when it was pushed unmarked, not again
+            // when something marks it.
+            if f.contains(&slot) && !first_visit.insert(slot) {
+                continue;
+            }
+        }
         let edge = |e: NonNull<u8>| {
             let addr = e.as_ptr() as usize;
             let s = match last {
@@ -168,7 +207,8 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
                 stack.push(s.slot(i));
             }
         };
-        // SAFETY: only allocated, marked slots are pushed; the world is stopped.
-        unsafe { for_each_edge(slot, &mut t, edge) };
+        // SAFETY: only allocated slots are pushed (marked ones, or unmarked objects with
+        // finalizers); the world is stopped.
+        unsafe { for_each_edge(slot, t, edge) };
     }
 }

@@ -36,4 +36,11 @@ pub struct MemStats {
     pub pause_total: Duration,
     /// Pause of the last collection.
     pub last_pause: Duration,
+    /// Finalizers queued by collections, ever (the process's, all heaps: one thread runs
+    /// them all).
+    pub finalizers_queued: u64,
+    /// Finalizers run, ever (including those that panicked).
+    pub finalizers_run: u64,
+    /// Finalizers that panicked (caught and reported; the thread went on).
+    pub finalizers_panicked: u64,
 }

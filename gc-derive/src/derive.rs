@@ -365,10 +365,12 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
     };
     let itabs = opts.implements.iter().enumerate().map(|(i, tr)| {
         let cast = format_ident!("__fing_cast_{}", i);
+        let write = format_ident!("__fing_write_{}", i);
         quote_spanned! {tr.span()=>
             __fing::Itab {
                 iface: __fing::TypeRef::of::<__fing::Gc<dyn #tr>>(),
                 cast: &(Self::#cast as fn(*const u8) -> *const dyn #tr),
+                write_handle: Self::#write,
             }
         }
     });
@@ -382,12 +384,29 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             }
         }
     });
+    let writes = opts.implements.iter().enumerate().map(|(i, tr)| {
+        let write = format_ident!("__fing_write_{}", i);
+        quote_spanned! {tr.span()=>
+            /// Writes a `Gc<dyn Trait>` for the value at `data` in the object at `obj`.
+            ///
+            /// # Safety
+            /// `data` points to a live `Self` inside the object at `obj` whose count the caller
+            /// hands over; `dst` is valid for writing a `Gc<dyn Trait>`.
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            unsafe fn #write(data: *const u8, obj: ::core::ptr::NonNull<u8>, dst: *mut u8) {
+                let p = data.cast::<Self>() as *const dyn #tr;
+                // SAFETY: the caller's contract: the count is handed over and `dst` is valid.
+                unsafe { dst.cast::<__fing::Gc<dyn #tr>>().write(__fing::gc_from_raw_parts(p, obj)) }
+            }
+        }
+    });
     let cast_impl = if opts.implements.is_empty() {
         quote!()
     } else {
         quote! {
             #[automatically_derived]
-            impl #impl_g #name #ty_g #where_c { #(#casts)* }
+            impl #impl_g #name #ty_g #where_c { #(#casts)* #(#writes)* }
         }
     };
     let args = type_params

@@ -30,7 +30,10 @@ pub use func::{
 };
 pub use kind::Kind;
 pub use trace::{Trace, Tracer};
-pub use ty::{DropFn, Field, Itab, Method, PtrMask, SendSync, TraceFn, Type, TypeIdent, TypeRef};
+pub use ty::{
+    DropFn, Field, Itab, Method, PtrMask, SendSync, TraceFn, Type, TypeIdent, TypeRef,
+    WriteHandleFn,
+};
 pub use typed::Typed;
 pub use value::{Value, NIL};
 

@@ -215,6 +215,12 @@ mod tests {
         assert!(finalizer_param(obj, ty::<Ptr<u64>>()).is_none());
     }
 
+    /// # Safety
+    /// Never called: these tests do not invoke finalizers.
+    unsafe fn no_write(_: *const u8, _: core::ptr::NonNull<u8>, _: *mut u8) {
+        unreachable!("rules tests: write_handle is not called")
+    }
+
     #[test]
     fn implements_through_a_built_itab() {
         let closer = TypeBuilder::interface("interp.Closer", &["close"]);
@@ -224,6 +230,7 @@ mod tests {
             .implements(crate::Itab {
                 iface: TypeRef::Static(closer),
                 cast: &CAST,
+                write_handle: no_write,
             })
             .build();
         let ptr = TypeBuilder::pointer(ty::<Ptr<()>>(), None, file);

@@ -89,18 +89,28 @@ pub struct Method {
     pub name: &'static str,
 }
 
+/// Writes an interface handle (`Gc<dyn Trait>`) for the value at `data`, counting on the
+/// object at `obj`, to `dst`. The handle takes over one count the caller holds.
+pub type WriteHandleFn = unsafe fn(data: *const u8, obj: core::ptr::NonNull<u8>, dst: *mut u8);
+
 /// An interface a named type implements (Go's itab): the interface type and the
-/// conversion from a data pointer to the Rust trait object.
+/// conversions from a data pointer to the Rust trait object.
 ///
 /// `cast` holds an `fn(*const u8) -> *const dyn Trait` for the interface's trait; the
 /// code that knows the trait (the `#[fing::interface]` expansion) downcasts it, so a
-/// mismatch is a failed downcast, never a wrong transmute.
+/// mismatch is a failed downcast, never a wrong transmute. `write_handle` makes the
+/// interface handle the frame invoker passes to a finalizer taking `Gc<dyn Trait>`.
 #[derive(Clone, Copy)]
 pub struct Itab {
     /// The interface type (`Gc<dyn Trait>`'s descriptor).
     pub iface: TypeRef,
     /// The conversion, type-erased.
     pub cast: &'static (dyn Any + Send + Sync),
+    /// Writes the interface handle.
+    ///
+    /// Safety contract of the function: `data` points to a live value of the implementing
+    /// type inside the object at `obj`, `dst` is valid for writing the interface handle.
+    pub write_handle: WriteHandleFn,
 }
 
 impl fmt::Debug for Itab {

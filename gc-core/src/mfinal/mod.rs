@@ -1,0 +1,335 @@
+//! Finalizers (Go's mfinal): `set_finalizer` with Go's checks in Go's order, the records
+//! (Go's finalizer specials), the queue of blocks, the finalizer thread, `keep_alive`.
+//!
+//! Semantics are Go's (reference/go-finalizers.md, DESIGN §5–§6):
+//! - A record is kept outside the heap, per object, keyed by the exact address it was set
+//!   on (so each tiny object in a 16-byte block has its own). It holds the object by raw
+//!   address, never by a counted handle (or the object could never die), and the
+//!   finalizer `Func`, whose captures are counted handles and so roots.
+//! - Marking: after the roots, each object with records that is still unmarked has its
+//!   contents scanned (what it points to is marked) but is not marked itself (Go's
+//!   markfin). So if A points to B and both have finalizers, only A's runs this cycle.
+//! - Sweep: an unmarked object with records is resurrected (marked) and *all* its records
+//!   are queued in this cycle, each with the address it was set on (Go's two-pass rule of
+//!   2015). A queued entry holds a counted handle: the queue is a root until the finalizer
+//!   has run, and the object can die in a later cycle.
+//! - One finalizer thread, started on the first `set_finalizer` that adds a record, runs
+//!   the queue's finalizers one at a time through the frame invoker (reflectcall). A
+//!   finalizer that panics is caught, counted and reported; the thread goes on.
+//!   `wait_finalizers()` blocks until the queue is empty and the thread idle.
+
+mod queue;
+mod reflectcall;
+mod thread;
+
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+use std::collections::HashMap;
+
+use gc_types::rules::{finalizer_param, ParamMatch};
+use gc_types::{Func, Itab, Kind, Type, Value};
+
+use crate::heap::{lock, HeapInner};
+use crate::mheap::span_of;
+use crate::mspan::{data_offset, HEADER};
+use crate::world;
+
+pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
+
+/// What `set_finalizer` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The finalizer was recorded.
+    Set,
+    /// The finalizer at this address was removed (or there was none).
+    Removed,
+    /// The object is zero-sized: nothing was recorded (Go: it may share its address).
+    ZeroSized,
+    /// The object is not in the heap (`Gc::from_static`): nothing was recorded.
+    NotInHeap,
+}
+
+/// Why `set_finalizer` refused. `Display` gives Go's message after `fing::set_finalizer: `.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FinalizerError {
+    /// `first argument is nil`
+    NilObject,
+    /// `first argument is {ty}, not pointer`
+    NotPointer {
+        /// The object's type.
+        ty: String,
+    },
+    /// `pointer not at beginning of allocated block`
+    NotAtBlockStart,
+    /// `second argument is {ty}, not a function`
+    NotFunction {
+        /// The finalizer's type.
+        ty: String,
+    },
+    /// `cannot pass {obj} to finalizer {finalizer}`
+    CannotPass {
+        /// The object's type.
+        obj: String,
+        /// The finalizer's type.
+        finalizer: String,
+    },
+    /// `finalizer already set`
+    AlreadySet,
+    /// `{ty} is not Send + Sync; its finalizer would run on another thread`
+    NotSendSync {
+        /// The object's type.
+        ty: String,
+    },
+}
+
+impl fmt::Display for FinalizerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("fing::set_finalizer: ")?;
+        match self {
+            FinalizerError::NilObject => f.write_str("first argument is nil"),
+            FinalizerError::NotPointer { ty } => write!(f, "first argument is {ty}, not pointer"),
+            FinalizerError::NotAtBlockStart => {
+                f.write_str("pointer not at beginning of allocated block")
+            }
+            FinalizerError::NotFunction { ty } => {
+                write!(f, "second argument is {ty}, not a function")
+            }
+            FinalizerError::CannotPass { obj, finalizer } => {
+                write!(f, "cannot pass {obj} to finalizer {finalizer}")
+            }
+            FinalizerError::AlreadySet => f.write_str("finalizer already set"),
+            FinalizerError::NotSendSync { ty } => {
+                write!(
+                    f,
+                    "{ty} is not Send + Sync; its finalizer would run on another thread"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for FinalizerError {}
+
+/// How the invoker passes the object to the finalizer (row 9's answer).
+#[derive(Clone, Copy)]
+pub(crate) enum Conv {
+    /// The handle as is (identical or assignable pointer types share a representation).
+    Handle,
+    /// A `Value` of the object's pointer type.
+    Value,
+    /// An interface handle made through the itab.
+    Iface(&'static Itab),
+}
+
+/// A finalizer waiting for its object to die (Go's finalizer special).
+pub(crate) struct Record {
+    pub(crate) ptr: *const u8,
+    pub(crate) func: Func,
+    pub(crate) obj_ty: &'static Type,
+    pub(crate) conv: Conv,
+}
+
+// SAFETY: `ptr` is an address inside a heap object, only read; `Func` is Send.
+unsafe impl Send for Record {}
+
+/// A heap's records, by object header address.
+#[derive(Default)]
+pub(crate) struct FinTable {
+    pub(crate) by_obj: HashMap<usize, Vec<Record>>,
+}
+
+/// Sets (or, with a nil finalizer, removes) the finalizer of the object `obj` points to,
+/// with Go's `runtime.SetFinalizer` checks in Go's order (DESIGN §6). The finalizer runs
+/// on the finalizer thread after a collection finds the object unreachable, with the
+/// object resurrected for it; see the module docs for ordering, cycles and tiny objects.
+pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome, FinalizerError> {
+    let finalizer = finalizer.into();
+    // Row 1.
+    if obj.is_nil() {
+        return Err(FinalizerError::NilObject);
+    }
+    // Row 2.
+    let oty = obj.type_of();
+    if oty.kind() != Kind::Pointer {
+        return Err(FinalizerError::NotPointer {
+            ty: oty.to_string(),
+        });
+    }
+    let elem = oty
+        .elem()
+        .expect("fing::set_finalizer: pointer type without an element");
+    // Row 3.
+    if elem.size() == 0 {
+        return Ok(Outcome::ZeroSized);
+    }
+    // Row 4: a handle is (address, object); outside the heap the object word is no heap's.
+    let (ptr, objw) = handle_words(&obj);
+    let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
+    else {
+        return Ok(Outcome::NotInHeap);
+    };
+    let Some(heap) = crate::heap::heap_by_id(span.heap_id) else {
+        return Ok(Outcome::NotInHeap);
+    };
+    // Row 5.
+    // SAFETY: `objw` is the header of an allocated object (checked above) that `obj`'s
+    // handle keeps alive.
+    let ty = unsafe { crate::mgcmark::header(objw) }
+        .ty
+        .load(Ordering::Relaxed);
+    let data = if ty.is_null() {
+        objw.wrapping_add(HEADER)
+    } else {
+        // SAFETY: a non-null header type is the `&'static Type` malloc stored.
+        objw.wrapping_add(data_offset(unsafe { &*ty }.align()))
+    };
+    let inside = (ptr as usize).wrapping_sub(objw as usize) < span.elem_size;
+    let tiny_ok = elem.is_noscan() && elem.size() < 16 && inside;
+    if ptr != data.cast_const() && !tiny_ok {
+        return Err(FinalizerError::NotAtBlockStart);
+    }
+    // Row 6.
+    if finalizer.is_nil() {
+        let _s = world::enter();
+        let mut t = lock(&heap.finalizers);
+        if let Some(v) = t.by_obj.get_mut(&(objw as usize)) {
+            v.retain(|r| r.ptr != ptr);
+            if v.is_empty() {
+                t.by_obj.remove(&(objw as usize));
+            }
+        }
+        return Ok(Outcome::Removed);
+    }
+    // Row 7.
+    let fty = finalizer.type_of();
+    if fty.kind() != Kind::Func {
+        return Err(FinalizerError::NotFunction {
+            ty: fty.to_string(),
+        });
+    }
+    let cannot = || FinalizerError::CannotPass {
+        obj: oty.to_string(),
+        finalizer: fty.to_string(),
+    };
+    // Row 8.
+    if fty.params().len() != 1 || fty.is_variadic() {
+        return Err(cannot());
+    }
+    // Row 9.
+    let param = fty.params().next().expect("one parameter");
+    let conv = match finalizer_param(oty, param).ok_or_else(cannot)? {
+        ParamMatch::Identical | ParamMatch::AssignablePointer => Conv::Handle,
+        ParamMatch::EmptyInterface => Conv::Value,
+        ParamMatch::Interface(itab) => Conv::Iface(itab),
+    };
+    thread::start();
+    let _s = world::enter();
+    let mut t = lock(&heap.finalizers);
+    let v = t.by_obj.entry(objw as usize).or_default();
+    // Row 10.
+    if v.iter().any(|r| r.ptr == ptr) {
+        return Err(FinalizerError::AlreadySet);
+    }
+    // Row 11.
+    if !oty.is_send_sync() {
+        if v.is_empty() {
+            t.by_obj.remove(&(objw as usize));
+        }
+        return Err(FinalizerError::NotSendSync {
+            ty: oty.to_string(),
+        });
+    }
+    let func = finalizer
+        .into_func()
+        .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func"));
+    v.push(Record {
+        ptr,
+        func,
+        obj_ty: oty,
+        conv,
+    });
+    Ok(Outcome::Set)
+}
+
+/// The two words of a handle held in a pointer-kind `Value`: the address it points at and
+/// the object it counts on (gc-core's `Gc` representation, which named pointer newtypes
+/// share).
+fn handle_words(v: &Value) -> (*const u8, *mut u8) {
+    let p = v.as_ptr().cast::<*mut u8>();
+    let words = v.type_of().size() / core::mem::size_of::<usize>();
+    // SAFETY: pointer-kind values are handles, `words` words long (2 for a sized target),
+    // address first; the value lives for the call.
+    let addr = unsafe { p.read() };
+    // SAFETY: as above; the object word is the last one.
+    let obj = unsafe { p.wrapping_add(words - 1).read() };
+    (addr.cast_const(), obj)
+}
+
+/// Keeps `x` (and what it keeps) alive until this call: Go's `runtime.KeepAlive`. A
+/// finalizer may run as soon as the last handle to its object is gone; call this after
+/// the last use that needs the object.
+#[inline(never)]
+pub fn keep_alive<T: ?Sized>(x: &T) {
+    core::hint::black_box(x);
+}
+
+/// Records whose objects are unmarked: scanned by the marker, resurrected by the sweeper.
+pub(crate) fn objects_with_records(heap: &HeapInner) -> Vec<NonNull<u8>> {
+    lock(&heap.finalizers)
+        .by_obj
+        .keys()
+        .filter_map(|&a| NonNull::new(a as *mut u8))
+        .collect()
+}
+
+/// The sweeper's first step (Go's two-pass rule): every object with records that marking
+/// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
+/// all its records are queued, each entry holding one count on it. World stopped.
+pub(crate) fn resurrect(heap: &HeapInner) -> Vec<queue::Finalizer> {
+    let mut t = lock(&heap.finalizers);
+    let dead: Vec<usize> = t
+        .by_obj
+        .keys()
+        .copied()
+        .filter(|&a| span_of(a).is_some_and(|s| !s.is_marked(s.index_of(a))))
+        .collect();
+    let mut out = Vec::new();
+    for a in dead {
+        let records = t.by_obj.remove(&a).unwrap_or_default();
+        let s = span_of(a).expect("fing::mfinal: record of an object outside the heap");
+        s.mark(s.index_of(a));
+        let obj = NonNull::new(a as *mut u8).expect("non-null object");
+        // SAFETY: `a` is the header of an allocated object (it has records, and records
+        // are dropped only with their object); the world is stopped.
+        unsafe { crate::mgcmark::header(obj.as_ptr()) }
+            .count
+            .fetch_add(records.len() as u32, Ordering::Relaxed);
+        for r in records {
+            out.push(queue::Finalizer {
+                ptr: r.ptr,
+                obj,
+                func: r.func,
+                obj_ty: r.obj_ty,
+                conv: r.conv,
+            });
+        }
+    }
+    out
+}
+
+/// Hands a cycle's resurrected finalizers to the finalizer thread.
+pub(crate) fn enqueue(batch: Vec<queue::Finalizer>) {
+    thread::enqueue(batch);
+}
+
+/// Finalizers queued, run and panicked since the process started (all heaps).
+pub(crate) fn counters() -> (u64, u64, u64) {
+    (
+        thread::QUEUED.load(Ordering::Relaxed),
+        thread::RUN.load(Ordering::Relaxed),
+        thread::PANICKED.load(Ordering::Relaxed),
+    )
+}

@@ -1,0 +1,59 @@
+//! The frame invoker (Go's reflectcall, for finalizers): lays out the finalizer's frame
+//! from its signature (the argument slot, then the results sized by Go's nret rule),
+//! writes the object as the parameter's type wants it (the handle itself for a pointer
+//! parameter, a `Value` for the empty interface, an interface handle made through the
+//! itab for `Gc<dyn Trait>`), and calls the `Func` through its body. The frame buffer is
+//! reused and grown when a larger frame comes; it holds raw bytes only and is not a root.
+//! Results are dropped by the frame, never copied back.
+
+use core::ptr::NonNull;
+
+use gc_types::{Frame, FrameBuf, FrameLayout, Value};
+
+use super::queue::Finalizer;
+use super::Conv;
+use crate::handle::Gc;
+
+/// Runs one queued finalizer. The entry's count on its object moves into the argument.
+pub(crate) fn call(buf: &mut FrameBuf, f: Finalizer) {
+    let Finalizer {
+        ptr,
+        obj,
+        func,
+        obj_ty,
+        conv,
+    } = f;
+    let sig = func.signature();
+    let layout = FrameLayout::of(sig);
+    let base = buf.reserve(&layout);
+    let slot = base.as_ptr().wrapping_add(layout.params[0]);
+    let data = NonNull::new(ptr.cast_mut()).expect("fing::reflectcall: null object address");
+    // SAFETY: the entry holds one count on `obj` for this handle, and `data` lies in it.
+    let handle: Gc<u8> = unsafe { Gc::from_raw(data, obj) };
+    match conv {
+        Conv::Handle => {
+            // SAFETY: the parameter is a pointer type with `Gc`'s representation (identical
+            // or assignable to the object's), and the slot is sized and aligned for it.
+            unsafe { slot.cast::<Gc<u8>>().write(handle) };
+        }
+        Conv::Value => {
+            let h = core::mem::ManuallyDrop::new(handle);
+            // SAFETY: `obj_ty` is the object's pointer type, whose representation is a
+            // handle's; the value takes over the handle's count (it is not dropped here).
+            let v = unsafe { Value::from_raw(obj_ty, (&*h as *const Gc<u8>).cast()) };
+            // SAFETY: the parameter is `Value`; the slot is sized and aligned for one.
+            unsafe { slot.cast::<Value>().write(v) };
+        }
+        Conv::Iface(itab) => {
+            let h = core::mem::ManuallyDrop::new(handle);
+            let _ = &h;
+            // SAFETY: `data` points to a live value of a type implementing the interface
+            // (row 9 found this itab in its type's table) inside `obj`, whose count moves to
+            // the interface handle; the slot is sized for `Gc<dyn Trait>`.
+            unsafe { (itab.write_handle)(ptr, obj, slot) };
+        }
+    }
+    // SAFETY: the only argument slot was just written with a value of the parameter type.
+    let mut frame = unsafe { Frame::new(base, sig, &layout) };
+    func.call_frame(&mut frame);
+}

@@ -1,0 +1,473 @@
+//! Finalizers through the public API, against Go's rules (reference/go-finalizers.md):
+//! every check of `set_finalizer` in order, one-cycle resurrection, A-before-B order,
+//! cycles never finalized, re-arming, tiny blocks, interface and empty-interface
+//! parameters, panics contained, an interpreter's function as a finalizer.
+//!
+//! Tests wait with `wait_finalizers()` and loops of `collect()`, never bare sleeps.
+
+#![allow(missing_docs, dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fing::rules::identical;
+use fing::{
+    FinalizerError, Frame, FrameFn, Func, Gc, GcCell, Heap, HeapConfig, Outcome, Trace, Type,
+    TypeBuilder, Typed, Value,
+};
+
+#[fing::interface]
+pub trait Closer: Send + Sync {
+    fn close(&self) -> i64;
+}
+
+#[derive(Trace)]
+#[gc(implements(Closer))]
+pub struct File {
+    fd: i64,
+    next: GcCell<Option<Gc<File>>>,
+}
+
+impl Closer for File {
+    fn close(&self) -> i64 {
+        self.fd
+    }
+}
+
+#[derive(Trace)]
+#[gc(pointer)]
+#[repr(transparent)]
+pub struct Tintptr(Gc<i64>);
+
+#[derive(Trace)]
+#[repr(C)]
+pub struct Pair {
+    a: [u64; 4],
+    b: [u64; 4],
+}
+
+#[derive(Trace)]
+pub struct NotSync {
+    #[gc(untraced)]
+    cell: std::cell::Cell<i32>,
+}
+
+fn heap() -> Heap {
+    let mut c = HeapConfig::default();
+    c.gogc = None;
+    Heap::new(c)
+}
+
+fn file(h: Heap, fd: i64) -> Gc<File> {
+    h.alloc(File {
+        fd,
+        next: GcCell::new(None),
+    })
+}
+
+/// Collects and waits until `done` holds or 20 rounds pass.
+fn settle(h: Heap, done: impl Fn() -> bool) {
+    for _ in 0..20 {
+        h.collect();
+        fing::wait_finalizers();
+        if done() {
+            return;
+        }
+    }
+}
+
+fn err(r: Result<Outcome, FinalizerError>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn every_check_in_gos_order_with_gos_messages() {
+    let h = heap();
+    let f = file(h, 3);
+    let fin = || Func::new(|_: Gc<File>| ());
+    // 1
+    assert_eq!(
+        err(fing::set_finalizer(Value::nil(), fin())),
+        "fing::set_finalizer: first argument is nil"
+    );
+    // 2
+    assert_eq!(
+        err(fing::set_finalizer(Value::from(7i32), fin())),
+        "fing::set_finalizer: first argument is i32, not pointer"
+    );
+    // 3: zero-sized element: a no-op before the finalizer is looked at.
+    assert_eq!(
+        fing::set_finalizer(Value::new(h.alloc(())), Value::from(42i32)),
+        Ok(Outcome::ZeroSized)
+    );
+    // 4: not in the heap: a no-op.
+    static STATIC: File = File {
+        fd: 0,
+        next: GcCell::new(None),
+    };
+    assert_eq!(
+        fing::set_finalizer(Value::from(Gc::from_static(&STATIC)), fin()),
+        Ok(Outcome::NotInHeap)
+    );
+    // 5: interior pointer of a non-tiny type.
+    let pair = h.alloc(Pair {
+        a: [1; 4],
+        b: [2; 4],
+    });
+    let interior = Value::from(pair.map(|p| &p.b));
+    assert_eq!(
+        err(fing::set_finalizer(interior, Func::new(|_: Value| ()))),
+        "fing::set_finalizer: pointer not at beginning of allocated block"
+    );
+    let inner: Gc<i64> = f.map(|x| &x.fd);
+    // ... allowed when the element is noscan and under 16 bytes (the tiny exception).
+    assert_eq!(
+        fing::set_finalizer(Value::from(inner.clone()), Func::new(|_: Gc<i64>| ())),
+        Ok(Outcome::Set)
+    );
+    // 6: nil finalizer removes (and the object checks still ran first).
+    assert_eq!(
+        fing::set_finalizer(Value::from(inner), Value::nil()),
+        Ok(Outcome::Removed)
+    );
+    assert_eq!(
+        fing::set_finalizer(Value::from(f.clone()), Value::nil()),
+        Ok(Outcome::Removed),
+        "nothing to remove is fine"
+    );
+    // 7
+    assert_eq!(
+        err(fing::set_finalizer(
+            Value::from(f.clone()),
+            Value::from(42i32)
+        )),
+        "fing::set_finalizer: second argument is i32, not a function"
+    );
+    // 8: zero or two parameters, variadic.
+    let pass = "fing::set_finalizer: cannot pass Gc<finalizers::File> to finalizer";
+    assert_eq!(
+        err(fing::set_finalizer(
+            Value::from(f.clone()),
+            Func::nullary(|| ())
+        )),
+        format!("{pass} fn()")
+    );
+    assert_eq!(
+        err(fing::set_finalizer(
+            Value::from(f.clone()),
+            Func::binary(|_: Gc<File>, _: i32| ())
+        )),
+        format!("{pass} fn(Gc<finalizers::File>, i32)")
+    );
+    assert_eq!(
+        err(fing::set_finalizer(
+            Value::from(f.clone()),
+            Func::variadic(|_: &[Value]| ())
+        )),
+        format!("{pass} fn(...Value)")
+    );
+    // 9: a parameter that accepts nothing of the kind.
+    assert_eq!(
+        err(fing::set_finalizer(
+            Value::from(f.clone()),
+            Func::new(|_: Gc<i64>| ())
+        )),
+        format!("{pass} fn(Gc<i64>)")
+    );
+    assert_eq!(
+        err(fing::set_finalizer(
+            Value::from(f.clone()),
+            Func::new(|_: i64| ())
+        )),
+        format!("{pass} fn(i64)")
+    );
+    // 10
+    assert_eq!(
+        fing::set_finalizer(Value::from(f.clone()), fin()),
+        Ok(Outcome::Set)
+    );
+    assert_eq!(
+        err(fing::set_finalizer(Value::from(f.clone()), fin())),
+        "fing::set_finalizer: finalizer already set"
+    );
+    assert_eq!(f.clear_finalizer(), Ok(Outcome::Removed));
+    // 11
+    let ns = h.alloc(NotSync {
+        cell: std::cell::Cell::new(0),
+    });
+    assert_eq!(
+        err(fing::set_finalizer(Value::new(ns), Func::new(|_: Value| ()))),
+        "fing::set_finalizer: Gc<finalizers::NotSync> is not Send + Sync; its finalizer would run on another thread"
+    );
+}
+
+#[test]
+fn a_finalizer_runs_once_after_its_object_is_unreachable_and_resurrects_it_for_a_cycle() {
+    let h = heap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let f = file(h, 7);
+    f.set_finalizer(move |f: Gc<File>| s2.lock().unwrap().push(f.fd))
+        .unwrap();
+    h.collect();
+    fing::wait_finalizers();
+    assert!(seen.lock().unwrap().is_empty(), "still referenced");
+    drop(f);
+    settle(h, || !seen.lock().unwrap().is_empty());
+    assert_eq!(*seen.lock().unwrap(), vec![7]);
+    // Resurrected for one cycle, then freed by the next (no finalizer any more).
+    h.collect();
+    h.collect();
+    fing::wait_finalizers();
+    assert_eq!(*seen.lock().unwrap(), vec![7], "once only");
+    assert_eq!(h.stats().heap_objects, 0);
+}
+
+#[test]
+fn a_points_to_b_runs_a_first_and_b_in_the_cycle_that_frees_a() {
+    let h = heap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let a = file(h, 1);
+    let b = file(h, 2);
+    a.next.set(Some(b.clone()));
+    for x in [&a, &b] {
+        let o = order.clone();
+        x.set_finalizer(move |f: Gc<File>| o.lock().unwrap().push(f.fd))
+            .unwrap();
+    }
+    drop((a, b));
+    h.collect();
+    fing::wait_finalizers();
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec![1],
+        "only A's finalizer in the first cycle"
+    );
+    settle(h, || order.lock().unwrap().len() == 2);
+    assert_eq!(*order.lock().unwrap(), vec![1, 2]);
+}
+
+#[test]
+fn a_cycle_through_a_finalizable_object_is_never_finalized() {
+    let h = heap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = file(h, 1);
+    let b = file(h, 2);
+    a.next.set(Some(b.clone()));
+    b.next.set(Some(a.clone()));
+    let r = runs.clone();
+    a.set_finalizer(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    drop((a, b));
+    for _ in 0..5 {
+        h.collect();
+        fing::wait_finalizers();
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    assert_eq!(h.stats().heap_objects, 2, "and never collected, as in Go");
+}
+
+#[test]
+fn a_finalizer_can_rearm_itself() {
+    let h = heap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    fn arm(f: &Gc<File>, runs: Arc<AtomicUsize>) {
+        f.set_finalizer(move |f: Gc<File>| {
+            if runs.fetch_add(1, Ordering::SeqCst) < 3 {
+                arm(&f, runs.clone());
+            }
+        })
+        .unwrap();
+    }
+    arm(&file(h, 9), runs.clone());
+    settle(h, || runs.load(Ordering::SeqCst) == 4);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        4,
+        "armed four times, as in Go's issue 41362"
+    );
+}
+
+#[test]
+fn tiny_objects_in_one_block_are_finalized_together_each_with_its_own_address() {
+    let h = heap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let xs: Vec<Gc<u32>> = (0..4).map(|i| h.alloc(100 + i)).collect();
+    assert!(
+        xs.windows(2).all(|w| Gc::same_object(&w[0], &w[1])),
+        "one tiny block"
+    );
+    for x in &xs {
+        let g = got.clone();
+        x.set_finalizer(move |x: Gc<u32>| g.lock().unwrap().push(*x))
+            .unwrap();
+    }
+    drop(xs);
+    h.collect();
+    fing::wait_finalizers();
+    let mut v = got.lock().unwrap().clone();
+    v.sort_unstable();
+    assert_eq!(
+        v,
+        vec![100, 101, 102, 103],
+        "all queued in the same cycle, each its own value"
+    );
+}
+
+#[test]
+fn interface_empty_interface_and_named_pointer_parameters() {
+    let h = heap();
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let (c1, c2, c3) = (closed.clone(), closed.clone(), closed.clone());
+    let a = file(h, 11);
+    let b = file(h, 12);
+    let n: Gc<i64> = h.alloc(13i64);
+    assert_eq!(
+        fing::set_finalizer(
+            Value::from(a),
+            Func::new(move |c: Gc<dyn Closer>| c1.lock().unwrap().push(c.close()))
+        ),
+        Ok(Outcome::Set)
+    );
+    assert_eq!(
+        fing::set_finalizer(
+            Value::from(b),
+            Func::new(move |v: Value| c2
+                .lock()
+                .unwrap()
+                .push(v.downcast::<Gc<File>>().unwrap().fd))
+        ),
+        Ok(Outcome::Set)
+    );
+    assert_eq!(
+        fing::set_finalizer(
+            Value::from(n),
+            Func::new(move |p: Tintptr| c3.lock().unwrap().push(*p.0))
+        ),
+        Ok(Outcome::Set)
+    );
+    settle(h, || closed.lock().unwrap().len() == 3);
+    let mut v = closed.lock().unwrap().clone();
+    v.sort_unstable();
+    assert_eq!(v, vec![11, 12, 13]);
+}
+
+#[test]
+fn a_panicking_finalizer_is_caught_counted_and_the_thread_goes_on() {
+    let h = heap();
+    let after = Arc::new(AtomicUsize::new(0));
+    let before = fing::stats().finalizers_panicked;
+    file(h, 1)
+        .set_finalizer(|_| panic!("finalizer panics on purpose"))
+        .unwrap();
+    h.collect();
+    fing::wait_finalizers();
+    let a = after.clone();
+    file(h, 2)
+        .set_finalizer(move |_| {
+            a.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    settle(h, || after.load(Ordering::SeqCst) == 1);
+    assert_eq!(after.load(Ordering::SeqCst), 1);
+    assert!(fing::stats().finalizers_panicked > before);
+}
+
+/// An interpreter's function as a finalizer: a run-time signature and a frame body.
+#[test]
+fn a_script_function_is_a_finalizer() {
+    let h = heap();
+    let seen = Arc::new(Mutex::new(None));
+    struct ScriptFinalizer(Arc<Mutex<Option<i64>>>);
+    impl FrameFn for ScriptFinalizer {
+        fn call(self: Box<Self>, frame: &mut Frame<'_>) {
+            let v = frame.take_arg_value(0).unwrap();
+            let f = v.downcast::<Gc<File>>().unwrap();
+            *self.0.lock().unwrap() = Some(f.fd);
+            frame.set_result(0, [0xAAu8; 32]).unwrap();
+        }
+    }
+    let sig = TypeBuilder::func(&[Gc::<File>::TYPE], &[<[u8; 32]>::TYPE], false);
+    assert!(identical(sig, <fn(Gc<File>) -> [u8; 32]>::TYPE));
+    let f = file(h, 21);
+    assert_eq!(
+        fing::set_finalizer(
+            Value::from(f),
+            Func::from_frame_fn(sig, ScriptFinalizer(seen.clone()))
+        ),
+        Ok(Outcome::Set)
+    );
+    settle(h, || seen.lock().unwrap().is_some());
+    assert_eq!(*seen.lock().unwrap(), Some(21));
+}
+
+#[test]
+fn finalizers_with_large_results_run_through_a_grown_frame() {
+    let h = heap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (r1, r2) = (runs.clone(), runs.clone());
+    file(h, 1)
+        .set_finalizer(move |_| {
+            r1.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    fing::set_finalizer(
+        Value::from(file(h, 2)),
+        Func::new(move |_: Gc<File>| -> [u8; 2000] {
+            r2.fetch_add(1, Ordering::SeqCst);
+            [7; 2000]
+        }),
+    )
+    .unwrap();
+    settle(h, || runs.load(Ordering::SeqCst) == 2);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn keep_alive_keeps_the_object_until_the_call() {
+    let h = heap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let f = file(h, 5);
+    f.set_finalizer(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    })
+    .unwrap();
+    h.collect();
+    fing::wait_finalizers();
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    fing::keep_alive(&f);
+    drop(f);
+    settle(h, || ran.load(Ordering::SeqCst) == 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn wait_finalizers_with_a_timeout_names_the_stuck_finalizer() {
+    let h = heap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = Mutex::new(rx);
+    file(h, 1)
+        .set_finalizer(move |_| {
+            let _ = rx.lock().unwrap().recv();
+        })
+        .unwrap();
+    h.collect();
+    let e = fing::wait_finalizers_timeout(std::time::Duration::from_millis(200)).unwrap_err();
+    assert_eq!(e.running.as_deref(), Some("Gc<finalizers::File>"));
+    assert!(e
+        .to_string()
+        .contains("a finalizer of a Gc<finalizers::File> is still running"));
+    tx.send(()).unwrap();
+    fing::wait_finalizers();
+}
+
+#[test]
+fn descriptors_of_the_test_types() {
+    assert_eq!(
+        Type::of::<Gc<dyn Closer>>().to_string(),
+        "dyn finalizers::Closer"
+    );
+}
