@@ -205,12 +205,21 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
         &self,
         f: F,
     ) -> Result<crate::Outcome, crate::FinalizerError> {
-        crate::set_finalizer(gc_types::Value::new(self.clone()), gc_types::Func::new(f))
+        // Rows 2, 7, 8, 9 and 11 are the signature's; the rest run as for any caller.
+        crate::mfinal::set(
+            gc_types::Value::new(self.clone()),
+            gc_types::Func::new(f).into(),
+            true,
+        )
     }
 
     /// Removes the finalizer set at exactly this handle's address, if any.
     pub fn clear_finalizer(&self) -> Result<crate::Outcome, crate::FinalizerError> {
-        crate::set_finalizer(gc_types::Value::new(self.clone()), gc_types::Value::nil())
+        crate::mfinal::set(
+            gc_types::Value::new(self.clone()),
+            gc_types::Value::nil(),
+            true,
+        )
     }
 }
 

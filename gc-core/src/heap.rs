@@ -110,16 +110,6 @@ pub(crate) struct HeapInner {
     pub(crate) counters: Mutex<Counters>,
     pub(crate) large_mallocs: AtomicU64,
     pub(crate) started: Instant,
-    /// Finalizer records of this heap's objects (mfinal).
-    pub(crate) finalizers: Mutex<crate::mfinal::FinTable>,
-}
-
-/// Every heap, by id (heaps live for the rest of the process).
-static HEAPS: Mutex<Vec<&'static HeapInner>> = Mutex::new(Vec::new());
-
-/// The heap with this id.
-pub(crate) fn heap_by_id(id: u64) -> Option<&'static HeapInner> {
-    lock(&HEAPS).iter().copied().find(|h| h.id == id)
 }
 
 // SAFETY: the raw pointers in the registry are only dereferenced by the collector with the
@@ -165,9 +155,8 @@ impl HeapInner {
             }),
             large_mallocs: AtomicU64::new(0),
             started: Instant::now(),
-            finalizers: Mutex::new(crate::mfinal::FinTable::default()),
         }));
-        lock(&HEAPS).push(inner);
+        lock(&inner.pages).owner = inner;
         inner
     }
 

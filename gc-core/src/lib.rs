@@ -22,7 +22,7 @@ mod handshake;
 mod heap;
 mod mcache;
 mod mem;
-mod mfinal;
+pub(crate) mod mfinal;
 mod mgc;
 mod mgcmark;
 mod mgcsweep;

@@ -27,7 +27,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
 
     let cross_heap = mgcmark::count_refs(heap, &spans);
     mgcmark::mark(heap, &spans);
-    let finalizers = crate::mfinal::resurrect(heap);
+    let finalizers = crate::mfinal::resurrect(&spans);
     let queued = finalizers.len();
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
     crate::mfinal::enqueue(finalizers);

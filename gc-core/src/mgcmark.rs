@@ -141,48 +141,40 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
         });
     }
     let mut t = Tracer::new();
-    drain(heap, &mut stack, &mut t, None);
+    drain(heap, &mut stack, &mut t);
     // Go's markfin: an object with finalizers that is still unmarked has what it points to
     // marked, but is not marked itself (if it stays unmarked, the sweeper resurrects it and
     // queues its finalizers). Its edges count as live ones: the object survives this cycle.
-    let fin = crate::mfinal::objects_with_records(heap);
-    if !fin.is_empty() {
-        let mut scanned = std::collections::HashSet::new();
-        for obj in fin {
-            let Some(s) = span_of(obj.as_ptr() as usize) else {
-                continue;
-            };
-            if s.is_marked(s.index_of(obj.as_ptr() as usize)) {
-                continue;
-            }
-            scanned.insert(obj.as_ptr());
+    // `FIN_SCANNED` in its scratch count says its edges are being counted here, so that
+    // marking it later (from another finalizable object) does not count them again.
+    for obj in crate::mfinal::objects_with_records(spans) {
+        let Some(s) = span_of(obj.as_ptr() as usize) else {
+            continue;
+        };
+        // SAFETY: a record's object is allocated.
+        let h = unsafe { header(obj.as_ptr()) };
+        let r = h.gc_refs.load(Ordering::Relaxed);
+        if s.is_marked(s.index_of(obj.as_ptr() as usize)) || r & FIN_SCANNED != 0 {
+            continue;
+        }
+        h.gc_refs.store(r | FIN_SCANNED, Ordering::Relaxed);
+        if !s.spc.noscan() {
             stack.push(obj.as_ptr());
         }
-        drain(heap, &mut stack, &mut t, Some(&scanned));
     }
+    drain(heap, &mut stack, &mut t);
 }
 
+/// In an object's scratch count during marking: the finalizer scan counts its edges.
+pub(crate) const FIN_SCANNED: u32 = 1 << 31;
+
 /// Traces the stack's objects to a fixpoint: each edge into this heap takes one off its
-/// target's `gc_refs` and marks it; newly marked scan objects are pushed. `fin_scanned`:
-/// unmarked finalizable objects whose edges this drain counts once; if one of them gets
-/// marked later, its edges are not counted again.
-fn drain(
-    heap: &HeapInner,
-    stack: &mut Vec<*mut u8>,
-    t: &mut Tracer,
-    fin_scanned: Option<&std::collections::HashSet<*mut u8>>,
-) {
+/// target's `gc_refs` and marks it; newly marked scan objects are pushed, except those
+/// the finalizer scan already pushed (`FIN_SCANNED`).
+fn drain(heap: &HeapInner, stack: &mut Vec<*mut u8>, t: &mut Tracer) {
     // Consecutive edges usually land in the same span: remember the last one.
     let mut last: Option<&'static Span> = None;
-    let mut first_visit = std::collections::HashSet::new();
     while let Some(slot) = stack.pop() {
-        if let Some(f) = fin_scanned {
-            // A finalizable object is scanned once: when it was pushed unmarked, not again
-            // when something marks it.
-            if f.contains(&slot) && !first_visit.insert(slot) {
-                continue;
-            }
-        }
         let edge = |e: NonNull<u8>| {
             let addr = e.as_ptr() as usize;
             let s = match last {
@@ -198,12 +190,10 @@ fn drain(
             };
             // SAFETY: an edge into this heap is the header of an allocated object.
             let h = unsafe { header(e.as_ptr()) };
-            h.gc_refs.store(
-                h.gc_refs.load(Ordering::Relaxed).wrapping_sub(1),
-                Ordering::Relaxed,
-            );
+            let r = h.gc_refs.load(Ordering::Relaxed).wrapping_sub(1);
+            h.gc_refs.store(r, Ordering::Relaxed);
             let i = s.index_of(addr);
-            if s.mark(i) && !s.spc.noscan() {
+            if s.mark(i) && !s.spc.noscan() && r & FIN_SCANNED == 0 {
                 stack.push(s.slot(i));
             }
         };

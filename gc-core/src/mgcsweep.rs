@@ -19,7 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use gc_types::Type;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
-use crate::mgcmark::header;
+use crate::mgcmark::{header, FIN_SCANNED};
 use crate::mheap::arena_of;
 use crate::mspan::{data_offset, HEADER};
 
@@ -49,8 +49,8 @@ pub(crate) fn sweep(
             s.for_each_marked(|i| {
                 // SAFETY: marked slots are allocated.
                 let h = unsafe { header(s.slot(i)) };
-                let garbage_refs = h.gc_refs.load(Ordering::Relaxed);
-                if garbage_refs != 0 {
+                let garbage_refs = h.gc_refs.load(Ordering::Relaxed) & !FIN_SCANNED;
+                if h.gc_refs.load(Ordering::Relaxed) != 0 {
                     h.count.fetch_sub(garbage_refs, Ordering::Relaxed);
                     h.gc_refs.store(0, Ordering::Relaxed);
                 }
@@ -63,8 +63,8 @@ pub(crate) fn sweep(
             // SAFETY: `i` is allocated.
             let h = unsafe { header(slot) };
             if s.is_marked(i) {
-                let garbage_refs = h.gc_refs.load(Ordering::Relaxed);
-                if garbage_refs != 0 {
+                let garbage_refs = h.gc_refs.load(Ordering::Relaxed) & !FIN_SCANNED;
+                if h.gc_refs.load(Ordering::Relaxed) != 0 {
                     h.count.fetch_sub(garbage_refs, Ordering::Relaxed);
                     h.gc_refs.store(0, Ordering::Relaxed);
                 }

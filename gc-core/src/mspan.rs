@@ -79,6 +79,12 @@ pub(crate) struct Span {
     needs_sweep_drop: AtomicBool,
     alloc_bits: Box<[AtomicU64]>,
     mark_bits: Box<[AtomicU64]>,
+    /// Finalizer records of objects in this span, sorted by the address each was set on
+    /// (Go's specials list). Locked by `set_finalizer`; the collector takes it with the
+    /// world stopped.
+    pub(crate) specials: std::sync::Mutex<Vec<crate::mfinal::Record>>,
+    /// Does `specials` hold anything? (Lets the collector skip the lock.)
+    pub(crate) has_specials: AtomicBool,
     /// Arena-map identity of the owning heap.
     pub(crate) heap_id: u64,
 }
@@ -108,6 +114,8 @@ impl Span {
             needs_sweep_drop: AtomicBool::new(false),
             alloc_bits: bitmap(nelems),
             mark_bits: bitmap(nelems),
+            specials: std::sync::Mutex::new(Vec::new()),
+            has_specials: AtomicBool::new(false),
             heap_id,
         }
     }

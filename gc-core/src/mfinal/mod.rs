@@ -25,12 +25,11 @@ mod thread;
 use core::fmt;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
-use std::collections::HashMap;
 
 use gc_types::rules::{finalizer_param, ParamMatch};
 use gc_types::{Func, Itab, Kind, Type, Value};
 
-use crate::heap::{lock, HeapInner};
+use crate::heap::lock;
 use crate::mheap::span_of;
 use crate::mspan::{data_offset, HEADER};
 use crate::world;
@@ -126,6 +125,8 @@ pub(crate) enum Conv {
 
 /// A finalizer waiting for its object to die (Go's finalizer special).
 pub(crate) struct Record {
+    /// The object's header (a raw address: a record must not keep its object alive).
+    pub(crate) obj: NonNull<u8>,
     pub(crate) ptr: *const u8,
     pub(crate) func: Func,
     pub(crate) obj_ty: &'static Type,
@@ -135,18 +136,21 @@ pub(crate) struct Record {
 // SAFETY: `ptr` is an address inside a heap object, only read; `Func` is Send.
 unsafe impl Send for Record {}
 
-/// A heap's records, by object header address.
-#[derive(Default)]
-pub(crate) struct FinTable {
-    pub(crate) by_obj: HashMap<usize, Vec<Record>>,
-}
-
 /// Sets (or, with a nil finalizer, removes) the finalizer of the object `obj` points to,
 /// with Go's `runtime.SetFinalizer` checks in Go's order (DESIGN §6). The finalizer runs
 /// on the finalizer thread after a collection finds the object unreachable, with the
 /// object resurrected for it; see the module docs for ordering, cycles and tiny objects.
 pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome, FinalizerError> {
-    let finalizer = finalizer.into();
+    set(obj, finalizer.into(), false)
+}
+
+/// `set_finalizer`; `send_sync_known`: the caller's bounds proved row 11 (the typed front
+/// end), so the type walk is skipped.
+pub(crate) fn set(
+    obj: Value,
+    finalizer: Value,
+    send_sync_known: bool,
+) -> Result<Outcome, FinalizerError> {
     // Row 1.
     if obj.is_nil() {
         return Err(FinalizerError::NilObject);
@@ -171,9 +175,12 @@ pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome,
     else {
         return Ok(Outcome::NotInHeap);
     };
-    let Some(heap) = crate::heap::heap_by_id(span.heap_id) else {
+    if crate::mheap::arena_of(objw as usize)
+        .and_then(|a| a.heap())
+        .is_none()
+    {
         return Ok(Outcome::NotInHeap);
-    };
+    }
     // Row 5.
     // SAFETY: `objw` is the header of an allocated object (checked above) that `obj`'s
     // handle keeps alive.
@@ -194,12 +201,10 @@ pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome,
     // Row 6.
     if finalizer.is_nil() {
         let _s = world::enter();
-        let mut t = lock(&heap.finalizers);
-        if let Some(v) = t.by_obj.get_mut(&(objw as usize)) {
-            v.retain(|r| r.ptr != ptr);
-            if v.is_empty() {
-                t.by_obj.remove(&(objw as usize));
-            }
+        let mut sp = lock(&span.specials);
+        if let Ok(i) = sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize) {
+            sp.remove(i);
+            span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
         }
         return Ok(Outcome::Removed);
     }
@@ -227,17 +232,18 @@ pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome,
     };
     thread::start();
     let _s = world::enter();
-    let mut t = lock(&heap.finalizers);
-    let v = t.by_obj.entry(objw as usize).or_default();
-    // Row 10.
-    if v.iter().any(|r| r.ptr == ptr) {
+    let mut sp = lock(&span.specials);
+    // Sorted by address; records set in allocation order append at the end.
+    let at = match sp.last() {
+        Some(r) if (r.ptr as usize) < ptr as usize => Err(sp.len()),
+        _ => sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize),
+    };
+    let Err(at) = at else {
+        // Row 10.
         return Err(FinalizerError::AlreadySet);
-    }
+    };
     // Row 11.
-    if !oty.is_send_sync() {
-        if v.is_empty() {
-            t.by_obj.remove(&(objw as usize));
-        }
+    if !send_sync_known && !oty.is_send_sync() {
         return Err(FinalizerError::NotSendSync {
             ty: oty.to_string(),
         });
@@ -245,12 +251,18 @@ pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome,
     let func = finalizer
         .into_func()
         .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func"));
-    v.push(Record {
-        ptr,
-        func,
-        obj_ty: oty,
-        conv,
-    });
+    let obj_ptr = NonNull::new(objw).expect("an allocated object's header");
+    sp.insert(
+        at,
+        Record {
+            obj: obj_ptr,
+            ptr,
+            func,
+            obj_ty: oty,
+            conv,
+        },
+    );
+    span.has_specials.store(true, Ordering::Relaxed);
     Ok(Outcome::Set)
 }
 
@@ -276,46 +288,60 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
     core::hint::black_box(x);
 }
 
-/// Records whose objects are unmarked: scanned by the marker, resurrected by the sweeper.
-pub(crate) fn objects_with_records(heap: &HeapInner) -> Vec<NonNull<u8>> {
-    lock(&heap.finalizers)
-        .by_obj
-        .keys()
-        .filter_map(|&a| NonNull::new(a as *mut u8))
-        .collect()
+/// The objects that have records (with repeats for tiny blocks), from the spans that
+/// hold records: the marker scans the unmarked ones. World stopped.
+pub(crate) fn objects_with_records(spans: &[crate::heap::SpanPtr]) -> Vec<NonNull<u8>> {
+    let mut out = Vec::new();
+    for s in spans
+        .iter()
+        .map(|s| s.get())
+        .filter(|s| s.has_specials.load(Ordering::Relaxed))
+    {
+        out.extend(lock(&s.specials).iter().map(|r| r.obj));
+    }
+    out
 }
 
 /// The sweeper's first step (Go's two-pass rule): every object with records that marking
 /// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
 /// all its records are queued, each entry holding one count on it. World stopped.
-pub(crate) fn resurrect(heap: &HeapInner) -> Vec<queue::Finalizer> {
-    let mut t = lock(&heap.finalizers);
-    let dead: Vec<usize> = t
-        .by_obj
-        .keys()
-        .copied()
-        .filter(|&a| span_of(a).is_some_and(|s| !s.is_marked(s.index_of(a))))
-        .collect();
+pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> Vec<queue::Finalizer> {
     let mut out = Vec::new();
-    for a in dead {
-        let records = t.by_obj.remove(&a).unwrap_or_default();
-        let s = span_of(a).expect("fing::mfinal: record of an object outside the heap");
-        s.mark(s.index_of(a));
-        let obj = NonNull::new(a as *mut u8).expect("non-null object");
-        // SAFETY: `a` is the header of an allocated object (it has records, and records
-        // are dropped only with their object); the world is stopped.
-        unsafe { crate::mgcmark::header(obj.as_ptr()) }
-            .count
-            .fetch_add(records.len() as u32, Ordering::Relaxed);
-        for r in records {
+    for s in spans
+        .iter()
+        .map(|s| s.get())
+        .filter(|s| s.has_specials.load(Ordering::Relaxed))
+    {
+        let mut sp = lock(&s.specials);
+        // Decide every record first: marking an object below must not spare its later
+        // records (all records of a dead object go in this cycle).
+        let dead: Vec<bool> = sp
+            .iter()
+            .map(|r| !s.is_marked(s.index_of(r.obj.as_ptr() as usize)))
+            .collect();
+        if !dead.contains(&true) {
+            continue;
+        }
+        for (r, dead) in core::mem::take(&mut *sp).into_iter().zip(dead) {
+            if !dead {
+                sp.push(r);
+                continue;
+            }
+            s.mark(s.index_of(r.obj.as_ptr() as usize));
+            // SAFETY: a record's object is allocated (records go only with their object);
+            // the world is stopped.
+            unsafe { crate::mgcmark::header(r.obj.as_ptr()) }
+                .count
+                .fetch_add(1, Ordering::Relaxed);
             out.push(queue::Finalizer {
                 ptr: r.ptr,
-                obj,
+                obj: r.obj,
                 func: r.func,
                 obj_ty: r.obj_ty,
                 conv: r.conv,
             });
         }
+        s.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
     }
     out
 }

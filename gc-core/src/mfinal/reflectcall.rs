@@ -8,14 +8,39 @@
 
 use core::ptr::NonNull;
 
-use gc_types::{Frame, FrameBuf, FrameLayout, Value};
+use gc_types::{Frame, FrameBuf, FrameLayout, Type, Value};
 
 use super::queue::Finalizer;
 use super::Conv;
 use crate::handle::Gc;
 
+/// The invoker's reusable state: the frame buffer, and the layouts of the last signatures
+/// it has seen (finalizers set in a loop share one signature).
+#[derive(Default)]
+pub(crate) struct Invoker {
+    buf: FrameBuf,
+    layouts: Vec<(*const Type, FrameLayout)>,
+}
+
+// SAFETY: the type pointers are `&'static Type`s, used as keys only.
+unsafe impl Send for Invoker {}
+
+impl Invoker {
+    fn layout(&mut self, sig: &'static Type) -> usize {
+        let key = sig as *const Type;
+        if let Some(i) = self.layouts.iter().position(|(k, _)| *k == key) {
+            return i;
+        }
+        if self.layouts.len() == 8 {
+            self.layouts.remove(0);
+        }
+        self.layouts.push((key, FrameLayout::of(sig)));
+        self.layouts.len() - 1
+    }
+}
+
 /// Runs one queued finalizer. The entry's count on its object moves into the argument.
-pub(crate) fn call(buf: &mut FrameBuf, f: Finalizer) {
+pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
     let Finalizer {
         ptr,
         obj,
@@ -24,8 +49,10 @@ pub(crate) fn call(buf: &mut FrameBuf, f: Finalizer) {
         conv,
     } = f;
     let sig = func.signature();
-    let layout = FrameLayout::of(sig);
-    let base = buf.reserve(&layout);
+    let li = inv.layout(sig);
+    let Invoker { buf, layouts } = inv;
+    let layout = &layouts[li].1;
+    let base = buf.reserve(layout);
     let slot = base.as_ptr().wrapping_add(layout.params[0]);
     let data = NonNull::new(ptr.cast_mut()).expect("fing::reflectcall: null object address");
     // SAFETY: the entry holds one count on `obj` for this handle, and `data` lies in it.
@@ -45,15 +72,15 @@ pub(crate) fn call(buf: &mut FrameBuf, f: Finalizer) {
             unsafe { slot.cast::<Value>().write(v) };
         }
         Conv::Iface(itab) => {
-            let h = core::mem::ManuallyDrop::new(handle);
-            let _ = &h;
+            // The interface handle takes over the count.
+            core::mem::forget(handle);
             // SAFETY: `data` points to a live value of a type implementing the interface
-            // (row 9 found this itab in its type's table) inside `obj`, whose count moves to
-            // the interface handle; the slot is sized for `Gc<dyn Trait>`.
+            // (row 9 found this itab in its type's table) inside `obj`; the slot is sized
+            // for `Gc<dyn Trait>`.
             unsafe { (itab.write_handle)(ptr, obj, slot) };
         }
     }
     // SAFETY: the only argument slot was just written with a value of the parameter type.
-    let mut frame = unsafe { Frame::new(base, sig, &layout) };
+    let mut frame = unsafe { Frame::new(base, sig, layout) };
     func.call_frame(&mut frame);
 }

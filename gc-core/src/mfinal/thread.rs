@@ -11,18 +11,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use gc_types::FrameBuf;
-
 use super::queue::{FinQueue, Finalizer};
 use super::reflectcall;
 
 struct State {
     queue: FinQueue,
-    /// Finalizers taken from the queue and not finished yet.
+    /// Finalizers taken from the queue and not finished yet (the batch being run).
     in_flight: usize,
-    /// The type of the finalizer's object being run, if one is.
-    running: Option<&'static gc_types::Type>,
 }
+
+/// The type of the object whose finalizer is running (null: none), for the timeout's
+/// report; written by the thread without the lock.
+static RUNNING: core::sync::atomic::AtomicPtr<gc_types::Type> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 impl State {
     fn busy(&self) -> bool {
@@ -47,7 +48,6 @@ static FING: Fing = Fing {
             len: 0,
         },
         in_flight: 0,
-        running: None,
     }),
     work: Condvar::new(),
     idle: Condvar::new(),
@@ -91,7 +91,7 @@ pub(crate) fn enqueue(batch: Vec<Finalizer>) {
 }
 
 fn run() {
-    let mut buf = FrameBuf::new();
+    let mut inv = reflectcall::Invoker::default();
     loop {
         let batch = {
             let mut s = state();
@@ -105,19 +105,18 @@ fn run() {
         };
         for f in batch {
             let ty = f.obj_ty;
-            state().running = Some(ty);
+            RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                reflectcall::call(&mut buf, f)
+                reflectcall::call(&mut inv, f)
             }));
             RUN.fetch_add(1, Ordering::Relaxed);
             if r.is_err() {
                 PANICKED.fetch_add(1, Ordering::Relaxed);
                 eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
             }
-            let mut s = state();
-            s.running = None;
-            s.in_flight -= 1;
         }
+        RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
+        state().in_flight = 0;
     }
 }
 
@@ -167,8 +166,10 @@ pub fn wait_finalizers_timeout(limit: Duration) -> Result<(), FinalizerStuck> {
     while s.busy() {
         let now = Instant::now();
         if now >= deadline {
+            // SAFETY: RUNNING is null or a `&'static Type`.
+            let running = unsafe { RUNNING.load(Ordering::Relaxed).as_ref() };
             return Err(FinalizerStuck {
-                running: s.running.map(|t| t.to_string()),
+                running: running.map(|t| t.to_string()),
                 queued: s.queue.len,
             });
         }
