@@ -5,9 +5,12 @@
 //! this tour walks through: derived type descriptors, interfaces, named pointer types,
 //! Go's parameter rules, function values called through frames, and types an interpreter
 //! builds at run time; then the heap those types live in: allocation, a collection, and
-//! its statistics. (The finalizer thread comes next; the tour grows with it.)
+//! its statistics; then finalizers: typed, dynamic, through an interface, in A-before-B
+//! order, on tiny objects, what each bad call returns, and the counters at the end.
 
 use fing::rules::{finalizer_param, ParamMatch};
+use std::sync::{Arc, Mutex};
+
 use fing::{
     Frame, FrameFn, FrameLayout, Func, Gc, GcCell, Heap, HeapConfig, Trace, Type, TypeBuilder,
     Typed, Value,
@@ -20,9 +23,11 @@ pub trait Closer: Send + Sync {
     fn close(&self) -> i32;
 }
 
-/// A file: a descriptor and a link to the next open file.
+/// A file: a descriptor and a link to the next open file (C layout, so that `next` sits
+/// inside the object, not at its start).
 #[derive(Trace)]
 #[gc(implements(Closer))]
+#[repr(C)]
 pub struct File {
     fd: i32,
     next: Option<Gc<File>>,
@@ -180,6 +185,146 @@ fn main() {
     );
     println!(
         "  (FING_TRACE=gc prints a line per collection; FING_GOGC sets the pacing, or `off`.)"
+    );
+
+    finalizers(heap);
+}
+
+/// Collects until `done` or 10 rounds, waiting for the finalizer thread each time.
+fn settle(heap: Heap, done: impl Fn() -> bool) {
+    for _ in 0..10 {
+        heap.collect();
+        fing::wait_finalizers();
+        if done() {
+            return;
+        }
+    }
+}
+
+fn finalizers(heap: Heap) {
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let say = |log: &Arc<Mutex<Vec<String>>>| {
+        let log = log.clone();
+        move |s: String| log.lock().unwrap().push(s)
+    };
+
+    println!("\n7. Finalizers: set on one object at run time, run on the finalizer thread:");
+    let typed = heap.alloc(File { fd: 10, next: None });
+    let w = say(&log);
+    typed
+        .set_finalizer(move |f: Gc<File>| w(format!("typed finalizer: closing fd {}", f.fd)))
+        .unwrap();
+    let dynamic = heap.alloc(File { fd: 11, next: None });
+    let w = say(&log);
+    let out = fing::set_finalizer(
+        Value::from(dynamic.clone()),
+        Func::new(move |c: Gc<dyn Closer>| {
+            w(format!("interface finalizer: closed fd {}", c.close()))
+        }),
+    );
+    println!("  set_finalizer(Gc<File>, fn(dyn Closer)) -> {out:?}");
+    drop((typed, dynamic));
+    settle(heap, || log.lock().unwrap().len() >= 2);
+    for line in log.lock().unwrap().drain(..) {
+        println!("  {line}");
+    }
+
+    println!(
+        "\n8. A points to B, both with finalizers: A's runs first, B's in the cycle that frees A:"
+    );
+    let b = heap.alloc(File { fd: 21, next: None });
+    let a = heap.alloc(File {
+        fd: 20,
+        next: Some(b.clone()),
+    });
+    for x in [&a, &b] {
+        let w = say(&log);
+        x.set_finalizer(move |f: Gc<File>| w(format!("finalized fd {}", f.fd)))
+            .unwrap();
+    }
+    drop((a, b));
+    heap.collect();
+    fing::wait_finalizers();
+    println!("  after one collection: {:?}", log.lock().unwrap());
+    settle(heap, || log.lock().unwrap().len() >= 2);
+    println!(
+        "  after the next:       {:?}",
+        log.lock().unwrap().drain(..).collect::<Vec<_>>()
+    );
+
+    println!("\n9. Tiny objects share a 16-byte block; all its finalizers run in the same cycle:");
+    let xs: Vec<Gc<u32>> = (1..=3).map(|i| heap.alloc(i * 100)).collect();
+    println!(
+        "  one block: {}",
+        xs.windows(2).all(|w| Gc::same_object(&w[0], &w[1]))
+    );
+    for x in &xs {
+        let w = say(&log);
+        x.set_finalizer(move |x: Gc<u32>| w(format!("tiny {}", *x)))
+            .unwrap();
+    }
+    drop(xs);
+    settle(heap, || log.lock().unwrap().len() >= 3);
+    let mut tiny = log.lock().unwrap().drain(..).collect::<Vec<_>>();
+    tiny.sort();
+    println!("  {tiny:?}");
+
+    println!("\n10. What bad calls return (Go's checks, Go's messages, as typed errors):");
+    let f = heap.alloc(File { fd: 30, next: None });
+    let fin = || Func::new(|_: Gc<File>| ());
+    let cases: Vec<(&str, Result<fing::Outcome, fing::FinalizerError>)> = vec![
+        ("nil object", fing::set_finalizer(Value::nil(), fin())),
+        (
+            "not a pointer",
+            fing::set_finalizer(Value::from(1i32), fin()),
+        ),
+        (
+            "interior pointer",
+            fing::set_finalizer(Value::from(f.map(|x| &x.next)), Func::new(|_: Value| ())),
+        ),
+        (
+            "not a function",
+            fing::set_finalizer(Value::from(f.clone()), Value::from("close")),
+        ),
+        (
+            "two parameters",
+            fing::set_finalizer(
+                Value::from(f.clone()),
+                Func::binary(|_: Gc<File>, _: i32| ()),
+            ),
+        ),
+        (
+            "wrong parameter",
+            fing::set_finalizer(Value::from(f.clone()), Func::new(|_: Gc<Stat>| ())),
+        ),
+        (
+            "first set",
+            fing::set_finalizer(Value::from(f.clone()), fin()),
+        ),
+        (
+            "second set",
+            fing::set_finalizer(Value::from(f.clone()), fin()),
+        ),
+        (
+            "remove",
+            fing::set_finalizer(Value::from(f.clone()), Value::nil()),
+        ),
+        (
+            "outside the heap",
+            fing::set_finalizer(Value::from(Gc::from_static(&STDIN)), fin()),
+        ),
+    ];
+    for (what, r) in cases {
+        match r {
+            Ok(o) => println!("  {what:<17} Ok({o:?})"),
+            Err(e) => println!("  {what:<17} Err: {e}"),
+        }
+    }
+
+    let s = heap.stats();
+    println!(
+        "\n11. MemStats: {} collections, {:?} paused; finalizers queued {}, run {}, panicked {}",
+        s.num_gc, s.pause_total, s.finalizers_queued, s.finalizers_run, s.finalizers_panicked
     );
 }
 
