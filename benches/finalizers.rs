@@ -80,114 +80,90 @@ fn fing_cycle() -> Duration {
     took
 }
 
+/// One peer's 1M cycle: allocate `N` objects whose finalizer (or `Drop`) counts in `RAN`,
+/// drop them, collect, check every one ran.
+macro_rules! peer_cycle {
+    ($name:ident, $new:expr, $collect:expr) => {
+        pub(crate) fn $name() -> Duration {
+            RAN.store(0, Ordering::Relaxed);
+            let t = Instant::now();
+            {
+                let objs: Vec<_> = (0..N as u64).map($new).collect();
+                black_box(&objs);
+            }
+            $collect;
+            let took = t.elapsed();
+            assert_eq!(RAN.load(Ordering::Relaxed), N);
+            took
+        }
+    };
+}
+
+#[allow(dead_code)] // the ids only give the objects a size
 mod peers {
     use super::*;
 
     pub(super) mod rustgc {
         use super::*;
-        use gc::{Finalize, Gc, Trace};
+        use gc::{Finalize, Trace};
         #[derive(Trace)]
-        pub(crate) struct Small {
-            pub(crate) id: u64,
-        }
+        pub(crate) struct Small(u64);
         impl Finalize for Small {
             fn finalize(&self) {
                 RAN.fetch_add(1, Ordering::Relaxed);
             }
         }
-        pub(crate) fn cycle() -> Duration {
-            RAN.store(0, Ordering::Relaxed);
-            let t = Instant::now();
-            {
-                let objs: Vec<Gc<Small>> = (0..N as u64).map(|id| Gc::new(Small { id })).collect();
-                black_box(&objs);
-            }
-            gc::force_collect();
-            let took = t.elapsed();
-            assert_eq!(RAN.load(Ordering::Relaxed), N);
-            took
-        }
+        peer_cycle!(cycle, |id| gc::Gc::new(Small(id)), gc::force_collect());
     }
 
     pub(super) mod cc {
         use super::*;
-        use rust_cc::{Cc, Finalize, Trace};
+        use rust_cc::{Finalize, Trace};
         #[derive(Trace)]
-        pub(crate) struct Small {
-            pub(crate) id: u64,
-        }
+        pub(crate) struct Small(u64);
         impl Finalize for Small {
             fn finalize(&self) {
                 RAN.fetch_add(1, Ordering::Relaxed);
             }
         }
-        pub(crate) fn cycle() -> Duration {
-            RAN.store(0, Ordering::Relaxed);
-            let t = Instant::now();
-            {
-                let objs: Vec<Cc<Small>> = (0..N as u64).map(|id| Cc::new(Small { id })).collect();
-                black_box(&objs);
-            }
-            rust_cc::collect_cycles();
-            let took = t.elapsed();
-            assert_eq!(RAN.load(Ordering::Relaxed), N);
-            took
-        }
+        peer_cycle!(
+            cycle,
+            |id| rust_cc::Cc::new(Small(id)),
+            rust_cc::collect_cycles()
+        );
     }
 
     pub(super) mod dump {
         use super::*;
-        use dumpster::unsync::Gc;
-        use dumpster::Trace;
-        #[derive(Trace)]
-        pub(crate) struct Small {
-            pub(crate) id: u64,
-        }
+        #[derive(dumpster::Trace)]
+        pub(crate) struct Small(u64);
         impl Drop for Small {
             fn drop(&mut self) {
                 RAN.fetch_add(1, Ordering::Relaxed);
             }
         }
-        pub(crate) fn cycle() -> Duration {
-            RAN.store(0, Ordering::Relaxed);
-            let t = Instant::now();
-            {
-                let objs: Vec<Gc<Small>> = (0..N as u64).map(|id| Gc::new(Small { id })).collect();
-                black_box(&objs);
-            }
-            dumpster::unsync::collect();
-            let took = t.elapsed();
-            assert_eq!(RAN.load(Ordering::Relaxed), N);
-            took
-        }
+        peer_cycle!(
+            cycle,
+            |id| dumpster::unsync::Gc::new(Small(id)),
+            dumpster::unsync::collect()
+        );
     }
 
-    #[allow(dead_code)] // the ids only give the objects a size
     pub(super) mod boa {
         use super::*;
-        use boa_gc::{Finalize, Gc, Trace};
+        use boa_gc::{Finalize, Trace};
         #[derive(Trace)]
-        pub(crate) struct Small {
-            #[unsafe_ignore_trace]
-            pub(crate) id: u64,
-        }
+        pub(crate) struct Small(#[unsafe_ignore_trace] u64);
         impl Finalize for Small {
             fn finalize(&self) {
                 RAN.fetch_add(1, Ordering::Relaxed);
             }
         }
-        pub(crate) fn cycle() -> Duration {
-            RAN.store(0, Ordering::Relaxed);
-            let t = Instant::now();
-            {
-                let objs: Vec<Gc<Small>> = (0..N as u64).map(|id| Gc::new(Small { id })).collect();
-                black_box(&objs);
-            }
-            boa_gc::force_collect();
-            let took = t.elapsed();
-            assert_eq!(RAN.load(Ordering::Relaxed), N);
-            took
-        }
+        peer_cycle!(
+            cycle,
+            |id| boa_gc::Gc::new(Small(id)),
+            boa_gc::force_collect()
+        );
     }
 }
 

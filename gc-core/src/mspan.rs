@@ -89,6 +89,18 @@ pub(crate) struct Span {
     pub(crate) heap_id: u64,
 }
 
+/// Calls `f` with the index of each set bit of a bitmap, in order.
+fn for_each_set(bits: &[AtomicU64], mut f: impl FnMut(usize)) {
+    for (wi, w) in bits.iter().enumerate() {
+        let mut w = w.load(Ordering::Relaxed);
+        while w != 0 {
+            let i = wi * 64 + w.trailing_zeros() as usize;
+            w &= w - 1;
+            f(i);
+        }
+    }
+}
+
 fn bitmap(n: usize) -> Box<[AtomicU64]> {
     (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
 }
@@ -168,15 +180,8 @@ impl Span {
     }
 
     /// Calls `f` with each marked slot index. Collector only.
-    pub(crate) fn for_each_marked(&self, mut f: impl FnMut(usize)) {
-        for (wi, w) in self.mark_bits.iter().enumerate() {
-            let mut w = w.load(Ordering::Relaxed);
-            while w != 0 {
-                let i = wi * 64 + w.trailing_zeros() as usize;
-                w &= w - 1;
-                f(i);
-            }
-        }
+    pub(crate) fn for_each_marked(&self, f: impl FnMut(usize)) {
+        for_each_set(&self.mark_bits, f);
     }
 
     /// Bytes the span covers.
@@ -248,15 +253,8 @@ impl Span {
     }
 
     /// Calls `f` with each allocated slot index.
-    pub(crate) fn for_each_allocated(&self, mut f: impl FnMut(usize)) {
-        for (wi, w) in self.alloc_bits.iter().enumerate() {
-            let mut w = w.load(Ordering::Relaxed);
-            while w != 0 {
-                let i = wi * 64 + w.trailing_zeros() as usize;
-                w &= w - 1;
-                f(i);
-            }
-        }
+    pub(crate) fn for_each_allocated(&self, f: impl FnMut(usize)) {
+        for_each_set(&self.alloc_bits, f);
     }
 
     /// End of sweep (Go's trick): the mark bits become the alloc bits, the marks clear.
