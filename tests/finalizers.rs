@@ -471,3 +471,30 @@ fn descriptors_of_the_test_types() {
         "dyn finalizers::Closer"
     );
 }
+
+#[test]
+fn the_debug_mode_reports_a_cycle_through_a_finalizable_object() {
+    let mut c = HeapConfig::default();
+    c.gogc = None;
+    c.check_finalizers = true;
+    let h = Heap::new(c);
+    let a = file(h, 1);
+    let b = file(h, 2);
+    a.next.set(Some(b.clone()));
+    b.next.set(Some(a.clone()));
+    a.set_finalizer(|_| ()).unwrap();
+    // Not a cycle: C points to D, both finalizable; D is reachable from C, not from itself.
+    let c2 = file(h, 3);
+    let d = file(h, 4);
+    c2.next.set(Some(d.clone()));
+    c2.set_finalizer(|_| ()).unwrap();
+    d.set_finalizer(|_| ()).unwrap();
+    drop((a, b, c2, d));
+    h.collect();
+    fing::wait_finalizers();
+    assert_eq!(
+        h.stats().finalizer_cycles,
+        1,
+        "only A, which reaches itself through B"
+    );
+}

@@ -58,19 +58,27 @@ pub struct HeapConfig {
     pub min_heap: usize,
     /// Print one line per collection to stderr. Default: `FING_TRACE` contains `gc`.
     pub trace: bool,
+    /// Report finalizable objects that reach themselves (a cycle through them: their
+    /// finalizer never runs and they are never freed), on stderr and in
+    /// `MemStats::finalizer_cycles` (Go's `GODEBUG=checkfinalizers`). Costs a search per
+    /// such object per collection. Default: `FING_DEBUG` contains `checkfinalizers`.
+    pub check_finalizers: bool,
 }
 
 impl Default for HeapConfig {
     fn default() -> HeapConfig {
-        let gogc = parse_gogc(std::env::var("FING_GOGC").ok().as_deref());
-        let trace =
-            std::env::var("FING_TRACE").is_ok_and(|v| v.split(',').any(|x| x.trim() == "gc"));
         HeapConfig {
-            gogc,
+            gogc: parse_gogc(std::env::var("FING_GOGC").ok().as_deref()),
             min_heap: 4 << 20,
-            trace,
+            trace: env_lists("FING_TRACE", "gc"),
+            check_finalizers: env_lists("FING_DEBUG", "checkfinalizers"),
         }
     }
+}
+
+/// Does the comma-separated list in environment variable `var` contain `word`?
+fn env_lists(var: &str, word: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v.split(',').any(|x| x.trim() == word))
 }
 
 /// `FING_GOGC`: a percentage, or `off`; unset or unreadable means 100 (Go's default).
@@ -94,6 +102,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_base: u64,
     /// Bytes allocated in total (all caches, retired and large) at the last collection.
     pub(crate) bytes_at_gc: u64,
+    /// Finalizable objects found reaching themselves (with `check_finalizers`).
+    pub(crate) finalizer_cycles: u64,
 }
 
 pub(crate) struct HeapInner {
@@ -152,6 +162,7 @@ impl HeapInner {
                 mallocs_base: 0,
                 bytes_base: 0,
                 bytes_at_gc: 0,
+                finalizer_cycles: 0,
             }),
             large_mallocs: AtomicU64::new(0),
             started: Instant::now(),
@@ -348,6 +359,7 @@ impl HeapInner {
             num_gc: k.num_gc,
             pause_total: k.pause_total,
             last_pause: k.last_pause,
+            finalizer_cycles: k.finalizer_cycles,
             finalizers_queued: crate::mfinal::counters().0,
             finalizers_run: crate::mfinal::counters().1,
             finalizers_panicked: crate::mfinal::counters().2,

@@ -26,7 +26,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
     let before = heap.heap_live.load(Ordering::Relaxed);
 
     let cross_heap = mgcmark::count_refs(heap, &spans);
-    mgcmark::mark(heap, &spans);
+    let fin_cycles = mgcmark::mark(heap, &spans);
     let finalizers = crate::mfinal::resurrect(&spans);
     let queued = finalizers.len();
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
@@ -42,6 +42,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
     let pause = t0.elapsed();
     let mut k = lock(&heap.counters);
     k.num_gc += 1;
+    k.finalizer_cycles += fin_cycles;
     k.frees += swept.freed_objects;
     k.pause_total += pause;
     k.last_pause = pause;

@@ -125,7 +125,9 @@ pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) -> bool {
 }
 
 /// Pass 2.
-pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
+/// Marks; returns how many finalizable objects were found reaching themselves (only
+/// searched for with `check_finalizers`).
+pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
     let mut stack: Vec<*mut u8> = Vec::new();
     for s in spans {
         let s = s.get();
@@ -142,6 +144,7 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
     }
     let mut t = Tracer::new();
     drain(heap, &mut stack, &mut t);
+    let mut fin_scanned = Vec::new();
     // Go's markfin: an object with finalizers that is still unmarked has what it points to
     // marked, but is not marked itself (if it stays unmarked, the sweeper resurrects it and
     // queues its finalizers). Its edges count as live ones: the object survives this cycle.
@@ -160,9 +163,62 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) {
         h.gc_refs.store(r | FIN_SCANNED, Ordering::Relaxed);
         if !s.spc.noscan() {
             stack.push(obj.as_ptr());
+            fin_scanned.push(obj);
         }
     }
     drain(heap, &mut stack, &mut t);
+    if !heap.config.check_finalizers {
+        return 0;
+    }
+    // Go's checkfinalizers: a finalizable object that the finalizer scan itself marked is
+    // reachable from some finalizable object; report it if that object is itself.
+    let mut found = 0;
+    for obj in fin_scanned {
+        let Some(s) = span_of(obj.as_ptr() as usize) else {
+            continue;
+        };
+        if s.is_marked(s.index_of(obj.as_ptr() as usize)) && reaches_itself(heap, obj, &mut t) {
+            found += 1;
+            // SAFETY: a record's object is allocated; its header type is null or static.
+            let ty = unsafe { header(obj.as_ptr()).ty.load(Ordering::Relaxed).as_ref() };
+            eprintln!(
+                "fing: checkfinalizers: a {} at {:p} with a finalizer reaches itself through \
+                 the heap: its finalizer will never run and it will never be freed",
+                ty.map_or_else(|| "tiny block".to_string(), |t| t.to_string()),
+                obj
+            );
+        }
+    }
+    found
+}
+
+/// Is `obj` reachable from its own fields? (A search with its own visited set; debug only.)
+fn reaches_itself(heap: &HeapInner, obj: NonNull<u8>, t: &mut Tracer) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![obj.as_ptr()];
+    while let Some(slot) = todo.pop() {
+        let mut hit = false;
+        // SAFETY: only allocated objects are pushed (edges into this heap); world stopped.
+        unsafe {
+            for_each_edge(slot, t, |e| {
+                let Some(s) = span_of(e.as_ptr() as usize) else {
+                    return;
+                };
+                if s.heap_id != heap.id {
+                    return;
+                }
+                if e == obj {
+                    hit = true;
+                } else if seen.insert(e.as_ptr()) && !s.spc.noscan() {
+                    todo.push(e.as_ptr());
+                }
+            })
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
 }
 
 /// In an object's scratch count during marking: the finalizer scan counts its edges.

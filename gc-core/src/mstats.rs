@@ -43,4 +43,7 @@ pub struct MemStats {
     pub finalizers_run: u64,
     /// Finalizers that panicked (caught and reported; the thread went on).
     pub finalizers_panicked: u64,
+    /// With `HeapConfig::check_finalizers`: finalizable objects found reaching themselves
+    /// (each report counts once per collection that finds it).
+    pub finalizer_cycles: u64,
 }
