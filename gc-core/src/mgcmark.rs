@@ -179,8 +179,10 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
         };
         if s.is_marked(s.index_of(obj.as_ptr() as usize)) && reaches_itself(heap, obj, &mut t) {
             found += 1;
-            // SAFETY: a record's object is allocated; its header type is null or static.
-            let ty = unsafe { header(obj.as_ptr()).ty.load(Ordering::Relaxed).as_ref() };
+            // SAFETY: a record's object is allocated.
+            let ty = unsafe { header(obj.as_ptr()) }.ty.load(Ordering::Relaxed);
+            // SAFETY: a header's type is null or a `&'static Type`.
+            let ty = unsafe { ty.as_ref() };
             eprintln!(
                 "fing: checkfinalizers: a {} at {:p} with a finalizer reaches itself through \
                  the heap: its finalizer will never run and it will never be freed",
