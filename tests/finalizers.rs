@@ -498,3 +498,48 @@ fn the_debug_mode_reports_a_cycle_through_a_finalizable_object() {
         "only A, which reaches itself through B"
     );
 }
+
+#[test]
+fn wait_finalizers_inside_a_finalizer_panics_and_collect_there_works() {
+    let h = heap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    file(h, 1)
+        .set_finalizer(move |_| {
+            let waited = std::panic::catch_unwind(fing::wait_finalizers).is_err();
+            h.collect(); // a collection from a finalizer is fine
+            s2.lock().unwrap().push(waited);
+        })
+        .unwrap();
+    settle(h, || !seen.lock().unwrap().is_empty());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![true],
+        "wait_finalizers refused to wait for itself"
+    );
+}
+
+#[test]
+fn handles_from_one_heap_stored_in_another_are_released_when_their_holder_dies() {
+    let a = heap();
+    let b = heap();
+    let in_b = file(b, 2);
+    let holder = file(a, 1);
+    holder.next.set(Some(in_b.clone()));
+    drop(in_b);
+    b.collect();
+    assert_eq!(
+        b.stats().heap_objects,
+        1,
+        "held from heap A: an outside reference for B"
+    );
+    drop(holder);
+    a.collect(); // A frees the holder; its handle into B is dropped, B's count falls
+    b.collect();
+    assert_eq!(
+        b.stats().heap_objects,
+        0,
+        "B's object is garbage once A's holder is gone"
+    );
+    assert_eq!(a.stats().heap_objects, 0);
+}

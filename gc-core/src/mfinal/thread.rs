@@ -90,7 +90,13 @@ pub(crate) fn enqueue(batch: Vec<Finalizer>) {
     FING.work.notify_one();
 }
 
+std::thread_local! {
+    /// Set on the finalizer thread: `wait_finalizers` there would wait for itself.
+    static ON_FINALIZER_THREAD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
 fn run() {
+    ON_FINALIZER_THREAD.with(|f| f.set(true));
     let mut inv = reflectcall::Invoker::default();
     loop {
         let batch = {
@@ -123,11 +129,22 @@ fn run() {
 /// Blocks until every queued finalizer has run and the finalizer thread is idle. Call it
 /// after `collect()` to see the finalizers of what that collection found (a finalizer
 /// that never returns makes this wait forever; see `wait_finalizers_timeout`).
+///
+/// # Panics
+/// If called from a finalizer (it would wait for itself).
 pub fn wait_finalizers() {
+    assert_not_in_finalizer("fing::wait_finalizers");
     let mut s = state();
     while s.busy() {
         s = FING.idle.wait(s).unwrap_or_else(|e| e.into_inner());
     }
+}
+
+fn assert_not_in_finalizer(api: &str) {
+    assert!(
+        !ON_FINALIZER_THREAD.with(|f| f.get()),
+        "{api}: called from a finalizer, which runs on the finalizer thread: it would wait for itself"
+    );
 }
 
 /// A finalizer that did not finish in time: the type of the object it was given.
@@ -160,7 +177,11 @@ impl core::fmt::Display for FinalizerStuck {
 impl std::error::Error for FinalizerStuck {}
 
 /// `wait_finalizers` with a limit: says which finalizer is still running when time is up.
+///
+/// # Panics
+/// If called from a finalizer (it would wait for itself).
 pub fn wait_finalizers_timeout(limit: Duration) -> Result<(), FinalizerStuck> {
+    assert_not_in_finalizer("fing::wait_finalizers_timeout");
     let deadline = Instant::now() + limit;
     let mut s = state();
     while s.busy() {
