@@ -79,65 +79,48 @@ mod loom_model {
         }
     }
 
-    /// Property: a mutator section and a stopped world never overlap. The cell is written
-    /// inside the mutator's section and read while the collector owns the world; loom
-    /// reports any interleaving where both happen at once, including the collector's
-    /// lowering of `stop` racing a later section. Both fences are `fence(SeqCst)`: the
-    /// symmetric mode's code exactly, and the asymmetric mode's with `membarrier`'s effect
-    /// (a full fence on the mutator's thread) written out.
-    #[test]
-    fn sections_and_stopped_world_exclude_each_other() {
-        loom::model(|| {
+    /// `rounds` mutator sections against `rounds` collector stops. Property: a section
+    /// and a stopped world never overlap. The cell is written inside the mutator's section
+    /// and read while the collector owns the world; loom reports any interleaving where
+    /// both happen at once, including the collector's lowering of `stop` racing a later
+    /// section; and the collector never reads more writes than were made. Both fences are
+    /// `fence(SeqCst)`: the symmetric mode's code exactly, and the asymmetric mode's with
+    /// `membarrier`'s effect (a full fence on the mutator's thread) written out.
+    fn exclusion(rounds: u32) {
+        loom::model(move || {
             let stop = Arc::new(AtomicBool::new(false));
             let active = Arc::new(AtomicBool::new(false));
             let data = Arc::new(UnsafeCell::new(0u32));
             let (s2, a2, d2) = (stop.clone(), active.clone(), data.clone());
             let mutator = thread::spawn(move || {
-                if try_enter(&*a2, &*s2, || fence(Ordering::SeqCst)) {
-                    // SAFETY: inside a section (loom checks the exclusion).
-                    d2.with_mut(|p| unsafe { *p += 1 });
-                    a2.store(false, Ordering::Release);
-                }
-            });
-            raise_stop(&*stop, || fence(Ordering::SeqCst));
-            if all_idle([&*active]) {
-                // SAFETY: the world is stopped (loom checks the exclusion).
-                data.with(|p| unsafe { core::ptr::read(p) });
-            }
-            stop.store(false, Ordering::Release);
-            mutator.join().unwrap();
-        });
-    }
-
-    /// Property: a section that ran before the stop is visible to the collector (it reads
-    /// the section's write, never a stale value), and two rounds (stop, resume, stop)
-    /// keep the exclusion.
-    #[test]
-    fn two_rounds_and_visibility() {
-        loom::model(|| {
-            let stop = Arc::new(AtomicBool::new(false));
-            let active = Arc::new(AtomicBool::new(false));
-            let data = Arc::new(UnsafeCell::new(0u32));
-            let (s2, a2, d2) = (stop.clone(), active.clone(), data.clone());
-            let mutator = thread::spawn(move || {
-                for _ in 0..2 {
+                for _ in 0..rounds {
                     if try_enter(&*a2, &*s2, || fence(Ordering::SeqCst)) {
-                        // SAFETY: inside a section.
+                        // SAFETY: inside a section (loom checks the exclusion).
                         d2.with_mut(|p| unsafe { *p += 1 });
                         a2.store(false, Ordering::Release);
                     }
                 }
             });
-            for _ in 0..2 {
+            for _ in 0..rounds {
                 raise_stop(&*stop, || fence(Ordering::SeqCst));
                 if all_idle([&*active]) {
-                    // SAFETY: the world is stopped.
+                    // SAFETY: the world is stopped (loom checks the exclusion).
                     let seen = data.with(|p| unsafe { core::ptr::read(p) });
-                    assert!(seen <= 2);
+                    assert!(seen <= rounds);
                 }
                 stop.store(false, Ordering::Release);
             }
             mutator.join().unwrap();
         });
+    }
+
+    #[test]
+    fn sections_and_stopped_world_exclude_each_other() {
+        exclusion(1);
+    }
+
+    #[test]
+    fn two_rounds_keep_the_exclusion() {
+        exclusion(2);
     }
 }
