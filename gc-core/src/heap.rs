@@ -250,7 +250,7 @@ impl HeapInner {
     }
 
     /// Runs an automatic collection if the pacer asked for one and the world can be had
-    /// soon: within 200 µs, or 2 ms once the heap is past twice its goal (a thread
+    /// soon: within 200 µs, 2 ms past twice the goal, 20 ms past four times (a thread
     /// preempted inside a section on a loaded machine holds it for a time slice).
     #[inline]
     fn maybe_collect(&'static self) {
@@ -262,11 +262,14 @@ impl HeapInner {
     #[cold]
     fn try_collect(&'static self) {
         let live = self.heap_live.load(Ordering::Relaxed);
-        let goal = self.next_gc.load(Ordering::Relaxed);
-        let budget = if live / 2 > goal {
-            Duration::from_millis(2)
-        } else {
-            Duration::from_micros(200)
+        let goal = self.next_gc.load(Ordering::Relaxed).max(1);
+        // The further past its goal the heap is, the longer an allocation waits for the
+        // world (always bounded: a thread holding a GcCell guard may be waiting for this
+        // one). Busy mutators preempted inside sections otherwise starve the pacer.
+        let budget = match live / goal {
+            0 | 1 => Duration::from_micros(200),
+            2 | 3 => Duration::from_millis(2),
+            _ => Duration::from_millis(20),
         };
         self.collect_now(false, budget, "fing::Heap::alloc");
     }

@@ -1,0 +1,171 @@
+//! The soak: several mutator threads and a steady stream of finalizers on a paced heap,
+//! for a while (default 10 s; `.ci/deep` runs 600 s). At the end it checks that the heap's
+//! in-use bytes came back to where they started (within one span per size class), that no
+//! finalizer was lost (every one set has run), and, through a watchdog, that no thread
+//! deadlocked. Exits non-zero on any failure.
+//!
+//! `cargo run --release --example soak -- 600`
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+
+#[derive(Trace)]
+struct Node {
+    id: u64,
+    payload: [u64; 4],
+    next: GcCell<Option<Gc<Node>>>,
+}
+
+const THREADS: u64 = 3;
+
+fn main() {
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
+    let mut config = HeapConfig::default();
+    config.gogc = Some(50);
+    config.min_heap = 2 << 20;
+    let heap = Heap::new(config);
+    let start_in_use = heap.stats().heap_in_use;
+    let set = Arc::new(AtomicU64::new(0));
+    let ran = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+
+    // Watchdog: no progress for 60 s is a deadlock.
+    {
+        let (progress, stop) = (progress.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            let mut since = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                let p = progress.load(Ordering::Relaxed);
+                if p != last {
+                    last = p;
+                    since = Instant::now();
+                } else if since.elapsed() > Duration::from_secs(60) {
+                    eprintln!("soak: no progress for 60 s: deadlock");
+                    std::process::exit(3);
+                }
+            }
+        });
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut threads = Vec::new();
+    for t in 0..THREADS {
+        let (set, ran, progress, peak) = (set.clone(), ran.clone(), progress.clone(), peak.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut rounds = 0u64;
+            let mut keep: Vec<Gc<Node>> = Vec::new();
+            while Instant::now() < deadline {
+                // A list of 64 nodes, closed into a cycle every third round; and 8 standalone
+                // objects with finalizers (a chain of finalizable objects frees one per cycle,
+                // A before B, so the finalizers here come unchained to keep the heap bounded).
+                for i in 0..8u64 {
+                    let ran = ran.clone();
+                    heap.alloc(Node {
+                        id: i,
+                        payload: [i; 4],
+                        next: GcCell::new(None),
+                    })
+                    .set_finalizer(move |n: Gc<Node>| {
+                        assert_eq!(n.payload, [n.id; 4], "finalizer saw a corrupted object");
+                        ran.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .expect("set_finalizer");
+                    set.fetch_add(1, Ordering::Relaxed);
+                }
+                let head = heap.alloc(Node {
+                    id: t << 48 | rounds,
+                    payload: [rounds; 4],
+                    next: GcCell::new(None),
+                });
+                let mut tail = head.clone();
+                for i in 0..63u64 {
+                    let n = heap.alloc(Node {
+                        id: i,
+                        payload: [i; 4],
+                        next: GcCell::new(None),
+                    });
+                    tail.next.set(Some(n.clone()));
+                    tail = n;
+                }
+                if rounds % 3 == 0 {
+                    tail.next.set(Some(head.clone()));
+                }
+                drop(tail);
+                // Keep a few lists alive for a while, check them, then let them go.
+                keep.push(head);
+                if keep.len() > 16 {
+                    let old = keep.remove(0);
+                    let mut cur = old.next.borrow().clone();
+                    let mut n = 0;
+                    while let Some(c) = cur {
+                        if Gc::ptr_eq(&c, &old) {
+                            break;
+                        }
+                        assert_eq!(c.payload, [c.id; 4], "thread {t}: corrupted node");
+                        n += 1;
+                        cur = c.next.borrow().clone();
+                    }
+                    assert_eq!(n, 63, "thread {t}: list length");
+                }
+                rounds += 1;
+                progress.fetch_add(1, Ordering::Relaxed);
+                peak.fetch_max(heap.stats().heap_in_use as u64, Ordering::Relaxed);
+            }
+            rounds
+        }));
+    }
+    let rounds: u64 = threads
+        .into_iter()
+        .map(|t| t.join().expect("a mutator panicked"))
+        .sum();
+
+    // Everything is garbage now: finalizers run in one cycle, their objects go in the next;
+    // collect until nothing changes.
+    let mut last = u64::MAX;
+    for _ in 0..32 {
+        heap.collect();
+        fing::wait_finalizers();
+        let objs = heap.stats().heap_objects;
+        if objs == last {
+            break;
+        }
+        last = objs;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let s = heap.stats();
+    let (set, ran) = (set.load(Ordering::Relaxed), ran.load(Ordering::Relaxed));
+    // Tolerance: nothing stays in use (every span is empty and freed); allow one 64 KiB.
+    let tolerance = 64 << 10;
+    let back = s.heap_in_use <= start_in_use + tolerance;
+    println!(
+        "soak: {secs} s, {THREADS} threads, {rounds} rounds, {} collections",
+        s.num_gc
+    );
+    println!(
+        "soak: finalizers set {set}, run {ran}, lost {}",
+        set - ran.min(set)
+    );
+    println!(
+        "soak: heap in use {} KiB at start, {} KiB peak, {} KiB at end (tolerance {} KiB): {}",
+        start_in_use >> 10,
+        peak.load(Ordering::Relaxed) >> 10,
+        s.heap_in_use >> 10,
+        tolerance >> 10,
+        if back { "returned" } else { "NOT returned" }
+    );
+    if set != ran || !back || s.heap_objects != 0 {
+        eprintln!("soak: FAILED ({:?})", s);
+        std::process::exit(1);
+    }
+    println!("soak: ok");
+}
