@@ -97,7 +97,7 @@ fn main() {
                     tail.next.set(Some(n.clone()));
                     tail = n;
                 }
-                if rounds % 3 == 0 {
+                if rounds.is_multiple_of(3) {
                     tail.next.set(Some(head.clone()));
                 }
                 drop(tail);
