@@ -1,6 +1,6 @@
 //! gc-derive: `#[derive(Trace)]` and `#[fing::interface]`.
 //!
-//! Pipeline, per macro: parse the `#[gc(...)]` attributes ([`attr`]), check the input
+//! Pipeline, per macro: parse the `#[gc(...)]` attributes (module `attr`), check the input
 //! (errors are gathered and reported together, each spanned at its cause; the macro never
 //! panics), then expand. Everything emitted sits inside `const _: () = { ... }`, is
 //! `#[automatically_derived]`, names items only through `<crate>::__private` (the crate
