@@ -22,16 +22,17 @@ use std::time::{Duration, Instant};
 use gc_types::{Trace, Type};
 
 use crate::handle::Gc;
-use crate::mcache::{MCache, TINY_SIZE};
+use crate::malloc::Plan;
+use crate::mcache::MCache;
 use crate::mheap::PageHeap;
-use crate::mspan::{data_offset, Header, Span, SpanClass};
+use crate::mspan::{Header, Span};
 use crate::mstats::MemStats;
-use crate::sizeclasses::{class_for, PAGE_SIZE, TABLE};
+use crate::sizeclasses::TABLE;
 use crate::world;
 
 /// A span shared by raw pointer (spans are only borrowed shared; see mspan).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SpanPtr(NonNull<Span>);
+pub(crate) struct SpanPtr(pub(crate) NonNull<Span>);
 
 // SAFETY: spans are shared between threads by design; their mutable state is atomics with
 // one writer at a time (module docs of mspan).
@@ -110,7 +111,7 @@ pub(crate) struct HeapInner {
     pub(crate) id: u64,
     pub(crate) config: HeapConfig,
     pub(crate) pages: Mutex<PageHeap>,
-    central: Box<[Mutex<Vec<SpanPtr>>]>,
+    pub(crate) central: Box<[Mutex<Vec<SpanPtr>>]>,
     pub(crate) all_spans: Mutex<Vec<SpanPtr>>,
     pub(crate) caches: Mutex<Vec<NonNull<MCache>>>,
     /// Bytes in spans handed to caches since the last collection, plus live bytes then.
@@ -171,45 +172,10 @@ impl HeapInner {
         inner
     }
 
-    fn grew(&self, bytes: usize) {
+    pub(crate) fn grew(&self, bytes: usize) {
         let live = self.heap_live.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if live >= self.next_gc.load(Ordering::Relaxed) {
             self.gc_wanted.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// A span of class `spc` with a free slot: from the central list, or new pages.
-    pub(crate) fn take_span(&'static self, spc: SpanClass) -> Option<SpanPtr> {
-        let s = match lock(&self.central[spc.index()]).pop() {
-            Some(s) => s,
-            None => {
-                let class = TABLE.classes[spc.index() >> 1];
-                self.new_span(class.npages, class.size, spc)?
-            }
-        };
-        let span = s.get();
-        self.grew((span.nelems - span.alloc_count()) * span.elem_size);
-        Some(s)
-    }
-
-    fn new_span(&'static self, npages: usize, elem_size: usize, spc: SpanClass) -> Option<SpanPtr> {
-        let mut pages = lock(&self.pages);
-        let base = pages.alloc(npages)?;
-        let span = Box::new(Span::new(base, npages, elem_size, spc, self.id));
-        let ptr = Box::into_raw(span);
-        // SAFETY: `ptr` was just made from a box.
-        pages.set_span(unsafe { &*ptr }, ptr);
-        drop(pages);
-        // SAFETY: as above, non-null.
-        let s = SpanPtr(unsafe { NonNull::new_unchecked(ptr) });
-        lock(&self.all_spans).push(s);
-        Some(s)
-    }
-
-    /// A cache gives back a span it allocated from.
-    pub(crate) fn return_span(&self, s: SpanPtr) {
-        if s.get().has_free() {
-            lock(&self.central[s.get().spc.index()]).push(s);
         }
     }
 
@@ -219,17 +185,6 @@ impl HeapInner {
         k.bytes_base += c.alloc_bytes.load(Ordering::Relaxed);
         drop(k);
         lock(&self.caches).retain(|p| !core::ptr::eq(p.as_ptr(), c));
-    }
-
-    /// Rebuilds the central lists after a sweep. Collector only.
-    pub(crate) fn reset_central(&self) {
-        for c in self.central.iter() {
-            lock(c).clear();
-        }
-    }
-
-    pub(crate) fn push_central(&self, s: SpanPtr) {
-        lock(&self.central[s.get().spc.index()]).push(s);
     }
 
     /// This thread's cache for this heap among `caches` (made and registered on first
@@ -284,50 +239,6 @@ impl HeapInner {
         true
     }
 
-    /// Allocates a slot for a value of `size` bytes and alignment `align`: returns the
-    /// object's header and the value's address. Inside a section.
-    fn malloc(
-        &'static self,
-        cache: &mut MCache,
-        r: Request,
-    ) -> Option<(NonNull<Header>, NonNull<u8>)> {
-        let Request {
-            class,
-            sweep_drop,
-            size,
-            align,
-            noscan,
-            tiny,
-        } = r;
-        if tiny {
-            return cache.alloc_tiny(size, align);
-        }
-        let off = data_offset(align);
-        let total = off.checked_add(size)?;
-        match class {
-            Some(class) => {
-                let slot = cache.alloc_small(SpanClass::new(class, noscan), sweep_drop)?;
-                Some((slot.cast(), NonNull::new(slot.as_ptr().wrapping_add(off))?))
-            }
-            None => {
-                let npages = total.div_ceil(PAGE_SIZE);
-                let s = self.new_span(npages, npages * PAGE_SIZE, SpanClass::new(0, noscan))?;
-                let span = s.get();
-                span.next_free()
-                    .expect("fing::malloc: fresh large span is full");
-                self.grew(span.bytes());
-                self.large_mallocs.fetch_add(1, Ordering::Relaxed);
-                let mut k = lock(&self.counters);
-                k.bytes_base += span.bytes() as u64;
-                drop(k);
-                Some((
-                    NonNull::new(span.base)?.cast(),
-                    NonNull::new(span.base.wrapping_add(off))?,
-                ))
-            }
-        }
-    }
-
     /// Objects and bytes allocated ever, over every cache (live and retired) and large
     /// objects.
     pub(crate) fn alloc_totals(&self, k: &Counters) -> (u64, u64) {
@@ -368,46 +279,6 @@ impl HeapInner {
             finalizers_panicked: crate::mfinal::counters().2,
         }
     }
-}
-
-/// What allocating a `T` takes, decided at compile time.
-struct Plan<T>(core::marker::PhantomData<T>);
-
-impl<T: Trace> Plan<T> {
-    const SIZE: usize = core::mem::size_of::<T>();
-    const ALIGN: usize = core::mem::align_of::<T>();
-    /// Tiny allocator: noscan, no destructor, under 16 bytes, word alignment at most.
-    const TINY: bool = T::NO_SCAN
-        && !core::mem::needs_drop::<T>()
-        && Self::SIZE > 0
-        && Self::SIZE < TINY_SIZE
-        && Self::ALIGN <= 8;
-    /// The size class (`None`: a large object).
-    const CLASS: Option<usize> = class_for(
-        data_offset(Self::ALIGN) + Self::SIZE,
-        if Self::ALIGN > 8 { Self::ALIGN } else { 8 },
-    );
-    /// Must the sweeper run its destructor?
-    const SWEEP_DROP: bool = core::mem::needs_drop::<T>() && !T::HANDLES_ONLY_DROP;
-    const REQUEST: Request = Request {
-        class: Self::CLASS,
-        sweep_drop: Self::SWEEP_DROP,
-        size: Self::SIZE,
-        align: Self::ALIGN,
-        noscan: T::NO_SCAN,
-        tiny: Self::TINY,
-    };
-}
-
-/// An allocation request (see `Plan`).
-#[derive(Clone, Copy)]
-struct Request {
-    class: Option<usize>,
-    sweep_drop: bool,
-    size: usize,
-    align: usize,
-    noscan: bool,
-    tiny: bool,
 }
 
 /// A garbage-collected heap. Copy it freely: it refers to a heap that lives for the rest

@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsiz
 
 use gc_types::Type;
 
+use crate::mbitmap::{bitmap, for_each_set};
 use crate::sizeclasses::PAGE_SIZE;
 
 /// The header in front of every object.
@@ -87,22 +88,6 @@ pub(crate) struct Span {
     pub(crate) has_specials: AtomicBool,
     /// Arena-map identity of the owning heap.
     pub(crate) heap_id: u64,
-}
-
-/// Calls `f` with the index of each set bit of a bitmap, in order.
-fn for_each_set(bits: &[AtomicU64], mut f: impl FnMut(usize)) {
-    for (wi, w) in bits.iter().enumerate() {
-        let mut w = w.load(Ordering::Relaxed);
-        while w != 0 {
-            let i = wi * 64 + w.trailing_zeros() as usize;
-            w &= w - 1;
-            f(i);
-        }
-    }
-}
-
-fn bitmap(n: usize) -> Box<[AtomicU64]> {
-    (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect()
 }
 
 impl Span {

@@ -1,0 +1,100 @@
+//! Allocation paths (Go's mallocgc): what allocating a `T` takes is decided at compile time
+//! ([`Plan`]: tiny, a size class, or large, and whether the sweeper must run its
+//! destructor); then the tiny block or a slot of the class comes from the thread's cache,
+//! or a large object gets a span of its own.
+
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+
+use gc_types::Trace;
+
+use crate::heap::{lock, HeapInner};
+use crate::mcache::{MCache, TINY_SIZE};
+use crate::mspan::{data_offset, Header, SpanClass};
+use crate::sizeclasses::{class_for, PAGE_SIZE};
+
+impl HeapInner {
+    /// Allocates a slot for a value of `size` bytes and alignment `align`: returns the
+    /// object's header and the value's address. Inside a section.
+    pub(crate) fn malloc(
+        &'static self,
+        cache: &mut MCache,
+        r: Request,
+    ) -> Option<(NonNull<Header>, NonNull<u8>)> {
+        let Request {
+            class,
+            sweep_drop,
+            size,
+            align,
+            noscan,
+            tiny,
+        } = r;
+        if tiny {
+            return cache.alloc_tiny(size, align);
+        }
+        let off = data_offset(align);
+        let total = off.checked_add(size)?;
+        match class {
+            Some(class) => {
+                let slot = cache.alloc_small(SpanClass::new(class, noscan), sweep_drop)?;
+                Some((slot.cast(), NonNull::new(slot.as_ptr().wrapping_add(off))?))
+            }
+            None => {
+                let npages = total.div_ceil(PAGE_SIZE);
+                let s = self.new_span(npages, npages * PAGE_SIZE, SpanClass::new(0, noscan))?;
+                let span = s.get();
+                span.next_free()
+                    .expect("fing::malloc: fresh large span is full");
+                self.grew(span.bytes());
+                self.large_mallocs.fetch_add(1, Ordering::Relaxed);
+                let mut k = lock(&self.counters);
+                k.bytes_base += span.bytes() as u64;
+                drop(k);
+                Some((
+                    NonNull::new(span.base)?.cast(),
+                    NonNull::new(span.base.wrapping_add(off))?,
+                ))
+            }
+        }
+    }
+}
+
+/// What allocating a `T` takes, decided at compile time.
+pub(crate) struct Plan<T>(core::marker::PhantomData<T>);
+
+impl<T: Trace> Plan<T> {
+    pub(crate) const SIZE: usize = core::mem::size_of::<T>();
+    pub(crate) const ALIGN: usize = core::mem::align_of::<T>();
+    /// Tiny allocator: noscan, no destructor, under 16 bytes, word alignment at most.
+    pub(crate) const TINY: bool = T::NO_SCAN
+        && !core::mem::needs_drop::<T>()
+        && Self::SIZE > 0
+        && Self::SIZE < TINY_SIZE
+        && Self::ALIGN <= 8;
+    /// The size class (`None`: a large object).
+    pub(crate) const CLASS: Option<usize> = class_for(
+        data_offset(Self::ALIGN) + Self::SIZE,
+        if Self::ALIGN > 8 { Self::ALIGN } else { 8 },
+    );
+    /// Must the sweeper run its destructor?
+    pub(crate) const SWEEP_DROP: bool = core::mem::needs_drop::<T>() && !T::HANDLES_ONLY_DROP;
+    pub(crate) const REQUEST: Request = Request {
+        class: Self::CLASS,
+        sweep_drop: Self::SWEEP_DROP,
+        size: Self::SIZE,
+        align: Self::ALIGN,
+        noscan: T::NO_SCAN,
+        tiny: Self::TINY,
+    };
+}
+
+/// An allocation request (see `Plan`).
+#[derive(Clone, Copy)]
+pub(crate) struct Request {
+    class: Option<usize>,
+    sweep_drop: bool,
+    size: usize,
+    align: usize,
+    noscan: bool,
+    tiny: bool,
+}
