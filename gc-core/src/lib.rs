@@ -1,11 +1,15 @@
 //! gc-core: everything in fing that has state: the heap and its collector.
 //!
-//! The allocation hierarchy, Go's, top down:
-//! 1. [`Heap::alloc`] (malloc): zero-sized, tiny, small or large;
-//! 2. the thread's `MCache` (mcache): a span per size class, the tiny block; no locks;
+//! The allocation hierarchy, Go's, top down (module names in parentheses):
+//! 1. [`Heap::alloc`] (heap, malloc): zero-sized, tiny, small or large, planned per type at
+//!    compile time;
+//! 2. the thread's cache (mcache): a span per size class, the tiny block; no locks;
 //! 3. the heap's central lists (mcentral): spans with free slots, one list per class;
 //! 4. the page heap (mheap): free page runs in arenas, the arena map, `find_object`;
 //! 5. OS memory (mem): aligned reservations, pages given back with `MADV_DONTNEED`.
+//!
+//! Spans (mspan) cut pages into slots of one size class (sizeclasses), with side
+//! allocation and mark bitmaps (mbitmap).
 //!
 //! A collection (mgc) stops the world (world), finds roots by trial subtraction and marks
 //! (mgcmark), sweeps (mgcsweep) and paces the next one by GOGC. Handles ([`Gc`]) are
