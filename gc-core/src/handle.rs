@@ -205,21 +205,16 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
         &self,
         f: F,
     ) -> Result<crate::Outcome, crate::FinalizerError> {
-        // Rows 2, 7, 8, 9 and 11 are the signature's; the rest run as for any caller.
-        crate::mfinal::set(
-            gc_types::Value::new(self.clone()),
-            gc_types::Func::new(f).into(),
-            true,
-        )
+        // Rows 1, 2, 7, 8, 9 and 11 are the signature's; the rest run as for any caller.
+        // `self` keeps the object alive during the call.
+        let f = crate::mfinal::FinArg::Func(gc_types::Func::new(f));
+        crate::mfinal::set_raw(Gc::<T>::TYPE, self.ptr.cast(), self.obj.as_ptr(), f, true)
     }
 
     /// Removes the finalizer set at exactly this handle's address, if any.
     pub fn clear_finalizer(&self) -> Result<crate::Outcome, crate::FinalizerError> {
-        crate::mfinal::set(
-            gc_types::Value::new(self.clone()),
-            gc_types::Value::nil(),
-            true,
-        )
+        let nil = crate::mfinal::FinArg::Nil;
+        crate::mfinal::set_raw(Gc::<T>::TYPE, self.ptr.cast(), self.obj.as_ptr(), nil, true)
     }
 }
 

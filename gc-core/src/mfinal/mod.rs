@@ -32,7 +32,6 @@ use gc_types::{Func, Itab, Kind, Type, Value};
 use crate::heap::lock;
 use crate::mheap::span_of;
 use crate::mspan::{data_offset, HEADER};
-use crate::world;
 
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
 
@@ -141,16 +140,6 @@ unsafe impl Send for Record {}
 /// on the finalizer thread after a collection finds the object unreachable, with the
 /// object resurrected for it; see the module docs for ordering, cycles and tiny objects.
 pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome, FinalizerError> {
-    set(obj, finalizer.into(), false)
-}
-
-/// `set_finalizer`; `send_sync_known`: the caller's bounds proved row 11 (the typed front
-/// end), so the type walk is skipped.
-pub(crate) fn set(
-    obj: Value,
-    finalizer: Value,
-    send_sync_known: bool,
-) -> Result<Outcome, FinalizerError> {
     // Row 1.
     if obj.is_nil() {
         return Err(FinalizerError::NilObject);
@@ -162,6 +151,40 @@ pub(crate) fn set(
             ty: oty.to_string(),
         });
     }
+    let (ptr, objw) = handle_words(&obj);
+    let finalizer = finalizer.into();
+    let fin = if finalizer.is_nil() {
+        FinArg::Nil
+    } else {
+        FinArg::Value(finalizer)
+    };
+    // `obj` lives (and keeps its object alive) until the checks and the record are done.
+    let r = set_raw(oty, ptr, objw, fin, false);
+    drop(obj);
+    r
+}
+
+/// The finalizer given to `set_raw`.
+pub(crate) enum FinArg {
+    /// Remove the finalizer (row 6).
+    Nil,
+    /// Any value: rows 7–9 check it.
+    Value(Value),
+    /// A function value straight from the typed front end (no boxing into a `Value`).
+    Func(Func),
+}
+
+/// Rows 3–11 for a handle given as its words: the address `ptr` and the object `objw`,
+/// of pointer type `oty`. The caller keeps the object alive during the call (it holds a
+/// handle). `send_sync_known`: the caller's bounds proved row 11 (the typed front end), so
+/// the type walk is skipped.
+pub(crate) fn set_raw(
+    oty: &'static Type,
+    ptr: *const u8,
+    objw: *mut u8,
+    fin: FinArg,
+    send_sync_known: bool,
+) -> Result<Outcome, FinalizerError> {
     let elem = oty
         .elem()
         .expect("fing::set_finalizer: pointer type without an element");
@@ -170,7 +193,6 @@ pub(crate) fn set(
         return Ok(Outcome::ZeroSized);
     }
     // Row 4: a handle is (address, object); outside the heap the object word is no heap's.
-    let (ptr, objw) = handle_words(&obj);
     let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
     else {
         return Ok(Outcome::NotInHeap);
@@ -198,18 +220,26 @@ pub(crate) fn set(
     if ptr != data.cast_const() && !tiny_ok {
         return Err(FinalizerError::NotAtBlockStart);
     }
-    // Row 6.
-    if finalizer.is_nil() {
-        let _s = world::enter();
+    // Row 6. (No mutator section: the span's lock excludes the collector, and this thread
+    // never waits for the world while holding it.)
+    let fin = match fin {
+        FinArg::Nil => None,
+        f => Some(f),
+    };
+    let Some(fin) = fin else {
         let mut sp = lock(&span.specials);
         if let Ok(i) = sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize) {
             sp.remove(i);
             span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
         }
         return Ok(Outcome::Removed);
-    }
+    };
     // Row 7.
-    let fty = finalizer.type_of();
+    let fty = match &fin {
+        FinArg::Value(v) => v.type_of(),
+        FinArg::Func(f) => f.signature(),
+        FinArg::Nil => unreachable!("fing::set_finalizer: removal handled above"),
+    };
     if fty.kind() != Kind::Func {
         return Err(FinalizerError::NotFunction {
             ty: fty.to_string(),
@@ -231,7 +261,6 @@ pub(crate) fn set(
         ParamMatch::Interface(itab) => Conv::Iface(itab),
     };
     thread::start();
-    let _s = world::enter();
     let mut sp = lock(&span.specials);
     // Sorted by address; records set in allocation order append at the end.
     let at = match sp.last() {
@@ -248,9 +277,13 @@ pub(crate) fn set(
             ty: oty.to_string(),
         });
     }
-    let func = finalizer
-        .into_func()
-        .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func"));
+    let func = match fin {
+        FinArg::Func(f) => f,
+        FinArg::Value(v) => v
+            .into_func()
+            .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func")),
+        FinArg::Nil => unreachable!("fing::set_finalizer: removal handled above"),
+    };
     let obj_ptr = NonNull::new(objw).expect("an allocated object's header");
     sp.insert(
         at,
