@@ -48,12 +48,7 @@ pub(crate) fn sweep(
             // Nothing to do for this span's garbage: settle the live objects only.
             s.for_each_marked(|i| {
                 // SAFETY: marked slots are allocated.
-                let h = unsafe { header(s.slot(i)) };
-                let garbage_refs = h.gc_refs.load(Ordering::Relaxed) & !FIN_SCANNED;
-                if h.gc_refs.load(Ordering::Relaxed) != 0 {
-                    h.count.fetch_sub(garbage_refs, Ordering::Relaxed);
-                    h.gc_refs.store(0, Ordering::Relaxed);
-                }
+                settle(unsafe { header(s.slot(i)) });
             });
             freed += (s.alloc_count_bits() - s.marked_count()) as u64;
             continue;
@@ -63,11 +58,7 @@ pub(crate) fn sweep(
             // SAFETY: `i` is allocated.
             let h = unsafe { header(slot) };
             if s.is_marked(i) {
-                let garbage_refs = h.gc_refs.load(Ordering::Relaxed) & !FIN_SCANNED;
-                if h.gc_refs.load(Ordering::Relaxed) != 0 {
-                    h.count.fetch_sub(garbage_refs, Ordering::Relaxed);
-                    h.gc_refs.store(0, Ordering::Relaxed);
-                }
+                settle(h);
                 return;
             }
             freed += 1;
@@ -128,6 +119,18 @@ pub(crate) fn sweep(
         freed_objects: freed,
         live_bytes,
         drop_panics: panics,
+    }
+}
+
+/// Settles a live object after marking: its count loses the references garbage held
+/// (what marking left in `gc_refs`, less the finalizer-scan bit), and `gc_refs` goes back
+/// to zero, the invariant outside a cycle.
+#[inline]
+fn settle(h: &crate::mspan::Header) {
+    let r = h.gc_refs.load(Ordering::Relaxed);
+    if r != 0 {
+        h.count.fetch_sub(r & !FIN_SCANNED, Ordering::Relaxed);
+        h.gc_refs.store(0, Ordering::Relaxed);
     }
 }
 
