@@ -1,0 +1,564 @@
+//! The engine of the model-based tests, shared by `tests/model.rs` (proptest) and the
+//! fuzz target `fuzz/fuzz_targets/ops.rs` (libFuzzer): a vocabulary of operations on a
+//! fing heap, and a plain reference model of reachability and Go's finalizer rules that
+//! each operation is mirrored in.
+//!
+//! The vocabulary: allocate an object with 0, 1 or 2 links and a tiny leaf; allocate a
+//! tiny noscan object (packed 2 to a 16-byte block); relink a field through a `GcCell`;
+//! clone and drop handles; set a finalizer (plain, resurrecting its object into a global,
+//! or re-arming itself once) or clear one; `collect()`; `wait_finalizers()`. A collection
+//! does not wait for its finalizers: they run on the finalizer thread while the next
+//! operations mutate the heap, and are checked at the next `Wait` or `Collect`.
+//!
+//! What is checked, exactly, after every collection and wait:
+//! - the destructors that ran are the model's freed set, each once: no object reachable
+//!   in the model was freed, and garbage is freed in the cycle the model says;
+//! - the finalizers that ran are the model's queued set, each once: only unreachable
+//!   objects, in dependency order (the model queues B only in the cycle that frees A when
+//!   A points to B), never one in a cycle through a finalizable object; tiny objects are
+//!   queued when their whole block is unreachable, all records of the block at once;
+//! - every object still reachable has its id, its token and its links intact (freed memory
+//!   is poisoned in debug builds, so a wrong free shows at the next check, not later).
+//!
+//! The model learns one thing from the real heap: which 16-byte block each tiny object
+//! was packed into (`Gc::object_addr`), a fact of the allocator, not of the semantics.
+
+// Shared by two crates, each of which uses a part.
+#![allow(unreachable_pub, dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+
+type Log = Arc<Mutex<Vec<u64>>>;
+
+/// Records its id when dropped: the per-object liveness token.
+pub struct Token {
+    id: u64,
+    dropped: Log,
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.dropped.lock().unwrap().push(self.id);
+    }
+}
+
+/// A traced object: two links, a tiny leaf, and a token.
+#[derive(Trace)]
+pub struct Obj {
+    id: u64,
+    links: [GcCell<Option<Gc<Obj>>>; 2],
+    leaf: GcCell<Option<Gc<Tiny>>>,
+    #[gc(untraced)]
+    token: Token,
+}
+
+/// A tiny noscan object (8 bytes): packed into 16-byte blocks.
+#[derive(Trace)]
+pub struct Tiny {
+    id: u64,
+}
+
+/// What a finalizer does besides recording that it ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing: the object is freed a cycle later.
+    Plain,
+    /// Stores its object in a global: the object lives on.
+    Resurrect,
+    /// Sets a plain finalizer on its object: it runs again when the object is found
+    /// unreachable again.
+    Rearm,
+}
+
+/// One step of a program. Indices pick among the live handles (modulo their count).
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Allocate an object linking to up to two objects and one tiny object.
+    Alloc {
+        links: [Option<usize>; 2],
+        leaf: Option<usize>,
+    },
+    /// Allocate a tiny object.
+    AllocTiny,
+    /// Set a link of an object (through its `GcCell`).
+    Link {
+        from: usize,
+        slot: usize,
+        to: Option<usize>,
+    },
+    /// Set an object's tiny leaf.
+    Leaf { from: usize, to: Option<usize> },
+    /// Clone a handle.
+    Clone(usize),
+    /// Drop a handle (`tiny`: a tiny object's).
+    Drop { at: usize, tiny: bool },
+    /// Set a finalizer.
+    SetFinalizer { at: usize, tiny: bool, mode: Mode },
+    /// Clear a finalizer (fine when none is set).
+    ClearFinalizer { at: usize, tiny: bool },
+    /// `heap.collect()`.
+    Collect,
+    /// `wait_finalizers()`.
+    Wait,
+}
+
+impl Op {
+    /// Decodes one operation from fuzzer bytes (`None` when they run out).
+    pub fn decode(b: &mut &[u8]) -> Option<Op> {
+        fn byte(b: &mut &[u8]) -> Option<u8> {
+            let (&x, rest) = b.split_first()?;
+            *b = rest;
+            Some(x)
+        }
+        let opt = |x: u8| (x & 0x80 == 0).then_some((x & 0x7f) as usize);
+        let k = byte(b)?;
+        Some(match k % 10 {
+            0 => Op::Alloc {
+                links: [opt(byte(b)?), opt(byte(b)?)],
+                leaf: opt(byte(b)?),
+            },
+            1 => Op::AllocTiny,
+            2 => Op::Link {
+                from: byte(b)? as usize,
+                slot: (k as usize / 10) % 2,
+                to: opt(byte(b)?),
+            },
+            3 => Op::Leaf {
+                from: byte(b)? as usize,
+                to: opt(byte(b)?),
+            },
+            4 => Op::Clone(byte(b)? as usize),
+            5 => Op::Drop {
+                at: byte(b)? as usize,
+                tiny: k >= 128,
+            },
+            6 => Op::SetFinalizer {
+                at: byte(b)? as usize,
+                tiny: k >= 128,
+                mode: [Mode::Plain, Mode::Resurrect, Mode::Rearm][(k as usize / 10) % 3],
+            },
+            7 => Op::ClearFinalizer {
+                at: byte(b)? as usize,
+                tiny: k >= 128,
+            },
+            8 => Op::Collect,
+            _ => Op::Wait,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ModelObj {
+    links: [Option<u64>; 2],
+    leaf: Option<u64>,
+    /// The tiny block's address, for a tiny object.
+    block: Option<usize>,
+    /// Set while a finalizer is armed.
+    armed: Option<Mode>,
+}
+
+/// A fing heap and its model, driven by `apply`.
+pub struct World {
+    heap: Heap,
+    roots: Vec<Gc<Obj>>,
+    tiny_roots: Vec<Gc<Tiny>>,
+    globals: Arc<Mutex<Vec<Gc<Obj>>>>,
+    tiny_globals: Arc<Mutex<Vec<Gc<Tiny>>>>,
+    ran: Log,
+    dropped: Log,
+    next_id: u64,
+    model: BTreeMap<u64, ModelObj>,
+    model_globals: BTreeSet<u64>,
+    /// Queued by the last collection, not yet checked against what ran.
+    pending: BTreeSet<u64>,
+}
+
+impl Default for World {
+    fn default() -> World {
+        World::new()
+    }
+}
+
+trait HasId {
+    fn id(&self) -> u64;
+}
+
+impl HasId for Obj {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl HasId for Tiny {
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The finalizer of `mode` (boxed: a re-arming finalizer sets another one).
+fn finalizer<T: HasId + Trace + Send + Sync + 'static>(
+    ran: Log,
+    globals: Arc<Mutex<Vec<Gc<T>>>>,
+    mode: Mode,
+) -> Box<dyn FnOnce(Gc<T>) + Send> {
+    Box::new(move |o: Gc<T>| {
+        ran.lock().unwrap().push(o.id());
+        match mode {
+            Mode::Plain => {}
+            Mode::Resurrect => globals.lock().unwrap().push(o),
+            Mode::Rearm => {
+                let again = finalizer(ran, globals, Mode::Plain);
+                o.set_finalizer(again)
+                    .expect("re-arming inside a finalizer");
+            }
+        }
+    })
+}
+
+/// Sets or clears a finalizer on `g` and mirrors it in `m`, checking fing's answer.
+fn arm<T: HasId + Trace + Send + Sync + 'static>(
+    g: &Gc<T>,
+    m: &mut ModelObj,
+    mode: Option<Mode>,
+    ran: &Log,
+    globals: &Arc<Mutex<Vec<Gc<T>>>>,
+) {
+    match mode {
+        None => {
+            g.clear_finalizer().expect("clearing a finalizer");
+            m.armed = None;
+        }
+        Some(_) if m.armed.is_some() => {
+            let e = g.set_finalizer(|_| ()).expect_err("a second finalizer");
+            assert!(e.to_string().contains("finalizer already set"), "{e}");
+        }
+        Some(mode) => {
+            g.set_finalizer(finalizer(ran.clone(), globals.clone(), mode))
+                .expect("setting a finalizer");
+            m.armed = Some(mode);
+        }
+    }
+}
+
+impl World {
+    /// A fresh heap (no automatic collections) and an empty model.
+    pub fn new() -> World {
+        let mut c = HeapConfig::default();
+        c.gogc = None;
+        World {
+            heap: Heap::new(c),
+            roots: Vec::new(),
+            tiny_roots: Vec::new(),
+            globals: Arc::default(),
+            tiny_globals: Arc::default(),
+            ran: Arc::default(),
+            dropped: Arc::default(),
+            next_id: 1,
+            model: BTreeMap::new(),
+            model_globals: BTreeSet::new(),
+            pending: BTreeSet::new(),
+        }
+    }
+
+    fn pick(n: usize, i: usize) -> Option<usize> {
+        (n > 0).then(|| i % n)
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    /// Runs one operation on fing and on the model, and checks them where it syncs.
+    pub fn apply(&mut self, op: &Op) {
+        let (n, nt) = (self.roots.len(), self.tiny_roots.len());
+        match *op {
+            Op::Alloc { links, leaf } => {
+                let id = self.new_id();
+                let to = |l: Option<usize>| l.and_then(|i| Self::pick(n, i));
+                let [a, b] = links.map(|l| to(l).map(|i| self.roots[i].clone()));
+                let leaf = leaf
+                    .and_then(|i| Self::pick(nt, i))
+                    .map(|i| self.tiny_roots[i].clone());
+                let m = ModelObj {
+                    links: [a.as_ref().map(|g| g.id), b.as_ref().map(|g| g.id)],
+                    leaf: leaf.as_ref().map(|t| t.id),
+                    block: None,
+                    armed: None,
+                };
+                let token = Token {
+                    id,
+                    dropped: self.dropped.clone(),
+                };
+                self.roots.push(self.heap.alloc(Obj {
+                    id,
+                    links: [GcCell::new(a), GcCell::new(b)],
+                    leaf: GcCell::new(leaf),
+                    token,
+                }));
+                self.model.insert(id, m);
+            }
+            Op::AllocTiny => {
+                let id = self.new_id();
+                let t = self.heap.alloc(Tiny { id });
+                let block = Gc::object_addr(&t).expect("a tiny object is in the heap");
+                let m = ModelObj {
+                    links: [None; 2],
+                    leaf: None,
+                    block: Some(block.as_ptr() as usize),
+                    armed: None,
+                };
+                self.model.insert(id, m);
+                self.tiny_roots.push(t);
+            }
+            Op::Link { from, slot, to } => {
+                let Some(f) = Self::pick(n, from) else { return };
+                let target = to
+                    .and_then(|t| Self::pick(n, t))
+                    .map(|t| self.roots[t].clone());
+                let tid = target.as_ref().map(|g| g.id);
+                self.roots[f].links[slot].set(target);
+                self.model.get_mut(&self.roots[f].id).unwrap().links[slot] = tid;
+            }
+            Op::Leaf { from, to } => {
+                let Some(f) = Self::pick(n, from) else { return };
+                let target = to
+                    .and_then(|t| Self::pick(nt, t))
+                    .map(|t| self.tiny_roots[t].clone());
+                let tid = target.as_ref().map(|g| g.id);
+                self.roots[f].leaf.set(target);
+                self.model.get_mut(&self.roots[f].id).unwrap().leaf = tid;
+            }
+            Op::Clone(i) => {
+                if let Some(i) = Self::pick(n, i) {
+                    self.roots.push(self.roots[i].clone());
+                }
+            }
+            Op::Drop { at, tiny: false } => {
+                if let Some(i) = Self::pick(n, at) {
+                    self.roots.swap_remove(i);
+                }
+            }
+            Op::Drop { at, tiny: true } => {
+                if let Some(i) = Self::pick(nt, at) {
+                    self.tiny_roots.swap_remove(i);
+                }
+            }
+            Op::SetFinalizer { at, tiny, mode } => self.arm(at, tiny, Some(mode)),
+            Op::ClearFinalizer { at, tiny } => self.arm(at, tiny, None),
+            Op::Collect => self.collect_and_check(),
+            Op::Wait => self.sync(),
+        }
+    }
+
+    fn arm(&mut self, at: usize, tiny: bool, mode: Option<Mode>) {
+        if tiny {
+            let Some(i) = Self::pick(self.tiny_roots.len(), at) else {
+                return;
+            };
+            let g = &self.tiny_roots[i];
+            let m = self.model.get_mut(&g.id).unwrap();
+            arm(g, m, mode, &self.ran, &self.tiny_globals);
+        } else {
+            let Some(i) = Self::pick(self.roots.len(), at) else {
+                return;
+            };
+            let g = &self.roots[i];
+            let m = self.model.get_mut(&g.id).unwrap();
+            arm(g, m, mode, &self.ran, &self.globals);
+        }
+    }
+
+    /// The objects reachable from `start` in the model (links and leaves).
+    fn closure(&self, start: impl IntoIterator<Item = u64>) -> BTreeSet<u64> {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<u64> = start.into_iter().collect();
+        while let Some(id) = todo.pop() {
+            if seen.insert(id) {
+                let m = &self.model[&id];
+                todo.extend(m.links.iter().chain([&m.leaf]).flatten().copied());
+            }
+        }
+        seen
+    }
+
+    /// Waits for the finalizers of the last collection and checks that exactly the
+    /// model's queued set ran, each once; then applies what they did to the model.
+    fn sync(&mut self) {
+        fing::wait_finalizers();
+        let ran = std::mem::take(&mut *self.ran.lock().unwrap());
+        let ran_set: BTreeSet<u64> = ran.iter().copied().collect();
+        assert_eq!(ran.len(), ran_set.len(), "a finalizer ran twice: {ran:?}");
+        assert_eq!(
+            ran_set, self.pending,
+            "finalizers that ran vs the model's queued set"
+        );
+        for id in std::mem::take(&mut self.pending) {
+            let o = self.model.get_mut(&id).unwrap();
+            match o.armed.take().expect("a queued object was armed") {
+                Mode::Plain => {}
+                Mode::Resurrect => {
+                    self.model_globals.insert(id);
+                }
+                Mode::Rearm => o.armed = Some(Mode::Plain),
+            }
+        }
+    }
+
+    /// One collection on both sides (after syncing the last one's finalizers), then the
+    /// checks of what was freed and of what is left.
+    pub fn collect_and_check(&mut self) {
+        self.sync();
+        // The model's cycle: Go's markfin, then the two-pass sweep, with tiny blocks
+        // marked as a whole.
+        let roots = self.roots.iter().map(|g| g.id);
+        let tiny_roots = self.tiny_roots.iter().map(|g| g.id);
+        let base = self.closure(
+            roots
+                .chain(tiny_roots)
+                .chain(self.model_globals.iter().copied()),
+        );
+        let fin_children: Vec<u64> = self
+            .model
+            .iter()
+            .filter(|(id, o)| o.armed.is_some() && !base.contains(id))
+            .flat_map(|(_, o)| o.links.iter().chain([&o.leaf]).flatten().copied())
+            .collect();
+        let reached = self.closure(base.iter().copied().chain(fin_children));
+        let marked_blocks: BTreeSet<usize> = reached
+            .iter()
+            .filter_map(|id| self.model[id].block)
+            .collect();
+        let marked = |id: &u64, o: &ModelObj| match o.block {
+            Some(b) => marked_blocks.contains(&b),
+            None => reached.contains(id),
+        };
+        let queued: BTreeSet<u64> = self
+            .model
+            .iter()
+            .filter(|(id, o)| o.armed.is_some() && !marked(id, o))
+            .map(|(id, _)| *id)
+            .collect();
+        let resurrected_blocks: BTreeSet<usize> = queued
+            .iter()
+            .filter_map(|id| self.model[id].block)
+            .collect();
+        let freed: BTreeSet<u64> = self
+            .model
+            .iter()
+            .filter(|(id, o)| !marked(id, o) && !queued.contains(id))
+            .filter(|(_, o)| o.block.is_none_or(|b| !resurrected_blocks.contains(&b)))
+            .map(|(id, _)| *id)
+            .collect();
+
+        self.heap.collect();
+
+        let dropped = std::mem::take(&mut *self.dropped.lock().unwrap());
+        let dropped_set: BTreeSet<u64> = dropped.iter().copied().collect();
+        assert_eq!(dropped.len(), dropped_set.len(), "a destructor ran twice");
+        let freed_objs: BTreeSet<u64> = freed
+            .iter()
+            .filter(|id| self.model[id].block.is_none())
+            .copied()
+            .collect();
+        assert_eq!(
+            dropped_set, freed_objs,
+            "objects freed vs the model's garbage"
+        );
+        for id in &freed {
+            self.model.remove(id);
+        }
+        self.pending = queued;
+        self.check_intact();
+    }
+
+    /// Every handle the program holds reaches intact objects, as the model has them.
+    fn check_intact(&self) {
+        let mut seen = BTreeSet::new();
+        let globals = self.globals.lock().unwrap().clone();
+        for g in self.roots.iter().chain(&globals) {
+            self.check_obj(g, &mut seen);
+        }
+        let tiny_globals = self.tiny_globals.lock().unwrap().clone();
+        for t in self.tiny_roots.iter().chain(&tiny_globals) {
+            self.check_tiny(t);
+        }
+    }
+
+    fn check_tiny(&self, t: &Gc<Tiny>) {
+        let m = self.model.get(&t.id);
+        let m = m.unwrap_or_else(|| panic!("reachable tiny object {} was freed", t.id));
+        let block = Gc::object_addr(t).map(|b| b.as_ptr() as usize);
+        assert_eq!(block, m.block, "tiny object {} moved or corrupted", t.id);
+    }
+
+    fn check_obj(&self, g: &Gc<Obj>, seen: &mut BTreeSet<u64>) {
+        let m = self.model.get(&g.id);
+        let m = m.unwrap_or_else(|| panic!("reachable object {} was freed", g.id));
+        assert_eq!(g.token.id, g.id, "object {} corrupted", g.id);
+        if !seen.insert(g.id) {
+            return;
+        }
+        let leaf = g.leaf.borrow().clone();
+        assert_eq!(leaf.as_ref().map(|t| t.id), m.leaf, "leaf of {}", g.id);
+        if let Some(t) = leaf {
+            self.check_tiny(&t);
+        }
+        for (slot, l) in g.links.iter().enumerate() {
+            let real = l.borrow().clone();
+            assert_eq!(
+                real.as_ref().map(|x| x.id),
+                m.links[slot],
+                "links of {}",
+                g.id
+            );
+            if let Some(x) = real {
+                self.check_obj(&x, seen);
+            }
+        }
+    }
+
+    /// Drops every handle and collects until nothing changes: every object is freed and
+    /// every armed finalizer has run, each exactly once, except what Go's rule keeps
+    /// forever: objects in or under a cycle through a finalizable object.
+    pub fn finish(&mut self) {
+        self.roots.clear();
+        self.tiny_roots.clear();
+        let mut last = usize::MAX;
+        while self.model.len() != last || !self.pending.is_empty() {
+            last = self.model.len();
+            self.sync();
+            self.globals.lock().unwrap().clear();
+            self.tiny_globals.lock().unwrap().clear();
+            self.model_globals.clear();
+            self.collect_and_check();
+        }
+        let children = |id: &u64| {
+            let m = &self.model[id];
+            m.links
+                .iter()
+                .chain([&m.leaf])
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        let stuck: Vec<u64> = self
+            .model
+            .iter()
+            .filter(|(id, o)| o.armed.is_some() && self.closure(children(id)).contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        let kept = self.closure(stuck);
+        let kept_blocks: BTreeSet<usize> =
+            kept.iter().filter_map(|id| self.model[id].block).collect();
+        for (id, o) in &self.model {
+            assert!(
+                kept.contains(id) || o.block.is_some_and(|b| kept_blocks.contains(&b)),
+                "object {id} is left in the heap and not under a cycle through a finalizable object: {o:?}"
+            );
+        }
+    }
+}
