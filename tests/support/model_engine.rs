@@ -248,8 +248,25 @@ impl World {
     pub fn new() -> World {
         let mut c = HeapConfig::default();
         c.gogc = None;
+        World::on(Heap::new(c))
+    }
+
+    /// An empty model on `heap`, which may hold what earlier worlds left behind (heaps
+    /// live for the whole process; a fuzzer reuses one). Those objects are never reachable
+    /// from this world's; only a tiny block shared with one could be, so this first
+    /// allocates throwaway tiny objects until one lands in a new block.
+    pub fn on(heap: Heap) -> World {
+        let block = |t: &Gc<Tiny>| Gc::object_addr(t);
+        let mut prev = heap.alloc(Tiny { id: 0 });
+        loop {
+            let next = heap.alloc(Tiny { id: 0 });
+            if block(&next) != block(&prev) {
+                break;
+            }
+            prev = next;
+        }
         World {
-            heap: Heap::new(c),
+            heap,
             roots: Vec::new(),
             tiny_roots: Vec::new(),
             globals: Arc::default(),
