@@ -163,6 +163,13 @@ fn main() {
         tolerance >> 10,
         if back { "returned" } else { "NOT returned" }
     );
+    // One line for .ci/deep's table.
+    println!(
+        "soak-summary rounds={rounds} finalizers={set} lost={} left_kib={} peak_kib={}",
+        set - ran.min(set),
+        s.heap_in_use.saturating_sub(start_in_use) >> 10,
+        peak.load(Ordering::Relaxed) >> 10
+    );
     if set != ran || !back || s.heap_objects != 0 {
         eprintln!("soak: FAILED ({:?})", s);
         std::process::exit(1);

@@ -184,7 +184,7 @@ impl Drop for Local {
             for c in caches {
                 c.retire();
             }
-            self.slot.active.store(false, Ordering::Release);
+            handshake::leave(&self.slot.active);
         }
         lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
     }
@@ -252,7 +252,7 @@ impl Drop for Section {
             let d = l.depth.get() - 1;
             l.depth.set(d);
             if d == 0 {
-                l.slot.active.store(false, Ordering::Release);
+                handshake::leave(&l.slot.active);
             }
         });
     }
@@ -289,7 +289,7 @@ pub(crate) fn with_section<R>(f: impl FnOnce(&Local) -> R) -> R {
             fn drop(&mut self) {
                 if self.1 {
                     self.0.depth.set(0);
-                    self.0.slot.active.store(false, Ordering::Release);
+                    handshake::leave(&self.0.slot.active);
                 }
             }
         }

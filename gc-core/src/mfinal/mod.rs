@@ -18,6 +18,7 @@
 //!   finalizer that panics is caught, counted and reported; the thread goes on.
 //!   `wait_finalizers()` blocks until the queue is empty and the thread idle.
 
+mod handoff;
 mod queue;
 mod reflectcall;
 mod thread;

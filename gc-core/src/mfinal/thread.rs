@@ -8,61 +8,51 @@
 //! empty and no finalizer is running.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::handoff::{Handoff, Queue};
 use super::queue::{FinQueue, Finalizer};
 use super::reflectcall;
-
-struct State {
-    queue: FinQueue,
-    /// Finalizers taken from the queue and not finished yet (the batch being run).
-    in_flight: usize,
-}
 
 /// The type of the object whose finalizer is running (null: none), for the timeout's
 /// report; written by the thread without the lock.
 static RUNNING: core::sync::atomic::AtomicPtr<gc_types::Type> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
-impl State {
-    fn busy(&self) -> bool {
-        self.queue.len > 0 || self.in_flight > 0
+impl Queue for FinQueue {
+    type Batch = Vec<Finalizer>;
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn take_all(&mut self) -> Vec<Finalizer> {
+        FinQueue::take_all(self)
     }
 }
 
-struct Fing {
-    state: Mutex<State>,
-    /// Signalled when work is queued.
-    work: Condvar,
-    /// Signalled when the queue empties and the thread goes idle.
-    idle: Condvar,
-}
+#[cfg(not(loom))]
+static FING: Handoff<FinQueue> = Handoff::new(FinQueue {
+    head: None,
+    free: None,
+    all_blocks: 0,
+    len: 0,
+});
 
-static FING: Fing = Fing {
-    state: Mutex::new(State {
-        queue: FinQueue {
-            head: None,
-            free: None,
-            all_blocks: 0,
-            len: 0,
-        },
-        in_flight: 0,
-    }),
-    work: Condvar::new(),
-    idle: Condvar::new(),
-};
+// Under loom, primitives are made inside a model only; the models build their own.
+#[cfg(loom)]
+static FING: std::sync::LazyLock<Handoff<FinQueue>> = std::sync::LazyLock::new(|| {
+    Handoff::new(FinQueue {
+        head: None,
+        free: None,
+        all_blocks: 0,
+        len: 0,
+    })
+});
 
 /// Finalizers queued, run, and panicked, ever (all heaps).
 pub(crate) static QUEUED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static RUN: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PANICKED: AtomicU64 = AtomicU64::new(0);
-
-fn state() -> MutexGuard<'static, State> {
-    // The state's updates are completed before unlocking; a finalizer's panic is caught
-    // outside the lock, so poisoning carries no meaning here.
-    FING.state.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Starts the thread, once.
 pub(crate) fn start() {
@@ -82,12 +72,11 @@ pub(crate) fn enqueue(batch: Vec<Finalizer>) {
         return;
     }
     QUEUED.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    let mut s = state();
-    for f in batch {
-        s.queue.push(f);
-    }
-    drop(s);
-    FING.work.notify_one();
+    FING.push(|q| {
+        for f in batch {
+            q.push(f);
+        }
+    });
 }
 
 std::thread_local! {
@@ -98,17 +87,7 @@ std::thread_local! {
 fn run() {
     ON_FINALIZER_THREAD.with(|f| f.set(true));
     let mut inv = reflectcall::Invoker::default();
-    loop {
-        let batch = {
-            let mut s = state();
-            while s.queue.len == 0 {
-                FING.idle.notify_all();
-                s = FING.work.wait(s).unwrap_or_else(|e| e.into_inner());
-            }
-            let batch = s.queue.take_all();
-            s.in_flight = batch.len();
-            batch
-        };
+    while let Some(batch) = FING.take() {
         for f in batch {
             let ty = f.obj_ty;
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
@@ -122,7 +101,7 @@ fn run() {
             }
         }
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
-        state().in_flight = 0;
+        FING.finished();
     }
 }
 
@@ -134,10 +113,7 @@ fn run() {
 /// If called from a finalizer (it would wait for itself).
 pub fn wait_finalizers() {
     assert_not_in_finalizer("fing::wait_finalizers");
-    let mut s = state();
-    while s.busy() {
-        s = FING.idle.wait(s).unwrap_or_else(|e| e.into_inner());
-    }
+    let _ = FING.wait_idle(None);
 }
 
 fn assert_not_in_finalizer(api: &str) {
@@ -182,23 +158,13 @@ impl std::error::Error for FinalizerStuck {}
 /// If called from a finalizer (it would wait for itself).
 pub fn wait_finalizers_timeout(limit: Duration) -> Result<(), FinalizerStuck> {
     assert_not_in_finalizer("fing::wait_finalizers_timeout");
-    let deadline = Instant::now() + limit;
-    let mut s = state();
-    while s.busy() {
-        let now = Instant::now();
-        if now >= deadline {
+    FING.wait_idle(Some(Instant::now() + limit))
+        .map_err(|queued| {
             // SAFETY: RUNNING is null or a `&'static Type`.
             let running = unsafe { RUNNING.load(Ordering::Relaxed).as_ref() };
-            return Err(FinalizerStuck {
+            FinalizerStuck {
                 running: running.map(|t| t.to_string()),
-                queued: s.queue.len,
-            });
-        }
-        s = FING
-            .idle
-            .wait_timeout(s, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    Ok(())
+                queued,
+            }
+        })
 }
