@@ -64,6 +64,11 @@ pub struct HeapConfig {
     /// `MemStats::finalizer_cycles` (Go's `GODEBUG=checkfinalizers`). Costs a search per
     /// such object per collection. Default: `FING_DEBUG` contains `checkfinalizers`.
     pub check_finalizers: bool,
+    /// A hard limit on the heap's size: bytes of pages in spans (`MemStats::heap_in_use`).
+    /// An allocation that needs more first collects (if this thread can stop the world at
+    /// once), then fails: `Heap::try_alloc` returns an [`AllocError`], `Heap::alloc`
+    /// panics. Default: none.
+    pub max_heap: Option<usize>,
 }
 
 impl Default for HeapConfig {
@@ -73,6 +78,7 @@ impl Default for HeapConfig {
             min_heap: 4 << 20,
             trace: env_lists("FING_TRACE", "gc"),
             check_finalizers: env_lists("FING_DEBUG", "checkfinalizers"),
+            max_heap: None,
         }
     }
 }
@@ -105,6 +111,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_at_gc: u64,
     /// Finalizable objects found reaching themselves (with `check_finalizers`).
     pub(crate) finalizer_cycles: u64,
+    /// Destructors that panicked in the sweep.
+    pub(crate) destructor_panics: u64,
 }
 
 pub(crate) struct HeapInner {
@@ -120,6 +128,8 @@ pub(crate) struct HeapInner {
     gc_wanted: AtomicBool,
     pub(crate) counters: Mutex<Counters>,
     pub(crate) large_mallocs: AtomicU64,
+    /// Span requests refused by `HeapConfig::max_heap`, ever (tells an `AllocError` why).
+    pub(crate) limit_refusals: AtomicU64,
     pub(crate) started: Instant,
 }
 
@@ -164,8 +174,10 @@ impl HeapInner {
                 bytes_base: 0,
                 bytes_at_gc: 0,
                 finalizer_cycles: 0,
+                destructor_panics: 0,
             }),
             large_mallocs: AtomicU64::new(0),
+            limit_refusals: AtomicU64::new(0),
             started: Instant::now(),
         }));
         lock(&inner.pages).owner = inner;
@@ -235,7 +247,7 @@ impl HeapInner {
             return false;
         };
         self.gc_wanted.store(false, Ordering::Relaxed);
-        crate::mgc::run(self, &world);
+        crate::mgc::run(self, &world, api);
         true
     }
 
@@ -274,6 +286,7 @@ impl HeapInner {
             pause_total: k.pause_total,
             last_pause: k.last_pause,
             finalizer_cycles: k.finalizer_cycles,
+            destructor_panics: k.destructor_panics,
             finalizers_queued: crate::mfinal::counters().0,
             finalizers_run: crate::mfinal::counters().1,
             finalizers_panicked: crate::mfinal::counters().2,
@@ -319,16 +332,49 @@ impl Heap {
     /// and no other thread is in a mutator section at that moment (it never waits).
     ///
     /// # Panics
-    /// If the OS refuses memory (`fing::Heap::alloc: out of memory`).
+    /// Where `try_alloc` returns an error: past `HeapConfig::max_heap`, or when the OS
+    /// refuses memory (`fing::Heap::alloc: cannot allocate ...`).
     pub fn alloc<T: Trace + Send + 'static>(&self, value: T) -> Gc<T> {
-        let ty: &'static Type = T::TYPE;
-        let size = Plan::<T>::SIZE;
-        if size == 0 && !core::mem::needs_drop::<T>() {
+        match self.try_alloc(value) {
+            Ok(g) => g,
+            Err(e) => panic!("fing::Heap::alloc: {}", e.reason()),
+        }
+    }
+
+    /// `alloc` that fails with an [`AllocError`] (which gives the value back) instead of
+    /// panicking: when the object would take the heap past `HeapConfig::max_heap` even
+    /// after a collection, or the OS refuses memory.
+    pub fn try_alloc<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, AllocError<T>> {
+        if Plan::<T>::SIZE == 0 && !core::mem::needs_drop::<T>() {
             core::mem::forget(value);
-            return Gc::zero_sized();
+            return Ok(Gc::zero_sized());
         }
         let inner = self.inner;
         inner.maybe_collect();
+        let refusals = inner.limit_refusals.load(Ordering::Relaxed);
+        let value = match self.place(value) {
+            Ok(g) => return Ok(g),
+            Err(v) => v,
+        };
+        // Out of room: collect if the world can be had now (never waiting: this thread may
+        // hold a section), then try once more.
+        inner.collect_now(false, Duration::from_millis(20), "fing::Heap::try_alloc");
+        self.place(value).map_err(|value| AllocError {
+            value,
+            ty: T::TYPE,
+            size: Plan::<T>::SIZE,
+            limit: inner
+                .config
+                .max_heap
+                .filter(|_| inner.limit_refusals.load(Ordering::Relaxed) != refusals),
+            in_use: lock(&inner.pages).in_use,
+        })
+    }
+
+    /// The allocation itself: `Err(value)` if no slot could be had.
+    fn place<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, T> {
+        let inner = self.inner;
+        let ty: &'static Type = T::TYPE;
         let tiny = Plan::<T>::TINY;
         // The slot, its header and the value are written inside one section: the collector
         // must never see an allocated slot without its header.
@@ -339,7 +385,7 @@ impl Heap {
             let caches = unsafe { &mut *l.caches.get() };
             let cache = inner.cache(caches);
             let Some((hdr, data)) = inner.malloc(cache, Plan::<T>::REQUEST) else {
-                panic!("fing::Heap::alloc: out of memory allocating a {ty} ({size} bytes)");
+                return Err(value);
             };
             if tiny {
                 // SAFETY: `hdr` heads the tiny block this thread's cache owns; its header is
@@ -359,7 +405,7 @@ impl Heap {
             // SAFETY: as above: `data` is valid for writes of a `T`.
             unsafe { data.as_ptr().cast::<T>().write(value) };
             // SAFETY: the header now counts this handle, and `data` holds a valid `T`.
-            unsafe { Gc::from_raw(data.cast(), hdr.cast()) }
+            Ok(unsafe { Gc::from_raw(data.cast(), hdr.cast()) })
         })
     }
 
@@ -400,6 +446,63 @@ pub fn collect() {
 pub fn stats() -> MemStats {
     Heap::default_heap().stats()
 }
+
+/// An allocation that could not be made: the heap's limit (`HeapConfig::max_heap`) would
+/// be passed even after a collection, or the OS refused memory. Holds the value, which
+/// `into_inner` gives back.
+pub struct AllocError<T> {
+    value: T,
+    ty: &'static Type,
+    size: usize,
+    limit: Option<usize>,
+    in_use: usize,
+}
+
+impl<T> AllocError<T> {
+    /// The value that was to be allocated.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// The size of the value, in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The heap's limit, if that is what refused the allocation (`None`: the OS did).
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    fn reason(&self) -> String {
+        let (ty, size, in_use) = (self.ty, self.size, self.in_use);
+        match self.limit {
+            Some(limit) => format!(
+                "cannot allocate a {ty} ({size} bytes): the heap's limit is {limit} bytes and {in_use} are in use after a collection"
+            ),
+            None => format!("cannot allocate a {ty} ({size} bytes): the OS refused memory ({in_use} bytes in use)"),
+        }
+    }
+}
+
+impl<T> core::fmt::Debug for AllocError<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AllocError")
+            .field("ty", &self.ty.to_string())
+            .field("size", &self.size)
+            .field("limit", &self.limit)
+            .field("in_use", &self.in_use)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> core::fmt::Display for AllocError<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "fing::Heap::try_alloc: {}", self.reason())
+    }
+}
+
+impl<T> std::error::Error for AllocError<T> {}
 
 #[cfg(test)]
 mod tests {

@@ -46,7 +46,7 @@ pub use gc_types::{
     TypeIdent, TypeRef, Typed, Value,
 };
 pub use handle::{Gc, GcTarget};
-pub use heap::{collect, find_object, stats, Heap, HeapConfig};
+pub use heap::{collect, find_object, stats, AllocError, Heap, HeapConfig};
 pub use mem::resident_bytes;
 pub use mfinal::{
     keep_alive, set_finalizer, wait_finalizers, wait_finalizers_timeout, FinalizerError,

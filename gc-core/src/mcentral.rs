@@ -9,7 +9,7 @@ use core::ptr::NonNull;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
 use crate::mspan::{Span, SpanClass};
-use crate::sizeclasses::TABLE;
+use crate::sizeclasses::{PAGE_SIZE, TABLE};
 
 impl HeapInner {
     /// A span of class `spc` with a free slot: from the central list, or new pages.
@@ -33,6 +33,17 @@ impl HeapInner {
         spc: SpanClass,
     ) -> Option<SpanPtr> {
         let mut pages = lock(&self.pages);
+        if let Some(limit) = self.config.max_heap {
+            if pages
+                .in_use
+                .saturating_add(npages.saturating_mul(PAGE_SIZE))
+                > limit
+            {
+                self.limit_refusals
+                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+        }
         let base = pages.alloc(npages)?;
         let span = Box::new(Span::new(base, npages, elem_size, spc, self.id));
         let ptr = Box::into_raw(span);

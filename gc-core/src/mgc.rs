@@ -8,13 +8,14 @@
 //! allocation past it tries again.
 
 use core::sync::atomic::Ordering;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
 use crate::world::StoppedWorld;
 use crate::{mgcmark, mgcsweep};
 
-pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
+pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
     let t0 = Instant::now();
     let caches = lock(&heap.caches).clone();
     for c in caches {
@@ -25,8 +26,26 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
     let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     let before = heap.heap_live.load(Ordering::Relaxed);
 
-    let cross_heap = mgcmark::count_refs(heap, &spans);
-    let fin_cycles = mgcmark::mark(heap, &spans);
+    // Tracing runs user code (`Trace` impls). If one panics, nothing has been freed yet:
+    // the scratch counts and mark bits are reset, the world resumes (the caller's guard),
+    // and the panic goes on to the caller, which finds the heap as it was.
+    let traced = catch_unwind(AssertUnwindSafe(|| {
+        (
+            mgcmark::count_refs(heap, &spans),
+            mgcmark::mark(heap, &spans),
+        )
+    }));
+    let (cross_heap, fin_cycles) = match traced {
+        Ok(r) => r,
+        Err(panic) => {
+            mgcmark::abandon(&spans);
+            eprintln!(
+                "{api}: the Trace impl of {} panicked; the collection was abandoned and nothing was freed",
+                mgcmark::tracing_type().map_or_else(|| "a type".to_string(), |t| t.to_string())
+            );
+            resume_unwind(panic)
+        }
+    };
     let finalizers = crate::mfinal::resurrect(&spans);
     let queued = finalizers.len();
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
@@ -43,6 +62,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld) {
     let mut k = lock(&heap.counters);
     k.num_gc += 1;
     k.finalizer_cycles += fin_cycles;
+    k.destructor_panics += swept.drop_panics;
     k.frees += swept.freed_objects;
     k.pause_total += pause;
     k.last_pause = pause;

@@ -25,7 +25,7 @@
 //! another heap is an outside reference for that heap).
 
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use gc_types::{PtrMask, Tracer, Type};
 
@@ -75,11 +75,38 @@ pub(crate) unsafe fn for_each_edge(slot: *mut u8, t: &mut Tracer, mut f: impl Fn
         }
         return;
     }
+    // For the report if this user code panics (one collector at a time writes it).
+    TRACING.store((ty as *const Type).cast_mut(), Ordering::Relaxed);
     // SAFETY: the value at `data` is a valid value of `ty` (written at allocation, alive
     // until swept), and nothing mutates it while the world is stopped.
     unsafe { ty.trace_value(data, t) };
     while let Some(e) = t.pop() {
         f(e);
+    }
+}
+
+/// The type whose `Trace` impl ran last (see `for_each_edge`).
+static TRACING: AtomicPtr<Type> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The type whose `Trace` impl ran last: after a panic in tracing, the one that panicked.
+pub(crate) fn tracing_type() -> Option<&'static Type> {
+    // SAFETY: TRACING is null or a `&'static Type` (stored in `for_each_edge`).
+    unsafe { TRACING.load(Ordering::Relaxed).as_ref() }
+}
+
+/// Undoes an interrupted count-and-mark (a `Trace` impl panicked): every scratch count
+/// back to zero and every mark bit clear, the state outside a cycle. Nothing was freed or
+/// settled yet, so the heap is as it was before the cycle. Collector only.
+pub(crate) fn abandon(spans: &[SpanPtr]) {
+    for s in spans {
+        let s = s.get();
+        s.for_each_allocated(|i| {
+            // SAFETY: `i` is allocated.
+            unsafe { header(s.slot(i)) }
+                .gc_refs
+                .store(0, Ordering::Relaxed);
+        });
+        s.clear_marks();
     }
 }
 

@@ -116,6 +116,8 @@ pub(crate) struct PageHeap {
     pub(crate) sys: usize,
     /// Bytes in free runs given back to the OS.
     pub(crate) released: usize,
+    /// Bytes of pages in spans (what `HeapConfig::max_heap` limits).
+    pub(crate) in_use: usize,
 }
 
 // SAFETY: the arenas are owned by the page heap (and, once published, by the process); all
@@ -130,6 +132,7 @@ impl PageHeap {
             arenas: Vec::new(),
             sys: 0,
             released: 0,
+            in_use: 0,
         }
     }
 
@@ -160,6 +163,12 @@ impl PageHeap {
 
     /// Takes `npages` contiguous pages. `None` if the OS has no more memory.
     pub(crate) fn alloc(&mut self, npages: usize) -> Option<*mut u8> {
+        let p = self.alloc_pages(npages)?;
+        self.in_use += npages * PAGE_SIZE;
+        Some(p)
+    }
+
+    fn alloc_pages(&mut self, npages: usize) -> Option<*mut u8> {
         for (arena, free) in self.arenas.iter_mut() {
             if let Some(p) = Self::take(arena, free, npages, &mut self.released) {
                 return Some(p);
@@ -198,6 +207,7 @@ impl PageHeap {
 
     /// Returns a span's pages (after it was unpublished with a null `set_span`).
     pub(crate) fn free(&mut self, base: *mut u8, npages: usize) {
+        self.in_use -= npages * PAGE_SIZE;
         let a = arena_of(base as usize).expect("fing::mheap: free outside the heap");
         let (arena, free) = self
             .arenas

@@ -242,6 +242,13 @@ impl Span {
         for_each_set(&self.alloc_bits, f);
     }
 
+    /// Clears every mark bit (an abandoned cycle). Collector only.
+    pub(crate) fn clear_marks(&self) {
+        for m in self.mark_bits.iter() {
+            m.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// End of sweep (Go's trick): the mark bits become the alloc bits, the marks clear.
     /// Returns the number of live objects. Collector only.
     pub(crate) fn finish_sweep(&self) -> usize {

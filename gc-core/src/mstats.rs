@@ -46,4 +46,7 @@ pub struct MemStats {
     /// With `HeapConfig::check_finalizers`: finalizable objects found reaching themselves
     /// (each report counts once per collection that finds it).
     pub finalizer_cycles: u64,
+    /// Destructors (`Drop` of a freed object's fields) that panicked in the sweep: each is
+    /// caught and reported on stderr, and the object is freed anyway.
+    pub destructor_panics: u64,
 }

@@ -57,6 +57,10 @@ pub unsafe trait Trace: Typed {
     #[doc(hidden)]
     const HANDLES_ONLY_DROP: bool = !core::mem::needs_drop::<Self>();
     /// Reports every handle `self` owns to `tracer`.
+    ///
+    /// It should not panic. If it does during a collection, the collection is abandoned
+    /// before anything is freed (its scratch state is reset, the world resumes) and the
+    /// panic reaches the thread that collected, with the type named on stderr.
     fn trace(&self, tracer: &mut Tracer);
 }
 
