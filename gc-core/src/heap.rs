@@ -65,8 +65,8 @@ pub struct HeapConfig {
     /// such object per collection. Default: `FING_DEBUG` contains `checkfinalizers`.
     pub check_finalizers: bool,
     /// A hard limit on the heap's size: bytes of pages in spans (`MemStats::heap_in_use`).
-    /// An allocation that needs more first collects (if this thread can stop the world at
-    /// once), then fails: `Heap::try_alloc` returns an [`AllocError`], `Heap::alloc`
+    /// An allocation that needs more first collects (waiting for the world, unless this
+    /// thread holds a `GcCell` write guard), then fails: `Heap::try_alloc` returns an [`AllocError`], `Heap::alloc`
     /// panics. Default: none.
     pub max_heap: Option<usize>,
 }
@@ -356,9 +356,10 @@ impl Heap {
             Ok(g) => return Ok(g),
             Err(v) => v,
         };
-        // Out of room: collect if the world can be had now (never waiting: this thread may
-        // hold a section), then try once more.
-        inner.collect_now(false, Duration::from_millis(20), "fing::Heap::try_alloc");
+        // Out of room: collect (waiting for the world as `collect()` does, unless this
+        // thread holds a section: then only if the world can be had now), then try again.
+        let wait = !world::in_section();
+        inner.collect_now(wait, Duration::from_millis(20), "fing::Heap::try_alloc");
         self.place(value).map_err(|value| AllocError {
             value,
             ty: T::TYPE,
