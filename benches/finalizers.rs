@@ -12,7 +12,6 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -56,18 +55,23 @@ fn set_finalizer(c: &mut Criterion) {
 
 static RAN: AtomicUsize = AtomicUsize::new(0);
 
-fn fing_cycle() -> Duration {
+/// An 8-byte object, as the peers': a tiny noscan object in fing (packed two to a block).
+#[derive(Trace)]
+struct Leaf {
+    id: u64,
+}
+
+/// fing's 1M cycle for objects made by `new`: allocate and set a finalizer that counts in
+/// `RAN` (as the peers' do), drop, collect, wait until all have run.
+fn fing_cycle<T: Trace + Send + Sync + 'static>(new: fn(u64) -> T) -> Duration {
     let h = quiet_heap();
-    let ran = Arc::new(AtomicUsize::new(0));
+    RAN.store(0, Ordering::Relaxed);
     let t = Instant::now();
     {
-        let objs: Vec<Gc<Small>> = (0..N as u64)
-            .map(|i| h.alloc(Small { id: i, next: None }))
-            .collect();
+        let objs: Vec<Gc<T>> = (0..N as u64).map(|i| h.alloc(new(i))).collect();
         for o in &objs {
-            let r = ran.clone();
-            o.set_finalizer(move |_| {
-                r.fetch_add(1, Ordering::Relaxed);
+            o.set_finalizer(|_| {
+                RAN.fetch_add(1, Ordering::Relaxed);
             })
             .unwrap();
         }
@@ -75,9 +79,17 @@ fn fing_cycle() -> Duration {
     h.collect();
     fing::wait_finalizers();
     let took = t.elapsed();
-    assert_eq!(ran.load(Ordering::Relaxed), N);
+    assert_eq!(RAN.load(Ordering::Relaxed), N);
     h.collect(); // free the resurrected objects (not timed: Go frees them a cycle later too)
     took
+}
+
+fn fing_leaf() -> Duration {
+    fing_cycle(|id| Leaf { id })
+}
+
+fn fing_linked() -> Duration {
+    fing_cycle(|id| Small { id, next: None })
 }
 
 /// One peer's 1M cycle: allocate `N` objects whose finalizer (or `Drop`) counts in `RAN`,
@@ -173,7 +185,8 @@ fn cycle(c: &mut Criterion) {
     let per_iter = |f: fn() -> Duration| {
         move |b: &mut criterion::Bencher<'_>| b.iter_custom(|iters| (0..iters).map(|_| f()).sum())
     };
-    g.bench_function("fing", per_iter(fing_cycle));
+    g.bench_function("fing (8-byte object, as the peers')", per_iter(fing_leaf));
+    g.bench_function("fing (24-byte object with a link)", per_iter(fing_linked));
     g.bench_function("gc 0.5 (Finalize)", per_iter(peers::rustgc::cycle));
     g.bench_function("rust-cc 0.6 (Finalize)", per_iter(peers::cc::cycle));
     g.bench_function("dumpster 2.1 (Drop)", per_iter(peers::dump::cycle));

@@ -47,7 +47,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
         }
     };
     let finalizers = crate::mfinal::resurrect(&spans);
-    let queued = finalizers.len();
+    let queued = finalizers.len;
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
     crate::mfinal::enqueue(finalizers);
 

@@ -121,7 +121,108 @@ pub trait FrameFn: Send + 'static {
 /// A function value: a signature and a body.
 pub struct Func {
     sig: &'static Type,
-    body: Box<dyn FrameFn>,
+    body: Body,
+}
+
+/// A function body, by value when it is small (Rust closures capturing up to two words:
+/// nothing, a handle, an `Arc`): no allocation to make one, none to free after the call.
+/// A larger body, or an interpreter's `FrameFn`, is a `Box<dyn FrameFn>` stored in the
+/// same two words. Invariant: `data` holds an initialised value of the type `vt` was made
+/// for (`VtOf<T>`), owned by the body.
+struct Body {
+    data: core::mem::MaybeUninit<[*mut u8; 2]>,
+    vt: &'static BodyVt,
+    /// Auto traits as the boxed body's: `Send` (every body is), not `Sync`.
+    _owns: PhantomData<Box<dyn FrameFn>>,
+}
+
+// SAFETY: the value in `data` is `Send` (`Invoke: Send`); the pointers are its bytes.
+unsafe impl Send for Body {}
+
+struct BodyVt {
+    /// Moves the value out of `data` and runs it on the frame.
+    call: unsafe fn(*mut u8, &mut Frame<'_>),
+    /// Drops the value in `data`.
+    drop: unsafe fn(*mut u8),
+}
+
+/// A body called by value.
+trait Invoke: Send + 'static {
+    fn invoke(self, frame: &mut Frame<'_>);
+}
+
+impl Invoke for Box<dyn FrameFn> {
+    fn invoke(self, frame: &mut Frame<'_>) {
+        self.call(frame)
+    }
+}
+
+struct VtOf<T>(PhantomData<T>);
+
+impl<T: Invoke> VtOf<T> {
+    const VT: &'static BodyVt = &BodyVt {
+        call: Self::call,
+        drop: Self::drop,
+    };
+
+    /// # Safety
+    /// `data` holds an initialised `T`, which this moves out (the caller must not drop it).
+    unsafe fn call(data: *mut u8, frame: &mut Frame<'_>) {
+        // SAFETY: the caller's contract.
+        unsafe { data.cast::<T>().read() }.invoke(frame)
+    }
+
+    /// # Safety
+    /// `data` holds an initialised `T`, dropped here once.
+    unsafe fn drop(data: *mut u8) {
+        // SAFETY: the caller's contract.
+        unsafe { data.cast::<T>().drop_in_place() }
+    }
+}
+
+impl Body {
+    /// `t` by value if it fits in two words, else boxed.
+    fn new<T: Invoke + FrameFn>(t: T) -> Body {
+        if core::mem::size_of::<T>() <= core::mem::size_of::<[*mut u8; 2]>()
+            && core::mem::align_of::<T>() <= core::mem::align_of::<*mut u8>()
+        {
+            Body::inline(t)
+        } else {
+            Body::inline::<Box<dyn FrameFn>>(Box::new(t))
+        }
+    }
+
+    fn inline<T: Invoke>(t: T) -> Body {
+        assert!(
+            core::mem::size_of::<T>() <= core::mem::size_of::<[*mut u8; 2]>()
+                && core::mem::align_of::<T>() <= core::mem::align_of::<*mut u8>(),
+            "fing::Func: a body stored by value fits in two words"
+        );
+        let mut data = core::mem::MaybeUninit::<[*mut u8; 2]>::uninit();
+        // SAFETY: `data` is two words, suitably aligned for `T` (checked above); it is
+        // uninitialised, so nothing is overwritten.
+        unsafe { data.as_mut_ptr().cast::<T>().write(t) };
+        Body {
+            data,
+            vt: VtOf::<T>::VT,
+            _owns: PhantomData,
+        }
+    }
+
+    fn call(self, frame: &mut Frame<'_>) {
+        let mut me = core::mem::ManuallyDrop::new(self);
+        let call = me.vt.call;
+        // SAFETY: `data` holds the value `vt` was made for (the invariant); `me` is never
+        // dropped, so the value moved out is not dropped again.
+        unsafe { call(me.data.as_mut_ptr().cast(), frame) }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // SAFETY: `data` holds the value `vt` was made for, dropped once, here.
+        unsafe { (self.vt.drop)(self.data.as_mut_ptr().cast()) }
+    }
 }
 
 impl fmt::Debug for Func {
@@ -180,8 +281,19 @@ macro_rules! closure {
             R: Typed,
             $($a: Typed,)*
         {
-            #[allow(unused_variables)]
             fn call(self: Box<Self>, frame: &mut Frame<'_>) {
+                (*self).invoke(frame)
+            }
+        }
+
+        impl<F, R, $($a),*> Invoke for Closure<F, ($($a,)*)>
+        where
+            F: FnOnce($($a),*) -> R + Send + 'static,
+            R: Typed,
+            $($a: Typed,)*
+        {
+            #[allow(unused_variables)]
+            fn invoke(self, frame: &mut Frame<'_>) {
                 let r = (self.0)($(
                     // SAFETY: the closure's `Func` was made with the signature
                     // `fn($($a),*) -> R`, so parameter $n is a `$a`.
@@ -214,6 +326,16 @@ where
     R: Typed,
 {
     fn call(self: Box<Self>, frame: &mut Frame<'_>) {
+        (*self).invoke(frame)
+    }
+}
+
+impl<F, R> Invoke for Variadic<F>
+where
+    F: FnOnce(&[Value]) -> R + Send + 'static,
+    R: Typed,
+{
+    fn invoke(self, frame: &mut Frame<'_>) {
         // SAFETY: `Func::variadic` made the signature `fn(...Value) -> R`: parameter 0 is
         // a `Vec<Value>`.
         let args = unsafe { frame.take_unchecked::<Vec<Value>>(0) };
@@ -229,7 +351,7 @@ impl Func {
     pub fn new<A: Typed, R: Typed>(f: impl FnOnce(A) -> R + Send + 'static) -> Func {
         Func {
             sig: <fn(A) -> R as Typed>::TYPE,
-            body: Box::new(Closure::<_, (A,)>(f, PhantomData)),
+            body: Body::new(Closure::<_, (A,)>(f, PhantomData)),
         }
     }
 
@@ -237,7 +359,7 @@ impl Func {
     pub fn nullary<R: Typed>(f: impl FnOnce() -> R + Send + 'static) -> Func {
         Func {
             sig: <fn() -> R as Typed>::TYPE,
-            body: Box::new(Closure::<_, ()>(f, PhantomData)),
+            body: Body::new(Closure::<_, ()>(f, PhantomData)),
         }
     }
 
@@ -247,7 +369,7 @@ impl Func {
     ) -> Func {
         Func {
             sig: <fn(A, B) -> R as Typed>::TYPE,
-            body: Box::new(Closure::<_, (A, B)>(f, PhantomData)),
+            body: Body::new(Closure::<_, (A, B)>(f, PhantomData)),
         }
     }
 
@@ -257,7 +379,7 @@ impl Func {
     ) -> Func {
         Func {
             sig: <fn(A, B, C) -> R as Typed>::TYPE,
-            body: Box::new(Closure::<_, (A, B, C)>(f, PhantomData)),
+            body: Body::new(Closure::<_, (A, B, C)>(f, PhantomData)),
         }
     }
 
@@ -265,7 +387,7 @@ impl Func {
     pub fn variadic<R: Typed>(f: impl FnOnce(&[Value]) -> R + Send + 'static) -> Func {
         Func {
             sig: VariadicSig::<R>::TYPE,
-            body: Box::new(Variadic(f)),
+            body: Body::new(Variadic(f)),
         }
     }
 
@@ -281,7 +403,7 @@ impl Func {
         );
         Func {
             sig: signature,
-            body: Box::new(f),
+            body: Body::inline::<Box<dyn FrameFn>>(Box::new(f)),
         }
     }
 
@@ -664,6 +786,34 @@ mod tests {
 
     fn ty<T: Typed>() -> &'static Type {
         T::TYPE
+    }
+
+    /// Small bodies are stored by value, large ones boxed; either way a body's captures
+    /// are dropped exactly once: after the call, or with an uncalled `Func`.
+    #[test]
+    fn bodies_by_value_and_boxed_drop_their_captures_once() {
+        let small = Arc::new(AtomicUsize::new(0));
+        let big = Arc::new(AtomicUsize::new(0));
+        let pad = [7u64; 8];
+        let (s1, b1) = (small.clone(), big.clone());
+        let f_small = Func::new(move |x: i64| {
+            s1.fetch_add(x as usize, Ordering::SeqCst);
+        });
+        let f_big = Func::new(move |x: i64| {
+            b1.fetch_add(x as usize + pad[3] as usize, Ordering::SeqCst);
+        });
+        // One `Arc` fits the body's two words; 72 bytes of captures do not.
+        assert!(core::mem::size_of_val(&small) <= 16 && core::mem::size_of_val(&pad) > 16);
+        assert_eq!(Arc::strong_count(&small), 2);
+        f_small.call(vec![Value::from(2i64)]).unwrap();
+        f_big.call(vec![Value::from(1i64)]).unwrap();
+        assert_eq!(small.load(Ordering::SeqCst), 2);
+        assert_eq!(big.load(Ordering::SeqCst), 8);
+        assert_eq!((Arc::strong_count(&small), Arc::strong_count(&big)), (1, 1));
+        let (s2, b2) = (small.clone(), big.clone());
+        drop(Func::new(move |_: i64| drop(s2)));
+        drop(Func::new(move |_: i64| drop((b2, pad))));
+        assert_eq!((Arc::strong_count(&small), Arc::strong_count(&big)), (1, 1));
     }
 
     #[test]

@@ -84,9 +84,14 @@ impl<Q: Queue> Handoff<Q> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` on the queue under the lock, waking no one.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Q) -> R) -> R {
+        f(&mut self.lock().queue)
+    }
+
     /// Adds work (`add` runs under the lock) and wakes the thread.
     pub(crate) fn push(&self, add: impl FnOnce(&mut Q)) {
-        add(&mut self.lock().queue);
+        self.with(add);
         self.work.notify_one();
     }
 
@@ -105,9 +110,11 @@ impl<Q: Queue> Handoff<Q> {
         Some(s.queue.take_all())
     }
 
-    /// The thread finished the batch it took.
-    pub(crate) fn finished(&self) {
-        self.lock().in_flight = 0;
+    /// The thread finished the batch it took; `after` runs on the queue under the lock.
+    pub(crate) fn finished(&self, after: impl FnOnce(&mut Q)) {
+        let mut s = self.lock();
+        s.in_flight = 0;
+        after(&mut s.queue);
     }
 
     /// Waits until nothing is queued or in flight, or until `deadline`; on time-out,
@@ -170,7 +177,7 @@ mod loom_models {
         thread::spawn(move || {
             while let Some(n) = h.take() {
                 ran.fetch_add(n, Ordering::Relaxed);
-                h.finished();
+                h.finished(|_| ());
             }
         })
     }

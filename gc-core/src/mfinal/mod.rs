@@ -339,8 +339,8 @@ pub(crate) fn objects_with_records(spans: &[crate::heap::SpanPtr]) -> Vec<NonNul
 /// The sweeper's first step (Go's two-pass rule): every object with records that marking
 /// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
 /// all its records are queued, each entry holding one count on it. World stopped.
-pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> Vec<queue::Finalizer> {
-    let mut out = Vec::new();
+pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
+    let mut out = thread::batch();
     for s in spans
         .iter()
         .map(|s| s.get())
@@ -381,7 +381,7 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> Vec<queue::Finalizer>
 }
 
 /// Hands a cycle's resurrected finalizers to the finalizer thread.
-pub(crate) fn enqueue(batch: Vec<queue::Finalizer>) {
+pub(crate) fn enqueue(batch: queue::FinQueue) {
     thread::enqueue(batch);
 }
 

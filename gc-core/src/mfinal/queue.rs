@@ -61,6 +61,11 @@ impl Drop for FinBlock {
             // SAFETY: the first `cnt` entries are initialised and owned by the block.
             unsafe { f.assume_init_drop() };
         }
+        // The rest of the list, one block at a time (a burst's list is long: no recursion).
+        let mut next = self.next.take();
+        while let Some(mut b) = next {
+            next = b.next.take();
+        }
     }
 }
 
@@ -71,10 +76,35 @@ pub(crate) struct FinQueue {
     pub(crate) head: Option<Box<FinBlock>>,
     /// Empty blocks for reuse.
     pub(crate) free: Option<Box<FinBlock>>,
-    /// Blocks ever made.
+    /// Blocks in `head` and `free`.
     pub(crate) all_blocks: usize,
     /// Entries waiting.
     pub(crate) len: usize,
+}
+
+/// Empty blocks kept for reuse after a batch (256 KiB); a burst's extra blocks are freed.
+const MAX_FREE: usize = 64;
+
+/// A taken batch: the queue's blocks, entries in them (see `FinQueue::take_all`).
+pub(crate) struct Blocks(Option<Box<FinBlock>>);
+
+impl Blocks {
+    /// Hands every entry to `run`, oldest block last (Go's order: blocks newest first,
+    /// entries in order within a block), and returns the emptied blocks. If `run` unwinds,
+    /// the entries not handed out yet are leaked, never read twice.
+    pub(crate) fn run_each(mut self, mut run: impl FnMut(Finalizer)) -> Blocks {
+        let mut cur = self.0.as_deref_mut();
+        while let Some(b) = cur {
+            let n = core::mem::take(&mut b.cnt);
+            for f in &mut b.fin[..n] {
+                // SAFETY: the first `n` entries are initialised; `cnt` is now 0, so the block
+                // no longer owns them and each is read once.
+                run(unsafe { f.assume_init_read() });
+            }
+            cur = b.next.as_deref_mut();
+        }
+        self
+    }
 }
 
 impl FinQueue {
@@ -101,24 +131,71 @@ impl FinQueue {
         self.len += 1;
     }
 
-    /// Takes every entry, oldest block last (Go's order: blocks newest first, entries in
-    /// order within a block); the emptied blocks go back to the free cache.
-    pub(crate) fn take_all(&mut self) -> Vec<Finalizer> {
-        let mut out = Vec::with_capacity(self.len);
-        let mut cur = self.head.take();
+    /// Takes every entry, in their blocks: no entry is moved.
+    pub(crate) fn take_all(&mut self) -> Blocks {
+        self.len = 0;
+        Blocks(self.head.take())
+    }
+
+    /// Moves the entries and spare blocks of `other` (a collection's batch) into this
+    /// queue, its blocks ahead of these (newest first).
+    pub(crate) fn append(&mut self, other: FinQueue) {
+        let FinQueue {
+            head,
+            free,
+            all_blocks,
+            len,
+        } = other;
+        self.all_blocks += all_blocks;
+        self.len += len;
+        if let Some(mut new) = head {
+            let mut tail = &mut new;
+            while tail.next.is_some() {
+                tail = tail.next.as_mut().expect("checked above");
+            }
+            tail.next = self.head.take();
+            self.head = Some(new);
+        }
+        self.recycle(Blocks(free));
+    }
+
+    /// Takes back emptied blocks: up to `MAX_FREE` stay for reuse, the rest are freed.
+    pub(crate) fn recycle(&mut self, blocks: Blocks) {
+        let mut kept = 0;
+        let mut f = self.free.as_ref();
+        while let Some(b) = f {
+            kept += 1;
+            f = b.next.as_ref();
+        }
+        let mut cur = blocks.0;
         while let Some(mut b) = cur {
             cur = b.next.take();
-            let n = core::mem::take(&mut b.cnt);
-            for f in &mut b.fin[..n] {
-                // SAFETY: the first `n` entries are initialised; `cnt` is now 0, so the block
-                // no longer owns them and each is read once.
-                out.push(unsafe { f.assume_init_read() });
+            debug_assert_eq!(b.cnt, 0, "fing::mfinal: a recycled block holds entries");
+            if kept < MAX_FREE {
+                b.next = self.free.take();
+                self.free = Some(b);
+                kept += 1;
+            } else {
+                self.all_blocks -= 1;
             }
-            b.next = self.free.take();
-            self.free = Some(b);
         }
-        self.len = 0;
-        out
+    }
+
+    /// A queue for one collection to fill, with this queue's spare blocks.
+    pub(crate) fn split_spare(&mut self) -> FinQueue {
+        let mut n = 0;
+        let mut f = self.free.as_ref();
+        while let Some(b) = f {
+            n += 1;
+            f = b.next.as_ref();
+        }
+        self.all_blocks -= n;
+        FinQueue {
+            head: None,
+            free: self.free.take(),
+            all_blocks: n,
+            len: 0,
+        }
     }
 }
 
@@ -141,16 +218,21 @@ mod tests {
             });
         }
         assert_eq!((q.len, q.all_blocks), (n, 3));
-        let got = q.take_all();
-        assert_eq!(got.len(), n);
+        let mut got = Vec::new();
+        let empty = q.take_all().run_each(|f| got.push(f));
+        assert_eq!((got.len(), q.len), (n, 0));
         let mut addrs: Vec<usize> = got.iter().map(|f| f.ptr as usize).collect();
         addrs.sort_unstable();
         assert_eq!(addrs, (0..n).collect::<Vec<_>>());
-        // Reuse: no new block for the next pushes.
+        q.recycle(empty);
+        // Reuse: a collection's batch is filled from the spare blocks, then appended.
+        let mut batch = q.split_spare();
+        assert_eq!((q.all_blocks, batch.all_blocks), (0, 3));
         for f in got {
-            q.push(f);
+            batch.push(f);
         }
-        assert_eq!(q.all_blocks, 3);
+        q.append(batch);
+        assert_eq!((q.len, q.all_blocks), (n, 3));
         drop(q);
     }
 }

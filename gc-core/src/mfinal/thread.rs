@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::handoff::{Handoff, Queue};
-use super::queue::{FinQueue, Finalizer};
+use super::queue::{Blocks, FinQueue};
 use super::reflectcall;
 
 /// The type of the object whose finalizer is running (null: none), for the timeout's
@@ -21,11 +21,11 @@ static RUNNING: core::sync::atomic::AtomicPtr<gc_types::Type> =
     core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 impl Queue for FinQueue {
-    type Batch = Vec<Finalizer>;
+    type Batch = Blocks;
     fn len(&self) -> usize {
         self.len
     }
-    fn take_all(&mut self) -> Vec<Finalizer> {
+    fn take_all(&mut self) -> Blocks {
         FinQueue::take_all(self)
     }
 }
@@ -65,18 +65,20 @@ pub(crate) fn start() {
     });
 }
 
-/// Queues finalizers (the collector, world stopped; the thread wakes when the world
-/// resumes and it gets the lock).
-pub(crate) fn enqueue(batch: Vec<Finalizer>) {
-    if batch.is_empty() {
-        return;
+/// A queue for a collection to fill, with the spare blocks of the global one.
+pub(crate) fn batch() -> FinQueue {
+    FING.with(FinQueue::split_spare)
+}
+
+/// Queues a collection's finalizers (world stopped, after the sweep; the thread wakes when
+/// it gets the lock, and runs them once the world resumes).
+pub(crate) fn enqueue(batch: FinQueue) {
+    QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
+    if batch.len == 0 {
+        FING.with(|q| q.append(batch));
+    } else {
+        FING.push(|q| q.append(batch));
     }
-    QUEUED.fetch_add(batch.len() as u64, Ordering::Relaxed);
-    FING.push(|q| {
-        for f in batch {
-            q.push(f);
-        }
-    });
 }
 
 std::thread_local! {
@@ -88,7 +90,7 @@ fn run() {
     ON_FINALIZER_THREAD.with(|f| f.set(true));
     let mut inv = reflectcall::Invoker::default();
     while let Some(batch) = FING.take() {
-        for f in batch {
+        let empty = batch.run_each(|f| {
             let ty = f.obj_ty;
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -99,9 +101,9 @@ fn run() {
                 PANICKED.fetch_add(1, Ordering::Relaxed);
                 eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
             }
-        }
+        });
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
-        FING.finished();
+        FING.finished(|q| q.recycle(empty));
     }
 }
 
