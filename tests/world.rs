@@ -268,3 +268,26 @@ fn stress_four_mutators_and_a_collector() {
         "every thread's structures are garbage now"
     );
 }
+
+/// A handle dropped on another thread, which then blocks without allocating or exiting,
+/// is seen by the next collection: the drop sits in that thread's ring of deferred drops,
+/// and every collection applies every ring before it counts.
+#[test]
+fn a_drop_deferred_on_a_blocked_thread_is_seen_by_the_next_collection() {
+    let h = quiet_heap();
+    let before = h.stats().heap_objects;
+    let list = mk(h, 1);
+    list.next.set(Some(mk(h, 2)));
+    let (dropped_tx, dropped_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let t = thread::spawn(move || {
+        drop(list);
+        dropped_tx.send(()).unwrap();
+        done_rx.recv().unwrap(); // blocked, holding its unapplied drop
+    });
+    dropped_rx.recv().unwrap();
+    h.collect();
+    assert_eq!(h.stats().heap_objects, before, "both nodes freed");
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+}

@@ -21,6 +21,7 @@
 //! `#[derive(Trace)]` and `#[fing::interface]` names one crate (`__private`).
 
 mod cell;
+mod deferred;
 mod handle;
 mod handshake;
 mod heap;

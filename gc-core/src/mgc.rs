@@ -23,6 +23,8 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
         // registered cache lives until it retires (which needs a section).
         unsafe { (*c.as_ptr()).flush() };
     }
+    // Every thread's deferred drops first: the counts are then exact as of the stop.
+    crate::world::drain_deferred(world);
     let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     let before = heap.heap_live.load(Ordering::Relaxed);
 

@@ -134,8 +134,12 @@ fn settle(h: &crate::mspan::Header) {
     }
 }
 
-/// Drops one count a handle held on `obj` (the `Drop` of a heap handle).
+/// Drops one count a handle held on `obj` (the `Drop` of a heap handle): recorded for
+/// later outside sections (`deferred`), else applied now.
 pub(crate) fn release(obj: NonNull<u8>) {
+    if world::defer_drop(obj) {
+        return;
+    }
     let section = world::enter();
     if let Role::Collector { sweeping } = section.role() {
         // Dropped with garbage: its count was settled by the sweep, unless it points into
@@ -144,8 +148,13 @@ pub(crate) fn release(obj: NonNull<u8>) {
             return;
         }
     }
-    // SAFETY: a handle's `obj` is the header of an object that stays allocated while the
-    // handle lives (the count we are about to drop kept it so).
+    drop_count(obj);
+}
+
+/// Lowers `obj`'s count by one: in a section, or with the world stopped.
+pub(crate) fn drop_count(obj: NonNull<u8>) {
+    // SAFETY: `obj` is the header of an object a handle counted on; the count being
+    // dropped kept it allocated until now.
     unsafe { header(obj.as_ptr()) }
         .count
         .fetch_sub(1, Ordering::Release);

@@ -18,9 +18,12 @@
 //! backs out and waits on a condition variable until the collector resumes the world.
 //! Sections nest per thread (a depth counter); only the outermost touches the slot.
 //!
-//! What needs a section: dropping a handle (its count must not fall while the collector
-//! counts), allocating (the mcache and spans), writing through a `GcCell` (the collector
-//! reads cells without locks). Cloning a handle does not: a clone only raises a count, and
+//! What needs a section: lowering a count (it must not fall while the collector counts),
+//! allocating (the mcache and spans), writing through a `GcCell` (the collector reads
+//! cells without locks). Dropping a handle outside a section only records it in the
+//! thread's ring (`deferred`), which the thread applies in one section when the ring is
+//! full, and every collection applies with the world stopped. Cloning a handle needs no
+//! section: a clone only raises a count, and
 //! a thread can only clone handles to objects reachable from handles it holds, which are
 //! roots for as long as it cannot drop them (that needs a section); a raised count can only
 //! make the collector keep more.
@@ -36,11 +39,14 @@ use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::deferred::Ring;
 use crate::handshake;
 
 #[repr(align(128))]
 struct Slot {
     active: AtomicBool,
+    /// This thread's deferred handle drops (see `deferred`).
+    ring: Ring,
 }
 
 struct World {
@@ -162,6 +168,7 @@ impl Local {
         init_fences();
         let slot = Arc::new(Slot {
             active: AtomicBool::new(false),
+            ring: Ring::new(),
         });
         lock(&WORLD.slots).push(slot.clone());
         Local {
@@ -176,16 +183,16 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        // Thread exit: hand the caches' spans back, inside a section of our own slot (the
-        // thread-local is being destroyed, so `enter` cannot be used).
+        // Thread exit: apply the deferred drops and hand the caches' spans back, inside a
+        // section of our own slot (the thread-local is being destroyed, so `enter` cannot
+        // be used).
         let caches = core::mem::take(self.caches.get_mut());
-        if !caches.is_empty() {
-            self.slot.enter();
-            for c in caches {
-                c.retire();
-            }
-            handshake::leave(&self.slot.active);
+        self.slot.enter();
+        self.slot.ring.drain(crate::mgcsweep::drop_count);
+        for c in caches {
+            c.retire();
         }
+        handshake::leave(&self.slot.active);
         lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
     }
 }
@@ -296,6 +303,38 @@ pub(crate) fn with_section<R>(f: impl FnOnce(&Local) -> R) -> R {
         let _leave = Leave(l, outermost);
         f(l)
     })
+}
+
+/// Drops a handle's count on `obj` by recording it in this thread's ring (`deferred`),
+/// outside any section. `false`: the caller must drop it in a section (this thread holds
+/// a section or the world, or its thread-local is gone).
+#[inline]
+pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
+    LOCAL
+        .try_with(|l| {
+            if l.holds_world.get() || l.depth.get() > 0 {
+                return false;
+            }
+            if !l.slot.ring.push(obj) {
+                // Full: apply the ring in one section, then record.
+                l.slot.enter();
+                l.depth.set(1);
+                l.slot.ring.drain(crate::mgcsweep::drop_count);
+                l.depth.set(0);
+                handshake::leave(&l.slot.active);
+                let pushed = l.slot.ring.push(obj);
+                debug_assert!(pushed, "fing::world: a drained ring is full");
+            }
+            true
+        })
+        .unwrap_or(false)
+}
+
+/// Applies every thread's deferred drops. Collector only, world stopped.
+pub(crate) fn drain_deferred(_world: &StoppedWorld) {
+    for s in lock(&WORLD.slots).iter() {
+        s.ring.drain(crate::mgcsweep::drop_count);
+    }
 }
 
 /// Does this thread hold a mutator section?
