@@ -144,11 +144,18 @@ struct BodyVt {
     call: unsafe fn(*mut u8, &mut Frame<'_>),
     /// Drops the value in `data`.
     drop: unsafe fn(*mut u8),
+    /// For a one-parameter Rust closure: moves the value out of `data` and calls it with
+    /// the argument moved out of the second pointer, without a frame.
+    unary: Option<UnaryFn>,
 }
+
+type UnaryFn = unsafe fn(*mut u8, *mut u8);
 
 /// A body called by value.
 trait Invoke: Send + 'static {
     fn invoke(self, frame: &mut Frame<'_>);
+    /// See `BodyVt::unary`.
+    const UNARY: Option<UnaryFn> = None;
 }
 
 impl Invoke for Box<dyn FrameFn> {
@@ -163,6 +170,7 @@ impl<T: Invoke> VtOf<T> {
     const VT: &'static BodyVt = &BodyVt {
         call: Self::call,
         drop: Self::drop,
+        unary: T::UNARY,
     };
 
     /// # Safety
@@ -274,7 +282,7 @@ impl std::error::Error for CallError {}
 struct Closure<F, A>(F, PhantomData<fn(A)>);
 
 macro_rules! closure {
-    ($($n:tt $a:ident),*) => {
+    ($($n:tt $a:ident),* $(; $unary:expr)?) => {
         impl<F, R, $($a),*> FrameFn for Closure<F, ($($a,)*)>
         where
             F: FnOnce($($a),*) -> R + Send + 'static,
@@ -292,6 +300,8 @@ macro_rules! closure {
             R: Typed,
             $($a: Typed,)*
         {
+            $(const UNARY: Option<UnaryFn> = $unary;)?
+
             #[allow(unused_variables)]
             fn invoke(self, frame: &mut Frame<'_>) {
                 let r = (self.0)($(
@@ -306,9 +316,27 @@ macro_rules! closure {
     };
 }
 closure!();
-closure!(0 A);
+closure!(0 A; Some(Self::unary));
 closure!(0 A, 1 B);
 closure!(0 A, 1 B, 2 C);
+
+impl<F, R, A> Closure<F, (A,)>
+where
+    F: FnOnce(A) -> R + Send + 'static,
+    R: Typed,
+    A: Typed,
+{
+    /// # Safety
+    /// `data` holds a `Self` and `arg` an `A`; both are moved out.
+    unsafe fn unary(data: *mut u8, arg: *mut u8) {
+        // SAFETY: the caller's contract.
+        let f = unsafe { data.cast::<Self>().read() };
+        // SAFETY: the caller's contract.
+        let a = unsafe { arg.cast::<A>().read() };
+        // The results are dropped, as a frame drops the results it was given.
+        drop((f.0)(a));
+    }
+}
 
 struct VariadicSig<R>(PhantomData<R>);
 impl<R: Typed> VariadicSig<R> {
@@ -415,6 +443,33 @@ impl Func {
     #[inline]
     pub fn signature(&self) -> &'static Type {
         self.sig
+    }
+
+    /// Whether `call_unary` can run this function without a frame: a one-parameter Rust
+    /// closure (`Func::new`).
+    #[inline]
+    pub fn is_direct_unary(&self) -> bool {
+        self.body.vt.unary.is_some()
+    }
+
+    /// Calls a one-parameter Rust closure without a frame (the invoker's fast path for
+    /// finalizers set from Rust), dropping its results; gives the function back if it is
+    /// not one (see `is_direct_unary`), with `arg` untouched.
+    ///
+    /// # Safety
+    /// `arg` must point to a valid value of the signature's parameter type, suitably
+    /// aligned; on `Ok` the call has taken it over (the caller must not use or drop it).
+    #[doc(hidden)]
+    pub unsafe fn call_unary(self, arg: *mut u8) -> Result<(), Func> {
+        let Some(unary) = self.body.vt.unary else {
+            return Err(self);
+        };
+        let mut body = core::mem::ManuallyDrop::new(self.body);
+        // SAFETY: the body's value is the closure `unary` was made for (`VtOf` pairs
+        // them); `body` is never dropped, so that value is moved out once; `arg` is the
+        // caller's contract, and the closure's one parameter is the signature's.
+        unsafe { unary(body.data.as_mut_ptr().cast(), arg) };
+        Ok(())
     }
 
     /// Runs the body on a frame laid out for the signature, whose arguments are all

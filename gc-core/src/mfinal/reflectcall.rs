@@ -4,7 +4,9 @@
 //! parameter, a `Value` for the empty interface, an interface handle made through the
 //! itab for `Gc<dyn Trait>`), and calls the `Func` through its body. The frame buffer is
 //! reused and grown when a larger frame comes; it holds raw bytes only and is not a root.
-//! Results are dropped by the frame, never copied back.
+//! Results are dropped by the frame, never copied back. A finalizer set from Rust (a
+//! one-parameter closure) skips the frame: its argument is built on the stack and the
+//! closure is called directly (`Func::call_unary`), which is most finalizers.
 
 use core::ptr::NonNull;
 
@@ -40,6 +42,9 @@ impl Invoker {
 }
 
 /// Runs one queued finalizer. The entry's count on its object moves into the argument.
+///
+/// A finalizer set from Rust (a one-parameter closure) is called directly with the
+/// argument built on the stack; any other `Func` through a frame in the reused buffer.
 pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
     let Finalizer {
         ptr,
@@ -49,11 +54,26 @@ pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
         conv,
     } = f;
     let sig = func.signature();
-    let li = inv.layout(sig);
-    let Invoker { buf, layouts } = inv;
-    let layout = &layouts[li].1;
-    let base = buf.reserve(layout);
-    let slot = base.as_ptr().wrapping_add(layout.params[0]);
+    let param = sig
+        .params()
+        .next()
+        .expect("fing::reflectcall: a finalizer has one parameter");
+    let mut local = core::mem::MaybeUninit::<[usize; 4]>::uninit();
+    let direct = func.is_direct_unary()
+        && param.size() <= core::mem::size_of_val(&local)
+        && param.align() <= core::mem::align_of_val(&local);
+    let frame = if direct {
+        None
+    } else {
+        let li = inv.layout(sig);
+        let Invoker { buf, layouts } = inv;
+        let layout = &layouts[li].1;
+        Some((buf.reserve(layout), layout))
+    };
+    let slot = match frame {
+        Some((base, layout)) => base.as_ptr().wrapping_add(layout.params[0]),
+        None => local.as_mut_ptr().cast::<u8>(),
+    };
     let data = NonNull::new(ptr.cast_mut()).expect("fing::reflectcall: null object address");
     // SAFETY: the entry holds one count on `obj` for this handle, and `data` lies in it.
     let handle: Gc<u8> = unsafe { Gc::from_raw(data, obj) };
@@ -80,7 +100,18 @@ pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
             unsafe { (itab.write_handle)(ptr, obj, slot) };
         }
     }
-    // SAFETY: the only argument slot was just written with a value of the parameter type.
-    let mut frame = unsafe { Frame::new(base, sig, layout) };
-    func.call_frame(&mut frame);
+    match frame {
+        None => {
+            // SAFETY: `slot` holds a value of the parameter type, aligned (checked above),
+            // which the call takes over.
+            let r = unsafe { func.call_unary(slot) };
+            debug_assert!(r.is_ok(), "fing::reflectcall: a direct finalizer refused");
+        }
+        Some((base, layout)) => {
+            // SAFETY: the only argument slot was just written with a value of the
+            // parameter type.
+            let mut frame = unsafe { Frame::new(base, sig, layout) };
+            func.call_frame(&mut frame);
+        }
+    }
 }
