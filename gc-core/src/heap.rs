@@ -180,7 +180,6 @@ impl HeapInner {
             limit_refusals: AtomicU64::new(0),
             started: Instant::now(),
         }));
-        lock(&inner.pages).owner = inner;
         inner
     }
 

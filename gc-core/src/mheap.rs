@@ -29,8 +29,6 @@ const MAP_LEN: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
 pub(crate) struct Arena {
     pub(crate) base: *mut u8,
     pub(crate) heap_id: u64,
-    /// The owning heap (heaps live forever).
-    heap: AtomicPtr<crate::heap::HeapInner>,
     spans: Box<[AtomicPtr<Span>]>,
 }
 
@@ -60,15 +58,6 @@ pub(crate) fn arena_of(addr: usize) -> Option<&'static Arena> {
     let a = arena_map()[i].load(Ordering::Acquire);
     // SAFETY: arenas are never freed once published in the map.
     NonNull::new(a).map(|a| unsafe { a.as_ref() })
-}
-
-impl Arena {
-    /// The heap that owns this arena.
-    pub(crate) fn heap(&self) -> Option<&'static crate::heap::HeapInner> {
-        // SAFETY: heaps are leaked and live forever; the pointer is set before the arena is
-        // published and never changes.
-        unsafe { self.heap.load(Ordering::Relaxed).as_ref() }
-    }
 }
 
 /// The in-use span containing `addr`, if any.
@@ -109,8 +98,6 @@ pub(crate) fn find_object(addr: usize) -> Option<(&'static Span, usize, *mut u8)
 /// A heap's pages.
 pub(crate) struct PageHeap {
     heap_id: u64,
-    /// The heap this page heap belongs to (set once the heap has its address).
-    pub(crate) owner: *const crate::heap::HeapInner,
     arenas: Vec<(&'static Arena, FreeRuns)>,
     /// Bytes reserved from the OS.
     pub(crate) sys: usize,
@@ -128,7 +115,6 @@ impl PageHeap {
     pub(crate) fn new(heap_id: u64) -> PageHeap {
         PageHeap {
             heap_id,
-            owner: core::ptr::null(),
             arenas: Vec::new(),
             sys: 0,
             released: 0,
@@ -145,7 +131,6 @@ impl PageHeap {
         let arena: &'static Arena = Box::leak(Box::new(Arena {
             base,
             heap_id: self.heap_id,
-            heap: AtomicPtr::new(self.owner.cast_mut()),
             spans: (0..pages)
                 .map(|_| AtomicPtr::new(core::ptr::null_mut()))
                 .collect(),

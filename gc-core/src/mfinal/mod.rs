@@ -193,17 +193,12 @@ pub(crate) fn set_raw(
     if elem.size() == 0 {
         return Ok(Outcome::ZeroSized);
     }
-    // Row 4: a handle is (address, object); outside the heap the object word is no heap's.
+    // Row 4: a handle is (address, object); outside the heap the object word is no heap's
+    // (an arena exists only once its heap has claimed it, so a span implies a heap).
     let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
     else {
         return Ok(Outcome::NotInHeap);
     };
-    if crate::mheap::arena_of(objw as usize)
-        .and_then(|a| a.heap())
-        .is_none()
-    {
-        return Ok(Outcome::NotInHeap);
-    }
     // Row 5.
     // SAFETY: `objw` is the header of an allocated object (checked above) that `obj`'s
     // handle keeps alive.
@@ -256,7 +251,14 @@ pub(crate) fn set_raw(
     }
     // Row 9.
     let param = fty.params().next().expect("one parameter");
-    let conv = match finalizer_param(oty, param).ok_or_else(cannot)? {
+    // A parameter of the object's own type (what `Gc::set_finalizer` makes) is identical
+    // at a glance.
+    let matched = if core::ptr::eq(param, oty) {
+        ParamMatch::Identical
+    } else {
+        finalizer_param(oty, param).ok_or_else(cannot)?
+    };
+    let conv = match matched {
         ParamMatch::Identical | ParamMatch::AssignablePointer => Conv::Handle,
         ParamMatch::EmptyInterface => Conv::Value,
         ParamMatch::Interface(itab) => Conv::Iface(itab),
@@ -286,16 +288,18 @@ pub(crate) fn set_raw(
         FinArg::Nil => unreachable!("fing::set_finalizer: removal handled above"),
     };
     let obj_ptr = NonNull::new(objw).expect("an allocated object's header");
-    sp.insert(
-        at,
-        Record {
-            obj: obj_ptr,
-            ptr,
-            func,
-            obj_ty: oty,
-            conv,
-        },
-    );
+    let record = Record {
+        obj: obj_ptr,
+        ptr,
+        func,
+        obj_ty: oty,
+        conv,
+    };
+    if at == sp.len() {
+        sp.push(record);
+    } else {
+        sp.insert(at, record);
+    }
     span.has_specials.store(true, Ordering::Relaxed);
     Ok(Outcome::Set)
 }
