@@ -326,18 +326,21 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
     core::hint::black_box(x);
 }
 
-/// The objects that have records (with repeats for tiny blocks), from the spans that
-/// hold records: the marker scans the unmarked ones. World stopped.
-pub(crate) fn objects_with_records(spans: &[crate::heap::SpanPtr]) -> Vec<NonNull<u8>> {
-    let mut out = Vec::new();
+/// Calls `f` with each span that holds records and each record's object (repeated for a
+/// tiny block with several): the marker scans the unmarked ones. World stopped.
+pub(crate) fn for_each_object_with_records(
+    spans: &[crate::heap::SpanPtr],
+    mut f: impl FnMut(&'static crate::mspan::Span, NonNull<u8>),
+) {
     for s in spans
         .iter()
         .map(|s| s.get())
         .filter(|s| s.has_specials.load(Ordering::Relaxed))
     {
-        out.extend(lock(&s.specials).iter().map(|r| r.obj));
+        for r in lock(&s.specials).iter() {
+            f(s, r.obj);
+        }
     }
-    out
 }
 
 /// The sweeper's first step (Go's two-pass rule): every object with records that marking
@@ -351,21 +354,26 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
         .filter(|s| s.has_specials.load(Ordering::Relaxed))
     {
         let mut sp = lock(&s.specials);
-        // Decide every record first: marking an object below must not spare its later
-        // records (all records of a dead object go in this cycle).
-        let dead: Vec<bool> = sp
-            .iter()
-            .map(|r| !s.is_marked(s.index_of(r.obj.as_ptr() as usize)))
-            .collect();
-        if !dead.contains(&true) {
+        let index = |r: &Record| s.index_of(r.obj.as_ptr() as usize);
+        if sp.iter().all(|r| s.is_marked(index(r))) {
             continue;
         }
-        for (r, dead) in core::mem::take(&mut *sp).into_iter().zip(dead) {
-            if !dead {
-                sp.push(r);
-                continue;
+        // Records are sorted by address, so a tiny block's records are adjacent: once the
+        // first of them resurrects the block (marks it), the rest are still its dead
+        // object's (all records of a dead object go in this cycle).
+        let mut resurrected: Option<NonNull<u8>> = None;
+        let dead = sp.extract_if(.., |r| {
+            if resurrected != Some(r.obj) {
+                let i = index(r);
+                if s.is_marked(i) {
+                    return false;
+                }
+                s.mark(i);
+                resurrected = Some(r.obj);
             }
-            s.mark(s.index_of(r.obj.as_ptr() as usize));
+            true
+        });
+        for r in dead {
             // SAFETY: a record's object is allocated (records go only with their object);
             // the world is stopped.
             unsafe { crate::mgcmark::header(r.obj.as_ptr()) }
