@@ -203,16 +203,23 @@ impl HeapInner {
     #[inline]
     #[allow(clippy::vec_box)] // the boxes keep each cache's address: the registry points at it
     fn cache<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
-        let i = match caches.iter().position(|c| c.heap.id == self.id) {
-            Some(i) => i,
+        // The heap allocated from last is first: a thread that has used many heaps (a
+        // test per heap) does not search them all on every allocation. The caches are
+        // boxed, so reordering moves no cache (the registry points at them).
+        if caches.first().is_some_and(|c| c.heap.id == self.id) {
+            return &mut caches[0];
+        }
+        match caches.iter().position(|c| c.heap.id == self.id) {
+            Some(i) => caches.swap(0, i),
             None => {
                 let mut c = Box::new(MCache::new(self));
                 lock(&self.caches).push(NonNull::from(&mut *c));
                 caches.push(c);
-                caches.len() - 1
+                let last = caches.len() - 1;
+                caches.swap(0, last);
             }
-        };
-        &mut caches[i]
+        }
+        &mut caches[0]
     }
 
     /// Runs an automatic collection if the pacer asked for one and the world can be had
