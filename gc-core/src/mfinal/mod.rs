@@ -355,25 +355,12 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
     {
         let mut sp = lock(&s.specials);
         let index = |r: &Record| s.index_of(r.obj.as_ptr() as usize);
-        if sp.iter().all(|r| s.is_marked(index(r))) {
+        let marked = sp.iter().filter(|r| s.is_marked(index(r))).count();
+        if marked == sp.len() {
             continue;
         }
-        // Records are sorted by address, so a tiny block's records are adjacent: once the
-        // first of them resurrects the block (marks it), the rest are still its dead
-        // object's (all records of a dead object go in this cycle).
-        let mut resurrected: Option<NonNull<u8>> = None;
-        let dead = sp.extract_if(.., |r| {
-            if resurrected != Some(r.obj) {
-                let i = index(r);
-                if s.is_marked(i) {
-                    return false;
-                }
-                s.mark(i);
-                resurrected = Some(r.obj);
-            }
-            true
-        });
-        for r in dead {
+        let mut queue = |r: Record| {
+            s.mark(index(&r));
             // SAFETY: a record's object is allocated (records go only with their object);
             // the world is stopped.
             unsafe { crate::mgcmark::header(r.obj.as_ptr()) }
@@ -386,6 +373,25 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
                 obj_ty: r.obj_ty,
                 conv: r.conv,
             });
+        };
+        if marked == 0 {
+            // Every object here is dead (a burst of garbage): all records go.
+            sp.drain(..).for_each(&mut queue);
+        } else {
+            // Records are sorted by address, so a tiny block's records are adjacent: once
+            // the first of them resurrects the block (marks it), the rest are still its
+            // dead object's (all records of a dead object go in this cycle).
+            let mut resurrected: Option<NonNull<u8>> = None;
+            let dead = sp.extract_if(.., |r| {
+                if resurrected != Some(r.obj) {
+                    if s.is_marked(index(r)) {
+                        return false;
+                    }
+                    resurrected = Some(r.obj);
+                }
+                true
+            });
+            dead.for_each(&mut queue);
         }
         s.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
     }
