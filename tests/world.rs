@@ -291,3 +291,34 @@ fn a_drop_deferred_on_a_blocked_thread_is_seen_by_the_next_collection() {
     done_tx.send(()).unwrap();
     t.join().unwrap();
 }
+
+/// `stats()` runs outside sections, while collections free spans: it must only ever read
+/// spans still in use (a freed span read here showed up as a heap of petabytes in the
+/// soak; AddressSanitizer reports the read in `.ci/deep`).
+#[test]
+fn stats_read_during_collections_sees_only_live_spans() {
+    let h = quiet_heap();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let reader = thread::spawn(move || {
+        let mut reads = 0u64;
+        while !d.load(Ordering::Relaxed) {
+            let s = h.stats();
+            assert!(
+                s.heap_in_use < 1 << 30,
+                "heap in use {} bytes",
+                s.heap_in_use
+            );
+            reads += 1;
+        }
+        reads
+    });
+    for round in 0..30u64 {
+        // Several spans' worth, all garbage by the collection: their spans are freed.
+        let v: Vec<Gc<Node>> = (0..20_000).map(|i| mk(h, round * 100_000 + i)).collect();
+        drop(v);
+        h.collect();
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+}

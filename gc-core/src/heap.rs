@@ -12,6 +12,9 @@
 //! heap is never freed (a `Heap` is a copyable reference to it).
 //!
 //! Lock order: mutator section, then a central list, then `all_spans`, then the page heap.
+//! The collector, with the world stopped, holds `all_spans` and the page heap while it
+//! rebuilds the central lists: no mutator holds a central list then, and `stats()` (which
+//! runs outside sections) holds one lock at a time.
 //! The collector takes them with the world stopped, when no one else holds any.
 
 use core::ptr::NonNull;
@@ -440,6 +443,8 @@ impl Heap {
 /// an address one past the end of an object maps to that object or to none, never to the
 /// next one.
 pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
+    // In a section: no sweep frees the span while it is read.
+    let _section = world::enter();
     let (s, _, slot) = crate::mheap::find_object(addr as usize)?;
     Some((NonNull::new(slot)?, s.elem_size))
 }

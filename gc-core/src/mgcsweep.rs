@@ -88,6 +88,9 @@ pub(crate) fn sweep(
     heap.reset_central();
     let mut keep = Vec::with_capacity(spans.len());
     let mut live_bytes = 0;
+    // `all_spans` is held until it no longer lists the spans freed here: `stats()` reads
+    // it without a section, and must never see a freed span.
+    let mut all_spans = lock(&heap.all_spans);
     let mut pages = lock(&heap.pages);
     for &sp in spans {
         let s = sp.get();
@@ -96,8 +99,9 @@ pub(crate) fn sweep(
             pages.set_span(s, core::ptr::null_mut());
             pages.free(s.base, s.npages);
             // SAFETY: the span is in no list or cache any more (caches were flushed, the
-            // central lists reset, and it is left out of `keep`), and its pages no longer
-            // point to it: this is the last reference.
+            // central lists reset, and it is left out of `keep`, which replaces `all_spans`
+            // before that lock is released), and its pages no longer point to it: this is
+            // the last reference.
             drop(unsafe { Box::from_raw((s as *const crate::mspan::Span).cast_mut()) });
             continue;
         }
@@ -114,7 +118,8 @@ pub(crate) fn sweep(
     };
     pages.release_free(retain);
     drop(pages);
-    *lock(&heap.all_spans) = keep;
+    *all_spans = keep;
+    drop(all_spans);
     Swept {
         freed_objects: freed,
         live_bytes,
