@@ -12,45 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use fing::rules::identical;
 use fing::{
-    FinalizerError, Frame, FrameFn, Func, Gc, GcCell, Heap, HeapConfig, Outcome, Trace, Type,
-    TypeBuilder, Typed, Value,
+    FinalizerError, Frame, FrameFn, Func, Gc, GcCell, Heap, HeapConfig, Outcome, Type, TypeBuilder,
+    Typed, Value,
 };
 
-#[fing::interface]
-pub trait Closer: Send + Sync {
-    fn close(&self) -> i64;
-}
-
-#[derive(Trace)]
-#[gc(implements(Closer))]
-pub struct File {
-    fd: i64,
-    next: GcCell<Option<Gc<File>>>,
-}
-
-impl Closer for File {
-    fn close(&self) -> i64 {
-        self.fd
-    }
-}
-
-#[derive(Trace)]
-#[gc(pointer)]
-#[repr(transparent)]
-pub struct Tintptr(Gc<i64>);
-
-#[derive(Trace)]
-#[repr(C)]
-pub struct Pair {
-    a: [u64; 4],
-    b: [u64; 4],
-}
-
-#[derive(Trace)]
-pub struct NotSync {
-    #[gc(untraced)]
-    cell: std::cell::Cell<i32>,
-}
+#[path = "support/finalizer_types.rs"]
+mod types;
+use types::{Closer, File, NotSync, Pair, Tintptr};
 
 fn heap() -> Heap {
     let mut c = HeapConfig::default();
@@ -144,7 +112,7 @@ fn every_check_in_gos_order_with_gos_messages() {
         "fing::set_finalizer: second argument is i32, not a function"
     );
     // 8: zero or two parameters, variadic.
-    let pass = "fing::set_finalizer: cannot pass Gc<finalizers::File> to finalizer";
+    let pass = "fing::set_finalizer: cannot pass Gc<finalizers::types::File> to finalizer";
     assert_eq!(
         err(fing::set_finalizer(
             Value::from(f.clone()),
@@ -157,7 +125,7 @@ fn every_check_in_gos_order_with_gos_messages() {
             Value::from(f.clone()),
             Func::binary(|_: Gc<File>, _: i32| ())
         )),
-        format!("{pass} fn(Gc<finalizers::File>, i32)")
+        format!("{pass} fn(Gc<finalizers::types::File>, i32)")
     );
     assert_eq!(
         err(fing::set_finalizer(
@@ -197,7 +165,7 @@ fn every_check_in_gos_order_with_gos_messages() {
     });
     assert_eq!(
         err(fing::set_finalizer(Value::new(ns), Func::new(|_: Value| ()))),
-        "fing::set_finalizer: Gc<finalizers::NotSync> is not Send + Sync; its finalizer would run on another thread"
+        "fing::set_finalizer: Gc<finalizers::types::NotSync> is not Send + Sync; its finalizer would run on another thread"
     );
 }
 
@@ -456,10 +424,10 @@ fn wait_finalizers_with_a_timeout_names_the_stuck_finalizer() {
         .unwrap();
     h.collect();
     let e = fing::wait_finalizers_timeout(std::time::Duration::from_millis(200)).unwrap_err();
-    assert_eq!(e.running.as_deref(), Some("Gc<finalizers::File>"));
+    assert_eq!(e.running.as_deref(), Some("Gc<finalizers::types::File>"));
     assert!(e
         .to_string()
-        .contains("a finalizer of a Gc<finalizers::File> is still running"));
+        .contains("a finalizer of a Gc<finalizers::types::File> is still running"));
     tx.send(()).unwrap();
     fing::wait_finalizers();
 }
@@ -468,7 +436,7 @@ fn wait_finalizers_with_a_timeout_names_the_stuck_finalizer() {
 fn descriptors_of_the_test_types() {
     assert_eq!(
         Type::of::<Gc<dyn Closer>>().to_string(),
-        "dyn finalizers::Closer"
+        "dyn finalizers::types::Closer"
     );
 }
 

@@ -7,32 +7,14 @@
 use fing::rules::{finalizer_param, identical, ParamMatch};
 use fing::{Frame, FrameFn, Func, Gc, Kind, Trace, Type, TypeBuilder, Typed, Value};
 
-#[fing::interface]
-pub trait Closer: Send + Sync {
-    fn close(&self) -> i64;
-}
+#[path = "support/finalizer_types.rs"]
+mod types;
+use types::{Closer, File, Tintptr};
 
 #[fing::interface]
 pub trait Reader: Send + Sync {
     fn read(&self) -> i64;
 }
-
-#[derive(Trace)]
-#[gc(implements(Closer))]
-pub struct File {
-    fd: i64,
-}
-
-impl Closer for File {
-    fn close(&self) -> i64 {
-        self.fd
-    }
-}
-
-#[derive(Trace)]
-#[gc(pointer)]
-#[repr(transparent)]
-pub struct Tintptr(Gc<i64>);
 
 #[derive(Trace)]
 #[gc(pointer)]
@@ -88,22 +70,25 @@ fn handle_types_are_described() {
     let g = ty::<Gc<File>>();
     assert_eq!(g.kind(), Kind::Pointer);
     assert_eq!(g.size(), std::mem::size_of::<Gc<File>>());
-    assert_eq!(g.to_string(), "Gc<reflect::File>");
+    assert_eq!(g.to_string(), "Gc<reflect::types::File>");
     assert!(g.is_send_sync());
     let i = ty::<Gc<dyn Closer>>();
     assert_eq!(i.kind(), Kind::Interface);
-    assert_eq!(i.to_string(), "dyn reflect::Closer");
+    assert_eq!(i.to_string(), "dyn reflect::types::Closer");
     assert!(!identical(i, ty::<Gc<dyn Reader>>()));
 }
 
-static ROOT: File = File { fd: 3 };
+static ROOT: File = File {
+    fd: 3,
+    next: fing::GcCell::new(None),
+};
 
 #[test]
 fn values_hold_handles_and_give_them_back() {
     let h = Gc::from_static(&ROOT);
     assert!(!Gc::is_in_heap(&h));
     let v = Value::from(h.clone());
-    assert_eq!(v.type_of().to_string(), "Gc<reflect::File>");
+    assert_eq!(v.type_of().to_string(), "Gc<reflect::types::File>");
     assert_eq!(v.kind(), Kind::Pointer);
     let v = v.downcast::<Gc<i64>>().unwrap_err();
     let back: Gc<File> = v.downcast::<Gc<File>>().unwrap();
@@ -124,13 +109,16 @@ fn funcs_take_handles_and_interfaces() {
     let f = Func::new(|file: Gc<File>| -> [u8; 32] { [file.fd as u8; 32] });
     assert_eq!(
         f.signature().to_string(),
-        "fn(Gc<reflect::File>) -> [u8; 32]"
+        "fn(Gc<reflect::types::File>) -> [u8; 32]"
     );
     let r = f.call(vec![Value::from(Gc::from_static(&ROOT))]).unwrap();
     assert_eq!(r[0].downcast_ref::<[u8; 32]>(), Some(&[3; 32]));
 
     let f = Func::new(|c: Gc<dyn Closer>| c.close());
-    assert_eq!(f.signature().to_string(), "fn(dyn reflect::Closer) -> i64");
+    assert_eq!(
+        f.signature().to_string(),
+        "fn(dyn reflect::types::Closer) -> i64"
+    );
     assert_eq!(
         f.signature().params().next().unwrap().kind(),
         Kind::Interface

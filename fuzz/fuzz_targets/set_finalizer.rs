@@ -15,44 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use fing::{Frame, FrameFn, Func, Gc, GcCell, Outcome, Trace, Type, TypeBuilder, Typed, Value};
+use fing::{Frame, FrameFn, Func, Gc, GcCell, Outcome, Type, TypeBuilder, Typed, Value};
 use libfuzzer_sys::fuzz_target;
 
-#[fing::interface]
-pub trait Closer: Send + Sync {
-    fn close(&self) -> i64;
-}
-
-#[derive(Trace)]
-#[gc(implements(Closer))]
-pub struct File {
-    fd: i64,
-    next: GcCell<Option<Gc<File>>>,
-}
-
-impl Closer for File {
-    fn close(&self) -> i64 {
-        self.fd
-    }
-}
-
-#[derive(Trace)]
-#[repr(C)]
-pub struct Pair {
-    a: [u64; 4],
-    b: [u64; 4],
-}
-
-#[derive(Trace)]
-#[gc(pointer)]
-#[repr(transparent)]
-pub struct Tintptr(Gc<i64>);
-
-#[derive(Trace)]
-pub struct NotSync {
-    #[gc(untraced)]
-    cell: std::cell::Cell<i32>,
-}
+#[path = "../../tests/support/finalizer_types.rs"]
+mod types;
+use types::{Closer, File, NotSync, Pair, Tintptr};
 
 /// Parameter types: Rust types and run-time built ones (built once: built types live
 /// forever).

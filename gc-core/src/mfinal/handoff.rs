@@ -43,6 +43,21 @@ impl<Q: Queue> State<Q> {
     }
 }
 
+/// The one body of `Handoff::new`, const or not.
+macro_rules! handoff {
+    ($queue:expr) => {
+        Handoff {
+            state: Mutex::new(State {
+                queue: $queue,
+                in_flight: 0,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            idle: Condvar::new(),
+        }
+    };
+}
+
 pub(crate) struct Handoff<Q> {
     state: Mutex<State<Q>>,
     /// Signalled when work is queued.
@@ -52,30 +67,16 @@ pub(crate) struct Handoff<Q> {
 }
 
 impl<Q: Queue> Handoff<Q> {
+    /// A hand-off around `queue` (const for the real one, a static; loom's primitives
+    /// are made at run time, inside a model).
     #[cfg(not(loom))]
     pub(crate) const fn new(queue: Q) -> Handoff<Q> {
-        Handoff {
-            state: Mutex::new(State {
-                queue,
-                in_flight: 0,
-                closed: false,
-            }),
-            work: Condvar::new(),
-            idle: Condvar::new(),
-        }
+        handoff!(queue)
     }
 
     #[cfg(loom)]
     pub(crate) fn new(queue: Q) -> Handoff<Q> {
-        Handoff {
-            state: Mutex::new(State {
-                queue,
-                in_flight: 0,
-                closed: false,
-            }),
-            work: Condvar::new(),
-            idle: Condvar::new(),
-        }
+        handoff!(queue)
     }
 
     /// The lock. Every update of the state completes before unlocking, and finalizers run
