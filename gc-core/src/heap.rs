@@ -343,10 +343,11 @@ impl Heap {
     /// # Panics
     /// Where `try_alloc` returns an error: past `HeapConfig::max_heap`, or when the OS
     /// refuses memory (`fing::Heap::alloc: cannot allocate ...`).
+    #[inline]
     pub fn alloc<T: Trace + Send + 'static>(&self, value: T) -> Gc<T> {
-        match self.try_alloc(value) {
+        match self.alloc_fast(value) {
             Ok(g) => g,
-            Err(e) => panic!("fing::Heap::alloc: {}", e.reason()),
+            Err(value) => self.alloc_slow(value),
         }
     }
 
@@ -354,21 +355,41 @@ impl Heap {
     /// panicking: when the object would take the heap past `HeapConfig::max_heap` even
     /// after a collection, or the OS refuses memory.
     pub fn try_alloc<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, AllocError<T>> {
+        match self.alloc_fast(value) {
+            Ok(g) => Ok(g),
+            Err(value) => self.retry(value),
+        }
+    }
+
+    /// The first attempt: zero-sized values, the pacer's collection, a slot.
+    #[inline(always)]
+    fn alloc_fast<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, T> {
         if Plan::<T>::SIZE == 0 && !core::mem::needs_drop::<T>() {
             core::mem::forget(value);
             return Ok(Gc::zero_sized());
         }
+        self.inner.maybe_collect();
+        self.place(value)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow<T: Trace + Send + 'static>(&self, value: T) -> Gc<T> {
+        match self.retry(value) {
+            Ok(g) => g,
+            Err(e) => panic!("fing::Heap::alloc: {}", e.reason()),
+        }
+    }
+
+    /// Out of room: collect (waiting for the world as `collect()` does, unless this thread
+    /// holds a section: then only if the world can be had now), then try once more.
+    #[cold]
+    #[inline(never)]
+    fn retry<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, AllocError<T>> {
         let inner = self.inner;
-        inner.maybe_collect();
-        let refusals = inner.limit_refusals.load(Ordering::Relaxed);
-        let value = match self.place(value) {
-            Ok(g) => return Ok(g),
-            Err(v) => v,
-        };
-        // Out of room: collect (waiting for the world as `collect()` does, unless this
-        // thread holds a section: then only if the world can be had now), then try again.
         let wait = !world::in_section();
         inner.collect_now(wait, Duration::from_millis(20), "fing::Heap::try_alloc");
+        let refusals = inner.limit_refusals.load(Ordering::Relaxed);
         self.place(value).map_err(|value| AllocError {
             value,
             ty: T::TYPE,
@@ -382,6 +403,7 @@ impl Heap {
     }
 
     /// The allocation itself: `Err(value)` if no slot could be had.
+    #[inline(always)]
     fn place<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, T> {
         let inner = self.inner;
         let ty: &'static Type = T::TYPE;

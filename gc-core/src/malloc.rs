@@ -15,7 +15,10 @@ use crate::sizeclasses::{class_for, PAGE_SIZE};
 
 impl HeapInner {
     /// Allocates a slot for a value of `size` bytes and alignment `align`: returns the
-    /// object's header and the value's address. Inside a section.
+    /// object's header and the value's address. Inside a section. Inlined into each
+    /// `alloc::<T>`, where the request is a constant: the tiny, small or large path is
+    /// chosen at compile time.
+    #[inline(always)]
     pub(crate) fn malloc(
         &'static self,
         cache: &mut MCache,
@@ -33,29 +36,38 @@ impl HeapInner {
             return cache.alloc_tiny(size, align);
         }
         let off = data_offset(align);
-        let total = off.checked_add(size)?;
         match class {
             Some(class) => {
                 let slot = cache.alloc_small(SpanClass::new(class, noscan), sweep_drop)?;
                 Some((slot.cast(), NonNull::new(slot.as_ptr().wrapping_add(off))?))
             }
-            None => {
-                let npages = total.div_ceil(PAGE_SIZE);
-                let s = self.new_span(npages, npages * PAGE_SIZE, SpanClass::new(0, noscan))?;
-                let span = s.get();
-                span.next_free()
-                    .expect("fing::malloc: fresh large span is full");
-                self.grew(span.bytes());
-                self.large_mallocs.fetch_add(1, Ordering::Relaxed);
-                let mut k = lock(&self.counters);
-                k.bytes_base += span.bytes() as u64;
-                drop(k);
-                Some((
-                    NonNull::new(span.base)?.cast(),
-                    NonNull::new(span.base.wrapping_add(off))?,
-                ))
-            }
+            None => self.malloc_large(off.checked_add(size)?, off, noscan),
         }
+    }
+
+    /// A large object: a span of its own.
+    #[cold]
+    #[inline(never)]
+    fn malloc_large(
+        &'static self,
+        total: usize,
+        off: usize,
+        noscan: bool,
+    ) -> Option<(NonNull<Header>, NonNull<u8>)> {
+        let npages = total.div_ceil(PAGE_SIZE);
+        let s = self.new_span(npages, npages * PAGE_SIZE, SpanClass::new(0, noscan))?;
+        let span = s.get();
+        span.next_free()
+            .expect("fing::malloc: fresh large span is full");
+        self.grew(span.bytes());
+        self.large_mallocs.fetch_add(1, Ordering::Relaxed);
+        let mut k = lock(&self.counters);
+        k.bytes_base += span.bytes() as u64;
+        drop(k);
+        Some((
+            NonNull::new(span.base)?.cast(),
+            NonNull::new(span.base.wrapping_add(off))?,
+        ))
     }
 }
 
