@@ -212,8 +212,8 @@ impl HeapInner {
         if caches.first().is_some_and(|c| c.heap.id == self.id) {
             return &mut caches[0];
         }
-        match caches.iter().position(|c| c.heap.id == self.id) {
-            Some(i) => caches.swap(0, i),
+        match caches.iter().skip(1).position(|c| c.heap.id == self.id) {
+            Some(i) => caches.swap(0, i + 1),
             None => {
                 let mut c = Box::new(MCache::new(self));
                 lock(&self.caches).push(NonNull::from(&mut *c));

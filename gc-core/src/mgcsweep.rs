@@ -98,11 +98,12 @@ pub(crate) fn sweep(
         if live == 0 {
             pages.set_span(s, core::ptr::null_mut());
             pages.free(s.base, s.npages);
-            // SAFETY: the span is in no list or cache any more (caches were flushed, the
-            // central lists reset, and it is left out of `keep`, which replaces `all_spans`
-            // before that lock is released), and its pages no longer point to it: this is
-            // the last reference.
-            drop(unsafe { Box::from_raw((s as *const crate::mspan::Span).cast_mut()) });
+            // The span is in no list or cache any more (caches were flushed, the central
+            // lists reset, and it is left out of `keep`, which replaces `all_spans` before
+            // that lock is released), and its pages no longer point to it.
+            let raw = (s as *const crate::mspan::Span).cast_mut();
+            // SAFETY: `raw` came from a leaked box and this is its last reference (above).
+            drop(unsafe { Box::from_raw(raw) });
             continue;
         }
         live_bytes += live * s.elem_size;

@@ -159,14 +159,14 @@ impl FinQueue {
         self.recycle(Blocks(free));
     }
 
+    /// How many blocks the free cache holds (at most `MAX_FREE`, so walking it is cheap).
+    fn free_blocks(&self) -> usize {
+        core::iter::successors(self.free.as_deref(), |b| b.next.as_deref()).count()
+    }
+
     /// Takes back emptied blocks: up to `MAX_FREE` stay for reuse, the rest are freed.
     pub(crate) fn recycle(&mut self, blocks: Blocks) {
-        let mut kept = 0;
-        let mut f = self.free.as_ref();
-        while let Some(b) = f {
-            kept += 1;
-            f = b.next.as_ref();
-        }
+        let mut kept = self.free_blocks();
         let mut cur = blocks.0;
         while let Some(mut b) = cur {
             cur = b.next.take();
@@ -183,12 +183,7 @@ impl FinQueue {
 
     /// A queue for one collection to fill, with this queue's spare blocks.
     pub(crate) fn split_spare(&mut self) -> FinQueue {
-        let mut n = 0;
-        let mut f = self.free.as_ref();
-        while let Some(b) = f {
-            n += 1;
-            f = b.next.as_ref();
-        }
+        let n = self.free_blocks();
         self.all_blocks -= n;
         FinQueue {
             head: None,
