@@ -37,8 +37,10 @@ fn round<T: Trace + Send + Sync + 'static>(h: Heap, n: u64, new: fn(u64) -> T) {
     let t2 = Instant::now();
     drop(objs);
     let t3 = Instant::now();
+    let ran0 = h.stats().finalizers_run;
     h.collect();
     let t4 = Instant::now();
+    let during = h.stats().finalizers_run - ran0;
     fing::wait_finalizers();
     let t5 = Instant::now();
     assert_eq!(RAN.load(Ordering::Relaxed), n as usize);
@@ -46,7 +48,7 @@ fn round<T: Trace + Send + Sync + 'static>(h: Heap, n: u64, new: fn(u64) -> T) {
     let t6 = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     println!(
-        "alloc {:6.1}  set {:6.1}  drop {:6.1}  collect {:6.1}  run {:6.1}  | total {:6.1} ms  (then free {:5.1})",
+        "alloc {:6.1}  set {:6.1}  drop {:6.1}  collect {:6.1}  run {:6.1}  | total {:6.1} ms  (then free {:5.1}; {during} ran during the collection)",
         ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4), ms(t4, t5), ms(t0, t5), ms(t5, t6)
     );
 }

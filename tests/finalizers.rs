@@ -511,3 +511,68 @@ fn handles_from_one_heap_stored_in_another_are_released_when_their_holder_dies()
     );
     assert_eq!(a.stats().heap_objects, 0);
 }
+
+static BURST_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts its drops (one per freed `Burst`).
+struct DropToken;
+impl Drop for DropToken {
+    fn drop(&mut self) {
+        BURST_DROPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An object of the burst below.
+#[derive(fing::Trace)]
+struct Burst {
+    id: u64,
+    #[gc(untraced)]
+    token: DropToken,
+}
+
+#[test]
+fn a_burst_runs_while_its_collection_queues_and_the_next_collection_frees_it_all() {
+    // Enough finalizers that the collection hands them over in parts, and enough plain
+    // garbage that its sweep is long: the thread runs them while the world is stopped,
+    // its handle drops going past its ring into its spill. `wait_finalizers` returns only
+    // after the spill is applied, so one more collection frees every object.
+    const N: u64 = 20_000;
+    let h = heap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let objs: Vec<Gc<Burst>> = (0..N)
+        .map(|id| {
+            h.alloc(Burst {
+                id,
+                token: DropToken,
+            })
+        })
+        .collect();
+    let garbage: Vec<Gc<Vec<u64>>> = (0..300_000).map(|i| h.alloc(vec![i])).collect();
+    for o in &objs {
+        let ran = ran.clone();
+        o.set_finalizer(move |b: Gc<Burst>| {
+            let again = b.clone();
+            drop(b);
+            assert!(again.id < N);
+            ran.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+    }
+    drop(objs);
+    drop(garbage);
+    h.collect();
+    fing::wait_finalizers();
+    assert_eq!(
+        ran.load(Ordering::Relaxed),
+        N as usize,
+        "each finalizer once"
+    );
+    assert_eq!(
+        BURST_DROPS.load(Ordering::Relaxed),
+        0,
+        "resurrected for a cycle"
+    );
+    h.collect();
+    assert_eq!(BURST_DROPS.load(Ordering::Relaxed), N as usize);
+    assert_eq!(h.stats().heap_objects, 0);
+}

@@ -22,7 +22,11 @@
 //! allocating (the mcache and spans), writing through a `GcCell` (the collector reads
 //! cells without locks). Dropping a handle outside a section only records it in the
 //! thread's ring (`deferred`), which the thread applies in one section when the ring is
-//! full, and every collection applies with the world stopped. Cloning a handle needs no
+//! full, and every collection applies with the world stopped. The finalizer thread, which
+//! runs finalizers while their collection is still going, does not wait there: with its
+//! ring full and the world stopped it keeps the drop in a private spill, each entry a
+//! count not yet lowered (so collections only keep more), and applies the spill after the
+//! cycle's last batch, before it can count as idle. Cloning a handle needs no
 //! section: a clone only raises a count, and
 //! a thread can only clone handles to objects reachable from handles it holds, which are
 //! roots for as long as it cannot drop them (that needs a section); a raised count can only
@@ -161,6 +165,14 @@ pub(crate) struct Local {
     /// keeps its address: the heap's registry points at it.
     #[allow(clippy::vec_box)]
     pub(crate) caches: core::cell::UnsafeCell<Vec<Box<crate::mcache::MCache>>>,
+    /// Set on a thread that must not wait for a collection to drop handles (the finalizer
+    /// thread): with its ring full and the world stopped, drops go to `spill` instead.
+    spills: Cell<bool>,
+    /// Drops recorded while the world was stopped and the ring full. Private to the
+    /// thread (the collector cannot see them: until applied, each keeps a count too many,
+    /// which only makes collections keep more); applied by `apply_spill`, the next drain
+    /// of the ring, or thread exit.
+    spill: Cell<Vec<core::ptr::NonNull<u8>>>,
 }
 
 impl Local {
@@ -177,7 +189,17 @@ impl Local {
             holds_world: Cell::new(false),
             sweeping: Cell::new(0),
             caches: core::cell::UnsafeCell::new(Vec::new()),
+            spills: Cell::new(false),
+            spill: Cell::new(Vec::new()),
         }
+    }
+
+    /// Applies the ring's drops and the spill's; in a section.
+    fn drain_drops(&self) {
+        self.slot.ring.drain(crate::mgcsweep::drop_count);
+        let mut spill = self.spill.take();
+        spill.drain(..).for_each(crate::mgcsweep::drop_count);
+        self.spill.set(spill);
     }
 }
 
@@ -188,7 +210,7 @@ impl Drop for Local {
         // be used).
         let caches = core::mem::take(self.caches.get_mut());
         self.slot.enter();
-        self.slot.ring.drain(crate::mgcsweep::drop_count);
+        self.drain_drops();
         for c in caches {
             c.retire();
         }
@@ -316,10 +338,19 @@ pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
                 return false;
             }
             if !l.slot.ring.push(obj) {
-                // Full: apply the ring in one section, then record.
-                l.slot.enter();
+                // Full: apply the ring in one section, then record. A thread that spills
+                // does not wait for a running collection: it keeps the drop for later.
+                if l.spills.get() && !l.slot.try_enter() {
+                    let mut spill = l.spill.take();
+                    spill.push(obj);
+                    l.spill.set(spill);
+                    return true;
+                }
+                if !l.spills.get() {
+                    l.slot.enter();
+                }
                 l.depth.set(1);
-                l.slot.ring.drain(crate::mgcsweep::drop_count);
+                l.drain_drops();
                 l.depth.set(0);
                 handshake::leave(&l.slot.active);
                 let pushed = l.slot.ring.push(obj);
@@ -328,6 +359,30 @@ pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
             true
         })
         .unwrap_or(false)
+}
+
+/// Makes this thread's handle drops never wait for a running collection (see `Local`'s
+/// `spill`); the thread must call `apply_spill` before it reports its work done.
+pub(crate) fn spill_drops() {
+    LOCAL.with(|l| l.spills.set(true));
+}
+
+/// Applies the drops this thread spilled, in a section (waiting for a running collection
+/// to end, if there are any).
+pub(crate) fn apply_spill() {
+    LOCAL.with(|l| {
+        let spill = l.spill.take();
+        let empty = spill.is_empty();
+        l.spill.set(spill);
+        if empty || l.holds_world.get() || l.depth.get() > 0 {
+            return;
+        }
+        l.slot.enter();
+        l.depth.set(1);
+        l.drain_drops();
+        l.depth.set(0);
+        handshake::leave(&l.slot.active);
+    });
 }
 
 /// Applies every thread's deferred drops. Collector only, world stopped.

@@ -394,9 +394,17 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
             dead.for_each(&mut queue);
         }
         s.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
+        drop(sp);
+        if out.len >= HANDOFF_EVERY {
+            thread::enqueue_more(out.take_filled());
+        }
     }
     out
 }
+
+/// Entries a collection gathers before it hands them to the finalizer thread, which runs
+/// them while the collection goes on (as Go's sweeper wakes the finalizer goroutine).
+const HANDOFF_EVERY: usize = 16 * queue::PER_BLOCK;
 
 /// Hands a cycle's resurrected finalizers to the finalizer thread.
 pub(crate) fn enqueue(batch: queue::FinQueue) {

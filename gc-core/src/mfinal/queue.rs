@@ -181,6 +181,20 @@ impl FinQueue {
         }
     }
 
+    /// Takes the entries (and their blocks) out of this queue, keeping its spare blocks:
+    /// what a collection hands over while it goes on filling.
+    pub(crate) fn take_filled(&mut self) -> FinQueue {
+        // Every block on the list is full but the head (push fills one at a time).
+        let blocks = self.len.div_ceil(PER_BLOCK);
+        self.all_blocks -= blocks;
+        FinQueue {
+            head: self.head.take(),
+            free: None,
+            all_blocks: blocks,
+            len: core::mem::take(&mut self.len),
+        }
+    }
+
     /// A queue for one collection to fill, with this queue's spare blocks.
     pub(crate) fn split_spare(&mut self) -> FinQueue {
         let n = self.free_blocks();

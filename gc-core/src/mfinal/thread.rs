@@ -70,15 +70,25 @@ pub(crate) fn batch() -> FinQueue {
     FING.with(FinQueue::split_spare)
 }
 
-/// Queues a collection's finalizers (world stopped, after the sweep; the thread wakes when
-/// it gets the lock, and runs them once the world resumes).
+/// Queues the last of a collection's finalizers (world stopped, after the sweep) and
+/// wakes the thread.
+///
+/// With `enqueue_more`, the collector hands finalizers over while it resurrects, and the
+/// thread starts on them at once, like any mutator running outside a section during a
+/// collection: their objects were resurrected (marked), so this cycle frees neither them
+/// nor what they point to, and whatever a finalizer does in a section (allocate, write a
+/// `GcCell`) waits until the world resumes. Its handle drops do not wait: the thread
+/// spills them (`world::spill_drops`) and applies them after the cycle's last batch.
 pub(crate) fn enqueue(batch: FinQueue) {
     QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
-    if batch.len == 0 {
-        FING.with(|q| q.append(batch));
-    } else {
-        FING.push(|q| q.append(batch));
-    }
+    FING.push(|q| q.append(batch));
+}
+
+/// Hands over some of a collection's finalizers while it goes on resurrecting (world
+/// stopped); `enqueue` follows in the same collection.
+pub(crate) fn enqueue_more(batch: FinQueue) {
+    QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
+    FING.push_more(|q| q.append(batch));
 }
 
 std::thread_local! {
@@ -88,6 +98,8 @@ std::thread_local! {
 
 fn run() {
     ON_FINALIZER_THREAD.with(|f| f.set(true));
+    // Batches come while their collection is still running: drops must not wait for it.
+    crate::world::spill_drops();
     let mut inv = reflectcall::Invoker::default();
     while let Some(batch) = FING.take() {
         let empty = batch.run_each(|f| {
@@ -103,6 +115,13 @@ fn run() {
             }
         });
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
+        // The end-of-cycle pass, before the thread can count as idle: the drops it spilled
+        // are applied (a collection after `wait_finalizers` must see the finalizers'
+        // handles gone). While more of the cycle is coming they wait: applying them would
+        // wait for the collection that is still queueing.
+        if !FING.more_coming() {
+            crate::world::apply_spill();
+        }
         FING.finished(|q| q.recycle(empty));
     }
 }
