@@ -123,18 +123,54 @@ pub(crate) enum Conv {
     Iface(&'static Itab),
 }
 
-/// A finalizer waiting for its object to die (Go's finalizer special).
-pub(crate) struct Record {
-    /// The object's header (a raw address: a record must not keep its object alive).
-    pub(crate) obj: NonNull<u8>,
-    pub(crate) ptr: *const u8,
-    pub(crate) func: Func,
-    pub(crate) obj_ty: &'static Type,
-    pub(crate) conv: Conv,
+/// Row 9: how an object of pointer type `obj_ty` is passed to a parameter of type `param`,
+/// or `None` if it cannot be. `set_finalizer` checks with it; the invoker asks again when
+/// it runs the finalizer (as Go's runfinq converts to the parameter's interface at run
+/// time), so that records need not carry the answer.
+pub(crate) fn conv(obj_ty: &'static Type, param: &'static Type) -> Option<Conv> {
+    // A parameter of the object's own type (what `Gc::set_finalizer` makes) is identical
+    // at a glance.
+    let matched = if core::ptr::eq(param, obj_ty) {
+        ParamMatch::Identical
+    } else {
+        finalizer_param(obj_ty, param)?
+    };
+    Some(match matched {
+        ParamMatch::Identical | ParamMatch::AssignablePointer => Conv::Handle,
+        ParamMatch::EmptyInterface => Conv::Value,
+        ParamMatch::Interface(itab) => Conv::Iface(itab),
+    })
 }
 
-// SAFETY: `ptr` is an address inside a heap object, only read; `Func` is Send.
+/// A finalizer waiting for its object to die (Go's finalizer special), and once its
+/// object is found dead, the same 48 bytes as an entry of the queue (Go's finalizer),
+/// which then holds one count on the object. The object itself is not stored: it is the
+/// slot of the span that `ptr` lies in (row 5 puts `ptr` at the start of the object's
+/// value, or inside a tiny block).
+pub(crate) struct Record {
+    /// The address the finalizer was set on: raw, as a record must not keep its object
+    /// alive.
+    pub(crate) ptr: *const u8,
+    pub(crate) func: Func,
+    /// The object's pointer type.
+    pub(crate) obj_ty: &'static Type,
+}
+
+// SAFETY: `ptr` is an address inside a heap object, only read; `Func` is Send; a queued
+// entry's count on its object is a handle's, and handles to Send + Sync objects may move
+// between threads (row 11 checked the object type).
 unsafe impl Send for Record {}
+
+// The queue's blocks hold 85 of them; set, resurrection and the queue move them whole.
+const _: () = assert!(core::mem::size_of::<Record>() == 48);
+
+impl Record {
+    /// The header of the object this record's address lies in, in span `s`.
+    pub(crate) fn object(&self, s: &crate::mspan::Span) -> NonNull<u8> {
+        NonNull::new(s.slot(s.index_of(self.ptr as usize)))
+            .expect("fing::mfinal: a record outside its span")
+    }
+}
 
 /// Sets (or, with a nil finalizer, removes) the finalizer of the object `obj` points to,
 /// with Go's `runtime.SetFinalizer` checks in Go's order (DESIGN §6). The finalizer runs
@@ -251,18 +287,7 @@ pub(crate) fn set_raw(
     }
     // Row 9.
     let param = fty.params().next().expect("one parameter");
-    // A parameter of the object's own type (what `Gc::set_finalizer` makes) is identical
-    // at a glance.
-    let matched = if core::ptr::eq(param, oty) {
-        ParamMatch::Identical
-    } else {
-        finalizer_param(oty, param).ok_or_else(cannot)?
-    };
-    let conv = match matched {
-        ParamMatch::Identical | ParamMatch::AssignablePointer => Conv::Handle,
-        ParamMatch::EmptyInterface => Conv::Value,
-        ParamMatch::Interface(itab) => Conv::Iface(itab),
-    };
+    conv(oty, param).ok_or_else(cannot)?;
     thread::start();
     let mut sp = lock(&span.specials);
     // Sorted by address; records set in allocation order append at the end.
@@ -287,13 +312,10 @@ pub(crate) fn set_raw(
             .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func")),
         FinArg::Nil => unreachable!("fing::set_finalizer: removal handled above"),
     };
-    let obj_ptr = NonNull::new(objw).expect("an allocated object's header");
     let record = Record {
-        obj: obj_ptr,
         ptr,
         func,
         obj_ty: oty,
-        conv,
     };
     if at == sp.len() {
         sp.push(record);
@@ -338,14 +360,15 @@ pub(crate) fn for_each_object_with_records(
         .filter(|s| s.has_specials.load(Ordering::Relaxed))
     {
         for r in lock(&s.specials).iter() {
-            f(s, r.obj);
+            f(s, r.object(s));
         }
     }
 }
 
 /// The sweeper's first step (Go's two-pass rule): every object with records that marking
 /// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
-/// all its records are queued, each entry holding one count on it. World stopped.
+/// all its records are queued, each entry holding one count on it. World stopped; the
+/// entries are handed to the finalizer thread in parts as they are gathered.
 pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
     let mut out = thread::batch();
     for s in spans
@@ -354,44 +377,46 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
         .filter(|s| s.has_specials.load(Ordering::Relaxed))
     {
         let mut sp = lock(&s.specials);
-        let index = |r: &Record| s.index_of(r.obj.as_ptr() as usize);
+        let index = |r: &Record| s.index_of(r.ptr as usize);
         let marked = sp.iter().filter(|r| s.is_marked(index(r))).count();
         if marked == sp.len() {
             continue;
         }
-        let mut queue = |r: Record| {
-            s.mark(index(&r));
-            // SAFETY: a record's object is allocated (records go only with their object);
-            // the world is stopped.
-            unsafe { crate::mgcmark::header(r.obj.as_ptr()) }
-                .count
-                .fetch_add(1, Ordering::Relaxed);
-            out.push(queue::Finalizer {
-                ptr: r.ptr,
-                obj: r.obj,
-                func: r.func,
-                obj_ty: r.obj_ty,
-                conv: r.conv,
-            });
+        // Marks the record's object and gives the entry its count.
+        let resurrect_one = |r: &Record| {
+            let i = index(r);
+            s.mark(i);
+            // SAFETY: a record's object is allocated (records go only with their object).
+            let count = &unsafe { crate::mgcmark::header(s.slot(i)) }.count;
+            // A plain increment: the object was unreachable, so no other thread holds a
+            // handle to it (the finalizer thread gets it only once it is queued), and the
+            // world is stopped.
+            count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         };
         if marked == 0 {
-            // Every object here is dead (a burst of garbage): all records go.
-            sp.drain(..).for_each(&mut queue);
+            // Every object here is dead (a burst of garbage): all records go, moved into
+            // the queue's blocks whole.
+            sp.iter().for_each(resurrect_one);
+            out.push_all(&mut sp);
         } else {
             // Records are sorted by address, so a tiny block's records are adjacent: once
             // the first of them resurrects the block (marks it), the rest are still its
             // dead object's (all records of a dead object go in this cycle).
-            let mut resurrected: Option<NonNull<u8>> = None;
+            let mut resurrected: Option<usize> = None;
             let dead = sp.extract_if(.., |r| {
-                if resurrected != Some(r.obj) {
-                    if s.is_marked(index(r)) {
+                let i = index(r);
+                if resurrected != Some(i) {
+                    if s.is_marked(i) {
                         return false;
                     }
-                    resurrected = Some(r.obj);
+                    resurrected = Some(i);
                 }
                 true
             });
-            dead.for_each(&mut queue);
+            for r in dead {
+                resurrect_one(&r);
+                out.push(r);
+            }
         }
         s.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
         drop(sp);

@@ -8,25 +8,10 @@
 //! handle and its `Func`).
 
 use core::mem::MaybeUninit;
-use core::ptr::NonNull;
 
-use gc_types::{Func, Type};
-
-use super::Conv;
-
-/// One queued finalizer (Go's finalizer struct: fn, arg, nret, fint, ot).
-pub(crate) struct Finalizer {
-    /// The address the finalizer was set on; with `obj`, a handle whose count the entry holds.
-    pub(crate) ptr: *const u8,
-    pub(crate) obj: NonNull<u8>,
-    pub(crate) func: Func,
-    pub(crate) obj_ty: &'static Type,
-    pub(crate) conv: Conv,
-}
-
-// SAFETY: the entry owns one count on `obj` (a handle's worth) and a Send `Func`; handles to
-// Send + Sync objects may move between threads (row 11 checked the object type).
-unsafe impl Send for Finalizer {}
+/// One queued finalizer (Go's finalizer struct: fn, arg, nret, fint, ot): the record it
+/// was, moved here whole, now owning one count on its object (a handle's worth).
+pub(crate) type Finalizer = super::Record;
 
 const BLOCK_BYTES: usize = 4096;
 const HEADER_BYTES: usize = 2 * core::mem::size_of::<usize>();
@@ -108,8 +93,9 @@ impl Blocks {
 }
 
 impl FinQueue {
-    /// Adds an entry (Go's queuefinalizer).
-    pub(crate) fn push(&mut self, f: Finalizer) {
+    /// The head block, with room for at least one entry (a spare or new block is put at
+    /// the head when it is full).
+    fn head_with_room(&mut self) -> &mut FinBlock {
         let full = self.head.as_ref().is_none_or(|b| b.cnt == PER_BLOCK);
         if full {
             let mut b = match self.free.take() {
@@ -125,10 +111,40 @@ impl FinQueue {
             b.next = self.head.take();
             self.head = Some(b);
         }
-        let b = self.head.as_mut().expect("a block with room");
+        self.head.as_mut().expect("a block with room")
+    }
+
+    /// Adds an entry (Go's queuefinalizer).
+    pub(crate) fn push(&mut self, f: Finalizer) {
+        let b = self.head_with_room();
         b.fin[b.cnt].write(f);
         b.cnt += 1;
         self.len += 1;
+    }
+
+    /// Moves every entry out of `v` (in order, copied into the blocks a run at a time),
+    /// leaving it empty with its capacity.
+    pub(crate) fn push_all(&mut self, v: &mut Vec<Finalizer>) {
+        let n = v.len();
+        let src = v.as_ptr();
+        // SAFETY: the entries' ownership moves to the blocks below; the vector forgets them
+        // first, so nothing is dropped or read twice even if a block allocation panics
+        // (then the rest leak).
+        unsafe { v.set_len(0) };
+        let mut done = 0;
+        while done < n {
+            let b = self.head_with_room();
+            let k = (PER_BLOCK - b.cnt).min(n - done);
+            let from = src.wrapping_add(done);
+            let to = b.fin[b.cnt..].as_mut_ptr().cast::<Finalizer>();
+            // SAFETY: `src` holds `n` initialised entries, no longer owned by `v`, and
+            // `from` is the `done`th; the block has `k` free slots from `cnt`, and a block
+            // never overlaps a vector.
+            unsafe { core::ptr::copy_nonoverlapping(from, to, k) };
+            b.cnt += k;
+            self.len += k;
+            done += k;
+        }
     }
 
     /// Takes every entry, in their blocks: no entry is moved.
@@ -212,20 +228,30 @@ impl FinQueue {
 mod tests {
     use super::*;
 
+    /// An entry whose `Func` holds a clone of `token` (so drops can be counted).
+    fn entry(i: usize, token: &std::sync::Arc<()>) -> Finalizer {
+        let t = token.clone();
+        Finalizer {
+            ptr: core::ptr::without_provenance(i),
+            func: gc_types::Func::nullary(move || {
+                core::hint::black_box(&t);
+            }),
+            obj_ty: <u8 as gc_types::Typed>::TYPE,
+        }
+    }
+
     #[test]
     fn blocks_fill_are_reused_and_entries_come_out_once() {
+        let token = std::sync::Arc::new(());
         let mut q = FinQueue::default();
-        let obj = NonNull::<u8>::dangling();
         let n = PER_BLOCK * 2 + 3;
-        for i in 0..n {
-            q.push(Finalizer {
-                ptr: core::ptr::without_provenance(i),
-                obj,
-                func: Func::nullary(|| ()),
-                obj_ty: <u8 as gc_types::Typed>::TYPE,
-                conv: Conv::Handle,
-            });
+        // Some one at a time, the rest moved from a vector across block boundaries.
+        for i in 0..5 {
+            q.push(entry(i, &token));
         }
+        let mut v: Vec<Finalizer> = (5..n).map(|i| entry(i, &token)).collect();
+        q.push_all(&mut v);
+        assert!(v.is_empty());
         assert_eq!((q.len, q.all_blocks), (n, 3));
         let mut got = Vec::new();
         let empty = q.take_all().run_each(|f| got.push(f));
@@ -237,11 +263,15 @@ mod tests {
         // Reuse: a collection's batch is filled from the spare blocks, then appended.
         let mut batch = q.split_spare();
         assert_eq!((q.all_blocks, batch.all_blocks), (0, 3));
-        for f in got {
-            batch.push(f);
-        }
+        batch.push_all(&mut got);
         q.append(batch);
         assert_eq!((q.len, q.all_blocks), (n, 3));
+        assert_eq!(std::sync::Arc::strong_count(&token), n + 1);
         drop(q);
+        assert_eq!(
+            std::sync::Arc::strong_count(&token),
+            1,
+            "each entry dropped once"
+        );
     }
 }

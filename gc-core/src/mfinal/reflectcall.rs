@@ -13,7 +13,7 @@ use core::ptr::NonNull;
 use gc_types::{Frame, FrameBuf, FrameLayout, Type, Value};
 
 use super::queue::Finalizer;
-use super::Conv;
+use super::{conv, Conv};
 use crate::handle::Gc;
 
 /// The invoker's reusable state: the frame buffer, and the layouts of the last signatures
@@ -46,18 +46,17 @@ impl Invoker {
 /// A finalizer set from Rust (a one-parameter closure) is called directly with the
 /// argument built on the stack; any other `Func` through a frame in the reused buffer.
 pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
-    let Finalizer {
-        ptr,
-        obj,
-        func,
-        obj_ty,
-        conv,
-    } = f;
+    let span = crate::mheap::span_of(f.ptr as usize)
+        .expect("fing::reflectcall: a queued object outside the heap");
+    let obj = f.object(span);
+    let Finalizer { ptr, func, obj_ty } = f;
     let sig = func.signature();
     let param = sig
         .params()
         .next()
         .expect("fing::reflectcall: a finalizer has one parameter");
+    let conv = conv(obj_ty, param)
+        .expect("fing::reflectcall: a parameter that set_finalizer accepted no longer fits");
     let mut local = core::mem::MaybeUninit::<[usize; 4]>::uninit();
     let direct = func.is_direct_unary()
         && param.size() <= core::mem::size_of_val(&local)
