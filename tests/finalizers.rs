@@ -576,3 +576,46 @@ fn a_burst_runs_while_its_collection_queues_and_the_next_collection_frees_it_all
     assert_eq!(BURST_DROPS.load(Ordering::Relaxed), N as usize);
     assert_eq!(h.stats().heap_objects, 0);
 }
+
+#[test]
+fn the_typed_front_end_runs_rows_3_to_6_and_10_as_the_dynamic_one() {
+    let h = heap();
+    // 3: zero-sized.
+    assert_eq!(h.alloc(()).set_finalizer(|_| ()), Ok(Outcome::ZeroSized));
+    // 4: not in the heap.
+    static STATIC: i64 = 5;
+    assert_eq!(
+        Gc::from_static(&STATIC).set_finalizer(|_| ()),
+        Ok(Outcome::NotInHeap)
+    );
+    // 5: an interior pointer of a non-tiny type, and the tiny exception.
+    let pair = h.alloc(Pair {
+        a: [1; 4],
+        b: [2; 4],
+    });
+    assert_eq!(
+        pair.map(|p| &p.b).set_finalizer(|_| ()).unwrap_err(),
+        FinalizerError::NotAtBlockStart
+    );
+    let f = file(h, 3);
+    let fd: Gc<i64> = f.map(|x| &x.fd);
+    assert_eq!(fd.set_finalizer(|_| ()), Ok(Outcome::Set));
+    // 10, then 6.
+    assert_eq!(f.set_finalizer(|_| ()), Ok(Outcome::Set));
+    assert_eq!(
+        f.set_finalizer(|_| ()).unwrap_err().to_string(),
+        "fing::set_finalizer: finalizer already set"
+    );
+    assert_eq!(f.clear_finalizer(), Ok(Outcome::Removed));
+    assert_eq!(fd.clear_finalizer(), Ok(Outcome::Removed));
+    assert_eq!(
+        f.clear_finalizer(),
+        Ok(Outcome::Removed),
+        "none there is fine"
+    );
+    // Nothing left: the object dies without a finalizer.
+    drop((f, fd, pair));
+    h.collect();
+    fing::wait_finalizers();
+    assert_eq!(h.stats().heap_objects, 0);
+}

@@ -207,14 +207,13 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
     ) -> Result<crate::Outcome, crate::FinalizerError> {
         // Rows 1, 2, 7, 8, 9 and 11 are the signature's; the rest run as for any caller.
         // `self` keeps the object alive during the call.
-        let f = crate::mfinal::FinArg::Func(gc_types::Func::new(f));
-        crate::mfinal::set_raw(Gc::<T>::TYPE, self.ptr.cast(), self.obj.as_ptr(), f, true)
+        let f = Some(gc_types::Func::new(f));
+        crate::mfinal::set_typed::<T>(self.ptr.cast(), self.obj.as_ptr(), f)
     }
 
     /// Removes the finalizer set at exactly this handle's address, if any.
     pub fn clear_finalizer(&self) -> Result<crate::Outcome, crate::FinalizerError> {
-        let nil = crate::mfinal::FinArg::Nil;
-        crate::mfinal::set_raw(Gc::<T>::TYPE, self.ptr.cast(), self.obj.as_ptr(), nil, true)
+        crate::mfinal::set_typed::<T>(self.ptr.cast(), self.obj.as_ptr(), None)
     }
 }
 

@@ -190,88 +190,36 @@ pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome,
     }
     let (ptr, objw) = handle_words(&obj);
     let finalizer = finalizer.into();
-    let fin = if finalizer.is_nil() {
-        FinArg::Nil
-    } else {
-        FinArg::Value(finalizer)
-    };
+    let fin = (!finalizer.is_nil()).then_some(finalizer);
     // `obj` lives (and keeps its object alive) until the checks and the record are done.
-    let r = set_raw(oty, ptr, objw, fin, false);
+    let r = set_raw(oty, ptr, objw, fin);
     drop(obj);
     r
 }
 
-/// The finalizer given to `set_raw`.
-pub(crate) enum FinArg {
-    /// Remove the finalizer (row 6).
-    Nil,
-    /// Any value: rows 7–9 check it.
-    Value(Value),
-    /// A function value straight from the typed front end (no boxing into a `Value`).
-    Func(Func),
-}
-
 /// Rows 3–11 for a handle given as its words: the address `ptr` and the object `objw`,
-/// of pointer type `oty`. The caller keeps the object alive during the call (it holds a
-/// handle). `send_sync_known`: the caller's bounds proved row 11 (the typed front end), so
-/// the type walk is skipped.
-pub(crate) fn set_raw(
+/// of pointer type `oty`, and a finalizer (`None`: nil). The caller keeps the object alive
+/// during the call (it holds a handle).
+fn set_raw(
     oty: &'static Type,
     ptr: *const u8,
     objw: *mut u8,
-    fin: FinArg,
-    send_sync_known: bool,
+    fin: Option<Value>,
 ) -> Result<Outcome, FinalizerError> {
     let elem = oty
         .elem()
         .expect("fing::set_finalizer: pointer type without an element");
-    // Row 3.
-    if elem.size() == 0 {
-        return Ok(Outcome::ZeroSized);
-    }
-    // Row 4: a handle is (address, object); outside the heap the object word is no heap's
-    // (an arena exists only once its heap has claimed it, so a span implies a heap).
-    let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
-    else {
-        return Ok(Outcome::NotInHeap);
+    // Rows 3 to 5.
+    let span = match locate(elem.size(), elem.is_noscan(), ptr, objw) {
+        Ok(span) => span,
+        Err(out) => return out,
     };
-    // Row 5.
-    // SAFETY: `objw` is the header of an allocated object (checked above) that `obj`'s
-    // handle keeps alive.
-    let ty = unsafe { crate::mgcmark::header(objw) }
-        .ty
-        .load(Ordering::Relaxed);
-    let data = if ty.is_null() {
-        objw.wrapping_add(HEADER)
-    } else {
-        // SAFETY: a non-null header type is the `&'static Type` malloc stored.
-        objw.wrapping_add(data_offset(unsafe { &*ty }.align()))
-    };
-    let inside = (ptr as usize).wrapping_sub(objw as usize) < span.elem_size;
-    let tiny_ok = elem.is_noscan() && elem.size() < 16 && inside;
-    if ptr != data.cast_const() && !tiny_ok {
-        return Err(FinalizerError::NotAtBlockStart);
-    }
-    // Row 6. (No mutator section: the span's lock excludes the collector, and this thread
-    // never waits for the world while holding it.)
-    let fin = match fin {
-        FinArg::Nil => None,
-        f => Some(f),
-    };
+    // Row 6.
     let Some(fin) = fin else {
-        let mut sp = lock(&span.specials);
-        if let Ok(i) = sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize) {
-            sp.remove(i);
-            span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
-        }
-        return Ok(Outcome::Removed);
+        return Ok(remove(span, ptr));
     };
     // Row 7.
-    let fty = match &fin {
-        FinArg::Value(v) => v.type_of(),
-        FinArg::Func(f) => f.signature(),
-        FinArg::Nil => unreachable!("fing::set_finalizer: removal handled above"),
-    };
+    let fty = fin.type_of();
     if fty.kind() != Kind::Func {
         return Err(FinalizerError::NotFunction {
             ty: fty.to_string(),
@@ -288,6 +236,94 @@ pub(crate) fn set_raw(
     // Row 9.
     let param = fty.params().next().expect("one parameter");
     conv(oty, param).ok_or_else(cannot)?;
+    let func = fin
+        .into_func()
+        .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func"));
+    // Rows 10 and 11.
+    insert(span, ptr, func, oty, false)
+}
+
+/// `Gc<T>::set_finalizer`: rows 3–6 and 10 for a finalizer whose parameter is `Gc<T>`
+/// (rows 1, 2, 7, 8, 9 and 11 are the signature's and the bounds'), with the element's
+/// size and noscan bit known at compile time. `None` removes.
+#[inline]
+pub(crate) fn set_typed<T: gc_types::Trace + Send + Sync + 'static>(
+    ptr: *const u8,
+    objw: *mut u8,
+    func: Option<Func>,
+) -> Result<Outcome, FinalizerError> {
+    let elem = <T as gc_types::Typed>::TYPE;
+    let span = match locate(core::mem::size_of::<T>(), elem.is_noscan(), ptr, objw) {
+        Ok(span) => span,
+        Err(out) => return out,
+    };
+    match func {
+        None => Ok(remove(span, ptr)),
+        Some(func) => {
+            let oty = <crate::handle::Gc<T> as gc_types::Typed>::TYPE;
+            insert(span, ptr, func, oty, true)
+        }
+    }
+}
+
+/// Rows 3–5 for an object of element size `size`: the span the object `objw` is in, or
+/// the call's answer (`Err(Ok(..))` a no-op, `Err(Err(..))` a refusal).
+#[allow(clippy::type_complexity)]
+fn locate(
+    size: usize,
+    noscan: bool,
+    ptr: *const u8,
+    objw: *mut u8,
+) -> Result<&'static crate::mspan::Span, Result<Outcome, FinalizerError>> {
+    // Row 3.
+    if size == 0 {
+        return Err(Ok(Outcome::ZeroSized));
+    }
+    // Row 4: a handle is (address, object); outside the heap the object word is no heap's
+    // (an arena exists only once its heap has claimed it, so a span implies a heap).
+    let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
+    else {
+        return Err(Ok(Outcome::NotInHeap));
+    };
+    // Row 5.
+    // SAFETY: `objw` is the header of an allocated object (checked above) that the
+    // caller's handle keeps alive.
+    let ty = unsafe { crate::mgcmark::header(objw) }
+        .ty
+        .load(Ordering::Relaxed);
+    let data = if ty.is_null() {
+        objw.wrapping_add(HEADER)
+    } else {
+        // SAFETY: a non-null header type is the `&'static Type` malloc stored.
+        objw.wrapping_add(data_offset(unsafe { &*ty }.align()))
+    };
+    let inside = (ptr as usize).wrapping_sub(objw as usize) < span.elem_size;
+    let tiny_ok = noscan && size < 16 && inside;
+    if ptr != data.cast_const() && !tiny_ok {
+        return Err(Err(FinalizerError::NotAtBlockStart));
+    }
+    Ok(span)
+}
+
+/// Row 6: removes the record at `ptr`, if any. (No mutator section: the span's lock
+/// excludes the collector, and this thread never waits for the world while holding it.)
+fn remove(span: &crate::mspan::Span, ptr: *const u8) -> Outcome {
+    let mut sp = lock(&span.specials);
+    if let Ok(i) = sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize) {
+        sp.remove(i);
+        span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
+    }
+    Outcome::Removed
+}
+
+/// Rows 10 and 11, then the record: `func` at `ptr`, for an object of pointer type `oty`.
+fn insert(
+    span: &crate::mspan::Span,
+    ptr: *const u8,
+    func: Func,
+    oty: &'static Type,
+    send_sync_known: bool,
+) -> Result<Outcome, FinalizerError> {
     thread::start();
     let mut sp = lock(&span.specials);
     // Sorted by address; records set in allocation order append at the end.
@@ -305,13 +341,6 @@ pub(crate) fn set_raw(
             ty: oty.to_string(),
         });
     }
-    let func = match fin {
-        FinArg::Func(f) => f,
-        FinArg::Value(v) => v
-            .into_func()
-            .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func")),
-        FinArg::Nil => unreachable!("fing::set_finalizer: removal handled above"),
-    };
     let record = Record {
         ptr,
         func,

@@ -102,18 +102,25 @@ fn run() {
     crate::world::spill_drops();
     let mut inv = reflectcall::Invoker::default();
     while let Some(batch) = FING.take() {
+        // `RUN` is published every 256 finalizers and at the end of the batch (before the
+        // thread can count as idle), not with an atomic add per finalizer.
+        let mut ran = 0;
         let empty = batch.run_each(|f| {
             let ty = f.obj_ty;
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 reflectcall::call(&mut inv, f)
             }));
-            RUN.fetch_add(1, Ordering::Relaxed);
+            ran += 1;
+            if ran == 256 {
+                RUN.fetch_add(core::mem::take(&mut ran), Ordering::Relaxed);
+            }
             if r.is_err() {
                 PANICKED.fetch_add(1, Ordering::Relaxed);
                 eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
             }
         });
+        RUN.fetch_add(ran, Ordering::Relaxed);
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
         // The end-of-cycle pass, before the thread can count as idle: the drops it spilled
         // are applied (a collection after `wait_finalizers` must see the finalizers'
