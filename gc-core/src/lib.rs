@@ -38,6 +38,7 @@ mod mheap;
 mod mspan;
 mod mstats;
 mod sizeclasses;
+mod spin;
 mod world;
 
 pub use cell::{GcCell, GcRef, GcRefMut};

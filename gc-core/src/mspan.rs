@@ -83,7 +83,7 @@ pub(crate) struct Span {
     /// Finalizer records of objects in this span, sorted by the address each was set on
     /// (Go's specials list). Locked by `set_finalizer`; the collector takes it with the
     /// world stopped.
-    pub(crate) specials: std::sync::Mutex<Vec<crate::mfinal::Record>>,
+    pub(crate) specials: crate::spin::SpinLock<Vec<crate::mfinal::Record>>,
     /// Does `specials` hold anything? (Lets the collector skip the lock.)
     pub(crate) has_specials: AtomicBool,
     /// Arena-map identity of the owning heap.
@@ -111,7 +111,7 @@ impl Span {
             needs_sweep_drop: AtomicBool::new(false),
             alloc_bits: bitmap(nelems),
             mark_bits: bitmap(nelems),
-            specials: std::sync::Mutex::new(Vec::new()),
+            specials: crate::spin::SpinLock::new(Vec::new()),
             has_specials: AtomicBool::new(false),
             heap_id,
         }

@@ -30,7 +30,6 @@ use core::sync::atomic::Ordering;
 use gc_types::rules::{finalizer_param, ParamMatch};
 use gc_types::{Func, Itab, Kind, Type, Value};
 
-use crate::heap::lock;
 use crate::mheap::span_of;
 use crate::mspan::{data_offset, HEADER};
 
@@ -308,7 +307,7 @@ fn locate(
 /// Row 6: removes the record at `ptr`, if any. (No mutator section: the span's lock
 /// excludes the collector, and this thread never waits for the world while holding it.)
 fn remove(span: &crate::mspan::Span, ptr: *const u8) -> Outcome {
-    let mut sp = lock(&span.specials);
+    let mut sp = span.specials.lock();
     if let Ok(i) = sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize) {
         sp.remove(i);
         span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
@@ -325,7 +324,7 @@ fn insert(
     send_sync_known: bool,
 ) -> Result<Outcome, FinalizerError> {
     thread::start();
-    let mut sp = lock(&span.specials);
+    let mut sp = span.specials.lock();
     // Sorted by address; records set in allocation order append at the end.
     let at = match sp.last() {
         Some(r) if (r.ptr as usize) < ptr as usize => Err(sp.len()),
@@ -388,7 +387,7 @@ pub(crate) fn for_each_object_with_records(
         .map(|s| s.get())
         .filter(|s| s.has_specials.load(Ordering::Relaxed))
     {
-        for r in lock(&s.specials).iter() {
+        for r in s.specials.lock().iter() {
             f(s, r.object(s));
         }
     }
@@ -405,7 +404,7 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
         .map(|s| s.get())
         .filter(|s| s.has_specials.load(Ordering::Relaxed))
     {
-        let mut sp = lock(&s.specials);
+        let mut sp = s.specials.lock();
         let index = |r: &Record| s.index_of(r.ptr as usize);
         let marked = sp.iter().filter(|r| s.is_marked(index(r))).count();
         if marked == sp.len() {
