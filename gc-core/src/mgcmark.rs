@@ -177,7 +177,7 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
     // queues its finalizers). Its edges count as live ones: the object survives this cycle.
     // `FIN_SCANNED` in its scratch count says its edges are being counted here, so that
     // marking it later (from another finalizable object) does not count them again.
-    crate::mfinal::for_each_object_with_records(spans, |s, obj| {
+    crate::mfinal::for_each_scannable_object_with_records(spans, |s, obj| {
         // SAFETY: a record's object is allocated.
         let h = unsafe { header(obj.as_ptr()) };
         let r = h.gc_refs.load(Ordering::Relaxed);
@@ -185,10 +185,8 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
             return;
         }
         h.gc_refs.store(r | FIN_SCANNED, Ordering::Relaxed);
-        if !s.spc.noscan() {
-            stack.push(obj.as_ptr());
-            fin_scanned.push(obj);
-        }
+        stack.push(obj.as_ptr());
+        fin_scanned.push(obj);
     });
     drain(heap, &mut stack, &mut t);
     if !heap.config.check_finalizers {

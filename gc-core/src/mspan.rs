@@ -242,6 +242,13 @@ impl Span {
         for_each_set(&self.alloc_bits, f);
     }
 
+    /// Is any object marked? Collector only.
+    pub(crate) fn any_marked(&self) -> bool {
+        self.mark_bits
+            .iter()
+            .any(|m| m.load(Ordering::Relaxed) != 0)
+    }
+
     /// Clears every mark bit (an abandoned cycle). Collector only.
     pub(crate) fn clear_marks(&self) {
         for m in self.mark_bits.iter() {

@@ -376,16 +376,18 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
     core::hint::black_box(x);
 }
 
-/// Calls `f` with each span that holds records and each record's object (repeated for a
-/// tiny block with several): the marker scans the unmarked ones. World stopped.
-pub(crate) fn for_each_object_with_records(
+/// Calls `f` with each span that holds records of objects that can point to others, and
+/// each record's object (repeated for a tiny block with several): the marker scans the
+/// unmarked ones. Noscan spans are skipped without reading their records: their objects
+/// point nowhere, so the scan has nothing to mark. World stopped.
+pub(crate) fn for_each_scannable_object_with_records(
     spans: &[crate::heap::SpanPtr],
     mut f: impl FnMut(&'static crate::mspan::Span, NonNull<u8>),
 ) {
     for s in spans
         .iter()
         .map(|s| s.get())
-        .filter(|s| s.has_specials.load(Ordering::Relaxed))
+        .filter(|s| !s.spc.noscan() && s.has_specials.load(Ordering::Relaxed))
     {
         for r in s.specials.lock().iter() {
             f(s, r.object(s));
@@ -406,10 +408,6 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
     {
         let mut sp = s.specials.lock();
         let index = |r: &Record| s.index_of(r.ptr as usize);
-        let marked = sp.iter().filter(|r| s.is_marked(index(r))).count();
-        if marked == sp.len() {
-            continue;
-        }
         // Marks the record's object and gives the entry its count.
         let resurrect_one = |r: &Record| {
             let i = index(r);
@@ -421,12 +419,12 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
             // world is stopped.
             count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         };
-        if marked == 0 {
-            // Every object here is dead (a burst of garbage): all records go, moved into
-            // the queue's blocks whole.
-            sp.iter().for_each(resurrect_one);
-            out.push_all(&mut sp);
-        } else {
+        if !s.any_marked() {
+            // Nothing in the span is live (a burst of garbage), which the mark bits tell
+            // without reading the records: all of them go, moved into the queue's blocks
+            // whole and resurrected from there while the copies are in cache.
+            out.push_all(&mut sp, resurrect_one);
+        } else if sp.iter().any(|r| !s.is_marked(index(r))) {
             // Records are sorted by address, so a tiny block's records are adjacent: once
             // the first of them resurrects the block (marks it), the rest are still its
             // dead object's (all records of a dead object go in this cycle).
@@ -445,6 +443,8 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
                 resurrect_one(&r);
                 out.push(r);
             }
+        } else {
+            continue;
         }
         s.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
         drop(sp);

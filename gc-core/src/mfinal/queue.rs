@@ -123,8 +123,9 @@ impl FinQueue {
     }
 
     /// Moves every entry out of `v` (in order, copied into the blocks a run at a time),
-    /// leaving it empty with its capacity.
-    pub(crate) fn push_all(&mut self, v: &mut Vec<Finalizer>) {
+    /// leaving it empty with its capacity; `each` sees every entry in its block, right
+    /// after its run was copied.
+    pub(crate) fn push_all(&mut self, v: &mut Vec<Finalizer>, mut each: impl FnMut(&Finalizer)) {
         let n = v.len();
         let src = v.as_ptr();
         // SAFETY: the entries' ownership moves to the blocks below; the vector forgets them
@@ -141,6 +142,10 @@ impl FinQueue {
             // `from` is the `done`th; the block has `k` free slots from `cnt`, and a block
             // never overlaps a vector.
             unsafe { core::ptr::copy_nonoverlapping(from, to, k) };
+            for f in &b.fin[b.cnt..b.cnt + k] {
+                // SAFETY: just initialised by the copy.
+                each(unsafe { f.assume_init_ref() });
+            }
             b.cnt += k;
             self.len += k;
             done += k;
@@ -250,7 +255,9 @@ mod tests {
             q.push(entry(i, &token));
         }
         let mut v: Vec<Finalizer> = (5..n).map(|i| entry(i, &token)).collect();
-        q.push_all(&mut v);
+        let mut seen = 0;
+        q.push_all(&mut v, |_| seen += 1);
+        assert_eq!(seen, n - 5);
         assert!(v.is_empty());
         assert_eq!((q.len, q.all_blocks), (n, 3));
         let mut got = Vec::new();
@@ -263,7 +270,7 @@ mod tests {
         // Reuse: a collection's batch is filled from the spare blocks, then appended.
         let mut batch = q.split_spare();
         assert_eq!((q.all_blocks, batch.all_blocks), (0, 3));
-        batch.push_all(&mut got);
+        batch.push_all(&mut got, |_| ());
         q.append(batch);
         assert_eq!((q.len, q.all_blocks), (n, 3));
         assert_eq!(std::sync::Arc::strong_count(&token), n + 1);
