@@ -25,8 +25,8 @@
 //! full, and every collection applies with the world stopped. The finalizer thread, which
 //! runs finalizers while their collection is still going, does not wait there: with its
 //! ring full and the world stopped it keeps the drop in a private spill, each entry a
-//! count not yet lowered (so collections only keep more), and applies the spill after the
-//! cycle's last batch, before it can count as idle. Cloning a handle needs no
+//! count not yet lowered (so collections only keep more), and publishes the spill to its
+//! slot after each batch, where the next collection applies it with the ring. Cloning a handle needs no
 //! section: a clone only raises a count, and
 //! a thread can only clone handles to objects reachable from handles it holds, which are
 //! roots for as long as it cannot drop them (that needs a section); a raised count can only
@@ -45,12 +45,31 @@ use std::time::{Duration, Instant};
 
 use crate::deferred::Ring;
 use crate::handshake;
+use crate::spin::SpinLock;
 
 #[repr(align(128))]
 struct Slot {
     active: AtomicBool,
     /// This thread's deferred handle drops (see `deferred`).
     ring: Ring,
+    /// Drops the thread spilled and published (see `Local::spill`): applied by the next
+    /// collection with the world stopped, or by the thread in a section.
+    spilled: SpinLock<Spilled>,
+}
+
+/// Objects whose counts are to be lowered by one each.
+struct Spilled(Vec<core::ptr::NonNull<u8>>);
+
+// SAFETY: each entry is a count on a heap object that some thread must lower; whichever
+// thread holds the world or the owner's section does it (`drop_count` is atomic).
+unsafe impl Send for Spilled {}
+
+impl Slot {
+    /// Applies the published spill. In the owner's section, or with the world stopped.
+    fn drain_spilled(&self) {
+        let spilled = core::mem::take(&mut self.spilled.lock().0);
+        spilled.into_iter().for_each(crate::mgcsweep::drop_count);
+    }
 }
 
 struct World {
@@ -169,9 +188,9 @@ pub(crate) struct Local {
     /// thread): with its ring full and the world stopped, drops go to `spill` instead.
     spills: Cell<bool>,
     /// Drops recorded while the world was stopped and the ring full. Private to the
-    /// thread (the collector cannot see them: until applied, each keeps a count too many,
-    /// which only makes collections keep more); applied by `apply_spill`, the next drain
-    /// of the ring, or thread exit.
+    /// thread until `publish_spill` moves them to the slot (until then the collector cannot
+    /// see them: each keeps a count too many, which only makes collections keep more);
+    /// applied at thread exit if never published.
     spill: Cell<Vec<core::ptr::NonNull<u8>>>,
 }
 
@@ -181,6 +200,7 @@ impl Local {
         let slot = Arc::new(Slot {
             active: AtomicBool::new(false),
             ring: Ring::new(),
+            spilled: SpinLock::new(Spilled(Vec::new())),
         });
         lock(&WORLD.slots).push(slot.clone());
         Local {
@@ -194,12 +214,13 @@ impl Local {
         }
     }
 
-    /// Applies the ring's drops and the spill's; in a section.
+    /// Applies the ring's drops and both spills' (thread exit); in a section.
     fn drain_drops(&self) {
         self.slot.ring.drain(crate::mgcsweep::drop_count);
         let mut spill = self.spill.take();
         spill.drain(..).for_each(crate::mgcsweep::drop_count);
         self.spill.set(spill);
+        self.slot.drain_spilled();
     }
 }
 
@@ -349,8 +370,10 @@ pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
                 if !l.spills.get() {
                     l.slot.enter();
                 }
+                // The spills are left to the next collection (a burst of them would make
+                // this drop wait on cold headers).
                 l.depth.set(1);
-                l.drain_drops();
+                l.slot.ring.drain(crate::mgcsweep::drop_count);
                 l.depth.set(0);
                 handshake::leave(&l.slot.active);
                 let pushed = l.slot.ring.push(obj);
@@ -362,26 +385,20 @@ pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
 }
 
 /// Makes this thread's handle drops never wait for a running collection (see `Local`'s
-/// `spill`); the thread must call `apply_spill` before it reports its work done.
+/// `spill`); the thread must call `publish_spill` before it reports its work done.
 pub(crate) fn spill_drops() {
     LOCAL.with(|l| l.spills.set(true));
 }
 
-/// Applies the drops this thread spilled, in a section (waiting for a running collection
-/// to end, if there are any).
-pub(crate) fn apply_spill() {
+/// Hands the drops this thread spilled to its slot, where the next collection applies
+/// them. Never waits for the world.
+pub(crate) fn publish_spill() {
     LOCAL.with(|l| {
-        let spill = l.spill.take();
-        let empty = spill.is_empty();
-        l.spill.set(spill);
-        if empty || l.holds_world.get() || l.depth.get() > 0 {
-            return;
+        let mut spill = l.spill.take();
+        if !spill.is_empty() {
+            l.slot.spilled.lock().0.append(&mut spill);
         }
-        l.slot.enter();
-        l.depth.set(1);
-        l.drain_drops();
-        l.depth.set(0);
-        handshake::leave(&l.slot.active);
+        l.spill.set(spill);
     });
 }
 
@@ -389,6 +406,7 @@ pub(crate) fn apply_spill() {
 pub(crate) fn drain_deferred(_world: &StoppedWorld) {
     for s in lock(&WORLD.slots).iter() {
         s.ring.drain(crate::mgcsweep::drop_count);
+        s.drain_spilled();
     }
 }
 

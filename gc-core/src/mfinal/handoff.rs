@@ -2,21 +2,17 @@
 //! finq lock, fing, and the "finalizer wait" park), generic over the queue so that the
 //! loom models below check this very code with a counter for a queue.
 //!
-//! - `push_more` (the collector, while it resurrects): appends under the lock, marks the
-//!   queue open (more of this cycle is coming), and wakes the thread.
-//! - `push` (the collector, once at the end of each cycle): appends, closes an open
-//!   queue, and wakes the thread if there is work or the queue was open.
-//! - `take` (the thread): waits while there is nothing to take, announcing idleness each
-//!   time it finds it so; then takes the whole queue and records the batch as in flight.
-//!   The batch that closes an open queue is taken even if empty (the thread owes a last
-//!   pass: it applies what it put off while the cycle ran; see `more_coming`).
+//! - `push` (the collector, once per cycle that found work): appends under the lock, then
+//!   wakes the thread.
+//! - `take` (the thread): waits while the queue is empty, announcing idleness each time
+//!   it finds it so; then takes the whole queue and records the batch as in flight.
 //! - `finished` (the thread, after running a batch): nothing is in flight any more.
-//! - `wait_idle` (any other thread): waits until nothing is queued, in flight, or coming.
+//! - `wait_idle` (any other thread): waits until the queue is empty and nothing is in
+//!   flight.
 //!
-//! Invariant: `busy()` (queued, in flight, open, or closing) is false only when every
-//! finalizer pushed before has finished and the thread has made its pass after the last
-//! push of the cycle. The thread announces idleness (`idle.notify_all`) only under the
-//! lock with nothing to take, and it always passes through `take` after `finished`, so a
+//! Invariant: `busy()` (queued or in flight) is false only when every finalizer pushed
+//! before has finished. The thread announces idleness (`idle.notify_all`) only under the
+//! lock with the queue empty, and it always passes through `take` after `finished`, so a
 //! waiter that saw `busy()` is woken.
 
 #[cfg(loom)]
@@ -37,21 +33,13 @@ pub(crate) struct State<Q> {
     pub(crate) queue: Q,
     /// Taken by the thread and not finished yet.
     in_flight: usize,
-    /// The producer pushed with `push_more`: more is coming, until its `push`.
-    open: bool,
-    /// `push` closed an open queue: the thread owes one more pass, taken even if empty.
-    closing: bool,
     /// Only the models close a hand-off (their threads must end); see `close`.
     closed: bool,
 }
 
 impl<Q: Queue> State<Q> {
     fn busy(&self) -> bool {
-        self.queue.len() > 0 || self.in_flight > 0 || self.open || self.closing
-    }
-
-    fn ready(&self) -> bool {
-        self.queue.len() > 0 || self.closing
+        self.queue.len() > 0 || self.in_flight > 0
     }
 }
 
@@ -62,8 +50,6 @@ macro_rules! handoff {
             state: Mutex::new(State {
                 queue: $queue,
                 in_flight: 0,
-                open: false,
-                closing: false,
                 closed: false,
             }),
             work: Condvar::new(),
@@ -104,53 +90,24 @@ impl<Q: Queue> Handoff<Q> {
         f(&mut self.lock().queue)
     }
 
-    /// Adds the last work of a cycle (`add` runs under the lock; it may add nothing), and
-    /// wakes the thread if there is work or an open queue was closed.
+    /// Adds work (`add` runs under the lock) and wakes the thread.
     pub(crate) fn push(&self, add: impl FnOnce(&mut Q)) {
-        let wake = {
-            let mut s = self.lock();
-            add(&mut s.queue);
-            s.closing |= s.open;
-            s.open = false;
-            s.ready()
-        };
-        if wake {
-            self.work.notify_one();
-        }
-    }
-
-    /// Adds work of a cycle that will push more (and end with `push`), and wakes the
-    /// thread.
-    pub(crate) fn push_more(&self, add: impl FnOnce(&mut Q)) {
-        {
-            let mut s = self.lock();
-            add(&mut s.queue);
-            s.open = true;
-        }
+        self.with(add);
         self.work.notify_one();
-    }
-
-    /// Is more work queued or coming in this cycle? (The thread asks after a batch: if
-    /// not, it makes its end-of-cycle pass before `finished`.)
-    pub(crate) fn more_coming(&self) -> bool {
-        let s = self.lock();
-        s.queue.len() > 0 || s.open
     }
 
     /// The thread's wait for work: the whole queue, now in flight. `None` only once a
     /// model closed the hand-off and the queue is empty.
     pub(crate) fn take(&self) -> Option<Q::Batch> {
         let mut s = self.lock();
-        while !s.ready() {
+        while s.queue.len() == 0 {
             self.idle.notify_all();
             if s.closed {
                 return None;
             }
             s = self.work.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        s.closing = false;
-        // At least one: the closing pass is in flight even with no entries.
-        s.in_flight = s.queue.len().max(1);
+        s.in_flight = s.queue.len();
         Some(s.queue.take_all())
     }
 
@@ -238,44 +195,6 @@ mod loom_models {
             h.push(|q| q.0 += 1);
             h.wait_idle(None).unwrap();
             assert_eq!(ran.load(Ordering::Relaxed), 1);
-            h.close();
-            t.join().unwrap();
-        });
-    }
-
-    /// Property: a cycle that hands work over in parts (`push_more`) and closes with an
-    /// empty `push` gets the thread's end-of-cycle pass (here: recording how much had run
-    /// when it made it) before `wait_idle` returns, after everything pushed has run,
-    /// whether the thread finishes the first part before or after the close. Fails if
-    /// `busy` ignores the open or closing state, or if `take` skips an empty closing batch
-    /// (deadlock or a stale pass).
-    #[test]
-    fn the_pass_after_a_cycle_pushed_in_parts_precedes_idle() {
-        loom::model(|| {
-            let h = Arc::new(Handoff::new(Count(0)));
-            let ran = Arc::new(AtomicUsize::new(0));
-            let passed = Arc::new(AtomicUsize::new(usize::MAX));
-            let t = {
-                let (h, ran, passed) = (h.clone(), ran.clone(), passed.clone());
-                thread::spawn(move || {
-                    while let Some(n) = h.take() {
-                        ran.fetch_add(n, Ordering::Relaxed);
-                        if !h.more_coming() {
-                            passed.store(ran.load(Ordering::Relaxed), Ordering::Relaxed);
-                        }
-                        h.finished(|_| ());
-                    }
-                })
-            };
-            let h2 = h.clone();
-            let collector = thread::spawn(move || {
-                h2.push_more(|q| q.0 += 1);
-                h2.push(|_| ());
-            });
-            collector.join().unwrap();
-            h.wait_idle(None).unwrap();
-            assert_eq!(ran.load(Ordering::Relaxed), 1);
-            assert_eq!(passed.load(Ordering::Relaxed), 1);
             h.close();
             t.join().unwrap();
         });

@@ -449,7 +449,7 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
         s.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
         drop(sp);
         if out.len >= HANDOFF_EVERY {
-            thread::enqueue_more(out.take_filled());
+            thread::enqueue(out.take_filled());
         }
     }
     out

@@ -15,6 +15,7 @@ use gc_types::{Frame, FrameBuf, FrameLayout, Type, Value};
 use super::queue::Finalizer;
 use super::{conv, Conv};
 use crate::handle::Gc;
+use crate::mspan::Span;
 
 /// The invoker's reusable state: the frame buffer, and the layouts of the last signatures
 /// it has seen (finalizers set in a loop share one signature).
@@ -22,12 +23,39 @@ use crate::handle::Gc;
 pub(crate) struct Invoker {
     buf: FrameBuf,
     layouts: Vec<(*const Type, FrameLayout)>,
+    /// The span of the last entry run in this batch (entries set in a loop are neighbours).
+    ///
+    /// Sound within one batch only: every entry's object was allocated when the batch was
+    /// taken and stays so until its entry runs, and spans never overlap, so a later
+    /// entry whose address lies in this span's range has its object in this very span,
+    /// which that object keeps alive. Across batches the span may have been freed.
+    span: Option<&'static Span>,
 }
 
-// SAFETY: the type pointers are `&'static Type`s, used as keys only.
+// SAFETY: the type pointers are `&'static Type`s, used as keys only; the span is one the
+// invoker's thread looked up and uses within a batch (see `span`).
 unsafe impl Send for Invoker {}
 
 impl Invoker {
+    /// Starts a batch: forgets the span of the last one.
+    pub(crate) fn begin_batch(&mut self) {
+        self.span = None;
+    }
+
+    /// The span `ptr`, an entry's address, lies in.
+    fn span_of(&mut self, ptr: *const u8) -> &'static Span {
+        let a = ptr as usize;
+        match self.span {
+            Some(s) if (a.wrapping_sub(s.base as usize)) < s.bytes() => s,
+            _ => {
+                let s = crate::mheap::span_of(a)
+                    .expect("fing::reflectcall: a queued object outside the heap");
+                self.span = Some(s);
+                s
+            }
+        }
+    }
+
     fn layout(&mut self, sig: &'static Type) -> usize {
         let key = sig as *const Type;
         if let Some(i) = self.layouts.iter().position(|(k, _)| *k == key) {
@@ -46,9 +74,7 @@ impl Invoker {
 /// A finalizer set from Rust (a one-parameter closure) is called directly with the
 /// argument built on the stack; any other `Func` through a frame in the reused buffer.
 pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
-    let span = crate::mheap::span_of(f.ptr as usize)
-        .expect("fing::reflectcall: a queued object outside the heap");
-    let obj = f.object(span);
+    let obj = f.object(inv.span_of(f.ptr));
     let Finalizer { ptr, func, obj_ty } = f;
     let sig = func.signature();
     let param = sig
@@ -65,7 +91,7 @@ pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
         None
     } else {
         let li = inv.layout(sig);
-        let Invoker { buf, layouts } = inv;
+        let Invoker { buf, layouts, .. } = inv;
         let layout = &layouts[li].1;
         Some((buf.reserve(layout), layout))
     };

@@ -70,25 +70,22 @@ pub(crate) fn batch() -> FinQueue {
     FING.with(FinQueue::split_spare)
 }
 
-/// Queues the last of a collection's finalizers (world stopped, after the sweep) and
-/// wakes the thread.
+/// Queues finalizers the collector found and wakes the thread. The collector calls it
+/// with the world stopped, in parts while it resurrects and once after the sweep.
 ///
-/// With `enqueue_more`, the collector hands finalizers over while it resurrects, and the
-/// thread starts on them at once, like any mutator running outside a section during a
+/// The thread starts on them at once, like any mutator running outside a section during a
 /// collection: their objects were resurrected (marked), so this cycle frees neither them
 /// nor what they point to, and whatever a finalizer does in a section (allocate, write a
 /// `GcCell`) waits until the world resumes. Its handle drops do not wait: the thread
-/// spills them (`world::spill_drops`) and applies them after the cycle's last batch.
+/// spills them (`world::spill_drops`) and publishes the spill after each batch, for the
+/// next collection to apply with the world stopped, as it applies every thread's ring.
 pub(crate) fn enqueue(batch: FinQueue) {
     QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
-    FING.push(|q| q.append(batch));
-}
-
-/// Hands over some of a collection's finalizers while it goes on resurrecting (world
-/// stopped); `enqueue` follows in the same collection.
-pub(crate) fn enqueue_more(batch: FinQueue) {
-    QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
-    FING.push_more(|q| q.append(batch));
+    if batch.len == 0 {
+        FING.with(|q| q.append(batch));
+    } else {
+        FING.push(|q| q.append(batch));
+    }
 }
 
 std::thread_local! {
@@ -105,6 +102,7 @@ fn run() {
         // `RUN` is published every 256 finalizers and at the end of the batch (before the
         // thread can count as idle), not with an atomic add per finalizer.
         let mut ran = 0;
+        inv.begin_batch();
         let empty = batch.run_each(|f| {
             let ty = f.obj_ty;
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
@@ -122,13 +120,9 @@ fn run() {
         });
         RUN.fetch_add(ran, Ordering::Relaxed);
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
-        // The end-of-cycle pass, before the thread can count as idle: the drops it spilled
-        // are applied (a collection after `wait_finalizers` must see the finalizers'
-        // handles gone). While more of the cycle is coming they wait: applying them would
-        // wait for the collection that is still queueing.
-        if !FING.more_coming() {
-            crate::world::apply_spill();
-        }
+        // Before the thread can count as idle: a collection after `wait_finalizers` must
+        // see the finalizers' handles gone (publishing never waits for the world).
+        crate::world::publish_spill();
         FING.finished(|q| q.recycle(empty));
     }
 }
