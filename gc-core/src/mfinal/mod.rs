@@ -421,9 +421,10 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
         };
         if !s.any_marked() {
             // Nothing in the span is live (a burst of garbage), which the mark bits tell
-            // without reading the records: all of them go, moved into the queue's blocks
-            // whole and resurrected from there while the copies are in cache.
-            out.push_all(&mut sp, resurrect_one);
+            // without reading the records: all of them go, the vector handed to the queue
+            // as it is.
+            sp.iter().for_each(resurrect_one);
+            out.push_run(core::mem::take(&mut *sp));
         } else if sp.iter().any(|r| !s.is_marked(index(r))) {
             // Records are sorted by address, so a tiny block's records are adjacent: once
             // the first of them resurrects the block (marks it), the rest are still its

@@ -3,6 +3,11 @@
 //! marker scans; here each entry holds a counted handle, so the queue is a root without a
 //! scan).
 //!
+//! Beside the blocks, the queue holds *runs*: whole record vectors of spans in which
+//! everything died (a burst of garbage), taken over as they are, so a burst's entries are
+//! neither copied nor put in new blocks. (Go copies each finalizer into finq; its specials
+//! are a linked list, with no vector to hand over.)
+//!
 //! Invariant: an entry is pushed by the collector (world stopped) and taken by the
 //! finalizer thread; every entry is run exactly once, then dropped (which drops its
 //! handle and its `Func`).
@@ -58,25 +63,33 @@ impl Drop for FinBlock {
 #[derive(Default)]
 pub(crate) struct FinQueue {
     /// Blocks with entries; the head is the one being filled.
-    pub(crate) head: Option<Box<FinBlock>>,
+    head: Option<Box<FinBlock>>,
     /// Empty blocks for reuse.
-    pub(crate) free: Option<Box<FinBlock>>,
+    free: Option<Box<FinBlock>>,
     /// Blocks in `head` and `free`.
     pub(crate) all_blocks: usize,
-    /// Entries waiting.
+    /// Whole vectors of entries (see the module docs).
+    runs: Vec<Vec<Finalizer>>,
+    /// Entries waiting, in blocks and runs.
     pub(crate) len: usize,
+}
+
+/// The length of a list of blocks.
+fn count(list: Option<&FinBlock>) -> usize {
+    core::iter::successors(list, |b| b.next.as_deref()).count()
 }
 
 /// Empty blocks kept for reuse after a batch (256 KiB); a burst's extra blocks are freed.
 const MAX_FREE: usize = 64;
 
-/// A taken batch: the queue's blocks, entries in them (see `FinQueue::take_all`).
-pub(crate) struct Blocks(Option<Box<FinBlock>>);
+/// A taken batch: the queue's blocks and runs, entries in them (see `FinQueue::take_all`).
+pub(crate) struct Blocks(Option<Box<FinBlock>>, Vec<Vec<Finalizer>>);
 
 impl Blocks {
-    /// Hands every entry to `run`, oldest block last (Go's order: blocks newest first,
-    /// entries in order within a block), and returns the emptied blocks. If `run` unwinds,
-    /// the entries not handed out yet are leaked, never read twice.
+    /// Hands every entry to `run`: the blocks' first, oldest block last (Go's order: blocks
+    /// newest first, entries in order within a block), then the runs', each in address
+    /// order. Returns the emptied blocks (the runs' vectors are freed). If `run` unwinds,
+    /// the entries not handed out yet are leaked or dropped, never read twice.
     pub(crate) fn run_each(mut self, mut run: impl FnMut(Finalizer)) -> Blocks {
         let mut cur = self.0.as_deref_mut();
         while let Some(b) = cur {
@@ -87,6 +100,9 @@ impl Blocks {
                 run(unsafe { f.assume_init_read() });
             }
             cur = b.next.as_deref_mut();
+        }
+        for v in core::mem::take(&mut self.1) {
+            v.into_iter().for_each(&mut run);
         }
         self
     }
@@ -122,40 +138,18 @@ impl FinQueue {
         self.len += 1;
     }
 
-    /// Moves every entry out of `v` (in order, copied into the blocks a run at a time),
-    /// leaving it empty with its capacity; `each` sees every entry in its block, right
-    /// after its run was copied.
-    pub(crate) fn push_all(&mut self, v: &mut Vec<Finalizer>, mut each: impl FnMut(&Finalizer)) {
-        let n = v.len();
-        let src = v.as_ptr();
-        // SAFETY: the entries' ownership moves to the blocks below; the vector forgets them
-        // first, so nothing is dropped or read twice even if a block allocation panics
-        // (then the rest leak).
-        unsafe { v.set_len(0) };
-        let mut done = 0;
-        while done < n {
-            let b = self.head_with_room();
-            let k = (PER_BLOCK - b.cnt).min(n - done);
-            let from = src.wrapping_add(done);
-            let to = b.fin[b.cnt..].as_mut_ptr().cast::<Finalizer>();
-            // SAFETY: `src` holds `n` initialised entries, no longer owned by `v`, and
-            // `from` is the `done`th; the block has `k` free slots from `cnt`, and a block
-            // never overlaps a vector.
-            unsafe { core::ptr::copy_nonoverlapping(from, to, k) };
-            for f in &b.fin[b.cnt..b.cnt + k] {
-                // SAFETY: just initialised by the copy.
-                each(unsafe { f.assume_init_ref() });
-            }
-            b.cnt += k;
-            self.len += k;
-            done += k;
+    /// Takes over a whole vector of entries (a run).
+    pub(crate) fn push_run(&mut self, v: Vec<Finalizer>) {
+        if !v.is_empty() {
+            self.len += v.len();
+            self.runs.push(v);
         }
     }
 
     /// Takes every entry, in their blocks: no entry is moved.
     pub(crate) fn take_all(&mut self) -> Blocks {
         self.len = 0;
-        Blocks(self.head.take())
+        Blocks(self.head.take(), core::mem::take(&mut self.runs))
     }
 
     /// Moves the entries and spare blocks of `other` (a collection's batch) into this
@@ -165,10 +159,12 @@ impl FinQueue {
             head,
             free,
             all_blocks,
+            runs,
             len,
         } = other;
         self.all_blocks += all_blocks;
         self.len += len;
+        self.runs.extend(runs);
         if let Some(mut new) = head {
             let mut tail = &mut new;
             while tail.next.is_some() {
@@ -177,12 +173,23 @@ impl FinQueue {
             tail.next = self.head.take();
             self.head = Some(new);
         }
-        self.recycle(Blocks(free));
+        self.recycle(Blocks(free, Vec::new()));
     }
 
     /// How many blocks the free cache holds (at most `MAX_FREE`, so walking it is cheap).
     fn free_blocks(&self) -> usize {
-        core::iter::successors(self.free.as_deref(), |b| b.next.as_deref()).count()
+        count(self.free.as_deref())
+    }
+
+    /// An empty queue (const: the finalizer thread's is a static).
+    pub(crate) const fn new() -> FinQueue {
+        FinQueue {
+            head: None,
+            free: None,
+            all_blocks: 0,
+            runs: Vec::new(),
+            len: 0,
+        }
     }
 
     /// Takes back emptied blocks: up to `MAX_FREE` stay for reuse, the rest are freed.
@@ -205,13 +212,13 @@ impl FinQueue {
     /// Takes the entries (and their blocks) out of this queue, keeping its spare blocks:
     /// what a collection hands over while it goes on filling.
     pub(crate) fn take_filled(&mut self) -> FinQueue {
-        // Every block on the list is full but the head (push fills one at a time).
-        let blocks = self.len.div_ceil(PER_BLOCK);
+        let blocks = count(self.head.as_deref());
         self.all_blocks -= blocks;
         FinQueue {
             head: self.head.take(),
             free: None,
             all_blocks: blocks,
+            runs: core::mem::take(&mut self.runs),
             len: core::mem::take(&mut self.len),
         }
     }
@@ -224,6 +231,7 @@ impl FinQueue {
             head: None,
             free: self.free.take(),
             all_blocks: n,
+            runs: Vec::new(),
             len: 0,
         }
     }
@@ -246,20 +254,20 @@ mod tests {
     }
 
     #[test]
-    fn blocks_fill_are_reused_and_entries_come_out_once() {
+    fn blocks_and_runs_fill_blocks_are_reused_and_entries_come_out_once() {
         let token = std::sync::Arc::new(());
-        let mut q = FinQueue::default();
+        let mut q = FinQueue::new();
         let n = PER_BLOCK * 2 + 3;
-        // Some one at a time, the rest moved from a vector across block boundaries.
+        // Some one at a time, most as a run (a dead span's record vector), some more singly.
         for i in 0..5 {
             q.push(entry(i, &token));
         }
-        let mut v: Vec<Finalizer> = (5..n).map(|i| entry(i, &token)).collect();
-        let mut seen = 0;
-        q.push_all(&mut v, |_| seen += 1);
-        assert_eq!(seen, n - 5);
-        assert!(v.is_empty());
-        assert_eq!((q.len, q.all_blocks), (n, 3));
+        q.push_run((5..n - 3).map(|i| entry(i, &token)).collect());
+        q.push_run(Vec::new());
+        for i in n - 3..n {
+            q.push(entry(i, &token));
+        }
+        assert_eq!((q.len, q.all_blocks), (n, 1));
         let mut got = Vec::new();
         let empty = q.take_all().run_each(|f| got.push(f));
         assert_eq!((got.len(), q.len), (n, 0));
@@ -267,10 +275,23 @@ mod tests {
         addrs.sort_unstable();
         assert_eq!(addrs, (0..n).collect::<Vec<_>>());
         q.recycle(empty);
-        // Reuse: a collection's batch is filled from the spare blocks, then appended.
+        // Reuse: a collection's batch is filled from the spare blocks, handed over in
+        // parts, then appended.
         let mut batch = q.split_spare();
-        assert_eq!((q.all_blocks, batch.all_blocks), (0, 3));
-        batch.push_all(&mut got, |_| ());
+        assert_eq!((q.all_blocks, batch.all_blocks), (0, 1));
+        let mut rest = got.split_off(PER_BLOCK + 1);
+        for f in got {
+            batch.push(f);
+        }
+        let part = batch.take_filled();
+        assert_eq!(
+            (part.len, part.all_blocks, batch.all_blocks),
+            (PER_BLOCK + 1, 2, 0)
+        );
+        q.append(part);
+        let last = rest.pop().expect("entries left");
+        batch.push_run(rest);
+        batch.push(last);
         q.append(batch);
         assert_eq!((q.len, q.all_blocks), (n, 3));
         assert_eq!(std::sync::Arc::strong_count(&token), n + 1);

@@ -31,23 +31,12 @@ impl Queue for FinQueue {
 }
 
 #[cfg(not(loom))]
-static FING: Handoff<FinQueue> = Handoff::new(FinQueue {
-    head: None,
-    free: None,
-    all_blocks: 0,
-    len: 0,
-});
+static FING: Handoff<FinQueue> = Handoff::new(FinQueue::new());
 
 // Under loom, primitives are made inside a model only; the models build their own.
 #[cfg(loom)]
-static FING: std::sync::LazyLock<Handoff<FinQueue>> = std::sync::LazyLock::new(|| {
-    Handoff::new(FinQueue {
-        head: None,
-        free: None,
-        all_blocks: 0,
-        len: 0,
-    })
-});
+static FING: std::sync::LazyLock<Handoff<FinQueue>> =
+    std::sync::LazyLock::new(|| Handoff::new(FinQueue::new()));
 
 /// Finalizers queued, run, and panicked, ever (all heaps).
 pub(crate) static QUEUED: AtomicU64 = AtomicU64::new(0);
