@@ -203,7 +203,7 @@ impl HeapInner {
 
     /// This thread's cache for this heap among `caches` (made and registered on first
     /// use).
-    #[inline]
+    #[inline(always)]
     #[allow(clippy::vec_box)] // the boxes keep each cache's address: the registry points at it
     fn cache<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
         // The heap allocated from last is first: a thread that has used many heaps (a
@@ -212,6 +212,14 @@ impl HeapInner {
         if caches.first().is_some_and(|c| c.heap.id == self.id) {
             return &mut caches[0];
         }
+        self.cache_slow(caches)
+    }
+
+    /// `cache` when this heap's is not first: found and moved first, or made.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::vec_box)]
+    fn cache_slow<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
         match caches.iter().skip(1).position(|c| c.heap.id == self.id) {
             Some(i) => caches.swap(0, i + 1),
             None => {
