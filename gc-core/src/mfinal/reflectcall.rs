@@ -23,13 +23,16 @@ use crate::mspan::Span;
 pub(crate) struct Invoker {
     buf: FrameBuf,
     layouts: Vec<(*const Type, FrameLayout)>,
-    /// The span of the last entry run in this batch (entries set in a loop are neighbours).
+    /// The span of the last entry run in this batch (entries set in a loop are
+    /// neighbours), with its address range copied out: `(base, bytes, span)`.
     ///
-    /// Sound within one batch only: every entry's object was allocated when the batch was
-    /// taken and stays so until its entry runs, and spans never overlap, so a later
-    /// entry whose address lies in this span's range has its object in this very span,
-    /// which that object keeps alive. Across batches the span may have been freed.
-    span: Option<&'static Span>,
+    /// Sound within one batch only, and only through the copied range: every entry's
+    /// object was allocated when the batch was taken and stays so until its entry runs,
+    /// and spans never overlap, so a later entry whose address lies in the range has its
+    /// object in this very span, which that object keeps alive. Otherwise the span may
+    /// be gone already (its last object's finalizer ran, and a collection freed it while
+    /// this batch went on): it must not be read to test the range. The soak found that.
+    span: Option<(usize, usize, &'static Span)>,
 }
 
 // SAFETY: the type pointers are `&'static Type`s, used as keys only; the span is one the
@@ -46,11 +49,11 @@ impl Invoker {
     fn span_of(&mut self, ptr: *const u8) -> &'static Span {
         let a = ptr as usize;
         match self.span {
-            Some(s) if (a.wrapping_sub(s.base as usize)) < s.bytes() => s,
+            Some((base, bytes, s)) if a.wrapping_sub(base) < bytes => s,
             _ => {
                 let s = crate::mheap::span_of(a)
                     .expect("fing::reflectcall: a queued object outside the heap");
-                self.span = Some(s);
+                self.span = Some((s.base as usize, s.bytes(), s));
                 s
             }
         }
