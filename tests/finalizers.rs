@@ -534,8 +534,8 @@ struct Burst {
 fn a_burst_runs_while_its_collection_queues_and_the_next_collection_frees_it_all() {
     // Enough finalizers that the collection hands them over in parts, and enough plain
     // garbage that its sweep is long: the thread runs them while the world is stopped,
-    // its handle drops going past its ring into its spill. `wait_finalizers` returns only
-    // after the spill is published, so one more collection frees every object.
+    // its handle drops going past its ring into its slot's spill, which the next
+    // collection applies first, so one more collection frees every object.
     const N: u64 = 20_000;
     let h = heap();
     let ran = Arc::new(AtomicUsize::new(0));

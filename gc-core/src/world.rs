@@ -24,10 +24,9 @@
 //! thread's ring (`deferred`), which the thread applies in one section when the ring is
 //! full, and every collection applies with the world stopped. The finalizer thread, which
 //! runs finalizers while their collection is still going, does not wait there: with its
-//! ring full and the world stopped it keeps the drop in a private spill, each entry a
-//! count not yet lowered (so collections only keep more), and publishes the spill to its
-//! slot after each batch, where the next collection applies it with the ring. Cloning a handle needs no
-//! section: a clone only raises a count, and
+//! ring full and the world stopped it adds the drop to its slot's spill, which the next
+//! collection applies with the ring. Cloning a handle needs no section: a clone only
+//! raises a count, and
 //! a thread can only clone handles to objects reachable from handles it holds, which are
 //! roots for as long as it cannot drop them (that needs a section); a raised count can only
 //! make the collector keep more.
@@ -52,8 +51,9 @@ struct Slot {
     active: AtomicBool,
     /// This thread's deferred handle drops (see `deferred`).
     ring: Ring,
-    /// Drops the thread spilled and published (see `Local::spill`): applied by the next
-    /// collection with the world stopped, or by the thread in a section.
+    /// Drops the thread made while its ring was full and the world stopped (only a thread
+    /// that `spills`): applied by the next collection with the world stopped, or by the
+    /// thread at exit.
     spilled: SpinLock<Spilled>,
 }
 
@@ -65,7 +65,7 @@ struct Spilled(Vec<core::ptr::NonNull<u8>>);
 unsafe impl Send for Spilled {}
 
 impl Slot {
-    /// Applies the published spill. In the owner's section, or with the world stopped.
+    /// Applies the spill. At the owner's exit, or with the world stopped.
     fn drain_spilled(&self) {
         let spilled = core::mem::take(&mut self.spilled.lock().0);
         spilled.into_iter().for_each(crate::mgcsweep::drop_count);
@@ -185,13 +185,9 @@ pub(crate) struct Local {
     #[allow(clippy::vec_box)]
     pub(crate) caches: core::cell::UnsafeCell<Vec<Box<crate::mcache::MCache>>>,
     /// Set on a thread that must not wait for a collection to drop handles (the finalizer
-    /// thread): with its ring full and the world stopped, drops go to `spill` instead.
+    /// thread): with its ring full and the world stopped, drops go to its slot's
+    /// `spilled` instead.
     spills: Cell<bool>,
-    /// Drops recorded while the world was stopped and the ring full. Private to the
-    /// thread until `publish_spill` moves them to the slot (until then the collector cannot
-    /// see them: each keeps a count too many, which only makes collections keep more);
-    /// applied at thread exit if never published.
-    spill: Cell<Vec<core::ptr::NonNull<u8>>>,
 }
 
 impl Local {
@@ -210,16 +206,12 @@ impl Local {
             sweeping: Cell::new(0),
             caches: core::cell::UnsafeCell::new(Vec::new()),
             spills: Cell::new(false),
-            spill: Cell::new(Vec::new()),
         }
     }
 
-    /// Applies the ring's drops and both spills' (thread exit); in a section.
+    /// Applies the ring's drops and the spill's (thread exit); in a section.
     fn drain_drops(&self) {
         self.slot.ring.drain(crate::mgcsweep::drop_count);
-        let mut spill = self.spill.take();
-        spill.drain(..).for_each(crate::mgcsweep::drop_count);
-        self.spill.set(spill);
         self.slot.drain_spilled();
     }
 }
@@ -360,18 +352,19 @@ pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
             }
             if !l.slot.ring.push(obj) {
                 // Full: apply the ring in one section, then record. A thread that spills
-                // does not wait for a running collection: it keeps the drop for later.
-                if l.spills.get() && !l.slot.try_enter() {
-                    let mut spill = l.spill.take();
-                    spill.push(obj);
-                    l.spill.set(spill);
+                // does not wait for a running collection: the drop goes to its slot's
+                // spill, for the next collection (which also keeps the spill off this
+                // thread's path: a burst of it would be applied on cold headers).
+                let entered = if l.spills.get() {
+                    l.slot.try_enter()
+                } else {
+                    l.slot.enter();
+                    true
+                };
+                if !entered {
+                    l.slot.spilled.lock().0.push(obj);
                     return true;
                 }
-                if !l.spills.get() {
-                    l.slot.enter();
-                }
-                // The spills are left to the next collection (a burst of them would make
-                // this drop wait on cold headers).
                 l.depth.set(1);
                 l.slot.ring.drain(crate::mgcsweep::drop_count);
                 l.depth.set(0);
@@ -385,21 +378,9 @@ pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
 }
 
 /// Makes this thread's handle drops never wait for a running collection (see `Local`'s
-/// `spill`); the thread must call `publish_spill` before it reports its work done.
+/// `spills`).
 pub(crate) fn spill_drops() {
     LOCAL.with(|l| l.spills.set(true));
-}
-
-/// Hands the drops this thread spilled to its slot, where the next collection applies
-/// them. Never waits for the world.
-pub(crate) fn publish_spill() {
-    LOCAL.with(|l| {
-        let mut spill = l.spill.take();
-        if !spill.is_empty() {
-            l.slot.spilled.lock().0.append(&mut spill);
-        }
-        l.spill.set(spill);
-    });
 }
 
 /// Applies every thread's deferred drops. Collector only, world stopped.

@@ -66,8 +66,8 @@ pub(crate) fn batch() -> FinQueue {
 /// collection: their objects were resurrected (marked), so this cycle frees neither them
 /// nor what they point to, and whatever a finalizer does in a section (allocate, write a
 /// `GcCell`) waits until the world resumes. Its handle drops do not wait: the thread
-/// spills them (`world::spill_drops`) and publishes the spill after each batch, for the
-/// next collection to apply with the world stopped, as it applies every thread's ring.
+/// spills them to its world slot (`world::spill_drops`), for the next collection to apply
+/// with the world stopped, as it applies every thread's ring.
 pub(crate) fn enqueue(batch: FinQueue) {
     QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
     if batch.len == 0 {
@@ -109,9 +109,6 @@ fn run() {
         });
         RUN.fetch_add(ran, Ordering::Relaxed);
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
-        // Before the thread can count as idle: a collection after `wait_finalizers` must
-        // see the finalizers' handles gone (publishing never waits for the world).
-        crate::world::publish_spill();
         FING.finished(|q| q.recycle(empty));
     }
 }
