@@ -61,6 +61,12 @@ impl<const CAP: usize> Ring<CAP> {
         true
     }
 
+    /// Does the ring hold drops? (The owner, as a hint: a consumer may be draining it.)
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tail.load(Ordering::Relaxed) == self.head.load(Ordering::Relaxed)
+    }
+
     /// A consumer (the owner in a section, or a collector with the world stopped): calls
     /// `apply` on every recorded drop, once.
     pub(crate) fn drain(&self, mut apply: impl FnMut(NonNull<u8>)) {

@@ -37,8 +37,10 @@ pub struct Gc<T: ?Sized + 'static> {
 /// The `obj` of handles outside the heap: an address no arena contains.
 static OUTSIDE: u8 = 0;
 
+/// The object word of a handle to something outside every heap (`Gc::from_static`, a
+/// zero-sized value).
 #[inline]
-const fn outside() -> NonNull<u8> {
+pub(crate) const fn outside() -> NonNull<u8> {
     // SAFETY: the address of a static is never null.
     unsafe { NonNull::new_unchecked(&OUTSIDE as *const u8 as *mut u8) }
 }
@@ -51,6 +53,7 @@ unsafe impl<T: ?Sized + Send + Sync> Sync for Gc<T> {}
 
 impl<T: Trace + Send + 'static> Gc<T> {
     /// Moves `value` into the default heap. See [`Heap::alloc`](crate::Heap::alloc).
+    #[inline]
     pub fn new(value: T) -> Gc<T> {
         crate::Heap::default_heap().alloc(value)
     }

@@ -18,7 +18,7 @@
 //! The collector takes them with the world stopped, when no one else holds any.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -112,10 +112,21 @@ pub(crate) struct Counters {
     pub(crate) bytes_base: u64,
     /// Bytes allocated in total (all caches, retired and large) at the last collection.
     pub(crate) bytes_at_gc: u64,
+    /// Bytes freed at count zero by retired caches, and in total at the last collection.
+    pub(crate) free_bytes_base: u64,
+    pub(crate) free_bytes_at_gc: u64,
     /// Finalizable objects found reaching themselves (with `check_finalizers`).
     pub(crate) finalizer_cycles: u64,
     /// Destructors that panicked in the sweep.
     pub(crate) destructor_panics: u64,
+}
+
+/// What `HeapInner::totals` adds up.
+pub(crate) struct Totals {
+    pub(crate) mallocs: u64,
+    pub(crate) bytes: u64,
+    pub(crate) frees: u64,
+    pub(crate) free_bytes: u64,
 }
 
 pub(crate) struct HeapInner {
@@ -176,6 +187,8 @@ impl HeapInner {
                 mallocs_base: 0,
                 bytes_base: 0,
                 bytes_at_gc: 0,
+                free_bytes_base: 0,
+                free_bytes_at_gc: 0,
                 finalizer_cycles: 0,
                 destructor_panics: 0,
             }),
@@ -197,6 +210,11 @@ impl HeapInner {
         let mut k = lock(&self.counters);
         k.mallocs_base += c.mallocs.load(Ordering::Relaxed);
         k.bytes_base += c.alloc_bytes.load(Ordering::Relaxed);
+        let l = c.list_totals();
+        k.mallocs_base += l.reused;
+        k.bytes_base += l.reused_bytes;
+        k.frees += l.freed;
+        k.free_bytes_base += l.freed_bytes;
         drop(k);
         lock(&self.caches).retain(|p| !core::ptr::eq(p.as_ptr(), c));
     }
@@ -209,7 +227,7 @@ impl HeapInner {
         // The heap allocated from last is first: a thread that has used many heaps (a
         // test per heap) does not search them all on every allocation. The caches are
         // boxed, so reordering moves no cache (the registry points at them).
-        if caches.first().is_some_and(|c| c.heap.id == self.id) {
+        if caches.first().is_some_and(|c| c.heap_id == self.id) {
             return &mut caches[0];
         }
         self.cache_slow(caches)
@@ -220,7 +238,7 @@ impl HeapInner {
     #[inline(never)]
     #[allow(clippy::vec_box)]
     fn cache_slow<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
-        match caches.iter().skip(1).position(|c| c.heap.id == self.id) {
+        match caches.iter().skip(1).position(|c| c.heap_id == self.id) {
             Some(i) => caches.swap(0, i + 1),
             None => {
                 let mut c = Box::new(MCache::new(self));
@@ -268,36 +286,44 @@ impl HeapInner {
         true
     }
 
-    /// Objects and bytes allocated ever, over every cache (live and retired) and large
-    /// objects.
-    pub(crate) fn alloc_totals(&self, k: &Counters) -> (u64, u64) {
-        let (mut mallocs, mut bytes) = (0u64, 0u64);
+    /// Objects and bytes allocated and freed ever, over every cache (live and retired),
+    /// large objects and sweeps.
+    pub(crate) fn totals(&self, k: &Counters) -> Totals {
+        let mut t = Totals {
+            mallocs: k.mallocs_base + self.large_mallocs.load(Ordering::Relaxed),
+            bytes: k.bytes_base,
+            frees: k.frees,
+            free_bytes: k.free_bytes_base,
+        };
         for c in lock(&self.caches).iter() {
             // SAFETY: registered caches live until they retire, which removes them from the
             // registry under this lock; the counters are atomics.
             let c = unsafe { c.as_ref() };
-            mallocs += c.mallocs.load(Ordering::Relaxed);
-            bytes += c.alloc_bytes.load(Ordering::Relaxed);
+            t.mallocs += c.mallocs.load(Ordering::Relaxed);
+            t.bytes += c.alloc_bytes.load(Ordering::Relaxed);
+            let l = c.list_totals();
+            t.mallocs += l.reused;
+            t.bytes += l.reused_bytes;
+            t.frees += l.freed;
+            t.free_bytes += l.freed_bytes;
         }
-        (
-            mallocs + k.mallocs_base + self.large_mallocs.load(Ordering::Relaxed),
-            bytes + k.bytes_base,
-        )
+        t
     }
 
     pub(crate) fn stats(&self) -> MemStats {
         let k = lock(&self.counters);
-        let (mallocs, bytes) = self.alloc_totals(&k);
+        let t = self.totals(&k);
         let in_use = lock(&self.all_spans).iter().map(|s| s.get().bytes()).sum();
         let pages = lock(&self.pages);
         MemStats {
-            heap_alloc: k.live_bytes + (bytes - k.bytes_at_gc) as usize,
+            heap_alloc: (k.live_bytes as u64 + (t.bytes - k.bytes_at_gc))
+                .saturating_sub(t.free_bytes - k.free_bytes_at_gc) as usize,
             heap_in_use: in_use,
             heap_sys: pages.sys,
             heap_released: pages.released,
-            heap_objects: mallocs - k.frees,
-            mallocs,
-            frees: k.frees,
+            heap_objects: t.mallocs - t.frees,
+            mallocs: t.mallocs,
+            frees: t.frees,
             next_gc: self.next_gc.load(Ordering::Relaxed),
             num_gc: k.num_gc,
             pause_total: k.pause_total,
@@ -340,9 +366,24 @@ impl Heap {
 
     /// The default heap, made on first use with `HeapConfig::default()`; `Gc::new`
     /// allocates there.
+    #[inline]
     pub fn default_heap() -> Heap {
-        static DEFAULT: OnceLock<Heap> = OnceLock::new();
-        *DEFAULT.get_or_init(|| Heap::new(HeapConfig::default()))
+        // One load on the allocation path (`Gc::new`); the `OnceLock` makes it once.
+        static MADE: AtomicPtr<HeapInner> = AtomicPtr::new(core::ptr::null_mut());
+        #[cold]
+        fn make() -> Heap {
+            static DEFAULT: OnceLock<Heap> = OnceLock::new();
+            let h = *DEFAULT.get_or_init(|| Heap::new(HeapConfig::default()));
+            MADE.store((h.inner as *const HeapInner).cast_mut(), Ordering::Release);
+            h
+        }
+        match NonNull::new(MADE.load(Ordering::Acquire)) {
+            Some(p) => Heap {
+                // SAFETY: `MADE` holds null or the default heap's `&'static HeapInner`.
+                inner: unsafe { p.as_ref() },
+            },
+            None => make(),
+        }
     }
 
     /// Moves `value` into the heap. May run a collection first if the pacer asks for one

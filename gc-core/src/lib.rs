@@ -31,6 +31,7 @@ mod mcache;
 mod mcentral;
 mod mem;
 pub(crate) mod mfinal;
+mod mfree;
 mod mgc;
 mod mgcmark;
 mod mgcsweep;

@@ -1,6 +1,14 @@
 //! `MCache` (Go's mcache): a thread's allocation cache for one heap. One span per span
-//! class to allocate from, and the tiny block. The fast path (`alloc_small`) touches only
-//! this cache and its spans: no lock, no atomic read-modify-write.
+//! class to allocate from, the slots this thread freed when their counts fell to zero
+//! (`mgcsweep::free_at_zero`), and the tiny block. The fast path (`alloc_small`) touches
+//! only this cache and its spans: no lock, no atomic read-modify-write.
+//!
+//! Freed slots: each class keeps a list of slots this thread freed, linked through the
+//! word after each slot's header; allocation takes from it first. A listed slot stays
+//! allocated in its span's bitmap, with a header that says it is dead (count zero, type
+//! [`FREED`](crate::mspan::FREED)): the collector sees an object that nothing points to,
+//! with no edges and no destructor. A collection forgets every list when it flushes the
+//! caches, and its sweep frees the listed slots with the rest of the garbage.
 //!
 //! Ownership: the cache is reached through its thread's `Local`, inside a mutator section,
 //! and by the collector with the world stopped (through the heap's registry, to flush it).
@@ -18,25 +26,82 @@ pub(crate) const TINY_SIZE: usize = 16;
 
 pub(crate) struct MCache {
     pub(crate) heap: &'static HeapInner,
-    alloc: Vec<Option<SpanPtr>>,
+    /// Per span class: the span to allocate from, and the freed slots.
+    alloc: Vec<ClassCache>,
     /// Header of the current tiny block, and the next free offset in its payload.
     tiny: Option<NonNull<Header>>,
     tiny_offset: usize,
     /// Objects and bytes allocated through this cache (read by `stats()` from anywhere).
     pub(crate) mallocs: AtomicU64,
     pub(crate) alloc_bytes: AtomicU64,
+    /// The heap's id (a copy: the freeing path compares it per object).
+    pub(crate) heap_id: u64,
+}
+
+#[derive(Default)]
+struct ClassCache {
+    span: Option<SpanPtr>,
+    /// The first freed slot (its header's address).
+    free: Option<NonNull<u8>>,
+    /// Slots on `free`.
+    listed: u64,
+    /// Slots listed ever, less those still listed when a collection forgot the list (its
+    /// sweep counts their frees); slots taken from the list ever. Owner-written counters
+    /// that `stats()` reads.
+    freed: AtomicU64,
+    reused: AtomicU64,
+}
+
+/// The free list's link in a listed slot: the word after its header.
+#[inline]
+fn link(slot: NonNull<u8>) -> *mut Option<NonNull<u8>> {
+    slot.as_ptr().wrapping_add(HEADER).cast()
+}
+
+/// Adds `by` to an owner-written counter (a plain load and store).
+#[inline]
+fn bump(c: &AtomicU64, by: u64) {
+    c.store(
+        c.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+/// What a cache's freed-slot lists add to the heap's totals (see `HeapInner::totals`).
+#[derive(Default)]
+pub(crate) struct ListTotals {
+    pub(crate) reused: u64,
+    pub(crate) reused_bytes: u64,
+    pub(crate) freed: u64,
+    pub(crate) freed_bytes: u64,
 }
 
 impl MCache {
     pub(crate) fn new(heap: &'static HeapInner) -> MCache {
         MCache {
             heap,
-            alloc: vec![None; 2 * TABLE.len],
+            alloc: (0..2 * TABLE.len).map(|_| ClassCache::default()).collect(),
             tiny: None,
             tiny_offset: 0,
             mallocs: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
+            heap_id: heap.id,
         }
+    }
+
+    /// The freed-slot lists' counters, over every class.
+    pub(crate) fn list_totals(&self) -> ListTotals {
+        let mut t = ListTotals::default();
+        for (i, c) in self.alloc.iter().enumerate() {
+            let size = TABLE.classes[i >> 1].size as u64;
+            let reused = c.reused.load(Ordering::Relaxed);
+            let freed = c.freed.load(Ordering::Relaxed);
+            t.reused += reused;
+            t.reused_bytes += reused * size;
+            t.freed += freed;
+            t.freed_bytes += freed * size;
+        }
+        t
     }
 
     /// Adds `objects` slots of `size` bytes to the counters (owner only: plain stores).
@@ -61,7 +126,19 @@ impl MCache {
     /// fast path counts nothing.
     #[inline]
     pub(crate) fn alloc_small(&mut self, spc: SpanClass, sweep_drop: bool) -> Option<NonNull<u8>> {
-        if let Some(s) = self.alloc[spc.index()] {
+        let c = &mut self.alloc[spc.index()];
+        if let Some(slot) = c.free {
+            // SAFETY: a listed slot holds the next one in the word after its header
+            // (`push_free`), and this cache owns its list.
+            c.free = unsafe { link(slot).read() };
+            c.listed -= 1;
+            bump(&c.reused, 1);
+            if sweep_drop {
+                note_sweep_drop(slot);
+            }
+            return Some(slot);
+        }
+        if let Some(s) = c.span {
             let span = s.get();
             if let Some(i) = span.next_free() {
                 if sweep_drop {
@@ -75,11 +152,11 @@ impl MCache {
 
     #[cold]
     fn refill(&mut self, spc: SpanClass, sweep_drop: bool) -> Option<NonNull<u8>> {
-        if let Some(old) = self.alloc[spc.index()].take() {
+        if let Some(old) = self.alloc[spc.index()].span.take() {
             self.give_back(old);
         }
         let s = self.heap.take_span(spc)?;
-        self.alloc[spc.index()] = Some(s);
+        self.alloc[spc.index()].span = Some(s);
         let span = s.get();
         self.count((span.nelems - span.alloc_count()) as i64, span.elem_size);
         let i = span
@@ -134,11 +211,32 @@ impl MCache {
         Some((h, NonNull::new(slot.as_ptr().wrapping_add(HEADER))?))
     }
 
-    /// Gives every cached span back to the heap's central lists and forgets the tiny block
-    /// (Go's releaseAll). Collector (world stopped) or the owner inside a section.
+    /// Lists a slot of span class `spc` whose object was freed at count zero (its header
+    /// already says so: see the module docs).
+    ///
+    /// # Safety
+    /// `slot` must be the start of an allocated slot of class `spc` in this cache's heap,
+    /// at least `HEADER + 8` bytes long, whose object is dead and unreachable, with no
+    /// other owner (no list, no queue entry that will use it).
+    pub(crate) unsafe fn push_free(&mut self, spc: SpanClass, slot: NonNull<u8>) {
+        let c = &mut self.alloc[spc.index()];
+        // SAFETY: the caller's contract: the word after the header is ours to write.
+        unsafe { link(slot).write(c.free) };
+        c.free = Some(slot);
+        c.listed += 1;
+        bump(&c.freed, 1);
+    }
+
+    /// Gives every cached span back to the heap's central lists, forgets the freed slots
+    /// (the sweep frees them: their frees are counted there) and the tiny block (Go's
+    /// releaseAll). Collector (world stopped) or the owner inside a section.
     pub(crate) fn flush(&mut self) {
         for i in 0..self.alloc.len() {
-            if let Some(s) = self.alloc[i].take() {
+            let c = &mut self.alloc[i];
+            c.free = None;
+            let listed = core::mem::take(&mut c.listed);
+            bump(&c.freed, listed.wrapping_neg());
+            if let Some(s) = self.alloc[i].span.take() {
                 self.give_back(s);
             }
         }
@@ -151,4 +249,13 @@ impl MCache {
         self.flush();
         self.heap.retire_cache(&self);
     }
+}
+
+/// A reused slot will hold an object whose destructor the sweeper must run: its span
+/// must say so.
+#[cold]
+fn note_sweep_drop(slot: NonNull<u8>) {
+    crate::mheap::span_of(slot.as_ptr() as usize)
+        .expect("fing::mcache: a listed slot lies in no span")
+        .note_sweep_drop();
 }

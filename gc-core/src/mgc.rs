@@ -69,8 +69,9 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
     k.pause_total += pause;
     k.last_pause = pause;
     k.live_bytes = live;
-    let (_, bytes) = heap.alloc_totals(&k);
-    k.bytes_at_gc = bytes;
+    let t = heap.totals(&k);
+    k.bytes_at_gc = t.bytes;
+    k.free_bytes_at_gc = t.free_bytes;
     let n = k.num_gc;
     drop(k);
     if heap.config.trace {

@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use gc_types::{PtrMask, Tracer, Type};
 
 use crate::heap::{HeapInner, SpanPtr};
-use crate::mheap::{arena_of, span_of, Arena, ARENA_SIZE};
+use crate::mheap::{arena_of_cached, span_of, Arena};
 use crate::mspan::{data_offset, Header, Span};
 
 /// The header of the object at `slot`.
@@ -108,20 +108,6 @@ pub(crate) fn abandon(spans: &[SpanPtr]) {
         });
         s.clear_marks();
     }
-}
-
-/// `arena_of`, remembering the last arena found (any address within `ARENA_SIZE` of its
-/// base is in it; larger arenas fall back to the map past that).
-#[inline]
-fn arena_of_cached(addr: usize, last: &mut Option<&'static Arena>) -> Option<&'static Arena> {
-    if let Some(a) = *last {
-        if addr.wrapping_sub(a.base as usize) < ARENA_SIZE {
-            return Some(a);
-        }
-    }
-    let a = arena_of(addr)?;
-    *last = Some(a);
-    Some(a)
 }
 
 /// Pass 1. Returns whether any edge pointed into another heap.

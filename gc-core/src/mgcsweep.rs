@@ -24,7 +24,7 @@ use crate::mheap::arena_of;
 use crate::mspan::{data_offset, HEADER};
 
 /// The byte freed values are overwritten with in debug builds.
-const POISON: u8 = 0xde;
+pub(crate) const POISON: u8 = 0xde;
 use crate::world::{self, Role, StoppedWorld};
 
 pub(crate) struct Swept {
@@ -140,10 +140,11 @@ fn settle(h: &crate::mspan::Header) {
     }
 }
 
-/// Drops one count a handle held on `obj` (the `Drop` of a heap handle): recorded for
-/// later outside sections (`deferred`), else applied now.
+/// Drops one count a handle held on `obj` (the `Drop` of a heap handle): on a mutator
+/// thread, now (recorded for later while a collector holds or wants the world: see
+/// `world::drop_as_mutator`); on the collector's thread, as the sweep says.
 pub(crate) fn release(obj: NonNull<u8>) {
-    if world::defer_drop(obj) {
+    if world::drop_as_mutator(obj) {
         return;
     }
     let section = world::enter();
@@ -157,7 +158,8 @@ pub(crate) fn release(obj: NonNull<u8>) {
     drop_count(obj);
 }
 
-/// Lowers `obj`'s count by one: in a section, or with the world stopped.
+/// Lowers `obj`'s count by one with the world stopped, or at thread exit (an object whose
+/// count reaches zero is left to the sweep).
 pub(crate) fn drop_count(obj: NonNull<u8>) {
     // SAFETY: `obj` is the header of an object a handle counted on; the count being
     // dropped kept it allocated until now.

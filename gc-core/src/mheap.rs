@@ -60,15 +60,39 @@ pub(crate) fn arena_of(addr: usize) -> Option<&'static Arena> {
     NonNull::new(a).map(|a| unsafe { a.as_ref() })
 }
 
+/// `arena_of`, remembering the last arena found (any address within `ARENA_SIZE` of its
+/// base is in it; larger arenas fall back to the map past that).
+#[inline]
+pub(crate) fn arena_of_cached(
+    addr: usize,
+    last: &mut Option<&'static Arena>,
+) -> Option<&'static Arena> {
+    if let Some(a) = *last {
+        if addr.wrapping_sub(a.base as usize) < ARENA_SIZE {
+            return Some(a);
+        }
+    }
+    let a = arena_of(addr)?;
+    *last = Some(a);
+    Some(a)
+}
+
+impl Arena {
+    /// The in-use span containing `addr`, an address in this arena, if any.
+    #[inline]
+    pub(crate) fn span_at(&self, addr: usize) -> Option<&'static Span> {
+        let page = (addr - self.base as usize) / PAGE_SIZE;
+        let s = self.spans.get(page)?.load(Ordering::Acquire);
+        // SAFETY: a span pointer in the map points at a live span: it is cleared (with the
+        // world stopped) before the span is freed.
+        NonNull::new(s).map(|s| unsafe { s.as_ref() })
+    }
+}
+
 /// The in-use span containing `addr`, if any.
 #[inline]
 pub(crate) fn span_of(addr: usize) -> Option<&'static Span> {
-    let a = arena_of(addr)?;
-    let page = (addr - a.base as usize) / PAGE_SIZE;
-    let s = a.spans.get(page)?.load(Ordering::Acquire);
-    // SAFETY: a span pointer in the map points at a live span: it is cleared (with the
-    // world stopped) before the span is freed.
-    NonNull::new(s).map(|s| unsafe { s.as_ref() })
+    arena_of(addr)?.span_at(addr)
 }
 
 /// Go's `findObject`: the span, slot index and header address of the allocated object

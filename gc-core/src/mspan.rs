@@ -33,6 +33,14 @@ pub(crate) struct Header {
     pub(crate) ty: AtomicPtr<Type>,
 }
 
+/// The type in the header of a slot whose object was freed when its count fell to zero
+/// (`mgcsweep::free_at_zero`), until the slot is reused or swept: no edges, no destructor,
+/// so every pass of the collector treats it as an unreachable object with nothing to do.
+pub(crate) static FREED: Type = Type::untraced::<Freed>("fing: freed slot", true, true);
+
+/// The value type of [`FREED`] (never made).
+struct Freed;
+
 /// Size of the header.
 pub(crate) const HEADER: usize = core::mem::size_of::<Header>();
 const _: () = assert!(HEADER == 16, "Header layout: count, gc_refs, type pointer");

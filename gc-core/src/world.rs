@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use crate::deferred::Ring;
 use crate::handshake;
+use crate::mspan::Span;
 use crate::spin::SpinLock;
 
 #[repr(align(128))]
@@ -188,6 +189,13 @@ pub(crate) struct Local {
     /// thread): with its ring full and the world stopped, drops go to its slot's
     /// `spilled` instead.
     spills: Cell<bool>,
+    /// Inside a chain of frees at count zero (`mfree`), and the objects it has yet to
+    /// free.
+    pub(crate) freeing: Cell<bool>,
+    /// Set while the current section is one `drop_as_mutator` opened for itself, which a
+    /// chain of frees may leave and enter again (`pause`).
+    pub(crate) pausable: Cell<bool>,
+    pub(crate) chain: core::cell::UnsafeCell<Vec<(core::ptr::NonNull<u8>, &'static Span)>>,
 }
 
 impl Local {
@@ -206,6 +214,9 @@ impl Local {
             sweeping: Cell::new(0),
             caches: core::cell::UnsafeCell::new(Vec::new()),
             spills: Cell::new(false),
+            freeing: Cell::new(false),
+            pausable: Cell::new(false),
+            chain: core::cell::UnsafeCell::new(Vec::new()),
         }
     }
 
@@ -218,6 +229,7 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
+        CURRENT.with(|c| c.set(core::ptr::null()));
         // Thread exit: apply the deferred drops and hand the caches' spans back, inside a
         // section of our own slot (the thread-local is being destroyed, so `enter` cannot
         // be used).
@@ -234,6 +246,42 @@ impl Drop for Local {
 
 thread_local! {
     static LOCAL: Local = Local::new();
+    /// `LOCAL`'s address from its first use until its destructor starts, null otherwise:
+    /// a thread-local with a constant initialiser and no destructor, which the hot paths
+    /// read with one load (`LOCAL` itself costs a lazy-initialisation check and a call).
+    static CURRENT: Cell<*const Local> = const { Cell::new(core::ptr::null()) };
+}
+
+/// Runs `f` with this thread's `Local`; `None` once it has been destroyed (thread exit).
+#[inline(always)]
+fn try_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    let p = CURRENT.with(Cell::get);
+    if p.is_null() {
+        return try_local_slow(f);
+    }
+    // SAFETY: `CURRENT` holds `LOCAL`'s address only while it lives there: set on first
+    // use (below), cleared first thing in `Local::drop`.
+    Some(f(unsafe { &*p }))
+}
+
+#[cold]
+#[inline(never)]
+fn try_local_slow<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| {
+            CURRENT.with(|c| c.set(l));
+            f(l)
+        })
+        .ok()
+}
+
+/// Runs `f` with this thread's `Local`.
+///
+/// # Panics
+/// During or after the thread-local's destruction.
+#[inline(always)]
+fn local<R>(f: impl FnOnce(&Local) -> R) -> R {
+    try_local(f).expect("fing::world: the thread's world slot is already destroyed")
 }
 
 /// What the current thread is to the world.
@@ -261,7 +309,7 @@ impl Section {
 /// own thread it is a no-op that says so.
 #[inline]
 pub(crate) fn enter() -> Section {
-    LOCAL.with(|l| {
+    local(|l| {
         if l.holds_world.get() {
             return Section {
                 role: Role::Collector {
@@ -290,7 +338,7 @@ impl Drop for Section {
         }
         // `try_with`: a handle dropped by another thread-local's destructor after ours is
         // gone has already left its section.
-        let _ = LOCAL.try_with(|l| {
+        let _ = try_local(|l| {
             let d = l.depth.get() - 1;
             l.depth.set(d);
             if d == 0 {
@@ -319,7 +367,7 @@ fn wait_for_resume() {
 /// access (the allocation path).
 #[inline]
 pub(crate) fn with_section<R>(f: impl FnOnce(&Local) -> R) -> R {
-    LOCAL.with(|l| {
+    local(|l| {
         let outermost = !l.holds_world.get() && l.depth.get() == 0;
         if outermost {
             l.slot.enter();
@@ -340,47 +388,92 @@ pub(crate) fn with_section<R>(f: impl FnOnce(&Local) -> R) -> R {
     })
 }
 
-/// Drops a handle's count on `obj` by recording it in this thread's ring (`deferred`),
-/// outside any section. `false`: the caller must drop it in a section (this thread holds
-/// a section or the world, or its thread-local is gone).
+/// Drops a handle's count on `obj` on a mutator thread: at once if this thread is in a
+/// section, or in a section of its own if the world is free; else (a collector holds or
+/// wants the world) recorded in this thread's ring (`deferred`), so that a drop never
+/// waits for a collection. `false`: the caller must drop it as the collector (this thread
+/// holds the world) or without the thread-local (it is gone).
 #[inline]
-pub(crate) fn defer_drop(obj: core::ptr::NonNull<u8>) -> bool {
-    LOCAL
-        .try_with(|l| {
-            if l.holds_world.get() || l.depth.get() > 0 {
-                return false;
+pub(crate) fn drop_as_mutator(obj: core::ptr::NonNull<u8>) -> bool {
+    try_local(|l| {
+        if l.holds_world.get() {
+            return false;
+        }
+        if l.depth.get() > 0 {
+            crate::mfree::lower(l, obj);
+        } else if l.slot.try_enter() {
+            l.depth.set(1);
+            if !l.slot.ring.is_empty() {
+                // Drops deferred while a collector had the world: applied now, so what
+                // they free is freed at once rather than at the next sweep.
+                l.slot.ring.drain(|o| crate::mfree::lower(l, o));
             }
-            if !l.slot.ring.push(obj) {
-                // Full: apply the ring in one section, then record. A thread that spills
-                // does not wait for a running collection: the drop goes to its slot's
-                // spill, for the next collection (which also keeps the spill off this
-                // thread's path: a burst of it would be applied on cold headers).
-                let entered = if l.spills.get() {
-                    l.slot.try_enter()
-                } else {
-                    l.slot.enter();
-                    true
-                };
-                if !entered {
-                    l.slot.spilled.lock().0.push(obj);
-                    return true;
-                }
-                l.depth.set(1);
-                l.slot.ring.drain(crate::mgcsweep::drop_count);
-                l.depth.set(0);
-                handshake::leave(&l.slot.active);
-                let pushed = l.slot.ring.push(obj);
-                debug_assert!(pushed, "fing::world: a drained ring is full");
-            }
+            // This section is the drop's own: a long chain of frees may pause it for
+            // a waiting collector (not on a thread that must never wait for one).
+            l.pausable.set(!l.spills.get());
+            crate::mfree::lower(l, obj);
+            l.pausable.set(false);
+            l.depth.set(0);
+            handshake::leave(&l.slot.active);
+        } else {
+            defer(l, obj);
+        }
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// Records a drop in `l`'s ring; if the ring is full, applies it first in a section.
+#[cold]
+fn defer(l: &Local, obj: core::ptr::NonNull<u8>) {
+    if !l.slot.ring.push(obj) {
+        // Full: apply the ring in one section, then record. A thread that spills does not
+        // wait for a running collection: the drop goes to its slot's spill, for the next
+        // collection (which also keeps the spill off this thread's path: a burst of it
+        // would be applied on cold headers).
+        let entered = if l.spills.get() {
+            l.slot.try_enter()
+        } else {
+            l.slot.enter();
             true
-        })
-        .unwrap_or(false)
+        };
+        if !entered {
+            l.slot.spilled.lock().0.push(obj);
+            return;
+        }
+        l.depth.set(1);
+        l.slot.ring.drain(|o| crate::mfree::lower(l, o));
+        l.depth.set(0);
+        handshake::leave(&l.slot.active);
+        let pushed = l.slot.ring.push(obj);
+        debug_assert!(pushed, "fing::world: a drained ring is full");
+    }
+}
+
+/// Does a collector hold or want the world? (A long run of work inside a section checks it
+/// to pause.)
+#[inline]
+pub(crate) fn stop_requested() -> bool {
+    WORLD.stop.load(Ordering::Relaxed)
+}
+
+/// Leaves `l`'s section and enters it again, letting a waiting collector run in between:
+/// `pin(true)` runs before leaving, `pin(false)` after entering again. Only in a section
+/// that is `pausable`, whose owner holds no state the collector must not see.
+pub(crate) fn pause(l: &Local, pin: impl Fn(bool)) {
+    debug_assert!(l.pausable.get() && l.depth.get() == 1);
+    pin(true);
+    l.depth.set(0);
+    handshake::leave(&l.slot.active);
+    l.slot.enter();
+    l.depth.set(1);
+    pin(false);
 }
 
 /// Makes this thread's handle drops never wait for a running collection (see `Local`'s
 /// `spills`).
 pub(crate) fn spill_drops() {
-    LOCAL.with(|l| l.spills.set(true));
+    local(|l| l.spills.set(true));
 }
 
 /// Applies every thread's deferred drops. Collector only, world stopped.
@@ -393,7 +486,7 @@ pub(crate) fn drain_deferred(_world: &StoppedWorld) {
 
 /// Does this thread hold a mutator section?
 pub(crate) fn in_section() -> bool {
-    LOCAL.try_with(|l| l.depth.get() > 0).unwrap_or(false)
+    try_local(|l| l.depth.get() > 0).unwrap_or(false)
 }
 
 /// The stopped world, owned by this thread while the guard lives.
@@ -441,7 +534,7 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
         }
         handshake::raise_stop(&WORLD.stop, heavy_fence);
         if drained(budget) {
-            LOCAL.with(|l| l.holds_world.set(true));
+            local(|l| l.holds_world.set(true));
             return Some(StoppedWorld {
                 _collector: collector,
                 _not_send: core::marker::PhantomData,
@@ -486,13 +579,13 @@ impl StoppedWorld {
     /// Marks the sweep phase of heap `id` on the collector's thread (0: over): handle drops
     /// then skip targets that die in this cycle.
     pub(crate) fn set_sweeping(&self, id: u64) {
-        LOCAL.with(|l| l.sweeping.set(id));
+        local(|l| l.sweeping.set(id));
     }
 }
 
 impl Drop for StoppedWorld {
     fn drop(&mut self) {
-        LOCAL.with(|l| {
+        local(|l| {
             l.holds_world.set(false);
             l.sweeping.set(0);
         });

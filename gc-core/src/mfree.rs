@@ -1,0 +1,209 @@
+//! Freeing at count zero: a mutator frees an object when the last handle to it goes, as
+//! `Rc`, `rust-cc` and `dumpster` do. The collector still finds what this leaves: cycles,
+//! and the objects listed below.
+//!
+//! Why it is sound: an object's count counts every handle, those stored inside heap
+//! objects too. At zero nothing refers to the object, and no handle to it can be made
+//! again, because a clone needs a handle and a finalizer's resurrection needs a record.
+//! The decrement is in a mutator section, so no collector is counting at the same time.
+//! The collector's own drops never come here: it leaves an object whose count reaches zero
+//! to its sweep.
+//!
+//! Freed here: objects whose freeing runs no user code. Their type has no destructor, or
+//! one that only drops handles (a `Trace` promise), so nothing can block inside the
+//! section. Left to the sweep:
+//! - tiny blocks: the current block may still be filling;
+//! - large objects;
+//! - objects in a span with finalizer records: one of them may be this object's, and then
+//!   it must be resurrected, not freed;
+//! - objects of types with other destructors.
+//!
+//! Freeing an object:
+//! - drops its value. For a type with a pointer mask, that means lowering the counts of
+//!   the mask's words. Targets that reach zero join the thread's chain: a work list, not
+//!   recursion, so a long list frees in constant stack;
+//! - writes [`FREED`] into the header: the collector then sees an object with no edges
+//!   and no destructor;
+//! - lists the slot in this thread's cache for the heap, where the next allocation of its
+//!   class takes it (`MCache::push_free`). A thread without a cache for that heap leaves
+//!   the slot dead until the next sweep frees it.
+//!
+//! A long chain does not hold a collector up when the section is the drop's own (checked
+//! every 1024 frees): it pins the objects still on the chain (one count each, so they are
+//! roots), leaves the section, lets the collection run, enters again, unpins them and goes
+//! on. Inside any other section (a `GcCell` guard's, a ring being applied) and on the
+//! finalizer thread it runs to the end, and the collector waits for it.
+//!
+//! Order: the chain is last in, first out. It frees a tree depth first, so the free list
+//! hands the slots back in an order close to the one they were allocated in; a breadth
+//! first order made binary-trees three times slower. Before a target joins the chain, its
+//! own targets' headers are prefetched, so their cache misses overlap.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{fence, Ordering};
+
+use gc_types::{PtrMask, Type};
+
+use crate::handle::outside;
+use crate::mgcmark::header;
+use crate::mheap::{arena_of_cached, Arena};
+use crate::mspan::{data_offset, Span, FREED, HEADER};
+use crate::world::{pause, stop_requested, Local};
+
+/// Lowers `obj`'s count by one in `l`'s mutator section; at zero the object is freed now
+/// if it can be.
+#[inline]
+pub(crate) fn lower(l: &Local, obj: NonNull<u8>) {
+    // SAFETY: `obj` is the header of an object a handle counted on; the count being
+    // dropped kept it allocated until now.
+    let h = unsafe { header(obj.as_ptr()) };
+    if h.count.fetch_sub(1, Ordering::Release) == 1 {
+        free_at_zero(l, obj);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn free_at_zero(l: &Local, obj: NonNull<u8>) {
+    // Pairs with the `Release` decrements of the other handles' drops: what their threads
+    // wrote to the object (a finalizer record, a cell) is visible here.
+    fence(Ordering::Acquire);
+    let mut arena = None;
+    let Some(span) = freeable(obj, &mut arena) else {
+        return;
+    };
+    if l.freeing.get() {
+        // A destructor that `free_one` ran through its glue dropped this handle.
+        chain(l).push((obj, span));
+        return;
+    }
+    prefetch_edges(obj);
+    l.freeing.set(true);
+    let mut next = Some((obj, span));
+    let mut n = 0u32;
+    while let Some((o, s)) = next {
+        free_one(l, o, s, &mut arena);
+        // SAFETY: this thread's caches, in its section; no other borrow of them is live
+        // (allocation drops no handles, and `free_one` has returned).
+        let caches = unsafe { &mut *l.caches.get() };
+        if let Some(c) = caches.iter_mut().find(|c| c.heap_id == s.heap_id) {
+            // SAFETY: `free_one` left `o` a dead slot of class `s.spc` in `c`'s heap, at
+            // least a header and a word long (`freeable`), owned by no one.
+            unsafe { c.push_free(s.spc, o) };
+        }
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(1024) && l.pausable.get() && stop_requested() {
+            // A collector waits. The objects still on the chain have count zero: pinned
+            // (one count each) they are roots that it keeps, with what they point to.
+            pause(l, |pinned| {
+                for &(o, _) in chain(l).iter() {
+                    // SAFETY: chained objects are allocated (their slots are not listed).
+                    let c = &unsafe { header(o.as_ptr()) }.count;
+                    if pinned {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        c.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+        next = chain(l).pop();
+    }
+    l.freeing.set(false);
+}
+
+/// This thread's chain of objects to free.
+#[allow(clippy::mut_from_ref)] // one borrow at a time: each ends before the chain is used again
+fn chain(l: &Local) -> &mut Vec<(NonNull<u8>, &'static Span)> {
+    // SAFETY: only this thread touches its chain, and every caller drops the borrow before
+    // anything that could borrow it again runs.
+    unsafe { &mut *l.chain.get() }
+}
+
+/// The span of `obj` (count zero) if it may be freed here (see the module docs).
+#[inline]
+fn freeable(obj: NonNull<u8>, arena: &mut Option<&'static Arena>) -> Option<&'static Span> {
+    // SAFETY: `obj` is the header of an allocated object (its count just fell to zero).
+    let ty = unsafe { header(obj.as_ptr()) }.ty.load(Ordering::Relaxed);
+    // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
+    let ty = unsafe { ty.as_ref() }?;
+    if ty.needs_drop() && !ty.handles_only_drop() {
+        return None;
+    }
+    let addr = obj.as_ptr() as usize;
+    let s = arena_of_cached(addr, arena)?.span_at(addr)?;
+    let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
+    (small && !s.has_specials.load(Ordering::Relaxed)).then_some(s)
+}
+
+/// Starts loading the headers `obj`'s handles point at, which freeing it will lower.
+#[inline]
+fn prefetch_edges(obj: NonNull<u8>) {
+    // SAFETY: `obj` heads an allocated object whose header `freeable` just read.
+    let ty = unsafe { header(obj.as_ptr()) }.ty.load(Ordering::Relaxed);
+    // SAFETY: `freeable` accepted it: a `&'static Type`.
+    let ty: &'static Type = unsafe { &*ty };
+    if let PtrMask::Small(m) = ty.ptrmask() {
+        for_each_mask_word(obj, ty, m, |w| crate::mem::prefetch(w));
+    }
+}
+
+/// Calls `f` with the word at each bit of `m` in the value of the object at `obj`.
+#[inline(always)]
+fn for_each_mask_word(obj: NonNull<u8>, ty: &'static Type, mut m: u64, mut f: impl FnMut(*mut u8)) {
+    let data = obj.as_ptr().wrapping_add(data_offset(ty.align()));
+    while m != 0 {
+        let i = m.trailing_zeros() as usize;
+        m &= m - 1;
+        // SAFETY: mask words lie inside the value, which is valid until it is freed.
+        f(unsafe { data.cast::<*mut u8>().wrapping_add(i).read() });
+    }
+}
+
+/// Frees one object that `freeable` accepted: drops its value, adding the targets that
+/// reach zero to the chain, and marks the slot dead. The caller lists the slot.
+#[inline(always)]
+fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'static Arena>) {
+    // SAFETY: `obj` heads an allocated object with count zero: nothing else refers to it.
+    let h = unsafe { header(obj.as_ptr()) };
+    // SAFETY: `freeable` read a `&'static Type` here; no one has written the header since.
+    let ty: &'static Type = unsafe { &*h.ty.load(Ordering::Relaxed) };
+    if ty.needs_drop() {
+        if let PtrMask::Small(m) = ty.ptrmask() {
+            // The destructor only drops handles, and the mask marks exactly the words that
+            // hold them (the `Trace` contract): lowering those counts is the whole drop.
+            for_each_mask_word(obj, ty, m, |w| {
+                let Some(e) = NonNull::new(w).filter(|&e| e != outside()) else {
+                    return;
+                };
+                // SAFETY: a handle's object word is the header of the object it counts on.
+                let t = unsafe { header(e.as_ptr()) };
+                if t.count.fetch_sub(1, Ordering::Release) == 1 {
+                    fence(Ordering::Acquire);
+                    if let Some(sp) = freeable(e, arena) {
+                        prefetch_edges(e);
+                        chain(l).push((e, sp));
+                    }
+                }
+            });
+        } else {
+            let data = obj.as_ptr().wrapping_add(data_offset(ty.align()));
+            // SAFETY: the value is valid and unreachable: dropped once, here. Its
+            // destructor only drops handles (`freeable`), so no user code runs here; the
+            // handles' drops come back through `lower` and join the chain.
+            unsafe { ty.drop_value(data) };
+        }
+    }
+    if cfg!(debug_assertions) {
+        let value = HEADER + core::mem::size_of::<usize>();
+        // SAFETY: the slot is dead; the bytes past the free list's link are nobody's.
+        unsafe {
+            core::ptr::write_bytes(
+                obj.as_ptr().wrapping_add(value),
+                crate::mgcsweep::POISON,
+                s.elem_size - value,
+            )
+        };
+    }
+    h.ty.store((&FREED as *const Type).cast_mut(), Ordering::Relaxed);
+}

@@ -1,0 +1,218 @@
+//! Freeing at count zero (gc-core's `mfree`): what the last handle's drop frees at once,
+//! what it leaves to the collector, and that the two never free one object twice.
+
+#![allow(missing_docs, dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+
+#[derive(Trace)]
+struct Link {
+    value: u64,
+    next: Option<Gc<Link>>,
+}
+
+#[derive(Trace)]
+struct Cell {
+    value: u64,
+    next: GcCell<Option<Gc<Cell>>>,
+}
+
+/// Counts its drops.
+struct Token(Arc<AtomicUsize>);
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Trace)]
+struct WithDrop {
+    #[gc(untraced)]
+    token: Token,
+    next: Option<Gc<Link>>,
+}
+
+/// The tests of this file run one at a time: a drop that meets a collection (anywhere in
+/// the process) waits in its thread's ring, as drops never wait for a collector, which
+/// would move one test's frees to a later point.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn heap() -> Heap {
+    let mut c = HeapConfig::default();
+    c.gogc = None; // only explicit collections
+    Heap::new(c)
+}
+
+/// A list of `n` links, head first, holding `n - 1 ..= 0`.
+fn list(h: Heap, n: u64) -> Gc<Link> {
+    let mut head: Option<Gc<Link>> = None;
+    for value in 0..n {
+        head = Some(h.alloc(Link { value, next: head }));
+    }
+    head.expect("list: n > 0")
+}
+
+fn sum(mut l: &Gc<Link>) -> u64 {
+    let mut s = 0;
+    loop {
+        s += l.value;
+        match &l.next {
+            Some(n) => l = n,
+            None => return s,
+        }
+    }
+}
+
+// `heap_objects` counts the free slots of the spans that thread caches hold as allocated
+// (Go's accounting) until a collection flushes the caches: the tests compare `frees` and
+// `mallocs`, which are exact, and `heap_objects` only after a collection.
+
+#[test]
+fn a_dropped_list_is_freed_at_once_and_its_slots_are_reused() {
+    let _serial = serial();
+    let h = heap();
+    let n = if cfg!(miri) { 200 } else { 1_000_000 };
+    let l = list(h, n);
+    let built = h.stats();
+    drop(l); // one chain of frees, in constant stack
+    let dropped = h.stats();
+    assert_eq!(dropped.num_gc, built.num_gc, "no collection ran");
+    assert_eq!(dropped.frees - built.frees, n, "every link freed at once");
+    assert_eq!(dropped.heap_objects, built.heap_objects - n);
+    // The next list takes the freed slots: the heap does not grow.
+    let again = list(h, n);
+    assert_eq!(sum(&again), n * (n - 1) / 2);
+    let rebuilt = h.stats();
+    assert_eq!(rebuilt.heap_in_use, built.heap_in_use, "slots reused");
+    assert_eq!(
+        rebuilt.mallocs - dropped.mallocs,
+        n,
+        "every slot from the free lists"
+    );
+    drop(again);
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 0);
+}
+
+#[test]
+fn destructors_cycles_and_finalizers_wait_for_the_collector() {
+    let _serial = serial();
+    let h = heap();
+    // A destructor other than handle drops: left to the sweep, run there once.
+    let drops = Arc::new(AtomicUsize::new(0));
+    drop(h.alloc(WithDrop {
+        token: Token(drops.clone()),
+        next: Some(list(h, 3)),
+    }));
+    // A cycle: its counts never reach zero.
+    let a = h.alloc(Cell {
+        value: 1,
+        next: GcCell::new(None),
+    });
+    let b = h.alloc(Cell {
+        value: 2,
+        next: GcCell::new(Some(a.clone())),
+    });
+    a.next.set(Some(b.clone()));
+    drop((a, b));
+    // A finalizer: the object is resurrected for it by a collection, not freed by the drop.
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let f = h.alloc(Link {
+        value: 42,
+        next: None,
+    });
+    f.set_finalizer(|l| {
+        SEEN.store(l.value as usize, Ordering::SeqCst);
+    })
+    .unwrap();
+    drop(f);
+    assert_eq!(h.stats().frees, 0, "nothing freed by the drops");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "the destructor did not run"
+    );
+    h.collect();
+    let s = h.stats();
+    assert_eq!(
+        s.frees, 6,
+        "the object with a destructor, its list and the cycle"
+    );
+    assert_eq!(s.heap_objects, 1, "the finalizable object, resurrected");
+    fing::wait_finalizers();
+    assert_eq!(
+        SEEN.load(Ordering::SeqCst),
+        42,
+        "the finalizer saw its object intact"
+    );
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "the destructor ran once, in the sweep"
+    );
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 0);
+}
+
+#[test]
+fn the_last_drop_on_a_thread_without_a_cache_frees_the_values_and_the_sweep_the_slots() {
+    let _serial = serial();
+    let h = heap();
+    let n = if cfg!(miri) { 50 } else { 10_000 };
+    let l = list(h, n);
+    // The other thread never allocated from `h`: it drops the values (lowering the counts
+    // down the list) and leaves the slots dead for the sweep.
+    thread::spawn(move || drop(l)).join().unwrap();
+    assert_eq!(h.stats().frees, 0, "no slot listed");
+    h.collect();
+    let s = h.stats();
+    assert_eq!(s.frees, n, "the sweep freed the dead slots");
+    assert_eq!(s.heap_objects, 0);
+    // And they are free for this thread again.
+    let again = list(h, n);
+    assert_eq!(sum(&again), n * (n - 1) / 2);
+}
+
+#[test]
+fn chains_of_frees_racing_collections_free_everything_once() {
+    let _serial = serial();
+    let h = heap();
+    let (rounds, n) = if cfg!(miri) { (3, 100) } else { (200, 20_000) };
+    let keep = list(h, 1000);
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let collector = thread::spawn(move || {
+        let mut k = 0;
+        while !d2.load(Ordering::SeqCst) || k < 3 {
+            h.collect();
+            k += 1;
+        }
+    });
+    let mutators: Vec<_> = (0..2)
+        .map(|_| {
+            thread::spawn(move || {
+                for r in 0..rounds {
+                    let l = list(h, n + r);
+                    assert_eq!(sum(&l), (n + r) * (n + r - 1) / 2);
+                    drop(l); // may be cut short by a collector waiting: it frees the rest
+                }
+            })
+        })
+        .collect();
+    for m in mutators {
+        m.join().unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    collector.join().unwrap();
+    assert_eq!(sum(&keep), 1000 * 999 / 2, "the kept list is intact");
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 1000, "only the kept list");
+}
