@@ -1,17 +1,16 @@
-//! Deferred handle drops: dropping a handle outside a mutator section only records the
-//! object in this thread's ring; the count is lowered later, in bulk, by the thread itself
-//! (in one section, when the ring is full or the thread exits) or by the next collection
-//! (with the world stopped, before it counts anything).
-//!
-//! Why: a drop in a section costs a thread-local access, the handshake's fence and an
-//! atomic RMW; a recorded drop costs a thread-local access and two plain stores.
+//! Deferred handle drops: a handle dropped outside a mutator section while a collector
+//! holds or wants the world only records the object in this thread's ring, so that a
+//! drop never waits for a collection. (Otherwise the drop lowers the count at once, in a
+//! section of its own, and may free the object: `mfree`.) The ring is applied later by the
+//! thread itself (in its next such section, when the ring is full, or when the thread
+//! exits) or by the next collection (with the world stopped, before it counts anything).
 //!
 //! Why it is sound: a drop not yet applied leaves a count too high, which can only make
 //! the collector keep an object (a count above the references from inside the heap marks
 //! a root). And every collection applies every ring first, so a collection sees exactly
 //! the drops made before it stopped the world, as if each had been applied on the spot:
 //! an object unreachable when its last handle is dropped is freed by the next collection,
-//! from any thread.
+//! from any thread, if no thread freed it before.
 //!
 //! The ring is single-producer (its thread) and single-consumer at a time (its thread
 //! inside a section, or a collector with the world stopped: the world lock excludes the

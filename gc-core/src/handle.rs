@@ -167,8 +167,10 @@ impl<T: ?Sized + 'static> Clone for Gc<T> {
 }
 
 impl<T: ?Sized + 'static> Drop for Gc<T> {
-    /// Takes one from the object's count, inside a mutator section. The object is freed
-    /// by a later collection, never here.
+    /// Takes one from the object's count, inside a mutator section (or, while a collector
+    /// holds the world, records the drop for later). At zero, an object whose type has no
+    /// destructor beyond its handles is freed here, with what only it kept alive; any
+    /// other object is freed by a later collection.
     #[inline]
     fn drop(&mut self) {
         if let Some(obj) = self.heap_obj() {

@@ -20,9 +20,13 @@
 //!
 //! What needs a section: lowering a count (it must not fall while the collector counts),
 //! allocating (the mcache and spans), writing through a `GcCell` (the collector reads
-//! cells without locks). Dropping a handle outside a section only records it in the
-//! thread's ring (`deferred`), which the thread applies in one section when the ring is
-//! full, and every collection applies with the world stopped. The finalizer thread, which
+//! cells without locks; freeing at count zero). Dropping a handle outside a section
+//! enters one of its own if the world is free (`try_enter`: never waiting) and lowers the
+//! count there (`mfree`); while a collector holds or wants the world it only records the
+//! drop in the thread's ring (`deferred`), which the thread applies in its next such
+//! section or when the ring is full, and every collection applies with the world stopped.
+//! A long chain of frees in a drop's own section pauses it for a waiting collector
+//! (`pause`). The finalizer thread, which
 //! runs finalizers while their collection is still going, does not wait there: with its
 //! ring full and the world stopped it adds the drop to its slot's spill, which the next
 //! collection applies with the ring. Cloning a handle needs no section: a clone only
