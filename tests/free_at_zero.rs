@@ -45,6 +45,11 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Under Miri or valgrind (whose preload library is in `LD_PRELOAD`), the tests run small.
+fn small() -> bool {
+    cfg!(miri) || std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload"))
+}
+
 fn heap() -> Heap {
     let mut c = HeapConfig::default();
     c.gogc = None; // only explicit collections
@@ -79,7 +84,7 @@ fn sum(mut l: &Gc<Link>) -> u64 {
 fn a_dropped_list_is_freed_at_once_and_its_slots_are_reused() {
     let _serial = serial();
     let h = heap();
-    let n = if cfg!(miri) { 200 } else { 1_000_000 };
+    let n = if small() { 2_000 } else { 1_000_000 };
     let l = list(h, n);
     let built = h.stats();
     drop(l); // one chain of frees, in constant stack
@@ -166,7 +171,7 @@ fn destructors_cycles_and_finalizers_wait_for_the_collector() {
 fn the_last_drop_on_a_thread_without_a_cache_frees_the_values_and_the_sweep_the_slots() {
     let _serial = serial();
     let h = heap();
-    let n = if cfg!(miri) { 50 } else { 10_000 };
+    let n = if small() { 500 } else { 10_000 };
     let l = list(h, n);
     // The other thread never allocated from `h`: it drops the values (lowering the counts
     // down the list) and leaves the slots dead for the sweep.
@@ -185,7 +190,7 @@ fn the_last_drop_on_a_thread_without_a_cache_frees_the_values_and_the_sweep_the_
 fn chains_of_frees_racing_collections_free_everything_once() {
     let _serial = serial();
     let h = heap();
-    let (rounds, n) = if cfg!(miri) { (3, 100) } else { (200, 20_000) };
+    let (rounds, n) = if small() { (4, 3_000) } else { (200, 20_000) };
     let keep = list(h, 1000);
     let done = Arc::new(AtomicBool::new(false));
     let d2 = done.clone();

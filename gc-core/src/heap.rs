@@ -512,7 +512,8 @@ impl Heap {
 /// address outside every heap, in a free slot, or inside a header, except that the first
 /// byte of a slot, one past the end of the previous slot, belongs to the previous object:
 /// an address one past the end of an object maps to that object or to none, never to the
-/// next one.
+/// next one. A slot freed when its count reached zero counts as allocated until it is
+/// reused or the next collection sweeps it (it waits in a thread's free list).
 pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
     // In a section: no sweep frees the span while it is read.
     let _section = world::enter();
