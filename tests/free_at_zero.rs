@@ -92,6 +92,10 @@ fn a_dropped_list_is_freed_at_once_and_its_slots_are_reused() {
     assert_eq!(dropped.num_gc, built.num_gc, "no collection ran");
     assert_eq!(dropped.frees - built.frees, n, "every link freed at once");
     assert_eq!(dropped.heap_objects, built.heap_objects - n);
+    assert!(
+        dropped.heap_alloc < built.heap_alloc,
+        "heap_alloc falls with the frees"
+    );
     // The next list takes the freed slots: the heap does not grow.
     let again = list(h, n);
     assert_eq!(sum(&again), n * (n - 1) / 2);
@@ -190,7 +194,11 @@ fn the_last_drop_on_a_thread_without_a_cache_frees_the_values_and_the_sweep_the_
 fn chains_of_frees_racing_collections_free_everything_once() {
     let _serial = serial();
     let h = heap();
-    let (rounds, n) = if small() { (4, 3_000) } else { (200, 20_000) };
+    let (rounds, n) = match (small(), cfg!(debug_assertions)) {
+        (true, _) => (4, 3_000),
+        (false, true) => (50, 20_000),
+        (false, false) => (200, 20_000),
+    };
     let keep = list(h, 1000);
     let done = Arc::new(AtomicBool::new(false));
     let d2 = done.clone();
@@ -220,4 +228,48 @@ fn chains_of_frees_racing_collections_free_everything_once() {
     assert_eq!(sum(&keep), 1000 * 999 / 2, "the kept list is intact");
     h.collect();
     assert_eq!(h.stats().heap_objects, 1000, "only the kept list");
+}
+
+#[test]
+fn an_interior_handle_keeps_its_owner_until_it_goes() {
+    let _serial = serial();
+    let h = heap();
+    let owner = h.alloc(Link {
+        value: 7,
+        next: Some(list(h, 2)),
+    });
+    let inner = owner.map(|l| &l.value);
+    let before = h.stats().frees;
+    drop(owner);
+    assert_eq!(
+        h.stats().frees,
+        before,
+        "the interior handle counts on the owner"
+    );
+    assert_eq!(*inner, 7);
+    drop(inner);
+    assert_eq!(
+        h.stats().frees - before,
+        3,
+        "the owner and its list, at once"
+    );
+}
+
+#[test]
+fn a_drop_frees_across_heaps() {
+    let _serial = serial();
+    let (a, b) = (heap(), heap());
+    let target = list(b, 100); // this thread has a cache for `b`
+    let holder = a.alloc(Link {
+        value: 0,
+        next: Some(target),
+    });
+    let (fa, fb) = (a.stats().frees, b.stats().frees);
+    drop(holder);
+    assert_eq!(a.stats().frees - fa, 1);
+    assert_eq!(
+        b.stats().frees - fb,
+        100,
+        "the other heap's list, in the same chain"
+    );
 }
