@@ -11,6 +11,11 @@
 //! 2. Per span: the mark bits become the allocation bits (Go's trick), empty spans go back
 //!    to the page heap, spans with free slots go to the central lists, and free pages
 //!    beyond what the pacer will use before the next cycle go back to the OS.
+//!
+//! Most acyclic garbage never reaches the sweep: mutators free it when its count reaches
+//! zero (`mfree`). Slots freed that way and not reused by the collection are still
+//! allocated, dead (type `FREED`: no edges, no destructor, count zero): the flush of the
+//! thread caches forgot their free lists, and pass 2 frees them with the rest.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
