@@ -468,13 +468,8 @@ impl Heap {
             let Some((hdr, data)) = inner.malloc(cache, Plan::<T>::REQUEST) else {
                 return Err(value);
             };
-            if tiny {
-                // SAFETY: `hdr` heads the tiny block this thread's cache owns; its header is
-                // initialised.
-                unsafe { hdr.as_ref() }
-                    .count
-                    .fetch_add(1, Ordering::Relaxed);
-            } else {
+            // A tiny block's count already holds this handle (`MCache::alloc_tiny`).
+            if !tiny {
                 let header = Header {
                     count: core::sync::atomic::AtomicU32::new(1),
                     gc_refs: core::sync::atomic::AtomicU32::new(0),

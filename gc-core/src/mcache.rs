@@ -1,6 +1,6 @@
 //! `MCache` (Go's mcache): a thread's allocation cache for one heap. One span per span
 //! class to allocate from, the slots this thread freed when their counts fell to zero
-//! (`mgcsweep::free_at_zero`), and the tiny block. The fast path (`alloc_small`) touches
+//! (`mfree`), and the tiny block. The fast path (`alloc_small`) touches
 //! only this cache and its spans: no lock, no atomic read-modify-write.
 //!
 //! Freed slots: each class keeps a list of slots this thread freed, linked through the
@@ -24,13 +24,22 @@ use crate::sizeclasses::TABLE;
 /// Bytes of a tiny block's payload (Go's maxTinySize).
 pub(crate) const TINY_SIZE: usize = 16;
 
+/// Counts a current tiny block holds in advance: the most objects it can hold (one byte
+/// each).
+const TINY_RESERVE: u32 = TINY_SIZE as u32;
+
 pub(crate) struct MCache {
     pub(crate) heap: &'static HeapInner,
     /// Per span class: the span to allocate from, and the freed slots.
     alloc: Vec<ClassCache>,
-    /// Header of the current tiny block, and the next free offset in its payload.
+    /// Header of the current tiny block, the next free offset in its payload, and the
+    /// objects handed out from it. While the block is current its count holds
+    /// `TINY_RESERVE` in advance, so a tiny allocation adds nothing atomically; the part
+    /// not handed out is taken back when the block stops being current (`retire_tiny`),
+    /// which every collection does (`flush`) before it counts.
     tiny: Option<NonNull<Header>>,
     tiny_offset: usize,
+    tiny_used: u32,
     /// Objects and bytes allocated through this cache (read by `stats()` from anywhere).
     pub(crate) mallocs: AtomicU64,
     pub(crate) alloc_bytes: AtomicU64,
@@ -83,6 +92,7 @@ impl MCache {
             alloc: (0..2 * TABLE.len).map(|_| ClassCache::default()).collect(),
             tiny: None,
             tiny_offset: 0,
+            tiny_used: 0,
             mallocs: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
             heap_id: heap.id,
@@ -179,7 +189,7 @@ impl MCache {
 
     /// A tiny object of `size` bytes aligned to `align` (≤ 8) inside the current tiny
     /// block (Go's tiny allocator): returns the block's header and the object's address.
-    /// The caller adds the handle's count to the block.
+    /// The block's count already includes the new handle (see `tiny`).
     #[inline]
     pub(crate) fn alloc_tiny(
         &mut self,
@@ -190,25 +200,42 @@ impl MCache {
             let off = self.tiny_offset.next_multiple_of(align);
             if off + size <= TINY_SIZE {
                 self.tiny_offset = off + size;
+                self.tiny_used += 1;
                 let p = h.as_ptr().cast::<u8>().wrapping_add(HEADER + off);
                 return Some((h, NonNull::new(p)?));
             }
         }
         let class = crate::sizeclasses::size_to_class(HEADER + TINY_SIZE);
         let slot = self.alloc_small(SpanClass::new(class, true), false)?;
+        self.retire_tiny();
         let h = slot.cast::<Header>();
         // SAFETY: `slot` is a fresh slot of at least HEADER + TINY_SIZE bytes, owned by this
-        // cache until published; the block starts with no handles and no type.
+        // cache until published; the block starts with the reserve as its count and no
+        // type.
         unsafe {
             h.as_ptr().write(Header {
-                count: core::sync::atomic::AtomicU32::new(0),
+                count: core::sync::atomic::AtomicU32::new(TINY_RESERVE),
                 gc_refs: core::sync::atomic::AtomicU32::new(0),
                 ty: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
             })
         };
         self.tiny = Some(h);
         self.tiny_offset = size;
+        self.tiny_used = 1;
         Some((h, NonNull::new(slot.as_ptr().wrapping_add(HEADER))?))
+    }
+
+    /// The current tiny block stops being current: the reserve not handed out comes off
+    /// its count (which may reach zero: the sweep frees it then).
+    fn retire_tiny(&mut self) {
+        if let Some(h) = self.tiny.take() {
+            // SAFETY: the block is allocated: its count holds the reserve until this.
+            unsafe { h.as_ref() }
+                .count
+                .fetch_sub(TINY_RESERVE - self.tiny_used, Ordering::Release);
+        }
+        self.tiny_offset = 0;
+        self.tiny_used = 0;
     }
 
     /// Lists a slot of span class `spc` whose object was freed at count zero (its header
@@ -240,8 +267,7 @@ impl MCache {
                 self.give_back(s);
             }
         }
-        self.tiny = None;
-        self.tiny_offset = 0;
+        self.retire_tiny();
     }
 
     /// Thread exit: flush, fold the counters into the heap, and leave its registry.
