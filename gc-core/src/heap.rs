@@ -102,18 +102,15 @@ fn parse_gogc(v: Option<&str>) -> Option<u32> {
 
 pub(crate) struct Counters {
     pub(crate) num_gc: u64,
-    pub(crate) frees: u64,
     pub(crate) pause_total: Duration,
     pub(crate) last_pause: Duration,
     /// Bytes of live slots after the last sweep.
     pub(crate) live_bytes: usize,
-    /// Allocation counters of caches at the last collection, and of retired caches.
-    pub(crate) mallocs_base: u64,
-    pub(crate) bytes_base: u64,
-    /// Bytes allocated in total (all caches, retired and large) at the last collection.
+    /// What no live cache counts: retired caches' totals, large objects' bytes, and the
+    /// sweeps' frees (`totals` adds the live caches and the large objects' count).
+    pub(crate) base: Totals,
+    /// Bytes allocated and freed in total (`totals`) at the last collection.
     pub(crate) bytes_at_gc: u64,
-    /// Bytes freed at count zero by retired caches, and in total at the last collection.
-    pub(crate) free_bytes_base: u64,
     pub(crate) free_bytes_at_gc: u64,
     /// Finalizable objects found reaching themselves (with `check_finalizers`).
     pub(crate) finalizer_cycles: u64,
@@ -121,12 +118,22 @@ pub(crate) struct Counters {
     pub(crate) destructor_panics: u64,
 }
 
-/// What `HeapInner::totals` adds up.
+/// Objects and bytes allocated and freed: a cache's, or a heap's (`HeapInner::totals`).
+#[derive(Clone, Copy, Default)]
 pub(crate) struct Totals {
     pub(crate) mallocs: u64,
     pub(crate) bytes: u64,
     pub(crate) frees: u64,
     pub(crate) free_bytes: u64,
+}
+
+impl core::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Totals) {
+        self.mallocs += o.mallocs;
+        self.bytes += o.bytes;
+        self.frees += o.frees;
+        self.free_bytes += o.free_bytes;
+    }
 }
 
 pub(crate) struct HeapInner {
@@ -180,14 +187,11 @@ impl HeapInner {
             gc_wanted: AtomicBool::new(false),
             counters: Mutex::new(Counters {
                 num_gc: 0,
-                frees: 0,
                 pause_total: Duration::ZERO,
                 last_pause: Duration::ZERO,
                 live_bytes: 0,
-                mallocs_base: 0,
-                bytes_base: 0,
+                base: Totals::default(),
                 bytes_at_gc: 0,
-                free_bytes_base: 0,
                 free_bytes_at_gc: 0,
                 finalizer_cycles: 0,
                 destructor_panics: 0,
@@ -207,15 +211,7 @@ impl HeapInner {
     }
 
     pub(crate) fn retire_cache(&self, c: &MCache) {
-        let mut k = lock(&self.counters);
-        k.mallocs_base += c.mallocs.load(Ordering::Relaxed);
-        k.bytes_base += c.alloc_bytes.load(Ordering::Relaxed);
-        let l = c.list_totals();
-        k.mallocs_base += l.reused;
-        k.bytes_base += l.reused_bytes;
-        k.frees += l.freed;
-        k.free_bytes_base += l.freed_bytes;
-        drop(k);
+        lock(&self.counters).base += c.totals();
         lock(&self.caches).retain(|p| !core::ptr::eq(p.as_ptr(), c));
     }
 
@@ -289,23 +285,12 @@ impl HeapInner {
     /// Objects and bytes allocated and freed ever, over every cache (live and retired),
     /// large objects and sweeps.
     pub(crate) fn totals(&self, k: &Counters) -> Totals {
-        let mut t = Totals {
-            mallocs: k.mallocs_base + self.large_mallocs.load(Ordering::Relaxed),
-            bytes: k.bytes_base,
-            frees: k.frees,
-            free_bytes: k.free_bytes_base,
-        };
+        let mut t = k.base;
+        t.mallocs += self.large_mallocs.load(Ordering::Relaxed);
         for c in lock(&self.caches).iter() {
             // SAFETY: registered caches live until they retire, which removes them from the
             // registry under this lock; the counters are atomics.
-            let c = unsafe { c.as_ref() };
-            t.mallocs += c.mallocs.load(Ordering::Relaxed);
-            t.bytes += c.alloc_bytes.load(Ordering::Relaxed);
-            let l = c.list_totals();
-            t.mallocs += l.reused;
-            t.bytes += l.reused_bytes;
-            t.frees += l.freed;
-            t.free_bytes += l.freed_bytes;
+            t += unsafe { c.as_ref() }.totals();
         }
         t
     }

@@ -61,9 +61,7 @@ impl HeapInner {
             .expect("fing::malloc: fresh large span is full");
         self.grew(span.bytes());
         self.large_mallocs.fetch_add(1, Ordering::Relaxed);
-        let mut k = lock(&self.counters);
-        k.bytes_base += span.bytes() as u64;
-        drop(k);
+        lock(&self.counters).base.bytes += span.bytes() as u64;
         Some((
             NonNull::new(span.base)?.cast(),
             NonNull::new(span.base.wrapping_add(off))?,

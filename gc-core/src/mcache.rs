@@ -17,7 +17,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::heap::{HeapInner, SpanPtr};
+use crate::heap::{HeapInner, SpanPtr, Totals};
 use crate::mspan::{Header, SpanClass, HEADER};
 use crate::sizeclasses::TABLE;
 
@@ -76,15 +76,6 @@ fn bump(c: &AtomicU64, by: u64) {
     );
 }
 
-/// What a cache's freed-slot lists add to the heap's totals (see `HeapInner::totals`).
-#[derive(Default)]
-pub(crate) struct ListTotals {
-    pub(crate) reused: u64,
-    pub(crate) reused_bytes: u64,
-    pub(crate) freed: u64,
-    pub(crate) freed_bytes: u64,
-}
-
 impl MCache {
     pub(crate) fn new(heap: &'static HeapInner) -> MCache {
         MCache {
@@ -99,17 +90,24 @@ impl MCache {
         }
     }
 
-    /// The freed-slot lists' counters, over every class.
-    pub(crate) fn list_totals(&self) -> ListTotals {
-        let mut t = ListTotals::default();
+    /// What this cache allocated and freed: slots of the spans it took, and slots taken
+    /// from and put on its free lists.
+    pub(crate) fn totals(&self) -> Totals {
+        let mut t = Totals {
+            mallocs: self.mallocs.load(Ordering::Relaxed),
+            bytes: self.alloc_bytes.load(Ordering::Relaxed),
+            ..Totals::default()
+        };
         for (i, c) in self.alloc.iter().enumerate() {
             let size = TABLE.classes[i >> 1].size as u64;
             let reused = c.reused.load(Ordering::Relaxed);
             let freed = c.freed.load(Ordering::Relaxed);
-            t.reused += reused;
-            t.reused_bytes += reused * size;
-            t.freed += freed;
-            t.freed_bytes += freed * size;
+            t += Totals {
+                mallocs: reused,
+                bytes: reused * size,
+                frees: freed,
+                free_bytes: freed * size,
+            };
         }
         t
     }

@@ -65,23 +65,15 @@ pub(crate) fn lower(l: &Local, obj: NonNull<u8>) {
 #[cold]
 #[inline(never)]
 fn free_at_zero(l: &Local, obj: NonNull<u8>) {
-    // Pairs with the `Release` decrements of the other handles' drops: what their threads
-    // wrote to the object (a finalizer record, a cell) is visible here.
-    fence(Ordering::Acquire);
     let mut arena = None;
-    let Some(span) = freeable(obj, &mut arena) else {
-        return;
-    };
-    if l.freeing.get() {
-        // A destructor that `free_one` ran through its glue dropped this handle.
-        chain(l).push((obj, span));
+    // Inside a chain (a destructor that `free_one` ran through its glue dropped this
+    // handle), joining it is all.
+    if !join_chain(l, obj, &mut arena) || l.freeing.get() {
         return;
     }
-    prefetch_edges(obj);
     l.freeing.set(true);
-    let mut next = Some((obj, span));
     let mut n = 0u32;
-    while let Some((o, s)) = next {
+    while let Some((o, s)) = chain(l).pop() {
         free_one(l, o, s, &mut arena);
         // SAFETY: this thread's caches, in its section; no other borrow of them is live
         // (allocation drops no handles, and `free_one` has returned).
@@ -107,9 +99,23 @@ fn free_at_zero(l: &Local, obj: NonNull<u8>) {
                 }
             });
         }
-        next = chain(l).pop();
     }
     l.freeing.set(false);
+}
+
+/// `obj`'s count just reached zero: if it may be freed here, starts loading its targets'
+/// headers and puts it on the chain. Returns whether it did.
+#[inline(always)]
+fn join_chain(l: &Local, obj: NonNull<u8>, arena: &mut Option<&'static Arena>) -> bool {
+    // Pairs with the `Release` decrements of the other handles' drops: what their threads
+    // wrote to the object (a finalizer record, a cell) is visible here.
+    fence(Ordering::Acquire);
+    let Some(span) = freeable(obj, arena) else {
+        return false;
+    };
+    prefetch_edges(obj);
+    chain(l).push((obj, span));
+    true
 }
 
 /// This thread's chain of objects to free.
@@ -179,11 +185,7 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
                 // SAFETY: a handle's object word is the header of the object it counts on.
                 let t = unsafe { header(e.as_ptr()) };
                 if t.count.fetch_sub(1, Ordering::Release) == 1 {
-                    fence(Ordering::Acquire);
-                    if let Some(sp) = freeable(e, arena) {
-                        prefetch_edges(e);
-                        chain(l).push((e, sp));
-                    }
+                    join_chain(l, e, arena);
                 }
             });
         } else {

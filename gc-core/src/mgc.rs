@@ -65,7 +65,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
     k.num_gc += 1;
     k.finalizer_cycles += fin_cycles;
     k.destructor_panics += swept.drop_panics;
-    k.frees += swept.freed_objects;
+    k.base.frees += swept.freed_objects;
     k.pause_total += pause;
     k.last_pause = pause;
     k.live_bytes = live;

@@ -34,7 +34,7 @@ pub(crate) struct Header {
 }
 
 /// The type in the header of a slot whose object was freed when its count fell to zero
-/// (`mgcsweep::free_at_zero`), until the slot is reused or swept: no edges, no destructor,
+/// (`mfree`), until the slot is reused or swept: no edges, no destructor,
 /// so every pass of the collector treats it as an unreachable object with nothing to do.
 pub(crate) static FREED: Type = Type::untraced::<Freed>("fing: freed slot", true, true);
 
