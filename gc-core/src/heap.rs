@@ -306,7 +306,10 @@ impl HeapInner {
             heap_in_use: in_use,
             heap_sys: pages.sys,
             heap_released: pages.released,
-            heap_objects: t.mallocs - t.frees,
+            // The caches' counters are read while their threads run: a thread may take a
+            // span (counted in `mallocs`) after its cache's `mallocs` was read, then free
+            // objects of it at count zero before its `frees` is read.
+            heap_objects: t.mallocs.saturating_sub(t.frees),
             mallocs: t.mallocs,
             frees: t.frees,
             next_gc: self.next_gc.load(Ordering::Relaxed),

@@ -6,6 +6,9 @@
 //! `mallocs`, `heap_objects` and `heap_alloc` may run ahead by the free slots of the spans
 //! threads are allocating from; right after a collection they are exact. A tiny block
 //! counts as one object however many tiny values it holds.
+//!
+//! The threads' caches are read while their threads run, without stopping them: a
+//! snapshot taken while other threads allocate and free is approximate (never below zero).
 
 use std::time::Duration;
 
