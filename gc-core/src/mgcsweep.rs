@@ -10,7 +10,8 @@
 //!    caught and counted; the object is freed anyway.
 //! 2. Per span: the mark bits become the allocation bits (Go's trick), empty spans go back
 //!    to the page heap, spans with free slots go to the central lists, and free pages
-//!    beyond what the pacer will use before the next cycle go back to the OS.
+//!    that stayed free through a whole cycle, beyond what the pacer will use before the
+//!    next cycle, go back to the OS (`PageHeap::release_free`).
 //!
 //! Most acyclic garbage never reaches the sweep: mutators free it when its count reaches
 //! zero (`mfree`). Slots freed that way and not reused by the collection are still

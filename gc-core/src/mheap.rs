@@ -6,7 +6,8 @@
 //! table (16 MiB of address space, touched only where arenas are). Each arena has a span
 //! pointer per page: every page of an in-use span points at the span, every other page is
 //! null. Free runs live per arena (never spanning two), coalesce when freed, and are given
-//! back to the OS at the end of each collection.
+//! back to the OS at the end of a collection once they have stayed free through a whole
+//! cycle (`release_free`).
 //!
 //! Locking: a heap's `PageHeap` sits behind its mutex; the arena map's entries and the
 //! per-page span pointers are atomics, written under that mutex or with the world stopped,
@@ -32,8 +33,20 @@ pub(crate) struct Arena {
     spans: Box<[AtomicPtr<Span>]>,
 }
 
-/// Free runs of one arena: start page index -> (pages, released to the OS).
-type FreeRuns = BTreeMap<usize, (usize, bool)>;
+/// What a free run's pages are (see `PageHeap::release_free`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pages {
+    /// Freed since the last collection ended: resident, and likely to be filled again
+    /// before the next one.
+    Fresh,
+    /// Free through a whole cycle, still resident.
+    Aged,
+    /// Given back to the OS (they read as zero and cost no resident memory).
+    Released,
+}
+
+/// Free runs of one arena: start page index -> (pages, what they are).
+type FreeRuns = BTreeMap<usize, (usize, Pages)>;
 
 fn arena_map() -> &'static [AtomicPtr<Arena>] {
     static MAP: OnceLock<usize> = OnceLock::new();
@@ -151,7 +164,7 @@ impl PageHeap {
         let base = mem::reserve_aligned(size)?.as_ptr();
         let pages = size / PAGE_SIZE;
         let mut free = BTreeMap::new();
-        free.insert(0, (pages, true));
+        free.insert(0, (pages, Pages::Released));
         let arena: &'static Arena = Box::leak(Box::new(Arena {
             base,
             heap_id: self.heap_id,
@@ -199,7 +212,7 @@ impl PageHeap {
         if n > npages {
             free.insert(start + npages, (n - npages, rel));
         }
-        if rel {
+        if rel == Pages::Released {
             *released -= npages * PAGE_SIZE;
         }
         Some(arena.base.wrapping_add(start * PAGE_SIZE))
@@ -228,7 +241,7 @@ impl PageHeap {
         if let Some((&ps, &(pn, prel))) = free.range(..start).next_back() {
             if ps + pn == start {
                 free.remove(&ps);
-                if prel {
+                if prel == Pages::Released {
                     self.released -= pn * PAGE_SIZE;
                 }
                 start = ps;
@@ -237,24 +250,41 @@ impl PageHeap {
         }
         if let Some(&(nn, nrel)) = free.get(&(start + n)) {
             free.remove(&(start + n));
-            if nrel {
+            if nrel == Pages::Released {
                 self.released -= nn * PAGE_SIZE;
             }
             n += nn;
         }
-        free.insert(start, (n, false));
+        // A merged run is fresh: its released part reads as zero, and is given back
+        // again with the rest once the run has aged.
+        free.insert(start, (n, Pages::Fresh));
     }
 
-    /// Gives free runs back to the OS (Go's scavenger, run at the end of each collection),
-    /// keeping up to `retain` bytes of free pages that were not given back yet: the pacer
-    /// will fill about that much before the next cycle, and pages given back now would
-    /// fault in again at once.
+    /// Gives free runs back to the OS (Go's scavenger, run at the end of each collection).
+    /// A run freed by this collection is kept for one cycle: the pages a burst of garbage
+    /// leaves are what the next burst of allocation fills, and giving them back now would
+    /// only fault them in again (in the 1M-finalizer cycle, a third of the allocation
+    /// time). So, like Go's background scavenger, which gives pages back some time after
+    /// they were freed, this gives back runs that stayed free through a whole cycle,
+    /// keeping up to `retain` bytes of free resident pages (counting the fresh ones): the
+    /// pacer will fill about that much before the next cycle.
     pub(crate) fn release_free(&mut self, retain: usize) {
-        let mut kept = 0usize;
+        let mut kept: usize = self
+            .arenas
+            .iter()
+            .flat_map(|(_, free)| free.values())
+            .filter(|run| run.1 == Pages::Fresh)
+            .map(|run| run.0 * PAGE_SIZE)
+            .sum();
         for (arena, free) in self.arenas.iter_mut() {
             for (&start, run) in free.iter_mut() {
-                if run.1 {
-                    continue;
+                match run.1 {
+                    Pages::Released => continue,
+                    Pages::Fresh => {
+                        run.1 = Pages::Aged;
+                        continue;
+                    }
+                    Pages::Aged => {}
                 }
                 let bytes = run.0 * PAGE_SIZE;
                 if kept + bytes <= retain {
@@ -263,7 +293,7 @@ impl PageHeap {
                 }
                 // SAFETY: a free run holds no object and lies inside the arena's mapping.
                 unsafe { mem::release(arena.base.wrapping_add(start * PAGE_SIZE), bytes) };
-                run.1 = true;
+                run.1 = Pages::Released;
                 self.released += bytes;
             }
         }
