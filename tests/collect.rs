@@ -233,6 +233,30 @@ fn tiny_noscan_objects_share_a_block() {
 }
 
 #[test]
+fn a_tiny_block_counts_every_object_past_its_first_objects_reserve() {
+    let h = heap();
+    // An 8-byte object starts the block, which holds counts for two 8-byte objects in
+    // advance; eight 1-byte objects then fill the rest, each counted as it comes.
+    let first = h.alloc(0x0123_4567_89ab_cdefu64);
+    let mut bytes: Vec<Gc<u8>> = (0..8).map(|i| h.alloc(i as u8)).collect();
+    assert!(bytes.iter().all(|b| Gc::same_object(b, &first)), "one block");
+    drop(first);
+    h.collect();
+    let before = h.stats().heap_objects;
+    while let Some(last) = bytes.pop() {
+        drop(last);
+        h.collect();
+        if bytes.is_empty() {
+            break;
+        }
+        let s = h.stats();
+        assert_eq!(s.heap_objects, before, "{} handles keep the block: {s:?}", bytes.len());
+        assert!(bytes.iter().enumerate().all(|(i, b)| **b == i as u8));
+    }
+    assert_eq!(h.stats().heap_objects, before - 1, "the last handle freed it");
+}
+
+#[test]
 fn zero_sized_values_need_no_memory() {
     let h = heap();
     let before = h.stats().mallocs;

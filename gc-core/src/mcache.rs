@@ -24,22 +24,27 @@ use crate::sizeclasses::TABLE;
 /// Bytes of a tiny block's payload (Go's maxTinySize).
 pub(crate) const TINY_SIZE: usize = 16;
 
-/// Counts a current tiny block holds in advance: the most objects it can hold (one byte
-/// each).
-const TINY_RESERVE: u32 = TINY_SIZE as u32;
+/// Counts a tiny block takes in advance when an object of `size` bytes aligned to `align`
+/// starts it: as many objects of that size as the block can hold (a loop allocating one
+/// type fills the block exactly, and nothing is added or taken back atomically).
+const fn tiny_reserve(size: usize, align: usize) -> u32 {
+    ((TINY_SIZE - size) / size.next_multiple_of(align) + 1) as u32
+}
 
 pub(crate) struct MCache {
     pub(crate) heap: &'static HeapInner,
     /// Per span class: the span to allocate from, and the freed slots.
     alloc: Vec<ClassCache>,
-    /// Header of the current tiny block, the next free offset in its payload, and the
-    /// objects handed out from it. While the block is current its count holds
-    /// `TINY_RESERVE` in advance, so a tiny allocation adds nothing atomically; the part
-    /// not handed out is taken back when the block stops being current (`retire_tiny`),
-    /// which every collection does (`flush`) before it counts.
+    /// Header of the current tiny block, the next free offset in its payload, the objects
+    /// handed out from it, and the counts its count holds for them. The block starts with
+    /// a reserve (`tiny_reserve`), so a tiny allocation adds nothing atomically until
+    /// smaller objects outnumber it (then each adds one); the part not handed out is
+    /// taken back when the block stops being current (`retire_tiny`), which every
+    /// collection does (`flush`) before it counts.
     tiny: Option<NonNull<Header>>,
     tiny_offset: usize,
     tiny_used: u32,
+    tiny_reserved: u32,
     /// Objects and bytes allocated through this cache (read by `stats()` from anywhere).
     pub(crate) mallocs: AtomicU64,
     pub(crate) alloc_bytes: AtomicU64,
@@ -84,6 +89,7 @@ impl MCache {
             tiny: None,
             tiny_offset: 0,
             tiny_used: 0,
+            tiny_reserved: 0,
             mallocs: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
             heap_id: heap.id,
@@ -199,6 +205,12 @@ impl MCache {
             if off + size <= TINY_SIZE {
                 self.tiny_offset = off + size;
                 self.tiny_used += 1;
+                if self.tiny_used > self.tiny_reserved {
+                    // SAFETY: the block is allocated while it is current (a collection
+                    // retires it before it sweeps).
+                    unsafe { h.as_ref() }.count.fetch_add(1, Ordering::Relaxed);
+                    self.tiny_reserved += 1;
+                }
                 let p = h.as_ptr().cast::<u8>().wrapping_add(HEADER + off);
                 return Some((h, NonNull::new(p)?));
             }
@@ -207,12 +219,13 @@ impl MCache {
         let slot = self.alloc_small(SpanClass::new(class, true), false)?;
         self.retire_tiny();
         let h = slot.cast::<Header>();
+        let reserve = tiny_reserve(size, align);
         // SAFETY: `slot` is a fresh slot of at least HEADER + TINY_SIZE bytes, owned by this
         // cache until published; the block starts with the reserve as its count and no
         // type.
         unsafe {
             h.as_ptr().write(Header {
-                count: core::sync::atomic::AtomicU32::new(TINY_RESERVE),
+                count: core::sync::atomic::AtomicU32::new(reserve),
                 gc_refs: core::sync::atomic::AtomicU32::new(0),
                 ty: core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()),
             })
@@ -220,6 +233,7 @@ impl MCache {
         self.tiny = Some(h);
         self.tiny_offset = size;
         self.tiny_used = 1;
+        self.tiny_reserved = reserve;
         Some((h, NonNull::new(slot.as_ptr().wrapping_add(HEADER))?))
     }
 
@@ -227,13 +241,17 @@ impl MCache {
     /// its count (which may reach zero: the sweep frees it then).
     fn retire_tiny(&mut self) {
         if let Some(h) = self.tiny.take() {
-            // SAFETY: the block is allocated: its count holds the reserve until this.
-            unsafe { h.as_ref() }
-                .count
-                .fetch_sub(TINY_RESERVE - self.tiny_used, Ordering::Release);
+            let unused = self.tiny_reserved - self.tiny_used;
+            if unused > 0 {
+                // SAFETY: the block is allocated: its count holds the reserve until this.
+                unsafe { h.as_ref() }
+                    .count
+                    .fetch_sub(unused, Ordering::Release);
+            }
         }
         self.tiny_offset = 0;
         self.tiny_used = 0;
+        self.tiny_reserved = 0;
     }
 
     /// Lists a slot of span class `spc` whose object was freed at count zero (its header
