@@ -14,6 +14,8 @@
 
 use core::mem::MaybeUninit;
 
+use super::PREFETCH_AHEAD;
+
 /// One queued finalizer (Go's finalizer struct: fn, arg, nret, fint, ot): the record it
 /// was, moved here whole, now owning one count on its object (a handle's worth).
 pub(crate) type Finalizer = super::Record;
@@ -88,21 +90,33 @@ pub(crate) struct Blocks(Option<Box<FinBlock>>, Vec<Vec<Finalizer>>);
 impl Blocks {
     /// Hands every entry to `run`: the blocks' first, oldest block last (Go's order: blocks
     /// newest first, entries in order within a block), then the runs', each in address
-    /// order. Returns the emptied blocks (the runs' vectors are freed). If `run` unwinds,
-    /// the entries not handed out yet are leaked or dropped, never read twice.
+    /// order, prefetching the object of the entry `PREFETCH_AHEAD` later. Returns the
+    /// emptied blocks (the runs' vectors are freed). If `run` unwinds, the entries not
+    /// handed out yet are leaked or dropped, never read twice.
     pub(crate) fn run_each(mut self, mut run: impl FnMut(Finalizer)) -> Blocks {
         let mut cur = self.0.as_deref_mut();
         while let Some(b) = cur {
             let n = core::mem::take(&mut b.cnt);
-            for f in &mut b.fin[..n] {
+            let entries = &mut b.fin[..n];
+            for i in 0..n {
+                if let Some(ahead) = entries.get(i + PREFETCH_AHEAD) {
+                    // SAFETY: entries below `n` are initialised; this one is read later.
+                    crate::mem::prefetch(unsafe { ahead.assume_init_ref() }.ptr);
+                }
                 // SAFETY: the first `n` entries are initialised; `cnt` is now 0, so the block
                 // no longer owns them and each is read once.
-                run(unsafe { f.assume_init_read() });
+                run(unsafe { entries[i].assume_init_read() });
             }
             cur = b.next.as_deref_mut();
         }
         for v in core::mem::take(&mut self.1) {
-            v.into_iter().for_each(&mut run);
+            let mut it = v.into_iter();
+            while let Some(f) = it.next() {
+                if let Some(ahead) = it.as_slice().get(PREFETCH_AHEAD - 1) {
+                    crate::mem::prefetch(ahead.ptr);
+                }
+                run(f);
+            }
         }
         self
     }
