@@ -63,8 +63,12 @@ struct Leaf {
 
 /// fing's 1M cycle for objects made by `new`: allocate and set a finalizer that counts in
 /// `RAN` (as the peers' do), drop, collect, wait until all have run.
+///
+/// One heap serves every iteration, as each peer's one heap (thread-local or global) does:
+/// a fresh heap per iteration would time the kernel's first touch of its pages as well.
 fn fing_cycle<T: Trace + Send + Sync + 'static>(new: fn(u64) -> T) -> Duration {
-    let h = quiet_heap();
+    static HEAP: std::sync::OnceLock<Heap> = std::sync::OnceLock::new();
+    let h = *HEAP.get_or_init(quiet_heap);
     RAN.store(0, Ordering::Relaxed);
     let t = Instant::now();
     {
