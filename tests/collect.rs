@@ -239,7 +239,10 @@ fn a_tiny_block_counts_every_object_past_its_first_objects_reserve() {
     // advance; eight 1-byte objects then fill the rest, each counted as it comes.
     let first = h.alloc(0x0123_4567_89ab_cdefu64);
     let mut bytes: Vec<Gc<u8>> = (0..8).map(|i| h.alloc(i as u8)).collect();
-    assert!(bytes.iter().all(|b| Gc::same_object(b, &first)), "one block");
+    assert!(
+        bytes.iter().all(|b| Gc::same_object(b, &first)),
+        "one block"
+    );
     drop(first);
     h.collect();
     let before = h.stats().heap_objects;
@@ -250,10 +253,19 @@ fn a_tiny_block_counts_every_object_past_its_first_objects_reserve() {
             break;
         }
         let s = h.stats();
-        assert_eq!(s.heap_objects, before, "{} handles keep the block: {s:?}", bytes.len());
+        assert_eq!(
+            s.heap_objects,
+            before,
+            "{} handles keep the block: {s:?}",
+            bytes.len()
+        );
         assert!(bytes.iter().enumerate().all(|(i, b)| **b == i as u8));
     }
-    assert_eq!(h.stats().heap_objects, before - 1, "the last handle freed it");
+    assert_eq!(
+        h.stats().heap_objects,
+        before - 1,
+        "the last handle freed it"
+    );
 }
 
 #[test]

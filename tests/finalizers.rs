@@ -619,3 +619,36 @@ fn the_typed_front_end_runs_rows_3_to_6_and_10_as_the_dynamic_one() {
     fing::wait_finalizers();
     assert_eq!(h.stats().heap_objects, 0);
 }
+
+/// Sets a finalizer on its object when dropped.
+struct SetsOnDrop(Gc<File>);
+
+impl Drop for SetsOnDrop {
+    fn drop(&mut self) {
+        self.0.set_finalizer(|_| ()).unwrap();
+    }
+}
+
+#[test]
+fn a_removed_finalizer_is_dropped_outside_its_spans_lock() {
+    // Dropping what a removed finalizer captured runs user code, here a `set_finalizer` on
+    // a neighbour in the same span: under the span's lock it would wait for itself.
+    let h = heap();
+    let (a, b) = (file(h, 1), file(h, 2));
+    let on_drop = SetsOnDrop(b.clone());
+    a.set_finalizer(move |_| drop(on_drop)).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        assert_eq!(a.clear_finalizer(), Ok(Outcome::Removed));
+        assert_eq!(
+            b.set_finalizer(|_| ()),
+            Err(FinalizerError::AlreadySet),
+            "the captured value's drop set b's finalizer"
+        );
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("clear_finalizer did not return: it dropped the finalizer under the lock");
+    worker.join().unwrap();
+}

@@ -327,12 +327,17 @@ fn locate(
 
 /// Row 6: removes the record at `ptr`, if any. (No mutator section: the span's lock
 /// excludes the collector, and this thread never waits for the world while holding it.)
+/// The removed finalizer is dropped once the lock is released: dropping what it captured
+/// runs user code, which may set or clear a finalizer in this very span.
 fn remove(span: &crate::mspan::Span, ptr: *const u8) -> Outcome {
     let mut sp = span.specials.lock();
-    if let Ok(i) = sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize) {
-        sp.remove(i);
-        span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
-    }
+    let removed = sp
+        .binary_search_by_key(&(ptr as usize), |r| r.ptr as usize)
+        .ok()
+        .map(|i| sp.remove(i));
+    span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
+    drop(sp);
+    drop(removed);
     Outcome::Removed
 }
 
