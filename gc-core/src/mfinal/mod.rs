@@ -351,6 +351,12 @@ fn insert(
 ) -> Result<Outcome, FinalizerError> {
     thread::start();
     let mut sp = span.specials.lock();
+    if sp.capacity() == 0 {
+        // The span's first record (or first since its records were queued as a run).
+        if let Some(v) = queue::VecPool::take() {
+            *sp = v;
+        }
+    }
     // Sorted by address; records set in allocation order append at the end.
     let at = match sp.last() {
         Some(r) if (r.ptr as usize) < ptr as usize => Err(sp.len()),

@@ -84,6 +84,64 @@ fn count(list: Option<&FinBlock>) -> usize {
 /// Empty blocks kept for reuse after a batch (256 KiB); a burst's extra blocks are freed.
 const MAX_FREE: usize = 64;
 
+/// Emptied record vectors, for spans to take when they get their first record (Go takes
+/// its specials from a fixed-size allocator, which keeps their memory). A vector that was
+/// a run comes back here once the finalizer thread has run it, with its capacity: in a
+/// steady cycle of bursts, records are written to memory that is already mapped and
+/// sized, with no `malloc`, `realloc` copy or page fault (after another workload had
+/// left `malloc` trimming its heap, the 1M cycle faulted in its 48 MB of records anew in
+/// every round, a quarter of its time). At most `VecPool::MAX_RECORDS` records' worth of
+/// capacity is kept; the rest is freed.
+pub(crate) struct VecPool {
+    vecs: Vec<Vec<Finalizer>>,
+    /// Records the kept vectors have room for.
+    capacity: usize,
+}
+
+static POOL: crate::spin::SpinLock<VecPool> = crate::spin::SpinLock::new(VecPool {
+    vecs: Vec::new(),
+    capacity: 0,
+});
+
+impl VecPool {
+    /// 48 MiB of records (the 1M-finalizer burst's).
+    const MAX_RECORDS: usize = 1 << 20;
+
+    /// An empty vector with room for records, if one is kept.
+    pub(crate) fn take() -> Option<Vec<Finalizer>> {
+        POOL.lock().pop()
+    }
+
+    /// Keeps emptied vectors, up to the limit (the rest are freed outside the lock).
+    fn give_back(vecs: Vec<Vec<Finalizer>>) {
+        if !vecs.is_empty() {
+            let freed = POOL.lock().keep(vecs);
+            drop(freed);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Vec<Finalizer>> {
+        let v = self.vecs.pop()?;
+        self.capacity -= v.capacity();
+        Some(v)
+    }
+
+    /// Keeps what fits of `vecs`; returns the others.
+    fn keep(&mut self, vecs: Vec<Vec<Finalizer>>) -> Vec<Vec<Finalizer>> {
+        let mut refused = Vec::new();
+        for v in vecs {
+            debug_assert!(v.is_empty(), "fing::mfinal: a pooled vector holds records");
+            if v.capacity() > 0 && self.capacity + v.capacity() <= Self::MAX_RECORDS {
+                self.capacity += v.capacity();
+                self.vecs.push(v);
+            } else {
+                refused.push(v);
+            }
+        }
+        refused
+    }
+}
+
 /// A taken batch: the queue's blocks and runs, entries in them (see `FinQueue::take_all`).
 pub(crate) struct Blocks(Option<Box<FinBlock>>, Vec<Vec<Finalizer>>);
 
@@ -91,8 +149,8 @@ impl Blocks {
     /// Hands every entry to `run`: the blocks' first, oldest block last (Go's order: blocks
     /// newest first, entries in order within a block), then the runs', each in address
     /// order, prefetching the object of the entry `PREFETCH_AHEAD` later. Returns the
-    /// emptied blocks (the runs' vectors are freed). If `run` unwinds, the entries not
-    /// handed out yet are leaked or dropped, never read twice.
+    /// emptied blocks and run vectors (for `FinQueue::recycle`). If `run` unwinds, the
+    /// entries not handed out yet are leaked or dropped, never read twice.
     pub(crate) fn run_each(mut self, mut run: impl FnMut(Finalizer)) -> Blocks {
         let mut cur = self.0.as_deref_mut();
         while let Some(b) = cur {
@@ -109,8 +167,8 @@ impl Blocks {
             }
             cur = b.next.as_deref_mut();
         }
-        for v in core::mem::take(&mut self.1) {
-            let mut it = v.into_iter();
+        for v in &mut self.1 {
+            let mut it = v.drain(..);
             while let Some(f) = it.next() {
                 if let Some(ahead) = it.as_slice().get(PREFETCH_AHEAD - 1) {
                     crate::mem::prefetch(ahead.ptr);
@@ -206,8 +264,10 @@ impl FinQueue {
         }
     }
 
-    /// Takes back emptied blocks: up to `MAX_FREE` stay for reuse, the rest are freed.
+    /// Takes back emptied blocks and run vectors: up to `MAX_FREE` blocks stay for reuse,
+    /// the rest are freed; the vectors go to the record vectors' pool (`VecPool`).
     pub(crate) fn recycle(&mut self, blocks: Blocks) {
+        VecPool::give_back(blocks.1);
         let mut kept = self.free_blocks();
         let mut cur = blocks.0;
         while let Some(mut b) = cur {
@@ -265,6 +325,29 @@ mod tests {
             }),
             obj_ty: <u8 as gc_types::Typed>::TYPE,
         }
+    }
+
+    #[test]
+    fn the_vector_pool_keeps_emptied_vectors_up_to_its_limit() {
+        let mut p = VecPool {
+            vecs: Vec::new(),
+            capacity: 0,
+        };
+        let with_room = |n| Vec::<Finalizer>::with_capacity(n);
+        let refused = p.keep(vec![
+            with_room(512),
+            Vec::new(),
+            with_room(VecPool::MAX_RECORDS),
+        ]);
+        assert_eq!(
+            refused.len(),
+            2,
+            "no room in one, too much room in the other"
+        );
+        assert_eq!(p.capacity, p.vecs[0].capacity());
+        let v = p.pop().expect("a kept vector");
+        assert!(v.capacity() >= 512 && v.is_empty());
+        assert_eq!((p.capacity, p.pop().is_none()), (0, true));
     }
 
     #[test]
