@@ -28,8 +28,9 @@
 //! A long chain of frees in a drop's own section pauses it for a waiting collector
 //! (`pause`). The finalizer thread, which
 //! runs finalizers while their collection is still going, does not wait there: with its
-//! ring full and the world stopped it adds the drop to its slot's spill, which the next
-//! collection applies with the ring. Cloning a handle needs no section: a clone only
+//! ring full and the world stopped it holds the drop in a plain vector, applied with its
+//! ring in its next section or handed after each batch to its slot's spill, which the
+//! next collection applies with the ring. Cloning a handle needs no section: a clone only
 //! raises a count, and
 //! a thread can only clone handles to objects reachable from handles it holds, which are
 //! roots for as long as it cannot drop them (that needs a section); a raised count can only
@@ -56,9 +57,8 @@ struct Slot {
     active: AtomicBool,
     /// This thread's deferred handle drops (see `deferred`).
     ring: Ring,
-    /// Drops the thread made while its ring was full and the world stopped (only a thread
-    /// that `spills`): applied by the next collection with the world stopped, or by the
-    /// thread at exit.
+    /// Drops the thread held (`Local::held`), handed over after a batch: applied by the
+    /// next collection with the world stopped, or by the thread at exit.
     spilled: SpinLock<Spilled>,
 }
 
@@ -200,6 +200,12 @@ pub(crate) struct Local {
     /// chain of frees may leave and enter again (`pause`).
     pub(crate) pausable: Cell<bool>,
     pub(crate) chain: core::cell::UnsafeCell<Vec<(core::ptr::NonNull<u8>, &'static Span)>>,
+    /// Drops a thread that `spills` made with its ring full while the world was stopped:
+    /// applied with its ring in its next section of its own, or handed to its slot's
+    /// spill when it finishes a batch (`flush_held`), or at its exit. (A plain vector: one lock per
+    /// batch, not per drop. A collection that runs meanwhile does not see them, and
+    /// keeps their objects: a count too high never frees anything early.)
+    held: core::cell::UnsafeCell<Vec<core::ptr::NonNull<u8>>>,
 }
 
 impl Local {
@@ -221,6 +227,7 @@ impl Local {
             freeing: Cell::new(false),
             pausable: Cell::new(false),
             chain: core::cell::UnsafeCell::new(Vec::new()),
+            held: core::cell::UnsafeCell::new(Vec::new()),
         }
     }
 
@@ -228,6 +235,21 @@ impl Local {
     fn drain_drops(&self) {
         self.slot.ring.drain(crate::mgcsweep::drop_count);
         self.slot.drain_spilled();
+        self.take_held()
+            .into_iter()
+            .for_each(crate::mgcsweep::drop_count);
+    }
+
+    /// The held drops, taken out.
+    fn take_held(&self) -> Vec<core::ptr::NonNull<u8>> {
+        // SAFETY: `held` is this thread's, and no reference to it outlives a call.
+        core::mem::take(unsafe { &mut *self.held.get() })
+    }
+
+    /// Has this thread held drops?
+    fn holds_drops(&self) -> bool {
+        // SAFETY: as in `take_held`.
+        !unsafe { &*self.held.get() }.is_empty()
     }
 }
 
@@ -411,6 +433,11 @@ pub(crate) fn drop_as_mutator(obj: core::ptr::NonNull<u8>) -> bool {
                 // Drops deferred while a collector had the world: applied now, so what
                 // they free is freed at once rather than at the next sweep.
                 l.slot.ring.drain(|o| crate::mfree::lower(l, o));
+                if l.holds_drops() {
+                    l.take_held()
+                        .into_iter()
+                        .for_each(|o| crate::mfree::lower(l, o));
+                }
             }
             // This section is the drop's own: a long chain of frees may pause it for
             // a waiting collector (not on a thread that must never wait for one).
@@ -442,7 +469,8 @@ fn defer(l: &Local, obj: core::ptr::NonNull<u8>) {
             true
         };
         if !entered {
-            l.slot.spilled.lock().0.push(obj);
+            // SAFETY: as in `Local::take_held`.
+            unsafe { &mut *l.held.get() }.push(obj);
             return;
         }
         l.depth.set(1);
@@ -472,6 +500,19 @@ pub(crate) fn pause(l: &Local, pin: impl Fn(bool)) {
     l.slot.enter();
     l.depth.set(1);
     pin(false);
+}
+
+/// Hands the drops this thread held (see `Local::held`) to its slot's spill, for the next
+/// collection to apply: the finalizer thread does it after each batch, before it can be
+/// seen idle, so that a collection after `wait_finalizers` sees every drop of the
+/// finalizers that ran.
+pub(crate) fn flush_held() {
+    local(|l| {
+        if l.holds_drops() {
+            let mut held = l.take_held();
+            l.slot.spilled.lock().0.append(&mut held);
+        }
+    });
 }
 
 /// Makes this thread's handle drops never wait for a running collection (see `Local`'s
@@ -594,5 +635,45 @@ impl Drop for StoppedWorld {
             l.sweeping.set(0);
         });
         resume();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that `spills`, dropping handles past its ring while the world is stopped,
+    /// holds the drops (no lock each) and hands them to its slot's spill with
+    /// `flush_held`: the next collection sees every one and frees the objects.
+    #[test]
+    fn held_drops_reach_the_next_collection_once_flushed() {
+        // Past the ring's 256.
+        const N: u64 = if cfg!(miri) { 300 } else { 1000 };
+        let h = crate::Heap::new(crate::HeapConfig {
+            gogc: None,
+            ..Default::default()
+        });
+        let objs: Vec<crate::Gc<[u64; 4]>> = (0..N).map(|i| h.alloc([i; 4])).collect();
+        let (go, stopped) = std::sync::mpsc::channel::<()>();
+        let (done, dropped) = std::sync::mpsc::channel::<()>();
+        let spiller = std::thread::spawn(move || {
+            spill_drops();
+            stopped.recv().unwrap();
+            drop(objs);
+            local(|l| assert!(l.holds_drops(), "past the ring, with the world stopped"));
+            flush_held();
+            done.send(()).unwrap();
+            // The thread stays until the collection below is done (its exit would apply
+            // the held drops anyway).
+            stopped.recv().unwrap_or(());
+        });
+        let world = stop(true, Duration::from_secs(10), "test").expect("the world");
+        go.send(()).unwrap();
+        dropped.recv().unwrap();
+        drop(world);
+        h.collect();
+        assert_eq!(h.stats().heap_objects, 0, "every dropped object freed");
+        drop(go);
+        spiller.join().unwrap();
     }
 }

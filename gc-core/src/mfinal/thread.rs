@@ -109,6 +109,7 @@ fn run() {
         });
         RUN.fetch_add(ran, Ordering::Relaxed);
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
+        crate::world::flush_held();
         FING.finished(|q| q.recycle(empty));
     }
 }
