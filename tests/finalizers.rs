@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use fing::rules::identical;
 use fing::{
-    FinalizerError, Frame, FrameFn, Func, Gc, GcCell, Heap, HeapConfig, Outcome, Type, TypeBuilder,
-    Typed, Value,
+    FinalizerError, Frame, FrameFn, Func, Gc, GcCell, Heap, HeapConfig, Outcome, Trace, Type,
+    TypeBuilder, Typed, Value,
 };
 
 #[path = "support/finalizer_types.rs"]
@@ -651,4 +651,45 @@ fn a_removed_finalizer_is_dropped_outside_its_spans_lock() {
         .recv_timeout(std::time::Duration::from_secs(120))
         .expect("clear_finalizer did not return: it dropped the finalizer under the lock");
     worker.join().unwrap();
+}
+
+#[derive(Trace)]
+#[gc(implements(Closer))]
+struct Socket {
+    port: i64,
+    open: [u64; 3],
+}
+
+impl Closer for Socket {
+    fn close(&self) -> i64 {
+        1000 + self.port
+    }
+}
+
+#[test]
+fn one_interface_signature_for_objects_of_two_types_gets_each_its_own_method_table() {
+    // The invoker remembers row 9's answer for the last signature and object type: a
+    // finalizer of one signature on objects of another type must not reuse it.
+    let h = heap();
+    let closed = Arc::new(Mutex::new(Vec::new()));
+    let mut expect = Vec::new();
+    for i in 0..8 {
+        let c = closed.clone();
+        let fin = Func::new(move |x: Gc<dyn Closer>| c.lock().unwrap().push(x.close()));
+        let obj = if i % 2 == 0 {
+            Value::from(file(h, i))
+        } else {
+            Value::from(h.alloc(Socket {
+                port: i,
+                open: [0; 3],
+            }))
+        };
+        expect.push(if i % 2 == 0 { i } else { 1000 + i });
+        assert_eq!(fing::set_finalizer(obj, fin), Ok(Outcome::Set));
+    }
+    settle(h, || closed.lock().unwrap().len() == expect.len());
+    let mut got = closed.lock().unwrap().clone();
+    got.sort_unstable();
+    expect.sort_unstable();
+    assert_eq!(got, expect);
 }

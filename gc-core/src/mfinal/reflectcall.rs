@@ -33,6 +33,11 @@ pub(crate) struct Invoker {
     /// be gone already (its last object's finalizer ran, and a collection freed it while
     /// this batch went on): it must not be read to test the range. The soak found that.
     span: Option<(usize, usize, &'static Span)>,
+    /// Row 9's answer for the last signature and object type seen, and whether the
+    /// parameter fits the direct call's stack slot: `(sig, obj_ty, conv, fits)`.
+    /// Entries set in a loop share both types, and asking again costs a third of a
+    /// finalizer's run (the parameter type is built lazily, behind a call).
+    last: Option<(*const Type, *const Type, Conv, bool)>,
 }
 
 // SAFETY: the type pointers are `&'static Type`s, used as keys only; the span is one the
@@ -59,6 +64,30 @@ impl Invoker {
         }
     }
 
+    /// How an object of type `obj_ty` is passed to the parameter of `sig`, and whether
+    /// that parameter fits a stack slot of `slot` bytes aligned to `align`.
+    fn conv(
+        &mut self,
+        sig: &'static Type,
+        obj_ty: &'static Type,
+        (slot, align): (usize, usize),
+    ) -> (Conv, bool) {
+        if let Some((s, o, conv, fits)) = self.last {
+            if core::ptr::eq(s, sig) && core::ptr::eq(o, obj_ty) {
+                return (conv, fits);
+            }
+        }
+        let param = sig
+            .params()
+            .next()
+            .expect("fing::reflectcall: a finalizer has one parameter");
+        let conv = conv(obj_ty, param)
+            .expect("fing::reflectcall: a parameter that set_finalizer accepted no longer fits");
+        let fits = param.size() <= slot && param.align() <= align;
+        self.last = Some((sig, obj_ty, conv, fits));
+        (conv, fits)
+    }
+
     fn layout(&mut self, sig: &'static Type) -> usize {
         let key = sig as *const Type;
         if let Some(i) = self.layouts.iter().position(|(k, _)| *k == key) {
@@ -80,16 +109,13 @@ pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
     let obj = f.object(inv.span_of(f.ptr));
     let Finalizer { ptr, func, obj_ty } = f;
     let sig = func.signature();
-    let param = sig
-        .params()
-        .next()
-        .expect("fing::reflectcall: a finalizer has one parameter");
-    let conv = conv(obj_ty, param)
-        .expect("fing::reflectcall: a parameter that set_finalizer accepted no longer fits");
     let mut local = core::mem::MaybeUninit::<[usize; 4]>::uninit();
-    let direct = func.is_direct_unary()
-        && param.size() <= core::mem::size_of_val(&local)
-        && param.align() <= core::mem::align_of_val(&local);
+    let local_size = (
+        core::mem::size_of_val(&local),
+        core::mem::align_of_val(&local),
+    );
+    let (conv, fits) = inv.conv(sig, obj_ty, local_size);
+    let direct = func.is_direct_unary() && fits;
     let frame = if direct {
         None
     } else {
