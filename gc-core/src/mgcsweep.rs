@@ -150,9 +150,16 @@ fn settle(h: &crate::mspan::Header) {
 /// thread, now (recorded for later while a collector holds or wants the world: see
 /// `world::drop_as_mutator`); on the collector's thread, as the sweep says.
 pub(crate) fn release(obj: NonNull<u8>) {
-    if world::drop_as_mutator(obj) {
-        return;
+    if !world::drop_as_mutator(obj) {
+        release_outside_mutator(obj);
     }
+}
+
+/// `release` on the collector's thread, or at thread exit. (Out of line: the mutator's
+/// path stays small.)
+#[cold]
+#[inline(never)]
+fn release_outside_mutator(obj: NonNull<u8>) {
     let section = world::enter();
     if let Role::Collector { sweeping } = section.role() {
         // Dropped with garbage: its count was settled by the sweep, unless it points into

@@ -430,14 +430,7 @@ pub(crate) fn drop_as_mutator(obj: core::ptr::NonNull<u8>) -> bool {
         } else if l.slot.try_enter() {
             l.depth.set(1);
             if !l.slot.ring.is_empty() {
-                // Drops deferred while a collector had the world: applied now, so what
-                // they free is freed at once rather than at the next sweep.
-                l.slot.ring.drain(|o| crate::mfree::lower(l, o));
-                if l.holds_drops() {
-                    l.take_held()
-                        .into_iter()
-                        .for_each(|o| crate::mfree::lower(l, o));
-                }
+                apply_deferred(l);
             }
             // This section is the drop's own: a long chain of frees may pause it for
             // a waiting collector (not on a thread that must never wait for one).
@@ -452,6 +445,20 @@ pub(crate) fn drop_as_mutator(obj: core::ptr::NonNull<u8>) -> bool {
         true
     })
     .unwrap_or(false)
+}
+
+/// Applies the drops `l` deferred while a collector had the world (its ring, and what it
+/// held past it), in its section: what they free is freed at once rather than at the next
+/// sweep. (Out of line: the drop path stays small.)
+#[cold]
+#[inline(never)]
+fn apply_deferred(l: &Local) {
+    l.slot.ring.drain(|o| crate::mfree::lower(l, o));
+    if l.holds_drops() {
+        l.take_held()
+            .into_iter()
+            .for_each(|o| crate::mfree::lower(l, o));
+    }
 }
 
 /// Records a drop in `l`'s ring; if the ring is full, applies it first in a section.
