@@ -227,7 +227,7 @@ fn set_raw(
     // Rows 3 to 5.
     let span = match locate(elem.size(), elem.is_noscan(), ptr, objw) {
         Ok(span) => span,
-        Err(out) => return out,
+        Err(early) => return early.answer(),
     };
     // Row 6.
     let Some(fin) = fin else {
@@ -270,7 +270,7 @@ pub(crate) fn set_typed<T: gc_types::Trace + Send + Sync + 'static>(
     let elem = <T as gc_types::Typed>::TYPE;
     let span = match locate(core::mem::size_of::<T>(), elem.is_noscan(), ptr, objw) {
         Ok(span) => span,
-        Err(out) => return out,
+        Err(early) => return early.answer(),
     };
     match func {
         None => Ok(remove(span, ptr)),
@@ -281,34 +281,62 @@ pub(crate) fn set_typed<T: gc_types::Trace + Send + Sync + 'static>(
     }
 }
 
+/// Rows 3–5 stopping a call before its record: a no-op or a refusal.
+#[derive(Clone, Copy)]
+enum Early {
+    ZeroSized,
+    NotInHeap,
+    NotAtBlockStart,
+}
+
+impl Early {
+    /// The call's answer.
+    fn answer(self) -> Result<Outcome, FinalizerError> {
+        match self {
+            Early::ZeroSized => Ok(Outcome::ZeroSized),
+            Early::NotInHeap => Ok(Outcome::NotInHeap),
+            Early::NotAtBlockStart => Err(FinalizerError::NotAtBlockStart),
+        }
+    }
+}
+
 /// Rows 3–5 for an object of element size `size`: the span the object `objw` is in, or
-/// the call's answer (`Err(Ok(..))` a no-op, `Err(Err(..))` a refusal).
-#[allow(clippy::type_complexity)]
+/// why the call stops there.
+#[inline]
 fn locate(
     size: usize,
     noscan: bool,
     ptr: *const u8,
     objw: *mut u8,
-) -> Result<&'static crate::mspan::Span, Result<Outcome, FinalizerError>> {
+) -> Result<&'static crate::mspan::Span, Early> {
     // Row 3.
     if size == 0 {
-        return Err(Ok(Outcome::ZeroSized));
+        return Err(Early::ZeroSized);
     }
     // Row 4: a handle is (address, object); outside the heap the object word is no heap's
     // (an arena exists only once its heap has claimed it, so a span implies a heap).
     let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
     else {
-        return Err(Ok(Outcome::NotInHeap));
+        return Err(Early::NotInHeap);
     };
     // Row 5. A handle's address right after the header is its value's start (were the
     // value over-aligned, that address would be padding, where no handle points); an
     // address inside the object of a tiny-eligible type is allowed. Only other addresses
     // need the object's type, a read of its header (a cache miss in a loop of sets).
     let off = (ptr as usize).wrapping_sub(objw as usize);
-    if off == HEADER || (noscan && size < 16 && off < span.elem_size) {
-        return Ok(span);
+    if off == HEADER || (noscan && size < 16 && off < span.elem_size) || starts_value(ptr, objw) {
+        Ok(span)
+    } else {
+        Err(Early::NotAtBlockStart)
     }
-    // SAFETY: `objw` is the header of an allocated object (checked above) that the
+}
+
+/// Row 5's slow part: is `ptr` where the value of the object `objw` (allocated, kept
+/// alive by the caller) starts?
+#[cold]
+#[inline(never)]
+fn starts_value(ptr: *const u8, objw: *mut u8) -> bool {
+    // SAFETY: `objw` is the header of an allocated object (`locate` checked) that the
     // caller's handle keeps alive.
     let ty = unsafe { crate::mgcmark::header(objw) }
         .ty
@@ -319,10 +347,7 @@ fn locate(
         // SAFETY: a non-null header type is the `&'static Type` malloc stored.
         objw.wrapping_add(data_offset(unsafe { &*ty }.align()))
     };
-    if ptr != data.cast_const() {
-        return Err(Err(FinalizerError::NotAtBlockStart));
-    }
-    Ok(span)
+    ptr == data.cast_const()
 }
 
 /// Row 6: removes the record at `ptr`, if any. (No mutator section: the span's lock
@@ -342,8 +367,13 @@ fn remove(span: &crate::mspan::Span, ptr: *const u8) -> Outcome {
 }
 
 /// Rows 10 and 11, then the record: `func` at `ptr`, for an object of pointer type `oty`.
+///
+/// The common case, a record after the span's last one in a vector with room, is inline
+/// and small; the rest (a new vector, an insertion in the middle, a refusal) is out of
+/// line.
+#[inline]
 fn insert(
-    span: &crate::mspan::Span,
+    span: &'static crate::mspan::Span,
     ptr: *const u8,
     func: Func,
     oty: &'static Type,
@@ -351,6 +381,29 @@ fn insert(
 ) -> Result<Outcome, FinalizerError> {
     thread::start();
     let mut sp = span.specials.lock();
+    let appends = sp.len() < sp.capacity() && sp.last().is_some_and(|r| r.ptr < ptr);
+    if !(appends && send_sync_known) {
+        return insert_slow(sp, span, ptr, func, oty, send_sync_known);
+    }
+    sp.push(Record {
+        ptr,
+        func,
+        obj_ty: oty,
+    });
+    Ok(Outcome::Set)
+}
+
+/// `insert` for every case but an append to a vector with room, with the span's lock.
+#[cold]
+#[inline(never)]
+fn insert_slow(
+    mut sp: crate::spin::SpinGuard<'_, Vec<Record>>,
+    span: &'static crate::mspan::Span,
+    ptr: *const u8,
+    func: Func,
+    oty: &'static Type,
+    send_sync_known: bool,
+) -> Result<Outcome, FinalizerError> {
     if sp.capacity() == 0 {
         // The span's first record (or first since its records were queued as a run).
         if let Some(v) = queue::VecPool::take() {
@@ -363,11 +416,13 @@ fn insert(
         _ => sp.binary_search_by_key(&(ptr as usize), |r| r.ptr as usize),
     };
     let Err(at) = at else {
-        // Row 10.
+        // Row 10 (`func` is dropped after the lock, a parameter outliving the guard).
+        drop(sp);
         return Err(FinalizerError::AlreadySet);
     };
     // Row 11.
     if !send_sync_known && !oty.is_send_sync() {
+        drop(sp);
         return Err(FinalizerError::NotSendSync {
             ty: oty.to_string(),
         });
