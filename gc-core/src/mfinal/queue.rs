@@ -150,33 +150,48 @@ impl Blocks {
     /// newest first, entries in order within a block), then the runs', each in address
     /// order, prefetching the object of the entry `PREFETCH_AHEAD` later. Returns the
     /// emptied blocks and run vectors (for `FinQueue::recycle`). If `run` unwinds, the
-    /// entries not handed out yet are leaked or dropped, never read twice.
-    pub(crate) fn run_each(mut self, mut run: impl FnMut(Finalizer)) -> Blocks {
+    /// entries not handed out yet are leaked, never read twice.
+    ///
+    /// Each entry is handed out where it lies, not moved: a 48-byte copy to the stack,
+    /// read back in other widths by the invoker, stalled on store forwarding.
+    ///
+    /// # Safety
+    /// `run` takes over the entry it is given: it reads it exactly once (`ptr::read`) and
+    /// keeps no pointer to it.
+    pub(crate) unsafe fn run_each(mut self, mut run: impl FnMut(*mut Finalizer)) -> Blocks {
         let mut cur = self.0.as_deref_mut();
         while let Some(b) = cur {
             let n = core::mem::take(&mut b.cnt);
-            let entries = &mut b.fin[..n];
-            for i in 0..n {
-                if let Some(ahead) = entries.get(i + PREFETCH_AHEAD) {
-                    // SAFETY: entries below `n` are initialised; this one is read later.
-                    crate::mem::prefetch(unsafe { ahead.assume_init_ref() }.ptr);
-                }
-                // SAFETY: the first `n` entries are initialised; `cnt` is now 0, so the block
-                // no longer owns them and each is read once.
-                run(unsafe { entries[i].assume_init_read() });
-            }
+            // SAFETY: the first `n` entries are initialised (`MaybeUninit` has the entry's
+            // layout); `cnt` is now 0, so the block no longer owns them.
+            unsafe { hand_out(b.fin.as_mut_ptr().cast(), n, &mut run) };
             cur = b.next.as_deref_mut();
         }
         for v in &mut self.1 {
-            let mut it = v.drain(..);
-            while let Some(f) = it.next() {
-                if let Some(ahead) = it.as_slice().get(PREFETCH_AHEAD - 1) {
-                    crate::mem::prefetch(ahead.ptr);
-                }
-                run(f);
-            }
+            let n = v.len();
+            // SAFETY: 0 is in bounds; the vector no longer owns its `n` entries, which stay
+            // initialised in its buffer until handed out.
+            unsafe { v.set_len(0) };
+            // SAFETY: those `n` entries, owned by no one else now.
+            unsafe { hand_out(v.as_mut_ptr(), n, &mut run) };
         }
         self
+    }
+}
+
+/// Hands the `n` entries at `base` to `run` in order, prefetching objects ahead.
+///
+/// # Safety
+/// The entries are initialised and owned by no one else; `run` takes each over (see
+/// `Blocks::run_each`).
+unsafe fn hand_out(base: *mut Finalizer, n: usize, run: &mut impl FnMut(*mut Finalizer)) {
+    for i in 0..n {
+        if i + PREFETCH_AHEAD < n {
+            // SAFETY: an initialised entry (the caller's), handed out later.
+            let ahead = unsafe { &*base.wrapping_add(i + PREFETCH_AHEAD) };
+            crate::mem::prefetch(ahead.ptr);
+        }
+        run(base.wrapping_add(i));
     }
 }
 
@@ -366,7 +381,12 @@ mod tests {
         }
         assert_eq!((q.len, q.all_blocks), (n, 1));
         let mut got = Vec::new();
-        let empty = q.take_all().run_each(|f| got.push(f));
+        let take = |f: *mut Finalizer| {
+            // SAFETY: an entry handed out once, ours to take.
+            got.push(unsafe { f.read() })
+        };
+        // SAFETY: `take` reads each entry once.
+        let empty = unsafe { q.take_all().run_each(take) };
         assert_eq!((got.len(), q.len), (n, 0));
         let mut addrs: Vec<usize> = got.iter().map(|f| f.ptr as usize).collect();
         addrs.sort_unstable();

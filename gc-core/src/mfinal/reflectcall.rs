@@ -105,9 +105,17 @@ impl Invoker {
 ///
 /// A finalizer set from Rust (a one-parameter closure) is called directly with the
 /// argument built on the stack; any other `Func` through a frame in the reused buffer.
-pub(crate) fn call(inv: &mut Invoker, f: Finalizer) {
-    let obj = f.object(inv.span_of(f.ptr));
-    let Finalizer { ptr, func, obj_ty } = f;
+///
+/// # Safety
+/// `f` is an entry this call takes over (`Blocks::run_each`): read once, here.
+pub(crate) unsafe fn call(inv: &mut Invoker, f: *mut Finalizer) {
+    // SAFETY: the caller's entry, valid until read; its fields are read where they lie.
+    let entry = unsafe { &*f };
+    let obj = entry.object(inv.span_of(entry.ptr));
+    let (ptr, obj_ty) = (entry.ptr, entry.obj_ty);
+    // SAFETY: the entry is taken over here: its `Func` is moved out once, and the rest of
+    // it is plain data.
+    let func = unsafe { core::ptr::read(&entry.func) };
     let sig = func.signature();
     let mut local = core::mem::MaybeUninit::<[usize; 4]>::uninit();
     let local_size = (

@@ -92,11 +92,13 @@ fn run() {
         // thread can count as idle), not with an atomic add per finalizer.
         let mut ran = 0;
         inv.begin_batch();
-        let empty = batch.run_each(|f| {
-            let ty = f.obj_ty;
+        let run_one = |f: *mut super::queue::Finalizer| {
+            // SAFETY: `run_each` hands out initialised entries.
+            let ty = unsafe { (*f).obj_ty };
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                reflectcall::call(&mut inv, f)
+                // SAFETY: the entry is `run_each`'s to hand over, and `call` takes it over.
+                unsafe { reflectcall::call(&mut inv, f) }
             }));
             ran += 1;
             if ran == 256 {
@@ -106,7 +108,10 @@ fn run() {
                 PANICKED.fetch_add(1, Ordering::Relaxed);
                 eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
             }
-        });
+        };
+        // SAFETY: `run_one` takes each entry over through `call`, which reads it once
+        // (a panic there leaves the rest of it unread: leaked, never read twice).
+        let empty = unsafe { batch.run_each(run_one) };
         RUN.fetch_add(ran, Ordering::Relaxed);
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
         crate::world::flush_held();
