@@ -212,13 +212,12 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
     ) -> Result<crate::Outcome, crate::FinalizerError> {
         // Rows 1, 2, 7, 8, 9 and 11 are the signature's; the rest run as for any caller.
         // `self` keeps the object alive during the call.
-        let f = Some(gc_types::Func::new(f));
-        crate::mfinal::set_typed::<T>(self.ptr.cast(), self.obj.as_ptr(), f)
+        crate::mfinal::set_typed::<T, F>(self.ptr.cast(), self.obj.as_ptr(), Some(f))
     }
 
     /// Removes the finalizer set at exactly this handle's address, if any.
     pub fn clear_finalizer(&self) -> Result<crate::Outcome, crate::FinalizerError> {
-        crate::mfinal::set_typed::<T>(self.ptr.cast(), self.obj.as_ptr(), None)
+        crate::mfinal::set_typed::<T, fn(Gc<T>)>(self.ptr.cast(), self.obj.as_ptr(), None)
     }
 }
 

@@ -255,28 +255,34 @@ fn set_raw(
         .into_func()
         .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func"));
     // Rows 10 and 11.
-    insert(span, ptr, func, oty, false)
+    insert(span, ptr, || func, oty, false)
 }
 
 /// `Gc<T>::set_finalizer`: rows 3–6 and 10 for a finalizer whose parameter is `Gc<T>`
 /// (rows 1, 2, 7, 8, 9 and 11 are the signature's and the bounds'), with the element's
-/// size and noscan bit known at compile time. `None` removes.
+/// size and noscan bit known at compile time. `None` removes. The closure becomes a `Func`
+/// where its record is written (built earlier, it went through the stack and was read
+/// back in other widths: a store-forwarding stall on every call).
 #[inline]
-pub(crate) fn set_typed<T: gc_types::Trace + Send + Sync + 'static>(
+pub(crate) fn set_typed<T, F>(
     ptr: *const u8,
     objw: *mut u8,
-    func: Option<Func>,
-) -> Result<Outcome, FinalizerError> {
+    f: Option<F>,
+) -> Result<Outcome, FinalizerError>
+where
+    T: gc_types::Trace + Send + Sync + 'static,
+    F: FnOnce(crate::handle::Gc<T>) + Send + 'static,
+{
     let elem = <T as gc_types::Typed>::TYPE;
     let span = match locate(core::mem::size_of::<T>(), elem.is_noscan(), ptr, objw) {
         Ok(span) => span,
         Err(early) => return early.answer(),
     };
-    match func {
+    match f {
         None => Ok(remove(span, ptr)),
-        Some(func) => {
+        Some(f) => {
             let oty = <crate::handle::Gc<T> as gc_types::Typed>::TYPE;
-            insert(span, ptr, func, oty, true)
+            insert(span, ptr, || Func::new(f), oty, true)
         }
     }
 }
@@ -375,7 +381,7 @@ fn remove(span: &crate::mspan::Span, ptr: *const u8) -> Outcome {
 fn insert(
     span: &'static crate::mspan::Span,
     ptr: *const u8,
-    func: Func,
+    func: impl FnOnce() -> Func,
     oty: &'static Type,
     send_sync_known: bool,
 ) -> Result<Outcome, FinalizerError> {
@@ -383,11 +389,11 @@ fn insert(
     let mut sp = span.specials.lock();
     let appends = sp.len() < sp.capacity() && sp.last().is_some_and(|r| r.ptr < ptr);
     if !(appends && send_sync_known) {
-        return insert_slow(sp, span, ptr, func, oty, send_sync_known);
+        return insert_slow(sp, span, ptr, func(), oty, send_sync_known);
     }
     sp.push(Record {
         ptr,
-        func,
+        func: func(),
         obj_ty: oty,
     });
     Ok(Outcome::Set)

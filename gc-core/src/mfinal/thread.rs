@@ -44,9 +44,18 @@ pub(crate) static RUN: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PANICKED: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the thread, once.
+#[inline]
 pub(crate) fn start() {
     static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
+    if STARTED.get().is_none() {
+        start_once(&STARTED);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn start_once(started: &OnceLock<()>) {
+    started.get_or_init(|| {
         std::thread::Builder::new()
             .name("fing-finalizer".into())
             .spawn(run)
