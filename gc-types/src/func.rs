@@ -461,15 +461,35 @@ impl Func {
     /// aligned; on `Ok` the call has taken it over (the caller must not use or drop it).
     #[doc(hidden)]
     pub unsafe fn call_unary(self, arg: *mut u8) -> Result<(), Func> {
-        let Some(unary) = self.body.vt.unary else {
-            return Err(self);
+        let mut this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped here; on `true` the call took it over, on
+        // `false` it is handed back whole. `arg` is the caller's contract.
+        if unsafe { Func::call_unary_in_place(&mut this, arg) } {
+            Ok(())
+        } else {
+            Err(core::mem::ManuallyDrop::into_inner(this))
+        }
+    }
+
+    /// `call_unary` on a function where it lies (a queued finalizer's, in its queue),
+    /// without moving it: `true` if it ran (it is then taken over), `false` (and nothing
+    /// done) if it is not a one-parameter Rust closure.
+    ///
+    /// # Safety
+    /// As `call_unary` for `arg`; `this` is a valid function, which after `true` (or an
+    /// unwind out of the call) the caller must neither use nor drop.
+    #[doc(hidden)]
+    #[inline]
+    pub unsafe fn call_unary_in_place(this: &mut Func, arg: *mut u8) -> bool {
+        let Some(unary) = this.body.vt.unary else {
+            return false;
         };
-        let mut body = core::mem::ManuallyDrop::new(self.body);
         // SAFETY: the body's value is the closure `unary` was made for (`VtOf` pairs
-        // them); `body` is never dropped, so that value is moved out once; `arg` is the
-        // caller's contract, and the closure's one parameter is the signature's.
-        unsafe { unary(body.data.as_mut_ptr().cast(), arg) };
-        Ok(())
+        // them); the caller never uses or drops `this` again, so that value is moved out
+        // once; `arg` is the caller's contract, and the closure's one parameter is the
+        // signature's.
+        unsafe { unary(this.body.data.as_mut_ptr().cast(), arg) };
+        true
     }
 
     /// Runs the body on a frame laid out for the signature, whose arguments are all

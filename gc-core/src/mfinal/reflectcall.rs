@@ -10,7 +10,7 @@
 
 use core::ptr::NonNull;
 
-use gc_types::{Frame, FrameBuf, FrameLayout, Type, Value};
+use gc_types::{Frame, FrameBuf, FrameLayout, Func, Type, Value};
 
 use super::queue::Finalizer;
 use super::{conv, Conv};
@@ -109,13 +109,12 @@ impl Invoker {
 /// # Safety
 /// `f` is an entry this call takes over (`Blocks::run_each`): read once, here.
 pub(crate) unsafe fn call(inv: &mut Invoker, f: *mut Finalizer) {
-    // SAFETY: the caller's entry, valid until read; its fields are read where they lie.
-    let entry = unsafe { &*f };
+    // SAFETY: the caller's entry, valid until taken over; its fields are read where they
+    // lie, and its `Func` is taken over once, below (called in place, or moved out).
+    let entry = unsafe { &mut *f };
     let obj = entry.object(inv.span_of(entry.ptr));
     let (ptr, obj_ty) = (entry.ptr, entry.obj_ty);
-    // SAFETY: the entry is taken over here: its `Func` is moved out once, and the rest of
-    // it is plain data.
-    let func = unsafe { core::ptr::read(&entry.func) };
+    let func = &mut entry.func;
     let sig = func.signature();
     let mut local = core::mem::MaybeUninit::<[usize; 4]>::uninit();
     let local_size = (
@@ -165,11 +164,14 @@ pub(crate) unsafe fn call(inv: &mut Invoker, f: *mut Finalizer) {
     match frame {
         None => {
             // SAFETY: `slot` holds a value of the parameter type, aligned (checked above),
-            // which the call takes over.
-            let r = unsafe { func.call_unary(slot) };
-            debug_assert!(r.is_ok(), "fing::reflectcall: a direct finalizer refused");
+            // which the call takes over; so does it the entry's `Func` (a direct one:
+            // checked above), never used again.
+            let ran = unsafe { Func::call_unary_in_place(func, slot) };
+            debug_assert!(ran, "fing::reflectcall: a direct finalizer refused");
         }
         Some((base, layout)) => {
+            // SAFETY: the entry's `Func`, moved out once (the entry is never read again).
+            let func = unsafe { core::ptr::read(func) };
             // SAFETY: the only argument slot was just written with a value of the
             // parameter type.
             let mut frame = unsafe { Frame::new(base, sig, layout) };
