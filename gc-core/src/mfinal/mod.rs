@@ -517,10 +517,12 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
             // without reading the records: all of them go, the vector handed to the queue
             // as it is.
             for (i, r) in sp.iter().enumerate() {
-                // The objects' headers are cold: start loading a later one's line.
+                // The objects' headers are cold, and so are the records: start loading a
+                // later object's line, and the record that names it further on.
                 if let Some(ahead) = sp.get(i + PREFETCH_AHEAD) {
                     crate::mem::prefetch(ahead.ptr);
                 }
+                crate::mem::prefetch(sp.as_ptr().wrapping_add(i + 4 * PREFETCH_AHEAD).cast());
                 resurrect_one(r);
             }
             out.push_run(core::mem::take(&mut *sp));
