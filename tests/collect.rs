@@ -303,3 +303,97 @@ fn large_objects_and_memory_given_back() {
         "every page free through a whole cycle was given back: {after:?}"
     );
 }
+
+#[derive(Trace)]
+struct Link {
+    to: Gc<Node>,
+}
+
+#[derive(Trace)]
+struct Holder {
+    far: GcCell<Option<Gc<u64>>>,
+}
+
+/// A `Gc::map` result that is not near its object (a `String`'s buffer, another object, deep
+/// inside a large object) is a far handle: it points there and keeps the object it was mapped
+/// from alive, through a small cell, freed with the last such handle.
+#[test]
+fn far_interior_handles_keep_their_object_and_free_their_cell() {
+    let h = heap();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let base = h.stats().heap_objects;
+    let a = node(h, 1, &drops);
+    let b = node(h, 2, &drops);
+    let link = h.alloc(Link { to: b.clone() });
+
+    // Into a `String`'s buffer, outside the heap: a `Gc<str>`, a wide handle.
+    let name: Gc<str> = a.map(|n| n.name.as_str());
+    // Into another object, through a handle field.
+    let other: Gc<u64> = link.map(|l| &l.to.id);
+    // As a trait object.
+    let shown: Gc<dyn std::fmt::Display> = a.map(|n| &n.name as &dyn std::fmt::Display);
+    // Mapped again from a far handle.
+    let tail: Gc<str> = name.map(|s| &s[5..]);
+    assert_eq!(
+        (&*name, *other, shown.to_string(), &*tail),
+        ("node 1", 2, "node 1".into(), "1")
+    );
+    assert!(Gc::same_object(&name, &a) && Gc::same_object(&tail, &a));
+    assert!(
+        Gc::same_object(&other, &link),
+        "counts on the object it came from"
+    );
+    assert_eq!(Gc::as_ptr(&name).cast::<u8>(), a.name.as_ptr());
+    assert!(Gc::ptr_eq(&tail, &tail.clone()));
+
+    // A far handle stored inside a heap object is traced like any other.
+    let holder = h.alloc(Holder {
+        far: GcCell::new(Some(other.clone())),
+    });
+    drop((a, b, link, other));
+    h.collect();
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "all kept by the far handles"
+    );
+    assert_eq!(**holder.far.borrow().as_ref().unwrap(), 2);
+    drop((name, shown));
+    h.collect();
+    assert_eq!(&*tail, "1");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        0,
+        "a is kept by `tail`'s cells"
+    );
+    drop(tail);
+    h.collect();
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "a went with the last handle mapped from it"
+    );
+    drop(holder);
+    h.collect();
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    assert_eq!(h.stats().heap_objects, base, "the cells are freed too");
+
+    // Deep inside a large object: past the distance a near handle stores.
+    let big = h.alloc([7u64; 9000]);
+    let deep: Gc<u64> = big.map(|x| &x[8999]);
+    let near: Gc<u64> = big.map(|x| &x[100]);
+    assert_eq!(Gc::as_ptr(&deep), &big[8999] as *const u64);
+    assert_eq!(Gc::as_ptr(&near), &big[100] as *const u64);
+    assert!(Gc::same_object(&deep, &big) && Gc::same_object(&near, &big));
+    drop(big);
+    h.collect();
+    assert_eq!((*deep, *near), (7, 7));
+    drop((deep, near));
+    h.collect();
+    assert_eq!(h.stats().heap_objects, base);
+
+    // Outside every heap, a map counts on nothing.
+    static PAIR: (u64, u64) = (3, 4);
+    let s = Gc::from_static(&PAIR).map(|p| &p.1);
+    assert_eq!((*s, Gc::is_in_heap(&s)), (4, false));
+}

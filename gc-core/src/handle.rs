@@ -1,22 +1,37 @@
 //! `Gc<T>`: the counted handle (DESIGN §4), and `GcTarget`, which gives `Gc<T>` its type
 //! descriptor.
 //!
-//! Representation (`#[repr(C)]`, fixed: the pointer masks, the frame invoker and the named
-//! pointer newtypes rely on it): the address of the `T` the handle points at, then the
-//! object it counts on (`obj`), which for a handle that does not point into the heap
-//! (`Gc::from_static`, zero-sized values) is the address of a static sentinel outside
-//! every heap. Two words for a sized `T`, three for `dyn Trait`. `obj` is never null, and
-//! it is the only non-null field, so `Option<Gc<T>>` is the size of `Gc<T>` with `None`
-//! written as a null `obj`: the handle's pointer mask serves the option too. Keeping the
-//! owner apart from the address is what lets `Gc::map` point anywhere (a field, the end
-//! of the object, another object) while counting on the object it came from, and lets a
-//! tiny object's handle be an interior pointer without a page-map lookup on every clone.
+//! Representation (`#[repr(transparent)]` over one pointer, fixed: the pointer masks, the
+//! frame invoker and the named pointer newtypes rely on it): a handle word as
+//! `gc_types::word` defines it, the address of the `T` the handle points at with the
+//! distance back to the header of the object it counts on in the high 16 bits. One word
+//! for a sized `T` (the word), two for `dyn Trait` (the word as the data half of a wide
+//! pointer, whose metadata is the vtable). The word is never null, so `Option<Gc<T>>` is
+//! the size of `Gc<T>` with `None` written as zero: the handle's pointer mask serves the
+//! option too.
 //!
-//! Invariants: `ptr` is valid for reads of a `T` for as long as the handle lives (a static
-//! outside the heap; for a heap handle, the object `obj` stays allocated while any
-//! handle counts on it, which the collector guarantees). `obj` is the sentinel or the
-//! address of a heap object, and is the only word the collector reads (the pointer mask
-//! marks it; the sentinel lies in no arena, so the collector ignores it).
+//! Three kinds of handle, told apart by the tag (see `gc_types::word`):
+//! - near (tag = distance from header to address, 1 to 65 534): every handle allocation
+//!   makes, a tiny object's handle (an interior pointer into its block), and a `Gc::map`
+//!   into the first 64 KiB of its object. Clone and drop find the header by one
+//!   subtraction, with no page-map lookup;
+//! - outside (tag 0): `Gc::from_static` and zero-sized values, counted on nothing;
+//! - far (tag `FAR`): a `Gc::map` whose address is not near its object (another object, a
+//!   `String`'s buffer, a static, deep inside a large object). It counts on a `FarCell`, a
+//!   small heap object allocated by `map` that holds the address and a handle to the
+//!   object the map came from. Only `Deref` of such a handle pays for it: one load from
+//!   the cell, out of line.
+//!
+//! Two-word handles (address, object) were the first design: they made every link two
+//! words and a node with two links 48 bytes, which kept binary-trees 1.22x slower than
+//! `Box` (its nodes are 32-byte malloc chunks). With one word a node is 32 bytes.
+//!
+//! Invariants: the address a handle points at is valid for reads of a `T` for as long as
+//! the handle lives (a static outside the heap; for a heap handle, the object it counts
+//! on stays allocated while any handle counts on it, which the collector guarantees, and
+//! that object keeps the address valid: it holds it, or holds handles that do). The
+//! object a handle counts on (`word::object_of`) is the only thing the collector reads of
+//! it (the pointer mask marks the word).
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -24,25 +39,15 @@ use core::ops::Deref;
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
+use gc_types::word;
 use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
 
 /// A handle to a value in fing's heap (or, from [`Gc::from_static`], outside it).
-#[repr(C)]
+#[repr(transparent)]
 pub struct Gc<T: ?Sized + 'static> {
-    ptr: *const T,
-    obj: NonNull<u8>,
+    /// The handle word (module docs) as the data half of a pointer to `T`.
+    word: NonNull<T>,
     _owns: PhantomData<T>,
-}
-
-/// The `obj` of handles outside the heap: an address no arena contains.
-static OUTSIDE: u8 = 0;
-
-/// The object word of a handle to something outside every heap (`Gc::from_static`, a
-/// zero-sized value).
-#[inline]
-pub(crate) const fn outside() -> NonNull<u8> {
-    // SAFETY: the address of a static is never null.
-    unsafe { NonNull::new_unchecked(&OUTSIDE as *const u8 as *mut u8) }
 }
 
 // SAFETY: a `Gc<T>` gives `&T` on any thread that holds it and may be the last handle
@@ -64,39 +69,206 @@ impl<T: 'static> Gc<T> {
     /// `zerobase`).
     pub(crate) fn zero_sized() -> Gc<T> {
         Gc {
-            ptr: NonNull::<T>::dangling().as_ptr(),
-            obj: outside(),
+            word: NonNull::dangling(),
             _owns: PhantomData,
         }
     }
 }
 
+/// What a far handle counts on: the address it points at, and a handle to the object it
+/// was mapped from, which keeps that address valid (see the module docs). A heap object
+/// of its own, made by `Gc::map`.
+#[repr(C)]
+struct FarCell<U: ?Sized + 'static> {
+    /// First, so that it is at offset 0 whatever `U` is (`Gc::owner` reads it as a
+    /// `FarCell<u8>`'s).
+    owner: Gc<u8>,
+    addr: *const U,
+}
+
+// SAFETY: the cell is read only through handles to `U`, which are Send and Sync only when
+// `U` is (the impls on `Gc`); `owner` is a handle to the object the map came from, whose
+// type was `Send` to be allocated.
+unsafe impl<U: ?Sized + 'static> Send for FarCell<U> {}
+// SAFETY: as above; the cell is never mutated after allocation.
+unsafe impl<U: ?Sized + 'static> Sync for FarCell<U> {}
+
+// SAFETY: `Type::rust` takes size, align, identity, drop and trace glue from the compiler
+// and the `Trace` impl below.
+unsafe impl<U: ?Sized + 'static> Typed for FarCell<U> {
+    const TYPE: &'static Type = &Type::rust::<FarCell<U>>(Kind::Opaque);
+}
+
+// SAFETY: the cell owns one handle, `owner`, reported once; the mask marks its word (the
+// only word of a `Gc<u8>`, at offset 0 of the `repr(C)` struct); dropping the cell only
+// drops `owner`.
+unsafe impl<U: ?Sized + 'static> Trace for FarCell<U> {
+    const NO_SCAN: bool = false;
+    const PTRMASK: PtrMask = PtrMask::Small(1);
+    const HANDLES_ONLY_DROP: bool = true;
+    fn trace(&self, tracer: &mut Tracer) {
+        self.owner.trace(tracer);
+    }
+}
+
 impl<T: ?Sized + 'static> Gc<T> {
-    /// A handle to `ptr` counting on the object whose header is at `obj`.
+    /// A near handle to `ptr` counting on the object whose header is at `obj`.
     ///
     /// # Safety
-    /// `obj`'s count must already include this handle, and `ptr` must stay valid for
-    /// reads while the object is allocated.
+    /// `obj`'s count must already include this handle, `ptr` must stay valid for reads
+    /// while the object is allocated, and lie 1 to `word::MAX_NEAR` bytes past `obj`.
+    #[inline(always)]
     pub(crate) unsafe fn from_raw(ptr: NonNull<T>, obj: NonNull<u8>) -> Gc<T> {
+        let d = ptr
+            .as_ptr()
+            .cast::<u8>()
+            .addr()
+            .wrapping_sub(obj.as_ptr().addr());
+        debug_assert!(
+            d.wrapping_sub(1) < word::MAX_NEAR,
+            "fing::Gc: a near handle {d} bytes from its header"
+        );
         Gc {
-            ptr: ptr.as_ptr(),
-            obj,
+            // SAFETY: a non-null address with bits ORed in is not null.
+            word: unsafe {
+                NonNull::new_unchecked(ptr.as_ptr().map_addr(|a| a | d << word::TAG_SHIFT))
+            },
             _owns: PhantomData,
         }
     }
 
-    /// The object this handle counts on, if it is in a heap.
+    /// A handle to `ptr` counting on what `source`, a handle word, counts on (the heap
+    /// object `obj`): near if it can be, else far (allocating its cell in `obj`'s heap,
+    /// with `source` as its owner: a far source keeps its own cell, so `owner` can walk the
+    /// cells back to the object the first map came from).
+    ///
+    /// # Safety
+    /// `source` must count on `obj`, a heap object whose count already includes this
+    /// handle, and `ptr` must stay valid for reads while that object is allocated.
+    unsafe fn from_parts(ptr: *const T, obj: NonNull<u8>, source: *const u8) -> Gc<T> {
+        match word::near_tag(ptr.cast(), obj) {
+            Some(tag) => Gc {
+                // SAFETY: a near word has a non-zero tag, so it is not null.
+                word: unsafe { NonNull::new_unchecked(ptr.cast_mut().map_addr(|a| a | tag)) },
+                _owns: PhantomData,
+            },
+            None => {
+                // The caller's contract: the new count is on what `source` counts on.
+                let owner = Gc {
+                    // SAFETY: a handle word counting on a heap object is not null.
+                    word: unsafe { NonNull::new_unchecked(source.cast_mut()) },
+                    _owns: PhantomData,
+                };
+                Gc::far(ptr, obj, owner)
+            }
+        }
+    }
+
+    /// `from_parts` for an address not near its object: a far handle whose cell holds
+    /// `ptr` and `owner` (a handle counting on `obj`, never dereferenced).
+    #[cold]
+    #[inline(never)]
+    fn far(ptr: *const T, obj: NonNull<u8>, owner: Gc<u8>) -> Gc<T> {
+        let heap = crate::heap::heap_of(obj)
+            .expect("fing::Gc::map: the object a heap handle counts on is in no heap");
+        let cell = core::mem::ManuallyDrop::new(heap.alloc(FarCell { owner, addr: ptr }));
+        // SAFETY: `cell` is a near handle to a new heap object; its count moves to the
+        // handle made here.
+        let cell_obj = unsafe { word::object_of(cell.thin()) }
+            .expect("fing::Gc::map: a new cell outside the heap");
+        let w = word::far(cell_obj);
+        let mut fat = ptr.cast_mut();
+        // SAFETY: writes the data half of `fat` (its first word: wide pointers are laid out
+        // data first, which the check below confirms), keeping the cell's provenance.
+        unsafe { (&mut fat as *mut *mut T).cast::<*const u8>().write(w) };
+        assert_eq!(
+            fat.cast::<u8>().cast_const(),
+            w,
+            "fing::Gc::map: a wide pointer's data half is not its first word"
+        );
+        Gc {
+            // SAFETY: a far word is never null.
+            word: unsafe { NonNull::new_unchecked(fat) },
+            _owns: PhantomData,
+        }
+    }
+
+    /// The handle word, without `T`'s metadata.
+    #[inline(always)]
+    fn thin(&self) -> *const u8 {
+        self.word.as_ptr().cast::<u8>().cast_const()
+    }
+
+    /// The object this handle counts on (a far handle's cell), if it is in a heap.
+    #[inline(always)]
+    fn counted(&self) -> Option<NonNull<u8>> {
+        // SAFETY: `word` is a handle word (module invariant).
+        unsafe { word::object_of(self.thin()) }
+    }
+
+    /// The address this handle points at.
+    #[inline(always)]
+    fn addr(&self) -> *const T {
+        if word::tag(self.thin().addr()) == word::FAR {
+            return self.far_addr();
+        }
+        self.word.as_ptr().map_addr(|a| a & word::ADDR_MASK)
+    }
+
+    /// The address a far handle points at, from its cell.
+    #[cold]
+    #[inline(never)]
+    fn far_addr(&self) -> *const T {
+        let cell = word::cell_of(self.thin()).cast::<FarCell<T>>();
+        // SAFETY: a far handle's cell is a `FarCell<T>` (made by `far` for this `T`),
+        // which this handle keeps allocated; its value starts `HEADER` past the cell's
+        // header, and is never mutated.
+        unsafe { (*cell.wrapping_byte_add(crate::mspan::HEADER)).addr }
+    }
+
+    /// The object this handle counts on, looking through far cells to the object the map
+    /// came from.
+    fn owner(&self) -> Option<NonNull<u8>> {
+        let mut obj = self.counted()?;
+        let mut w = self.thin();
+        while word::tag(w.addr()) == word::FAR {
+            // SAFETY: as in `far_addr`; the cell's `owner` is a `Gc<u8>` at offset 0 for any
+            // `U`, so reading it as a `FarCell<u8>`'s is reading that field.
+            w = unsafe {
+                (*obj
+                    .as_ptr()
+                    .wrapping_byte_add(crate::mspan::HEADER)
+                    .cast::<FarCell<u8>>())
+                .owner
+                .thin()
+            };
+            // SAFETY: `owner` is a live near or far handle.
+            obj = unsafe { word::object_of(w) }
+                .expect("fing::Gc: a far cell's owner outside the heap");
+        }
+        Some(obj)
+    }
+
+    /// The address it points at and the object it counts on, looking through far cells:
+    /// what `set_finalizer` checks.
     #[inline]
-    fn heap_obj(&self) -> Option<NonNull<u8>> {
-        (self.obj != outside()).then_some(self.obj)
+    pub(crate) fn parts(&self) -> (*const u8, Option<NonNull<u8>>) {
+        let obj = if word::tag(self.thin().addr()) == word::FAR {
+            self.owner()
+        } else {
+            self.counted()
+        };
+        (self.addr().cast(), obj)
     }
 
     /// A handle to a value outside the heap. It is never collected; `set_finalizer` on it
     /// is a no-op (`Outcome::NotInHeap`), as Go's on a linker-allocated global.
     pub const fn from_static(value: &'static T) -> Gc<T> {
         Gc {
-            ptr: value as *const T,
-            obj: outside(),
+            // SAFETY: a reference is never null. Its address is below 2^48, as every
+            // user-space address on the targets fing supports (gc_types::word): the tag,
+            // 0, says "outside".
+            word: unsafe { NonNull::new_unchecked(value as *const T as *mut T) },
             _owns: PhantomData,
         }
     }
@@ -104,41 +276,49 @@ impl<T: ?Sized + 'static> Gc<T> {
     /// Do two handles point at the same address? (Interior handles to different fields
     /// of one object are different.)
     pub fn ptr_eq(a: &Gc<T>, b: &Gc<T>) -> bool {
-        core::ptr::addr_eq(a.ptr, b.ptr)
+        core::ptr::addr_eq(a.addr(), b.addr())
     }
 
     /// The address the handle points at.
     pub fn as_ptr(this: &Gc<T>) -> *const T {
-        this.ptr
+        this.addr()
     }
 
     /// Does the handle point into the heap (is it counted)?
     pub fn is_in_heap(this: &Gc<T>) -> bool {
-        this.heap_obj().is_some()
+        this.counted().is_some()
     }
 
-    /// The address of the object the handle counts on, if it is in the heap.
+    /// The address of the object the handle counts on, if it is in the heap (for a handle
+    /// made by `map`, the object it was mapped from).
     pub fn object_addr(this: &Gc<T>) -> Option<NonNull<u8>> {
-        this.heap_obj()
+        this.owner()
     }
 
     /// Do two handles count on the same heap object (whatever they point at)?
     pub fn same_object<U: ?Sized>(a: &Gc<T>, b: &Gc<U>) -> bool {
-        a.heap_obj().is_some() && a.obj == b.obj
+        a.owner().is_some() && a.owner() == b.owner()
     }
 
     /// An interior handle: points at what `f` returns, counts on (keeps alive) the object
-    /// this handle counts on, whatever address that is.
+    /// this handle counts on, whatever address that is. A result more than 64 KiB past
+    /// the object's start, or outside the object, allocates a small cell (see the module
+    /// docs); every other map allocates nothing.
     pub fn map<U: ?Sized + 'static>(&self, f: impl for<'a> FnOnce(&'a T) -> &'a U) -> Gc<U> {
-        let owner = self.clone();
-        let ptr: *const U = f(&owner);
-        let owner = core::mem::ManuallyDrop::new(owner);
-        // The count `owner` holds moves to the new handle.
-        Gc {
-            ptr,
-            obj: owner.obj,
-            _owns: PhantomData,
-        }
+        let ptr: *const U = f(self);
+        let Some(obj) = self.counted() else {
+            word::assert_addr(ptr.cast::<u8>().addr());
+            return Gc {
+                // SAFETY: from a reference: not null.
+                word: unsafe { NonNull::new_unchecked(ptr.cast_mut()) },
+                _owns: PhantomData,
+            };
+        };
+        // The count of this clone moves to the new handle.
+        core::mem::forget(self.clone());
+        // SAFETY: `obj` is the object this handle (word) counts on, now counted once more,
+        // and `f`'s result borrows from it: valid while it is allocated.
+        unsafe { Gc::from_parts(ptr, obj, self.thin()) }
     }
 }
 
@@ -148,7 +328,7 @@ impl<T: ?Sized + 'static> Clone for Gc<T> {
     /// holds, which are roots while it holds them.
     #[inline]
     fn clone(&self) -> Gc<T> {
-        if let Some(obj) = self.heap_obj() {
+        if let Some(obj) = self.counted() {
             // SAFETY: `obj` is the header of an object this handle keeps allocated.
             let old = unsafe { obj.cast::<crate::mspan::Header>().as_ref() }
                 .count
@@ -159,8 +339,7 @@ impl<T: ?Sized + 'static> Clone for Gc<T> {
             }
         }
         Gc {
-            ptr: self.ptr,
-            obj: self.obj,
+            word: self.word,
             _owns: PhantomData,
         }
     }
@@ -173,7 +352,7 @@ impl<T: ?Sized + 'static> Drop for Gc<T> {
     /// other object is freed by a later collection.
     #[inline]
     fn drop(&mut self) {
-        if let Some(obj) = self.heap_obj() {
+        if let Some(obj) = self.counted() {
             crate::mgcsweep::release(obj);
         }
     }
@@ -183,9 +362,9 @@ impl<T: ?Sized + 'static> Deref for Gc<T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: `ptr` is valid for reads for as long as the handle lives (module
-        // invariant: a static, or an object kept allocated while handles count on it).
-        unsafe { &*self.ptr }
+        // SAFETY: the address is valid for reads for as long as the handle lives (module
+        // invariant: a static, or kept valid by the object the handle counts on).
+        unsafe { &*self.addr() }
     }
 }
 
@@ -212,27 +391,40 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
     ) -> Result<crate::Outcome, crate::FinalizerError> {
         // Rows 1, 2, 7, 8, 9 and 11 are the signature's; the rest run as for any caller.
         // `self` keeps the object alive during the call.
-        crate::mfinal::set_typed::<T, F>(self.ptr.cast(), self.obj.as_ptr(), Some(f))
+        let (ptr, obj) = self.parts();
+        crate::mfinal::set_typed::<T, F>(
+            ptr,
+            obj.map_or(core::ptr::null_mut(), NonNull::as_ptr),
+            Some(f),
+        )
     }
 
     /// Removes the finalizer set at exactly this handle's address, if any.
     pub fn clear_finalizer(&self) -> Result<crate::Outcome, crate::FinalizerError> {
-        crate::mfinal::set_typed::<T, fn(Gc<T>)>(self.ptr.cast(), self.obj.as_ptr(), None)
+        let (ptr, obj) = self.parts();
+        crate::mfinal::set_typed::<T, fn(Gc<T>)>(
+            ptr,
+            obj.map_or(core::ptr::null_mut(), NonNull::as_ptr),
+            None,
+        )
     }
 }
 
 /// A handle from its parts (for `#[derive(Trace)]`'s interface conversions).
 ///
 /// # Safety
-/// `obj` must be the object `ptr` lies in (or the value `ptr` points to must outlive every
-/// use), and the caller hands over one count on `obj` to the handle.
+/// `obj` must be the header of the heap object `ptr` lies in (or that keeps `ptr` valid),
+/// and the caller hands over one count on `obj` to the handle.
 #[doc(hidden)]
 pub unsafe fn gc_from_raw_parts<T: ?Sized>(ptr: *const T, obj: NonNull<u8>) -> Gc<T> {
-    Gc {
-        ptr,
-        obj,
-        _owns: PhantomData,
-    }
+    // One byte past a header, tagged 1, is a near handle word counting on its object
+    // (never dereferenced).
+    let source = obj
+        .as_ptr()
+        .wrapping_add(1)
+        .map_addr(|a| a | 1 << word::TAG_SHIFT);
+    // SAFETY: the caller's contract is `from_parts`'s.
+    unsafe { Gc::from_parts(ptr, obj, source) }
 }
 
 /// What `Gc<Self>` is, as a type: for every sized `Trace` type an unnamed pointer type
@@ -268,17 +460,21 @@ unsafe impl<T: ?Sized + GcTarget> Typed for Gc<T> {
     const TYPE: &'static Type = T::GC_TYPE;
 }
 
-// SAFETY: a handle owns one count on its object and reports it once, as the `obj` word,
-// which is the last word of the representation (the mask says so).
+// SAFETY: a handle owns one count on its object and reports it once. A sized `T`'s handle
+// is one word, the handle word, which the mask marks; a wide handle's data half is not
+// at an offset the language fixes, so its mask is unknown and the collector traces it.
 unsafe impl<T: ?Sized + GcTarget> Trace for Gc<T> {
     const NO_SCAN: bool = false;
-    const PTRMASK: PtrMask =
-        PtrMask::Small(1 << (core::mem::size_of::<Gc<T>>() / core::mem::size_of::<usize>() - 1));
+    const PTRMASK: PtrMask = if core::mem::size_of::<Gc<T>>() == core::mem::size_of::<usize>() {
+        PtrMask::Small(1)
+    } else {
+        PtrMask::Unknown
+    };
     const NONE_IS_NULL: bool = true;
     const HANDLES_ONLY_DROP: bool = true;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
-        if let Some(obj) = self.heap_obj() {
+        if let Some(obj) = self.counted() {
             // SAFETY: `obj` of a heap handle is the address of a live heap object (module
             // invariant).
             unsafe { tracer.edge(obj) };

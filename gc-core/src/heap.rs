@@ -168,6 +168,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Every heap made so far (a heap lives for the rest of the process).
+static HEAPS: Mutex<Vec<&'static HeapInner>> = Mutex::new(Vec::new());
+
+/// The heap whose arena holds `obj`: where `Gc::map` allocates a far handle's cell.
+pub(crate) fn heap_of(obj: NonNull<u8>) -> Option<Heap> {
+    let id = crate::mheap::arena_of(obj.as_ptr() as usize)?.heap_id;
+    let heaps = lock(&HEAPS);
+    let inner = *heaps.iter().find(|h| h.id == id)?;
+    Some(Heap { inner })
+}
+
 impl HeapInner {
     fn new(config: HeapConfig) -> &'static HeapInner {
         let id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
@@ -200,6 +211,7 @@ impl HeapInner {
             limit_refusals: AtomicU64::new(0),
             started: Instant::now(),
         }));
+        lock(&HEAPS).push(inner);
         inner
     }
 

@@ -44,11 +44,11 @@ use core::sync::atomic::{fence, Ordering};
 
 use gc_types::{PtrMask, Type};
 
-use crate::handle::outside;
 use crate::mgcmark::header;
 use crate::mheap::{arena_of_cached, Arena};
 use crate::mspan::{data_offset, Span, FREED, HEADER};
 use crate::world::{pause, stop_requested, Local};
+use gc_types::word::{object_of, tag, ADDR_MASK};
 
 /// Lowers `obj`'s count by one in `l`'s mutator section; at zero the object is freed now
 /// if it can be.
@@ -197,19 +197,28 @@ fn prefetch_edges(obj: NonNull<u8>) {
     // SAFETY: `freeable` accepted it: a `&'static Type`.
     let ty: &'static Type = unsafe { &*ty };
     if let PtrMask::Small(m) = ty.ptrmask() {
-        for_each_mask_word(obj, ty, m, |w| crate::mem::prefetch(w));
+        // A handle word minus its tag is the header it counts on (garbage for an empty or
+        // outside word, which a prefetch ignores).
+        for_each_mask_word(obj, ty, m, |w| {
+            crate::mem::prefetch(w.map_addr(|a| (a & ADDR_MASK).wrapping_sub(tag(a))))
+        });
     }
 }
 
 /// Calls `f` with the word at each bit of `m` in the value of the object at `obj`.
 #[inline(always)]
-fn for_each_mask_word(obj: NonNull<u8>, ty: &'static Type, mut m: u64, mut f: impl FnMut(*mut u8)) {
+fn for_each_mask_word(
+    obj: NonNull<u8>,
+    ty: &'static Type,
+    mut m: u64,
+    mut f: impl FnMut(*const u8),
+) {
     let data = obj.as_ptr().wrapping_add(data_offset(ty.align()));
     while m != 0 {
         let i = m.trailing_zeros() as usize;
         m &= m - 1;
         // SAFETY: mask words lie inside the value, which is valid until it is freed.
-        f(unsafe { data.cast::<*mut u8>().wrapping_add(i).read() });
+        f(unsafe { data.cast::<*const u8>().wrapping_add(i).read() });
     }
 }
 
@@ -226,10 +235,11 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
             // The destructor only drops handles, and the mask marks exactly the words that
             // hold them (the `Trace` contract): lowering those counts is the whole drop.
             for_each_mask_word(obj, ty, m, |w| {
-                let Some(e) = NonNull::new(w).filter(|&e| e != outside()) else {
+                // SAFETY: mask words hold null or a handle word (the `Trace` contract).
+                let Some(e) = (unsafe { object_of(w) }) else {
                     return;
                 };
-                // SAFETY: a handle's object word is the header of the object it counts on.
+                // SAFETY: the object a handle word counts on is a heap object's header.
                 if lower_count(unsafe { header(e.as_ptr()) }) {
                     join_chain(l, e, arena);
                 }

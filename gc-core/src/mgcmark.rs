@@ -20,9 +20,10 @@
 //! that too reads as "not equal", a root, never a wrong free.
 //!
 //! Edges are found by pointer mask where the type has one (a loop over the mask's bits, no
-//! call), else by the type's trace function. Edges into other heaps, and the sentinel of
-//! handles outside the heap, lie in no arena of this heap and are skipped (a handle into
-//! another heap is an outside reference for that heap).
+//! call), else by the type's trace function; both decode handle words with
+//! `gc_types::word::object_of`, which gives nothing for handles outside every heap. Edges
+//! into other heaps lie in no arena of this heap and are skipped (a handle into another
+//! heap is an outside reference for that heap).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -64,12 +65,12 @@ pub(crate) unsafe fn for_each_edge(slot: *mut u8, t: &mut Tracer, mut f: impl Fn
         while m != 0 {
             let i = m.trailing_zeros() as usize;
             m &= m - 1;
-            let word = data.cast::<*mut u8>().wrapping_add(i);
-            // SAFETY: mask words lie inside the value and hold null or an object reference
-            // (the descriptor's invariant); the value is not mutated while the world is
-            // stopped.
+            let word = data.cast::<*const u8>().wrapping_add(i);
+            // SAFETY: mask words lie inside the value, which is not mutated while the world
+            // is stopped.
             let w = unsafe { word.read() };
-            if let Some(e) = NonNull::new(w) {
+            // SAFETY: a mask word holds null or a handle word (the descriptor's invariant).
+            if let Some(e) = unsafe { gc_types::word::object_of(w) } {
                 f(e);
             }
         }

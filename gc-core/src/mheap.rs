@@ -25,6 +25,7 @@ use crate::sizeclasses::PAGE_SIZE;
 pub(crate) const ARENA_SHIFT: usize = 26;
 pub(crate) const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
 const ADDR_BITS: usize = 47;
+const _: () = assert!(ADDR_BITS <= gc_types::word::TAG_SHIFT as usize);
 const MAP_LEN: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
 
 pub(crate) struct Arena {
@@ -162,6 +163,12 @@ impl PageHeap {
     fn grow(&mut self, npages: usize) -> Option<usize> {
         let size = (npages * PAGE_SIZE).next_power_of_two().max(ARENA_SIZE);
         let base = mem::reserve_aligned(size)?.as_ptr();
+        // The arena map and the handle word (gc_types::word) both take addresses to fit
+        // in `ADDR_BITS`; user-space addresses do on every target fing supports.
+        assert!(
+            (base as usize).checked_add(size).is_some_and(|end| end <= 1 << ADDR_BITS),
+            "fing::Heap: the OS placed an arena at {base:p}, past the 2^{ADDR_BITS} bytes handles can address"
+        );
         let pages = size / PAGE_SIZE;
         let mut free = BTreeMap::new();
         free.insert(0, (pages, Pages::Released));

@@ -274,7 +274,7 @@ mod tests {
     use crate::Typed;
     use core::ptr::NonNull;
 
-    /// A stand-in handle (word 1 is the object word).
+    /// A stand-in for a type with a handle word at word 1.
     #[repr(C)]
     struct Ptr(*const u8, *const u8);
     // SAFETY: kind pointer to (), the compiler's layout.
@@ -324,8 +324,10 @@ mod tests {
         assert_eq!(t.ptrmask().word(4), Some(true));
         assert_eq!(t.ptrmask().word(1), Some(false));
         let mut obj = [0usize; 5];
-        obj[2] = 0x1000;
+        // A near handle word: address 0x1010, 16 bytes past its object's header.
+        obj[2] = 0x1010 | 16 << crate::word::TAG_SHIFT;
         obj[4] = 0; // null: not an edge
+        obj[3] = 0x2000; // (word 1 of the first handle: not marked)
         let mut tracer = Tracer::new();
         // SAFETY: `obj` has the built type's size and layout (five words).
         unsafe { t.trace_value(obj.as_ptr().cast(), &mut tracer) };

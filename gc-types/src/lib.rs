@@ -22,6 +22,7 @@ mod trace;
 mod ty;
 mod typed;
 mod value;
+pub mod word;
 
 pub use builder::{StructBuilder, TypeBuilder};
 pub use func::{

@@ -114,10 +114,10 @@ mod tests {
     use crate::ty::PtrMask;
     use crate::{TypeBuilder, Typed};
 
-    /// A stand-in handle type for these unit tests (gc-core has the real one): two words,
-    /// the second the object word.
-    #[repr(C)]
-    struct Ptr<T: 'static>(*const T, *const u8);
+    /// A stand-in handle type for these unit tests (gc-core has the real one): one handle
+    /// word.
+    #[repr(transparent)]
+    struct Ptr<T: 'static>(*const T);
     // SAFETY: kind pointer with element T, unnamed; the layout is the compiler's.
     unsafe impl<T: Trace> Typed for Ptr<T> {
         const TYPE: &'static Type = &Type::rust::<Ptr<T>>(Kind::Pointer)
@@ -127,7 +127,7 @@ mod tests {
     // SAFETY: the test handle holds no object in these tests.
     unsafe impl<T: Trace> Trace for Ptr<T> {
         const NO_SCAN: bool = false;
-        const PTRMASK: PtrMask = PtrMask::Small(0b10);
+        const PTRMASK: PtrMask = PtrMask::Small(0b1);
         fn trace(&self, _: &mut Tracer) {}
     }
 

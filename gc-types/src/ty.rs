@@ -546,9 +546,10 @@ impl Type {
                     // SAFETY: word `i` lies inside the value (i < size / word) and the mask
                     // invariant says it holds an object reference or null.
                     let w = unsafe { p.cast::<*const u8>().wrapping_add(i).read() };
-                    if let Some(obj) = core::ptr::NonNull::new(w.cast_mut()) {
-                        // SAFETY: a mask word holds null or an object address; null was
-                        // excluded above.
+                    // SAFETY: a mask word holds null or a handle word (the mask invariant),
+                    // whose object, if any, is a heap object's address.
+                    if let Some(obj) = unsafe { crate::word::object_of(w) } {
+                        // SAFETY: as above.
                         unsafe { tracer.edge(obj) };
                     }
                 }

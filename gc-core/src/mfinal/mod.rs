@@ -224,7 +224,8 @@ pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome,
     r
 }
 
-/// Rows 3–11 for a handle given as its words: the address `ptr` and the object `objw`,
+/// Rows 3–11 for a handle given as its parts: the address `ptr` and the object `objw`
+/// (null outside the heap),
 /// of pointer type `oty`, and a finalizer (`None`: nil). The caller keeps the object alive
 /// during the call (it holds a handle).
 fn set_raw(
@@ -331,8 +332,8 @@ fn locate(
     if size == 0 {
         return Err(Early::ZeroSized);
     }
-    // Row 4: a handle is (address, object); outside the heap the object word is no heap's
-    // (an arena exists only once its heap has claimed it, so a span implies a heap).
+    // Row 4: outside the heap the object is null (`Gc::parts`), and no heap's (an arena
+    // exists only once its heap has claimed it, so a span implies a heap).
     let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
     else {
         return Err(Early::NotInHeap);
@@ -459,18 +460,16 @@ fn insert_slow(
     Ok(Outcome::Set)
 }
 
-/// The two words of a handle held in a pointer-kind `Value`: the address it points at and
-/// the object it counts on (gc-core's `Gc` representation, which named pointer newtypes
-/// share).
+/// The parts of a handle held in a pointer-kind `Value`: the address it points at and the
+/// object it counts on, null outside the heap (gc-core's `Gc` representation, which named
+/// pointer newtypes share).
 fn handle_words(v: &Value) -> (*const u8, *mut u8) {
-    let p = v.as_ptr().cast::<*mut u8>();
-    let words = v.type_of().size() / core::mem::size_of::<usize>();
-    // SAFETY: pointer-kind values are handles, `words` words long (2 for a sized target),
-    // address first; the value lives for the call.
-    let addr = unsafe { p.read() };
-    // SAFETY: as above; the object word is the last one.
-    let obj = unsafe { p.wrapping_add(words - 1).read() };
-    (addr.cast_const(), obj)
+    // SAFETY: a pointer-kind value holds a handle to a sized element: one handle word,
+    // whatever the element, which a `Gc<u8>` reads the same way; the value lives for the
+    // call, and the reference does not outlive it.
+    let h = unsafe { &*v.as_ptr().cast::<crate::handle::Gc<u8>>() };
+    let (addr, obj) = h.parts();
+    (addr, obj.map_or(core::ptr::null_mut(), NonNull::as_ptr))
 }
 
 /// Keeps `x` (and what it keeps) alive until this call: Go's `runtime.KeepAlive`. A
