@@ -56,12 +56,13 @@ use gc_types::word::{object_of, tag, ADDR_MASK};
 pub(crate) fn lower(l: &Local, obj: NonNull<u8>) {
     // SAFETY: `obj` is the header of an object a handle counted on; the count being
     // dropped kept it allocated until now.
-    if lower_count(unsafe { header(obj.as_ptr()) }) {
-        free_at_zero(l, obj);
+    if let Some(ty) = lower_count(unsafe { header(obj.as_ptr()) }) {
+        free_at_zero(l, obj, ty);
     }
 }
 
-/// Takes from `h`'s count the one of a handle being dropped; `true` if it reached zero.
+/// Takes from `h`'s count the one of a handle being dropped; if it reached zero, the
+/// object's type (null for a tiny block), read on the way.
 ///
 /// A count of one is the dropped handle's alone (`Arc::get_mut`'s reasoning): a new handle
 /// needs a clone of an existing one, and the `Acquire` load that reads it pairs with the
@@ -71,8 +72,11 @@ pub(crate) fn lower(l: &Local, obj: NonNull<u8>) {
 /// block: its count holds its allocator's reserve, and that thread may still add to it.
 /// The caller is in a mutator section (no collector counts meanwhile).
 #[inline(always)]
-fn lower_count(h: &crate::mspan::Header) -> bool {
-    lower_counter(&h.count, !h.ty.load(Ordering::Relaxed).is_null())
+fn lower_count(h: &crate::mspan::Header) -> Option<*const Type> {
+    // The type is written before any handle to the object exists and stays until it is
+    // freed, which needs this count.
+    let ty = h.ty.load(Ordering::Relaxed).cast_const();
+    lower_counter(&h.count, !ty.is_null()).then_some(ty)
 }
 
 /// An object's count: std's `AtomicU32`, or loom's in the model.
@@ -111,11 +115,11 @@ fn lower_counter(count: &impl Counter, plain_ok: bool) -> bool {
 
 #[cold]
 #[inline(never)]
-fn free_at_zero(l: &Local, obj: NonNull<u8>) {
+fn free_at_zero(l: &Local, obj: NonNull<u8>, ty: *const Type) {
     let mut arena = None;
     // Inside a chain (a destructor that `free_one` ran through its glue dropped this
     // handle), joining it is all.
-    if !join_chain(l, obj, &mut arena) || l.freeing.get() {
+    if !join_chain(l, obj, ty, &mut arena) || l.freeing.get() {
         return;
     }
     l.freeing.set(true);
@@ -150,17 +154,22 @@ fn free_at_zero(l: &Local, obj: NonNull<u8>) {
     l.freeing.set(false);
 }
 
-/// `obj`'s count just reached zero: if it may be freed here, starts loading its targets'
-/// headers and puts it on the chain. Returns whether it did.
+/// `obj`'s count just reached zero (`ty`: its header's type): if it may be freed here,
+/// starts loading its targets' headers and puts it on the chain. Returns whether it did.
 #[inline(always)]
-fn join_chain(l: &Local, obj: NonNull<u8>, arena: &mut Option<&'static Arena>) -> bool {
+fn join_chain(
+    l: &Local,
+    obj: NonNull<u8>,
+    ty: *const Type,
+    arena: &mut Option<&'static Arena>,
+) -> bool {
     // Pairs with the `Release` decrements of the other handles' drops: what their threads
     // wrote to the object (a finalizer record, a cell) is visible here.
     fence(Ordering::Acquire);
-    let Some(span) = freeable(obj, arena) else {
+    let Some((span, ty)) = freeable(obj, ty, arena) else {
         return false;
     };
-    prefetch_edges(obj);
+    prefetch_edges(obj, ty);
     chain(l).push((obj, span));
     true
 }
@@ -173,29 +182,28 @@ fn chain(l: &Local) -> &mut Vec<(NonNull<u8>, &'static Span)> {
     unsafe { &mut *l.chain.get() }
 }
 
-/// The span of `obj` (count zero) if it may be freed here (see the module docs).
+/// The span and type of `obj` (count zero, header type `ty`) if it may be freed here (see
+/// the module docs).
 #[inline]
-fn freeable(obj: NonNull<u8>, arena: &mut Option<&'static Arena>) -> Option<&'static Span> {
-    // SAFETY: `obj` is the header of an allocated object (its count just fell to zero).
-    let ty = unsafe { header(obj.as_ptr()) }.ty.load(Ordering::Relaxed);
+fn freeable(
+    obj: NonNull<u8>,
+    ty: *const Type,
+    arena: &mut Option<&'static Arena>,
+) -> Option<(&'static Span, &'static Type)> {
     // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
-    let ty = unsafe { ty.as_ref() }?;
+    let ty: &'static Type = unsafe { ty.as_ref() }?;
     if ty.needs_drop() && !ty.handles_only_drop() {
         return None;
     }
     let addr = obj.as_ptr() as usize;
     let s = arena_of_cached(addr, arena)?.span_at(addr)?;
     let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
-    (small && !s.has_specials.load(Ordering::Relaxed)).then_some(s)
+    (small && !s.has_specials.load(Ordering::Relaxed)).then_some((s, ty))
 }
 
 /// Starts loading the headers `obj`'s handles point at, which freeing it will lower.
 #[inline]
-fn prefetch_edges(obj: NonNull<u8>) {
-    // SAFETY: `obj` heads an allocated object whose header `freeable` just read.
-    let ty = unsafe { header(obj.as_ptr()) }.ty.load(Ordering::Relaxed);
-    // SAFETY: `freeable` accepted it: a `&'static Type`.
-    let ty: &'static Type = unsafe { &*ty };
+fn prefetch_edges(obj: NonNull<u8>, ty: &'static Type) {
     if let PtrMask::Small(m) = ty.ptrmask() {
         // A handle word minus its tag is the header it counts on (garbage for an empty or
         // outside word, which a prefetch ignores).
@@ -240,8 +248,8 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
                     return;
                 };
                 // SAFETY: the object a handle word counts on is a heap object's header.
-                if lower_count(unsafe { header(e.as_ptr()) }) {
-                    join_chain(l, e, arena);
+                if let Some(ty) = lower_count(unsafe { header(e.as_ptr()) }) {
+                    join_chain(l, e, ty, arena);
                 }
             });
         } else {
