@@ -263,6 +263,9 @@ impl<T: ?Sized + 'static> Gc<T> {
 
     /// A handle to a value outside the heap. It is never collected; `set_finalizer` on it
     /// is a no-op (`Outcome::NotInHeap`), as Go's on a linker-allocated global.
+    ///
+    /// The value's address must be below 2^48, as every user-space address is on the
+    /// targets fing supports (`gc_types::word`); a `const fn` cannot check it.
     pub const fn from_static(value: &'static T) -> Gc<T> {
         Gc {
             // SAFETY: a reference is never null. Its address is below 2^48, as every
