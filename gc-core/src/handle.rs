@@ -249,16 +249,30 @@ impl<T: ?Sized + 'static> Gc<T> {
         Some(obj)
     }
 
-    /// The address it points at and the object it counts on, looking through far cells:
-    /// what `set_finalizer` checks.
-    #[inline]
-    pub(crate) fn parts(&self) -> (*const u8, Option<NonNull<u8>>) {
-        let obj = if word::tag(self.thin().addr()) == word::FAR {
-            self.owner()
+    /// The address it points at and the object it counts on (null outside the heap),
+    /// looking through far cells: what `set_finalizer` checks.
+    #[inline(always)]
+    pub(crate) fn parts(&self) -> (*const u8, *mut u8) {
+        let w = self.thin();
+        let t = word::tag(w.addr());
+        if t == word::FAR {
+            return self.far_parts();
+        }
+        let addr = word::addr_bits(w);
+        let obj = if t == 0 {
+            core::ptr::null_mut()
         } else {
-            self.counted()
+            addr.wrapping_sub(t).cast_mut()
         };
-        (self.addr().cast(), obj)
+        (addr, obj)
+    }
+
+    /// `parts` of a far handle.
+    #[cold]
+    #[inline(never)]
+    fn far_parts(&self) -> (*const u8, *mut u8) {
+        let obj = self.owner().map_or(core::ptr::null_mut(), NonNull::as_ptr);
+        (self.far_addr().cast(), obj)
     }
 
     /// A handle to a value outside the heap. It is never collected; `set_finalizer` on it
@@ -395,21 +409,13 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
         // Rows 1, 2, 7, 8, 9 and 11 are the signature's; the rest run as for any caller.
         // `self` keeps the object alive during the call.
         let (ptr, obj) = self.parts();
-        crate::mfinal::set_typed::<T, F>(
-            ptr,
-            obj.map_or(core::ptr::null_mut(), NonNull::as_ptr),
-            Some(f),
-        )
+        crate::mfinal::set_typed::<T, F>(ptr, obj, Some(f))
     }
 
     /// Removes the finalizer set at exactly this handle's address, if any.
     pub fn clear_finalizer(&self) -> Result<crate::Outcome, crate::FinalizerError> {
         let (ptr, obj) = self.parts();
-        crate::mfinal::set_typed::<T, fn(Gc<T>)>(
-            ptr,
-            obj.map_or(core::ptr::null_mut(), NonNull::as_ptr),
-            None,
-        )
+        crate::mfinal::set_typed::<T, fn(Gc<T>)>(ptr, obj, None)
     }
 }
 

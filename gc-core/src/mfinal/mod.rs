@@ -468,8 +468,7 @@ fn handle_words(v: &Value) -> (*const u8, *mut u8) {
     // whatever the element, which a `Gc<u8>` reads the same way; the value lives for the
     // call, and the reference does not outlive it.
     let h = unsafe { &*v.as_ptr().cast::<crate::handle::Gc<u8>>() };
-    let (addr, obj) = h.parts();
-    (addr, obj.map_or(core::ptr::null_mut(), NonNull::as_ptr))
+    h.parts()
 }
 
 /// Keeps `x` (and what it keeps) alive until this call: Go's `runtime.KeepAlive`. A
