@@ -190,7 +190,7 @@ fn cycle(c: &mut Criterion) {
         move |b: &mut criterion::Bencher<'_>| b.iter_custom(|iters| (0..iters).map(|_| f()).sum())
     };
     g.bench_function("fing (8-byte object, as the peers')", per_iter(fing_leaf));
-    g.bench_function("fing (24-byte object with a link)", per_iter(fing_linked));
+    g.bench_function("fing (16-byte object with a link)", per_iter(fing_linked));
     g.bench_function("gc 0.5 (Finalize)", per_iter(peers::rustgc::cycle));
     g.bench_function("rust-cc 0.6 (Finalize)", per_iter(peers::cc::cycle));
     g.bench_function("dumpster 2.1 (Drop)", per_iter(peers::dump::cycle));
