@@ -5,7 +5,8 @@
 //!
 //! The vocabulary: allocate an object with 0, 1 or 2 links and a tiny leaf; allocate a
 //! tiny noscan object (packed 2 to a 16-byte block); relink a field through a `GcCell`;
-//! clone and drop handles; set a finalizer (plain, resurrecting its object into a global,
+//! clone and drop handles; map handles into an object (near) and into its name's buffer
+//! (far, through a cell), and drop them; set a finalizer (plain, resurrecting its object into a global,
 //! or re-arming itself once) or clear one; `collect()`; `wait_finalizers()`. A collection
 //! does not wait for its finalizers: they run on the finalizer thread while the next
 //! operations mutate the heap, and are checked at the next `Wait` or `Collect`.
@@ -45,12 +46,14 @@ impl Drop for Token {
     }
 }
 
-/// A traced object: two links, a tiny leaf, and a token.
+/// A traced object: two links, a tiny leaf, a name (whose buffer `Op::Map` points into)
+/// and a token.
 #[derive(Trace)]
 pub struct Obj {
     id: u64,
     links: [GcCell<Option<Gc<Obj>>>; 2],
     leaf: GcCell<Option<Gc<Tiny>>>,
+    name: String,
     #[gc(untraced)]
     token: Token,
 }
@@ -93,6 +96,11 @@ pub enum Op {
     Leaf { from: usize, to: Option<usize> },
     /// Clone a handle.
     Clone(usize),
+    /// `Gc::map` a handle twice: to its name's buffer (a far handle, through a cell) and to
+    /// its id (a near one). Both keep the object alive.
+    Map(usize),
+    /// Drop a pair of mapped handles.
+    DropMapped(usize),
     /// Drop a handle (`tiny`: a tiny object's).
     Drop { at: usize, tiny: bool },
     /// Set a finalizer.
@@ -130,6 +138,7 @@ impl Op {
                 from: byte(b)? as usize,
                 to: opt(byte(b)?),
             },
+            4 if k >= 128 => Op::Map(byte(b)? as usize),
             4 => Op::Clone(byte(b)? as usize),
             5 => Op::Drop {
                 at: byte(b)? as usize,
@@ -145,6 +154,7 @@ impl Op {
                 tiny: k >= 128,
             },
             8 => Op::Collect,
+            _ if k >= 128 => Op::DropMapped(byte(b)? as usize),
             _ => Op::Wait,
         })
     }
@@ -165,6 +175,8 @@ pub struct World {
     heap: Heap,
     roots: Vec<Gc<Obj>>,
     tiny_roots: Vec<Gc<Tiny>>,
+    /// Handles made by `Op::Map`, with the id of the object they were mapped from.
+    mapped: Vec<(u64, Gc<str>, Gc<u64>)>,
     globals: Arc<Mutex<Vec<Gc<Obj>>>>,
     tiny_globals: Arc<Mutex<Vec<Gc<Tiny>>>>,
     ran: Log,
@@ -269,6 +281,7 @@ impl World {
             heap,
             roots: Vec::new(),
             tiny_roots: Vec::new(),
+            mapped: Vec::new(),
             globals: Arc::default(),
             tiny_globals: Arc::default(),
             ran: Arc::default(),
@@ -314,6 +327,7 @@ impl World {
                     id,
                     links: [GcCell::new(a), GcCell::new(b)],
                     leaf: GcCell::new(leaf),
+                    name: format!("obj {id}"),
                     token,
                 }));
                 self.model.insert(id, m);
@@ -352,6 +366,18 @@ impl World {
             Op::Clone(i) => {
                 if let Some(i) = Self::pick(n, i) {
                     self.roots.push(self.roots[i].clone());
+                }
+            }
+            Op::Map(i) => {
+                if let Some(i) = Self::pick(n, i) {
+                    let g = &self.roots[i];
+                    self.mapped
+                        .push((g.id, g.map(|o| o.name.as_str()), g.map(|o| &o.id)));
+                }
+            }
+            Op::DropMapped(i) => {
+                if let Some(i) = Self::pick(self.mapped.len(), i) {
+                    self.mapped.swap_remove(i);
                 }
             }
             Op::Drop { at, tiny: false } => {
@@ -433,9 +459,11 @@ impl World {
         // marked as a whole.
         let roots = self.roots.iter().map(|g| g.id);
         let tiny_roots = self.tiny_roots.iter().map(|g| g.id);
+        let mapped = self.mapped.iter().map(|m| m.0);
         let base = self.closure(
             roots
                 .chain(tiny_roots)
+                .chain(mapped)
                 .chain(self.model_globals.iter().copied()),
         );
         let fin_children: Vec<u64> = self
@@ -503,6 +531,17 @@ impl World {
         for t in self.tiny_roots.iter().chain(&tiny_globals) {
             self.check_tiny(t);
         }
+        for (id, name, own) in &self.mapped {
+            assert!(
+                self.model.contains_key(id),
+                "mapped-from object {id} was freed"
+            );
+            assert_eq!(
+                (&**name, **own),
+                (&*format!("obj {id}"), *id),
+                "mapped handles of {id}"
+            );
+        }
     }
 
     fn check_tiny(&self, t: &Gc<Tiny>) {
@@ -544,6 +583,7 @@ impl World {
     pub fn finish(&mut self) {
         self.roots.clear();
         self.tiny_roots.clear();
+        self.mapped.clear();
         let mut last = usize::MAX;
         while self.model.len() != last || !self.pending.is_empty() {
             last = self.model.len();
