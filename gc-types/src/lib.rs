@@ -9,6 +9,9 @@
 //! memory unsafety, which is why [`Typed`] and [`Trace`] are `unsafe` traits and users get
 //! them from `#[derive(Trace)]`.
 //!
+//! [`word`] defines the handle word (address, and the distance to the object counted on),
+//! which every reader of handles decodes the same way.
+//!
 //! Layering: the handle type `Gc<T>` lives in gc-core (its clone and drop take part in the
 //! world lock), and so does `GcTarget`, through which it gets its descriptors: a sized `T`
 //! makes `Gc<T>` an unnamed pointer type, and a `#[fing::interface]` trait makes
