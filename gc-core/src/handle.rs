@@ -86,6 +86,14 @@ struct FarCell<U: ?Sized + 'static> {
     addr: *const U,
 }
 
+impl<U: ?Sized + 'static> FarCell<U> {
+    /// The cell whose object header is at `obj`.
+    fn at(obj: NonNull<u8>) -> *const FarCell<U> {
+        let off = crate::mspan::data_offset(core::mem::align_of::<FarCell<U>>());
+        obj.as_ptr().wrapping_add(off).cast::<FarCell<U>>()
+    }
+}
+
 // SAFETY: the cell is read only through handles to `U`, which are Send and Sync only when
 // `U` is (the impls on `Gc`); `owner` is a handle to the object the map came from, whose
 // type was `Send` to be allocated.
@@ -119,20 +127,15 @@ impl<T: ?Sized + 'static> Gc<T> {
     /// while the object is allocated, and lie 1 to `word::MAX_NEAR` bytes past `obj`.
     #[inline(always)]
     pub(crate) unsafe fn from_raw(ptr: NonNull<T>, obj: NonNull<u8>) -> Gc<T> {
-        let d = ptr
-            .as_ptr()
-            .cast::<u8>()
-            .addr()
-            .wrapping_sub(obj.as_ptr().addr());
+        let addr = ptr.as_ptr().cast::<u8>().cast_const();
         debug_assert!(
-            d.wrapping_sub(1) < word::MAX_NEAR,
-            "fing::Gc: a near handle {d} bytes from its header"
+            word::near_tag(addr, obj).is_some(),
+            "fing::Gc: a near handle too far from its header"
         );
+        let tag = word::tag_bits(addr, obj);
         Gc {
             // SAFETY: a non-null address with bits ORed in is not null.
-            word: unsafe {
-                NonNull::new_unchecked(ptr.as_ptr().map_addr(|a| a | d << word::TAG_SHIFT))
-            },
+            word: unsafe { NonNull::new_unchecked(ptr.as_ptr().map_addr(|a| a | tag)) },
             _owns: PhantomData,
         }
     }
@@ -219,11 +222,12 @@ impl<T: ?Sized + 'static> Gc<T> {
     #[cold]
     #[inline(never)]
     fn far_addr(&self) -> *const T {
-        let cell = word::cell_of(self.thin()).cast::<FarCell<T>>();
+        let cell = self
+            .counted()
+            .expect("fing::Gc: a far handle without its cell");
         // SAFETY: a far handle's cell is a `FarCell<T>` (made by `far` for this `T`),
-        // which this handle keeps allocated; its value starts `HEADER` past the cell's
-        // header, and is never mutated.
-        unsafe { (*cell.wrapping_byte_add(crate::mspan::HEADER)).addr }
+        // which this handle keeps allocated and no one mutates.
+        unsafe { (*FarCell::<T>::at(cell)).addr }
     }
 
     /// The object this handle counts on, looking through far cells to the object the map
@@ -234,14 +238,7 @@ impl<T: ?Sized + 'static> Gc<T> {
         while word::tag(w.addr()) == word::FAR {
             // SAFETY: as in `far_addr`; the cell's `owner` is a `Gc<u8>` at offset 0 for any
             // `U`, so reading it as a `FarCell<u8>`'s is reading that field.
-            w = unsafe {
-                (*obj
-                    .as_ptr()
-                    .wrapping_byte_add(crate::mspan::HEADER)
-                    .cast::<FarCell<u8>>())
-                .owner
-                .thin()
-            };
+            w = unsafe { (*FarCell::<u8>::at(obj)).owner.thin() };
             // SAFETY: `owner` is a live near or far handle.
             obj = unsafe { word::object_of(w) }
                 .expect("fing::Gc: a far cell's owner outside the heap");
@@ -254,17 +251,15 @@ impl<T: ?Sized + 'static> Gc<T> {
     #[inline(always)]
     pub(crate) fn parts(&self) -> (*const u8, *mut u8) {
         let w = self.thin();
-        let t = word::tag(w.addr());
-        if t == word::FAR {
+        if word::tag(w.addr()) == word::FAR {
             return self.far_parts();
         }
-        let addr = word::addr_bits(w);
-        let obj = if t == 0 {
-            core::ptr::null_mut()
-        } else {
-            addr.wrapping_sub(t).cast_mut()
-        };
-        (addr, obj)
+        // SAFETY: `w` is a handle word (module invariant).
+        let obj = unsafe { word::object_of(w) };
+        (
+            word::addr_bits(w),
+            obj.map_or(core::ptr::null_mut(), NonNull::as_ptr),
+        )
     }
 
     /// `parts` of a far handle.
@@ -428,10 +423,8 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
 pub unsafe fn gc_from_raw_parts<T: ?Sized>(ptr: *const T, obj: NonNull<u8>) -> Gc<T> {
     // One byte past a header, tagged 1, is a near handle word counting on its object
     // (never dereferenced).
-    let source = obj
-        .as_ptr()
-        .wrapping_add(1)
-        .map_addr(|a| a | 1 << word::TAG_SHIFT);
+    let near = obj.as_ptr().wrapping_add(1).cast_const();
+    let source = near.map_addr(|a| a | word::tag_bits(near, obj));
     // SAFETY: the caller's contract is `from_parts`'s.
     unsafe { Gc::from_parts(ptr, obj, source) }
 }

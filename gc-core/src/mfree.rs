@@ -48,7 +48,7 @@ use crate::mgcmark::header;
 use crate::mheap::{arena_of_cached, Arena};
 use crate::mspan::{data_offset, Span, FREED, HEADER};
 use crate::world::{pause, stop_requested, Local};
-use gc_types::word::{object_of, tag, ADDR_MASK};
+use gc_types::word::{object_bits, object_of};
 
 /// Lowers `obj`'s count by one in `l`'s mutator section; at zero the object is freed now
 /// if it can be.
@@ -207,9 +207,7 @@ fn prefetch_edges(obj: NonNull<u8>, ty: &'static Type) {
     if let PtrMask::Small(m) = ty.ptrmask() {
         // A handle word minus its tag is the header it counts on (garbage for an empty or
         // outside word, which a prefetch ignores).
-        for_each_mask_word(obj, ty, m, |w| {
-            crate::mem::prefetch(w.map_addr(|a| (a & ADDR_MASK).wrapping_sub(tag(a))))
-        });
+        for_each_mask_word(obj, ty, m, |w| crate::mem::prefetch(object_bits(w)));
     }
 }
 

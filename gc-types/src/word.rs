@@ -51,23 +51,41 @@ pub fn tag(w: usize) -> usize {
 /// `w` must be zero or a handle word (module docs), read from a live handle.
 #[inline(always)]
 pub unsafe fn object_of(w: *const u8) -> Option<NonNull<u8>> {
-    let t = tag(w.addr());
-    if t == 0 {
+    if tag(w.addr()) == 0 {
         return None;
     }
-    let obj = w.map_addr(|a| (a & ADDR_MASK).wrapping_sub(t)).cast_mut();
-    // SAFETY: a non-zero tag is a counted handle's, whose address lies `t` bytes past
-    // the header of its object (module docs): `obj` is that header, never null.
-    Some(unsafe { NonNull::new_unchecked(obj) })
+    // SAFETY: a non-zero tag is a counted handle's, whose address lies `tag` bytes past
+    // the header of its object (module docs): that header is never null.
+    Some(unsafe { NonNull::new_unchecked(object_bits(w).cast_mut()) })
 }
 
-/// The tag bits (already shifted) of a near handle to `addr` counting on the object at
-/// `obj`, if `addr` is near enough (`1..=MAX_NEAR` bytes past `obj`) for one. The caller
-/// ORs them into the address (`map_addr`, which keeps a wide pointer's metadata).
+/// The address bits minus the tag: for a counted handle, the object it counts on (for a
+/// far one, its cell); for an empty or outside word, an address no one may read (a
+/// prefetch may take it).
+#[inline(always)]
+pub fn object_bits(w: *const u8) -> *const u8 {
+    w.map_addr(|a| (a & ADDR_MASK).wrapping_sub(tag(a)))
+}
+
+/// The tag bits (already shifted) of a handle to `addr` counting on the object at `obj`,
+/// for a caller that knows `addr` is near it (`1..=MAX_NEAR` bytes past). The caller ORs
+/// them into the address (`map_addr`, which keeps a wide pointer's metadata).
+#[inline(always)]
+pub fn tag_bits(addr: *const u8, obj: NonNull<u8>) -> usize {
+    distance(addr, obj) << TAG_SHIFT
+}
+
+/// `tag_bits`, if `addr` is near enough to `obj` for a near handle.
 #[inline(always)]
 pub fn near_tag(addr: *const u8, obj: NonNull<u8>) -> Option<usize> {
-    let d = addr.addr().wrapping_sub(obj.as_ptr().addr());
+    let d = distance(addr, obj);
     (d.wrapping_sub(1) < MAX_NEAR).then_some(d << TAG_SHIFT)
+}
+
+/// How far `addr` lies past `obj` (wrapped when before it).
+#[inline(always)]
+fn distance(addr: *const u8, obj: NonNull<u8>) -> usize {
+    addr.addr().wrapping_sub(obj.as_ptr().addr())
 }
 
 /// The word of a far handle counting on the cell object at `cell`.
@@ -84,12 +102,6 @@ pub fn far(cell: NonNull<u8>) -> *const u8 {
 #[inline(always)]
 pub fn addr_bits(w: *const u8) -> *const u8 {
     w.map_addr(|a| a & ADDR_MASK)
-}
-
-/// The address a handle word's cell is at (`w` must be a far handle's).
-#[inline(always)]
-pub fn cell_of(w: *const u8) -> *const u8 {
-    w.map_addr(|a| (a & ADDR_MASK) - FAR)
 }
 
 /// Panics if `a` does not fit the address bits (the module docs' premise).
@@ -136,7 +148,6 @@ mod tests {
         let cell = NonNull::from(&mem).cast::<u8>();
         let w = far(cell);
         assert_eq!(tag(w.addr()), FAR);
-        assert_eq!(cell_of(w), cell.as_ptr().cast_const());
         // SAFETY: a far handle word.
         assert_eq!(unsafe { object_of(w) }, Some(cell));
         // SAFETY: an outside handle word.
