@@ -68,7 +68,7 @@ struct Leaf {
 /// a fresh heap per iteration would time the kernel's first touch of its pages as well.
 fn fing_cycle<T: Trace + Send + Sync + 'static>(new: fn(u64) -> T) -> Duration {
     static HEAP: std::sync::OnceLock<Heap> = std::sync::OnceLock::new();
-    let h = *HEAP.get_or_init(quiet_heap);
+    let h = HEAP.get_or_init(quiet_heap);
     RAN.store(0, Ordering::Relaxed);
     let t = Instant::now();
     {

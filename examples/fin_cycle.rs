@@ -23,7 +23,7 @@ struct Linked {
     next: Option<Gc<Linked>>,
 }
 
-fn round<T: Trace + Send + Sync + 'static>(h: Heap, n: u64, new: fn(u64) -> T) {
+fn round<T: Trace + Send + Sync + 'static>(h: &Heap, n: u64, new: fn(u64) -> T) {
     RAN.store(0, Ordering::Relaxed);
     let t0 = Instant::now();
     let objs: Vec<Gc<T>> = (0..n).map(|i| h.alloc(new(i))).collect();
@@ -66,9 +66,9 @@ fn main() {
     let h = Heap::new(c);
     for _ in 0..rounds {
         if linked {
-            round(h, n, |id| Linked { id, next: None });
+            round(&h, n, |id| Linked { id, next: None });
         } else {
-            round(h, n, |id| Leaf { id });
+            round(&h, n, |id| Leaf { id });
         }
     }
 }

@@ -61,6 +61,7 @@ fn main() {
     let mut threads = Vec::new();
     for t in 0..THREADS {
         let (set, ran, progress, peak) = (set.clone(), ran.clone(), progress.clone(), peak.clone());
+        let heap = heap.clone();
         threads.push(std::thread::spawn(move || {
             let mut rounds = 0u64;
             let mut keep: Vec<Gc<Node>> = Vec::new();

@@ -187,11 +187,11 @@ fn main() {
         "  (FING_TRACE=gc prints a line per collection; FING_GOGC sets the pacing, or `off`.)"
     );
 
-    finalizers(heap);
+    finalizers(&heap);
 }
 
 /// Collects until `done` or 10 rounds, waiting for the finalizer thread each time.
-fn settle(heap: Heap, done: impl Fn() -> bool) {
+fn settle(heap: &Heap, done: impl Fn() -> bool) {
     for _ in 0..10 {
         heap.collect();
         fing::wait_finalizers();
@@ -201,7 +201,7 @@ fn settle(heap: Heap, done: impl Fn() -> bool) {
     }
 }
 
-fn finalizers(heap: Heap) {
+fn finalizers(heap: &Heap) {
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
     let say = |log: &Arc<Mutex<Vec<String>>>| {
         let log = log.clone();

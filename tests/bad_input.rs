@@ -139,7 +139,7 @@ impl Drop for Node {
     }
 }
 
-fn node(h: Heap, id: u64, next: Option<Gc<Node>>, drops: &Arc<AtomicUsize>) -> Gc<Node> {
+fn node(h: &Heap, id: u64, next: Option<Gc<Node>>, drops: &Arc<AtomicUsize>) -> Gc<Node> {
     h.alloc(Node {
         id,
         next: GcCell::new(next),
@@ -152,12 +152,12 @@ fn a_panicking_trace_abandons_the_collection_and_loses_nothing() {
     let h = heap(None);
     let drops = Arc::new(AtomicUsize::new(0));
     // Live: a bomb holding a two-node list. Garbage: a cycle of two nodes.
-    let tail = node(h, 2, None, &drops);
+    let tail = node(&h, 2, None, &drops);
     let bomb = h.alloc(Bomb {
-        next: Some(node(h, 1, Some(tail), &drops)),
+        next: Some(node(&h, 1, Some(tail), &drops)),
     });
-    let a = node(h, 3, None, &drops);
-    let b = node(h, 4, Some(a.clone()), &drops);
+    let a = node(&h, 3, None, &drops);
+    let b = node(&h, 4, Some(a.clone()), &drops);
     a.next.set(Some(b.clone()));
     drop((a, b));
 
@@ -171,7 +171,8 @@ fn a_panicking_trace_abandons_the_collection_and_loses_nothing() {
     assert_eq!(drops.load(Ordering::SeqCst), 0, "nothing was freed");
 
     // The world resumed: another thread allocates and drops.
-    std::thread::spawn(move || drop(h.alloc(9u64)))
+    let hc = h.clone();
+    std::thread::spawn(move || drop(hc.alloc(9u64)))
         .join()
         .unwrap();
     // The heap is consistent: the next collection frees exactly the garbage cycle...
@@ -193,7 +194,7 @@ fn a_panicking_destructor_is_caught_and_counted_and_the_sweep_goes_on() {
     let drops = Arc::new(AtomicUsize::new(0));
     let before = h.stats().destructor_panics;
     for id in [1, 666, 2] {
-        drop(node(h, id, None, &drops));
+        drop(node(&h, id, None, &drops));
     }
     h.collect();
     assert_eq!(
@@ -215,7 +216,7 @@ fn set_finalizer_on_an_object_whose_finalizer_is_running() {
     let drops = Arc::new(AtomicUsize::new(0));
     let (to_test, from_finalizer) = mpsc::channel::<Gc<Node>>();
     let (release, wait_release) = mpsc::channel::<()>();
-    node(h, 7, None, &drops)
+    node(&h, 7, None, &drops)
         .set_finalizer(move |n| {
             to_test.send(n.clone()).unwrap();
             wait_release.recv().unwrap();

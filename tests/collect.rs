@@ -32,7 +32,7 @@ fn heap() -> Heap {
     Heap::new(c)
 }
 
-fn node(h: Heap, id: u64, drops: &Arc<AtomicUsize>) -> Gc<Node> {
+fn node(h: &Heap, id: u64, drops: &Arc<AtomicUsize>) -> Gc<Node> {
     h.alloc(Node {
         id,
         next: GcCell::new(None),
@@ -46,9 +46,9 @@ fn unreachable_objects_and_cycles_are_freed_once() {
     let h = heap();
     let drops = Arc::new(AtomicUsize::new(0));
     {
-        let a = node(h, 1, &drops);
-        let b = node(h, 2, &drops);
-        let c = node(h, 3, &drops);
+        let a = node(&h, 1, &drops);
+        let b = node(&h, 2, &drops);
+        let c = node(&h, 3, &drops);
         a.next.set(Some(b.clone()));
         b.next.set(Some(c.clone()));
         c.next.set(Some(a.clone())); // a cycle a -> b -> c -> a
@@ -74,7 +74,7 @@ fn handles_in_rust_collections_are_roots() {
     let mut v = Vec::new();
     let mut m = HashMap::new();
     for i in 0..1000 {
-        let n = node(h, i, &drops);
+        let n = node(&h, i, &drops);
         if i % 2 == 0 {
             v.push(n);
         } else {
@@ -101,10 +101,10 @@ fn handles_in_rust_collections_are_roots() {
 fn a_million_node_list_marks_without_recursion() {
     let h = heap();
     let drops = Arc::new(AtomicUsize::new(0));
-    let head = node(h, 0, &drops);
+    let head = node(&h, 0, &drops);
     let mut tail = head.clone();
     for i in 1..1_000_000 {
-        let n = node(h, i, &drops);
+        let n = node(&h, i, &drops);
         tail.next.set(Some(n.clone()));
         tail = n;
     }
@@ -154,9 +154,9 @@ fn destructors_of_fields_run_exactly_once() {
 fn a_dead_object_pointing_at_a_live_one_decrements_its_count() {
     let h = heap();
     let drops = Arc::new(AtomicUsize::new(0));
-    let live = node(h, 1, &drops);
+    let live = node(&h, 1, &drops);
     {
-        let dead = node(h, 2, &drops);
+        let dead = node(&h, 2, &drops);
         dead.next.set(Some(live.clone()));
     }
     h.collect();
@@ -172,15 +172,15 @@ fn a_dead_object_pointing_at_a_live_one_decrements_its_count() {
 fn objects_moved_through_cells_live_exactly_while_reachable() {
     let h = heap();
     let drops = Arc::new(AtomicUsize::new(0));
-    let root = node(h, 0, &drops);
-    root.next.set(Some(node(h, 1, &drops)));
+    let root = node(&h, 0, &drops);
+    root.next.set(Some(node(&h, 1, &drops)));
     h.collect();
     assert_eq!(drops.load(Ordering::SeqCst), 0);
     // Take the child out into a local, collect, put a new one in.
     let taken = root.next.take().unwrap();
     h.collect();
     assert_eq!(drops.load(Ordering::SeqCst), 0, "the local keeps it");
-    let old = root.next.replace(Some(node(h, 2, &drops)));
+    let old = root.next.replace(Some(node(&h, 2, &drops)));
     assert!(old.is_none());
     drop(taken);
     h.collect();
@@ -322,8 +322,8 @@ fn far_interior_handles_keep_their_object_and_free_their_cell() {
     let h = heap();
     let drops = Arc::new(AtomicUsize::new(0));
     let base = h.stats().heap_objects;
-    let a = node(h, 1, &drops);
-    let b = node(h, 2, &drops);
+    let a = node(&h, 1, &drops);
+    let b = node(&h, 2, &drops);
     let link = h.alloc(Link { to: b.clone() });
 
     // Into a `String`'s buffer, outside the heap: a `Gc<str>`, a wide handle.

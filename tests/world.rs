@@ -19,7 +19,7 @@ struct Node {
     next: GcCell<Option<Gc<Node>>>,
 }
 
-fn mk(h: Heap, id: u64) -> Gc<Node> {
+fn mk(h: &Heap, id: u64) -> Gc<Node> {
     h.alloc(Node {
         id,
         check: id.wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -52,8 +52,9 @@ fn a_thread_blocked_while_holding_handles_never_holds_the_world() {
     let h = quiet_heap();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let hc = h.clone();
     let holder = thread::spawn(move || {
-        let mine: Vec<Gc<Node>> = (0..1000).map(|i| mk(h, i)).collect();
+        let mine: Vec<Gc<Node>> = (0..1000).map(|i| mk(&hc, i)).collect();
         ready_tx.send(()).unwrap();
         go_rx.recv().unwrap(); // blocked, holding 1000 handles
         assert!(mine
@@ -62,9 +63,10 @@ fn a_thread_blocked_while_holding_handles_never_holds_the_world() {
             .all(|(i, n)| n.id == i as u64 && intact(n)));
     });
     ready_rx.recv().unwrap();
+    let hc = h.clone();
     within(60, "collect while another thread blocks", move || {
-        h.collect();
-        h.collect();
+        hc.collect();
+        hc.collect();
     });
     assert_eq!(
         h.stats().heap_objects,
@@ -79,7 +81,7 @@ fn a_thread_blocked_while_holding_handles_never_holds_the_world() {
 #[should_panic(expected = "fing::collect: called while this thread holds a mutator section")]
 fn collect_while_holding_a_cell_guard_panics_instead_of_deadlocking() {
     let h = quiet_heap();
-    let n = mk(h, 1);
+    let n = mk(&h, 1);
     let _guard = n.next.borrow_mut();
     h.collect();
 }
@@ -90,7 +92,7 @@ fn an_allocation_triggered_collection_never_waits_for_a_guard_holder() {
     c.gogc = Some(10);
     c.min_heap = 256 << 10;
     let h = Heap::new(c);
-    let cell = mk(h, 0);
+    let cell = mk(&h, 0);
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (held_tx, held_rx) = mpsc::channel::<()>();
     let c2 = cell.clone();
@@ -105,8 +107,9 @@ fn an_allocation_triggered_collection_never_waits_for_a_guard_holder() {
     // A allocates far past the trigger (keeping what it allocates: garbage would be freed
     // at count zero and the heap would not grow): every automatic collection must give
     // up, not wait.
+    let hc = h.clone();
     within(60, "allocation while a guard is held", move || {
-        let kept: Vec<_> = (0..200_000).map(|i| mk(h, i)).collect();
+        let kept: Vec<_> = (0..200_000).map(|i| mk(&hc, i)).collect();
         drop(kept);
     });
     release_tx.send(()).unwrap();
@@ -116,7 +119,7 @@ fn an_allocation_triggered_collection_never_waits_for_a_guard_holder() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut kept = Vec::new();
     while h.stats().num_gc == 0 && Instant::now() < deadline {
-        kept.extend((0..10_000).map(|i| mk(h, i)));
+        kept.extend((0..10_000).map(|i| mk(&h, i)));
     }
     assert!(
         h.stats().num_gc > 0,
@@ -131,10 +134,11 @@ fn clone_out_of_a_field_racing_the_drop_of_its_owner() {
     let h = quiet_heap();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
+    let hc = h.clone();
     let collector = thread::spawn(move || {
         let mut n = 0;
         while !s2.load(Ordering::Relaxed) {
-            h.collect();
+            hc.collect();
             n += 1;
         }
         n
@@ -142,8 +146,8 @@ fn clone_out_of_a_field_racing_the_drop_of_its_owner() {
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut rounds = 0u64;
     while Instant::now() < deadline {
-        let owner = mk(h, rounds);
-        owner.next.set(Some(mk(h, rounds + 1)));
+        let owner = mk(&h, rounds);
+        owner.next.set(Some(mk(&h, rounds + 1)));
         let child = owner.next.borrow().clone().unwrap();
         drop(owner);
         // Give the collector a chance to run between the drop and the use.
@@ -166,16 +170,17 @@ fn clone_out_of_a_field_racing_the_drop_of_its_owner() {
 #[test]
 fn handle_moved_out_of_a_cell_during_collections() {
     let h = quiet_heap();
-    let holder = mk(h, 0);
+    let holder = mk(&h, 0);
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
+    let hc = h.clone();
     let collector = thread::spawn(move || {
         while !s2.load(Ordering::Relaxed) {
-            h.collect();
+            hc.collect();
         }
     });
     for i in 1..20_000u64 {
-        holder.next.set(Some(mk(h, i)));
+        holder.next.set(Some(mk(&h, i)));
         let moved = holder.next.take().expect("just set");
         assert!(moved.id == i && intact(&moved));
     }
@@ -196,15 +201,16 @@ fn stress_four_mutators_and_a_collector() {
     let mut threads = Vec::new();
     for t in 0..4u64 {
         let stop = stop.clone();
+        let h = h.clone();
         threads.push(thread::spawn(move || {
             let base = t << 40;
-            let head = mk(h, base);
+            let head = mk(&h, base);
             let mut len = 1u64;
             let mut last_gc = 0;
             let mut rounds = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 // Push a node at the front, sometimes cut the list in half.
-                let n = mk(h, base + len);
+                let n = mk(&h, base + len);
                 n.next.set(head.next.take());
                 head.next.set(Some(n));
                 len += 1;
@@ -218,8 +224,8 @@ fn stress_four_mutators_and_a_collector() {
                     }
                 }
                 // Garbage with cycles.
-                let a = mk(h, 1);
-                let b = mk(h, 2);
+                let a = mk(&h, 1);
+                let b = mk(&h, 2);
                 a.next.set(Some(b.clone()));
                 b.next.set(Some(a));
                 rounds += 1;
@@ -245,9 +251,10 @@ fn stress_four_mutators_and_a_collector() {
     }
     let s2 = stop.clone();
     let sg = seen_gc.clone();
+    let hc = h.clone();
     let collector = thread::spawn(move || {
         while !s2.load(Ordering::Relaxed) {
-            h.collect();
+            hc.collect();
             sg.fetch_add(1, Ordering::Relaxed);
             thread::sleep(Duration::from_millis(5));
         }
@@ -276,8 +283,8 @@ fn stress_four_mutators_and_a_collector() {
 fn a_drop_deferred_on_a_blocked_thread_is_seen_by_the_next_collection() {
     let h = quiet_heap();
     let before = h.stats().heap_objects;
-    let list = mk(h, 1);
-    list.next.set(Some(mk(h, 2)));
+    let list = mk(&h, 1);
+    list.next.set(Some(mk(&h, 2)));
     let (dropped_tx, dropped_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let t = thread::spawn(move || {
@@ -300,10 +307,11 @@ fn stats_read_during_collections_sees_only_live_spans() {
     let h = quiet_heap();
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
+    let hc = h.clone();
     let reader = thread::spawn(move || {
         let mut reads = 0u64;
         while !d.load(Ordering::Relaxed) {
-            let s = h.stats();
+            let s = hc.stats();
             assert!(
                 s.heap_in_use < 1 << 30,
                 "heap in use {} bytes",
@@ -315,7 +323,7 @@ fn stats_read_during_collections_sees_only_live_spans() {
     });
     for round in 0..30u64 {
         // Several spans' worth, all garbage by the collection: their spans are freed.
-        let v: Vec<Gc<Node>> = (0..20_000).map(|i| mk(h, round * 100_000 + i)).collect();
+        let v: Vec<Gc<Node>> = (0..20_000).map(|i| mk(&h, round * 100_000 + i)).collect();
         drop(v);
         h.collect();
     }

@@ -6,62 +6,431 @@
 //! first and enters the section second, so a thread waiting for the lock never holds the
 //! world up. Read guards need no section: reading alongside the collector is fine.
 //!
+//! The lock is a reader-writer lock of its own, one word beside the value: the reader
+//! count, a flag for parked waiters, and the writer's thread token (a small number per
+//! thread). Knowing the writer, and which cells this thread reads (a short thread-local
+//! list), it can refuse what `RefCell` refuses instead of deadlocking: a `borrow_mut`
+//! while this thread holds a `borrow` or a `borrow_mut` of the same cell, a `borrow`
+//! while it holds a `borrow_mut`, panic with a message (`try_borrow` and
+//! `try_borrow_mut` return errors instead, naming who holds the cell). Readers do not
+//! wait for waiting writers, so shared borrows nest on one thread as in `RefCell` (a lock
+//! that queued readers behind a waiting writer would deadlock there). Threads that must
+//! wait spin briefly, then park on one of a few shared condition variables.
+//!
 //! Consequences (DESIGN §4): a thread holding a write guard must not wait for another
 //! thread's collection (`collect()` on it panics and says why); an allocation under a write
 //! guard never collects. Keep write guards short.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::fmt;
 use core::ops::{Deref, DerefMut};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use gc_types::{Kind, Trace, Tracer, Type, TypeRef, Typed};
 
 use crate::world::{self, Section};
 
-/// A mutable cell inside a heap object (a `RwLock` that cooperates with the collector).
+/// A mutable cell inside a heap object (a reader-writer lock that cooperates with the
+/// collector and refuses same-thread conflicts like `RefCell`).
 pub struct GcCell<T> {
-    lock: RwLock<()>,
+    /// Readers (`READERS`), parked waiters (`WAITING`), the writer's token (high half).
+    state: AtomicU64,
     value: UnsafeCell<T>,
 }
+
+const READERS: u64 = (1 << 31) - 1;
+const WAITING: u64 = 1 << 31;
+const WRITER_SHIFT: u32 = 32;
 
 // SAFETY: access to `value` goes through the lock (readers share, one writer), as in
 // `RwLock<T>`, which is Sync when T is Send + Sync; the collector's lock-free reads happen
 // only while no writer can be mutating (writers hold a section).
 unsafe impl<T: Send + Sync> Sync for GcCell<T> {}
 
+/// Who holds a cell that could not be borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Holder {
+    /// Shared borrows, this many (on any threads).
+    Shared(u32),
+    /// A mutable borrow, on this thread or another.
+    Mutable {
+        /// Is the writer the calling thread?
+        this_thread: bool,
+    },
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Holder::Shared(1) => f.write_str("borrowed (1 shared borrow)"),
+            Holder::Shared(n) => write!(f, "borrowed ({n} shared borrows)"),
+            Holder::Mutable { this_thread: true } => f.write_str("mutably borrowed by this thread"),
+            Holder::Mutable { this_thread: false } => {
+                f.write_str("mutably borrowed by another thread")
+            }
+        }
+    }
+}
+
+/// `GcCell::try_borrow` refused: the cell is mutably borrowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BorrowError {
+    /// The cell's type (`GcCell<alloc::string::String>`).
+    pub cell: &'static str,
+    /// Who holds it.
+    pub holder: Holder,
+}
+
+/// `GcCell::try_borrow_mut` refused: the cell is borrowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BorrowMutError {
+    /// The cell's type (`GcCell<alloc::string::String>`).
+    pub cell: &'static str,
+    /// Who holds it.
+    pub holder: Holder,
+}
+
+impl fmt::Display for BorrowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fing::GcCell::try_borrow: the {} is {}",
+            self.cell, self.holder
+        )
+    }
+}
+
+impl fmt::Display for BorrowMutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fing::GcCell::try_borrow_mut: the {} is {}",
+            self.cell, self.holder
+        )
+    }
+}
+
+impl std::error::Error for BorrowError {}
+impl std::error::Error for BorrowMutError {}
+
+/// This thread's token: a small non-zero number, the same for the thread's life.
+#[inline]
+fn token() -> u64 {
+    thread_local! {
+        static TOKEN: Cell<u32> = const { Cell::new(0) };
+    }
+    TOKEN.with(|t| {
+        let v = t.get();
+        if v != 0 {
+            return u64::from(v);
+        }
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        let mut v = NEXT.fetch_add(1, Ordering::Relaxed);
+        if v == 0 {
+            // Wrapped after four billion threads: tokens repeat, which only weakens the
+            // same-thread check for the thread that reuses one.
+            v = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        t.set(v);
+        u64::from(v)
+    })
+}
+
+/// The cells this thread holds shared borrows of (the last few; deeper nesting is
+/// counted in `overflow` and not checked).
+struct Reads {
+    len: Cell<usize>,
+    overflow: Cell<usize>,
+    cells: [Cell<usize>; READS],
+}
+
+const READS: usize = 16;
+
+thread_local! {
+    static MY_READS: Reads = const {
+        Reads {
+            len: Cell::new(0),
+            overflow: Cell::new(0),
+            cells: [const { Cell::new(0) }; READS],
+        }
+    };
+}
+
+impl Reads {
+    fn push(&self, cell: usize) {
+        let n = self.len.get();
+        if n < READS {
+            self.cells[n].set(cell);
+            self.len.set(n + 1);
+        } else {
+            self.overflow.set(self.overflow.get() + 1);
+        }
+    }
+
+    fn remove(&self, cell: usize) {
+        let n = self.len.get();
+        // The newest borrow of this cell is usually the last one taken.
+        match (0..n).rev().find(|&i| self.cells[i].get() == cell) {
+            Some(i) => {
+                for j in i..n - 1 {
+                    self.cells[j].set(self.cells[j + 1].get());
+                }
+                self.len.set(n - 1);
+            }
+            None => self.overflow.set(self.overflow.get().saturating_sub(1)),
+        }
+    }
+
+    fn holds(&self, cell: usize) -> bool {
+        (0..self.len.get()).any(|i| self.cells[i].get() == cell)
+    }
+}
+
+/// The condition variables waiters park on, shared by address.
+fn parking(addr: usize) -> &'static (Mutex<()>, Condvar) {
+    const N: usize = 64;
+    static LOTS: [(Mutex<()>, Condvar); N] = [const { (Mutex::new(()), Condvar::new()) }; N];
+    &LOTS[(addr >> 4) % N]
+}
+
 impl<T> GcCell<T> {
     /// A new cell.
     pub const fn new(value: T) -> GcCell<T> {
         GcCell {
-            lock: RwLock::new(()),
+            state: AtomicU64::new(0),
             value: UnsafeCell::new(value),
         }
     }
 
-    /// Shared access; blocks while a writer holds the cell.
-    pub fn borrow(&self) -> GcRef<'_, T> {
-        let guard = self.lock.read().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: the read lock excludes writers; shared references may coexist.
-        let value = unsafe { &*self.value.get() };
-        GcRef {
-            _guard: guard,
-            value,
+    fn addr(&self) -> usize {
+        self as *const GcCell<T> as usize
+    }
+
+    fn cell_name() -> &'static str {
+        let name = core::any::type_name::<GcCell<T>>();
+        name.strip_prefix("gc_core::cell::").unwrap_or(name)
+    }
+
+    /// Who holds the cell, as of state `s`.
+    fn holder(s: u64) -> Holder {
+        match s >> WRITER_SHIFT {
+            0 => Holder::Shared((s & READERS) as u32),
+            w => Holder::Mutable {
+                this_thread: w == token(),
+            },
         }
     }
 
-    /// Exclusive access; blocks while anyone holds the cell, then enters a mutator section
-    /// (waiting for a running collection to finish).
+    /// One attempt at a shared borrow: `Err(state)` if a writer holds the cell.
+    #[inline]
+    fn try_read(&self) -> Result<(), u64> {
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s >> WRITER_SHIFT != 0 || s & READERS == READERS {
+                return Err(s);
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// One attempt at the mutable borrow: `Err(state)` if anyone holds the cell.
+    #[inline]
+    fn try_write(&self) -> Result<(), u64> {
+        let me = token() << WRITER_SHIFT;
+        let mut s = self.state.load(Ordering::Relaxed);
+        loop {
+            if s & !WAITING != 0 {
+                return Err(s);
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s | me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Shared access; blocks while another thread holds the cell mutably.
+    ///
+    /// # Panics
+    /// If this thread holds the cell mutably (`fing::GcCell::borrow: already mutably
+    /// borrowed by this thread`): the borrow could never be granted.
+    #[track_caller]
+    pub fn borrow(&self) -> GcRef<'_, T> {
+        if let Err(s) = self.try_read() {
+            self.borrow_slow(s);
+        }
+        self.read_guard()
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn borrow_slow(&self, mut s: u64) {
+        loop {
+            if let Holder::Mutable { this_thread: true } = Self::holder(s) {
+                panic!(
+                    "fing::GcCell::borrow: already mutably borrowed by this thread (a {} is \
+                     borrowed mutably further up the stack): the borrow could never be granted",
+                    Self::cell_name()
+                );
+            }
+            match self.wait(|c| c.try_read()) {
+                Ok(()) => return,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// A shared borrow, as `borrow`, or an error saying who holds the cell mutably.
+    pub fn try_borrow(&self) -> Result<GcRef<'_, T>, BorrowError> {
+        match self.try_read() {
+            Ok(()) => Ok(self.read_guard()),
+            Err(s) => Err(BorrowError {
+                cell: Self::cell_name(),
+                holder: Self::holder(s),
+            }),
+        }
+    }
+
+    /// The guard of a shared borrow just taken.
+    fn read_guard(&self) -> GcRef<'_, T> {
+        MY_READS.with(|r| r.push(self.addr()));
+        // SAFETY: the shared borrow excludes writers; shared references may coexist.
+        let value = unsafe { &*self.value.get() };
+        GcRef { cell: self, value }
+    }
+
+    /// Exclusive access; blocks while another thread holds the cell, then enters a
+    /// mutator section (waiting for a running collection to finish).
+    ///
+    /// # Panics
+    /// If this thread holds the cell, shared (`fing::GcCell::borrow_mut: already borrowed
+    /// by this thread`) or mutably (`... already mutably borrowed by this thread`): the
+    /// borrow could never be granted. From a `Trace` impl (inside a collection).
+    #[track_caller]
     pub fn borrow_mut(&self) -> GcRefMut<'_, T> {
-        let guard = self.lock.write().unwrap_or_else(|e| e.into_inner());
-        let section = world::enter();
-        // SAFETY: the write lock excludes every other borrow, and the section excludes the
-        // collector's reads for as long as this reference lives.
+        if let Err(s) = self.try_write() {
+            self.borrow_mut_slow(s);
+        }
+        self.write_guard()
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn borrow_mut_slow(&self, mut s: u64) {
+        loop {
+            match Self::holder(s) {
+                Holder::Mutable { this_thread: true } => panic!(
+                    "fing::GcCell::borrow_mut: already mutably borrowed by this thread (a {} \
+                     is borrowed mutably further up the stack): the borrow could never be granted",
+                    Self::cell_name()
+                ),
+                Holder::Shared(_) if MY_READS.with(|r| r.holds(self.addr())) => panic!(
+                    "fing::GcCell::borrow_mut: already borrowed by this thread (a {} is \
+                     borrowed shared further up the stack): the borrow could never be granted",
+                    Self::cell_name()
+                ),
+                _ => {}
+            }
+            match self.wait(|c| c.try_write()) {
+                Ok(()) => return,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// The mutable borrow, as `borrow_mut`, or an error saying who holds the cell.
+    ///
+    /// # Panics
+    /// From a `Trace` impl (inside a collection).
+    pub fn try_borrow_mut(&self) -> Result<GcRefMut<'_, T>, BorrowMutError> {
+        match self.try_write() {
+            Ok(()) => Ok(self.write_guard()),
+            Err(s) => Err(BorrowMutError {
+                cell: Self::cell_name(),
+                holder: Self::holder(s),
+            }),
+        }
+    }
+
+    /// The guard of the mutable borrow just taken: enters the section.
+    #[track_caller]
+    fn write_guard(&self) -> GcRefMut<'_, T> {
+        // Released if entering panics (inside a collection).
+        let unlock = Unlock(self);
+        let section = world::enter("fing::GcCell::borrow_mut");
+        core::mem::forget(unlock);
+        // SAFETY: the mutable borrow excludes every other borrow, and the section excludes
+        // the collector's reads for as long as this reference lives.
         let value = unsafe { &mut *self.value.get() };
         GcRefMut {
+            cell: self,
             value,
             _section: section,
-            _guard: guard,
+        }
+    }
+
+    /// Spins briefly on `attempt`, then parks until a release wakes it (or 10 ms pass:
+    /// a safety net, not the mechanism); returns the attempt's result once it succeeds or
+    /// after one park (the caller re-checks the holder).
+    fn wait(&self, attempt: impl Fn(&Self) -> Result<(), u64>) -> Result<(), u64> {
+        for i in 0..64 {
+            match attempt(self) {
+                Ok(()) => return Ok(()),
+                Err(_) if i < 32 => core::hint::spin_loop(),
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        let (lock, cv) = parking(self.addr());
+        let g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.state.fetch_or(WAITING, Ordering::Relaxed);
+        // Checked again under the parking lock: a release after this point wakes us.
+        let r = attempt(self);
+        if r.is_err() {
+            drop(
+                cv.wait_timeout(g, Duration::from_millis(10))
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+        r
+    }
+
+    /// Wakes the parked waiters (after a release that saw `WAITING`).
+    #[cold]
+    #[inline(never)]
+    fn wake(&self) {
+        self.state.fetch_and(!WAITING, Ordering::Relaxed);
+        let (lock, cv) = parking(self.addr());
+        drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
+        cv.notify_all();
+    }
+
+    fn release_read(&self) {
+        let old = self.state.fetch_sub(1, Ordering::Release);
+        if old & READERS == 1 && old & WAITING != 0 {
+            self.wake();
+        }
+    }
+
+    fn release_write(&self) {
+        let old = self.state.fetch_and(WAITING, Ordering::Release);
+        if old & WAITING != 0 {
+            self.wake();
         }
     }
 
@@ -70,7 +439,7 @@ impl<T> GcCell<T> {
         core::mem::replace(&mut *self.borrow_mut(), value)
     }
 
-    /// Sets the value, dropping the old one.
+    /// Sets the value, dropping the old one (after the write guard is gone).
     pub fn set(&self, value: T) {
         drop(self.replace(value));
     }
@@ -89,6 +458,15 @@ impl<T> GcCell<T> {
     }
 }
 
+/// Releases a mutable borrow whose guard was not made (see `write_guard`).
+struct Unlock<'a, T>(&'a GcCell<T>);
+
+impl<T> Drop for Unlock<'_, T> {
+    fn drop(&mut self) {
+        self.0.release_write();
+    }
+}
+
 impl<T: Default> Default for GcCell<T> {
     fn default() -> GcCell<T> {
         GcCell::new(T::default())
@@ -97,14 +475,24 @@ impl<T: Default> Default for GcCell<T> {
 
 impl<T: fmt::Debug> fmt::Debug for GcCell<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("GcCell").field(&*self.borrow()).finish()
+        match self.try_borrow() {
+            Ok(v) => f.debug_tuple("GcCell").field(&*v).finish(),
+            Err(_) => f.write_str("GcCell(<mutably borrowed>)"),
+        }
     }
 }
 
 /// A shared borrow of a [`GcCell`].
 pub struct GcRef<'a, T> {
-    _guard: RwLockReadGuard<'a, ()>,
+    cell: &'a GcCell<T>,
     value: &'a T,
+}
+
+impl<T> Drop for GcRef<'_, T> {
+    fn drop(&mut self) {
+        MY_READS.with(|r| r.remove(self.cell.addr()));
+        self.cell.release_read();
+    }
 }
 
 impl<T> Deref for GcRef<'_, T> {
@@ -114,11 +502,25 @@ impl<T> Deref for GcRef<'_, T> {
     }
 }
 
+impl<T: fmt::Debug> fmt::Debug for GcRef<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.value, f)
+    }
+}
+
 /// An exclusive borrow of a [`GcCell`]; holds a mutator section while it lives.
 pub struct GcRefMut<'a, T> {
+    cell: &'a GcCell<T>,
     value: &'a mut T,
     _section: Section,
-    _guard: RwLockWriteGuard<'a, ()>,
+}
+
+impl<T> Drop for GcRefMut<'_, T> {
+    fn drop(&mut self) {
+        // The cell is released before the section ends: destructors that the end of the
+        // section runs (mdrop) may borrow it.
+        self.cell.release_write();
+    }
 }
 
 impl<T> Deref for GcRefMut<'_, T> {
@@ -134,6 +536,12 @@ impl<T> DerefMut for GcRefMut<'_, T> {
     }
 }
 
+impl<T: fmt::Debug> fmt::Debug for GcRefMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.value, f)
+    }
+}
+
 // SAFETY: an opaque named generic type with its content as type argument; Send/Sync
 // structural (GcCell<T> is Send if T is, Sync if T is Send + Sync: `T`'s answer covers both).
 unsafe impl<T: Trace> Typed for GcCell<T> {
@@ -144,10 +552,10 @@ unsafe impl<T: Trace> Typed for GcCell<T> {
 
 // SAFETY: a cell owns its value and reports its handles once. The collector calls `trace`
 // only with the world stopped, when no write guard can be mutating (writers hold a
-// section), so the lock-free read is not a data race.
+// section), so the lock-free read is not a data race. The lock word needs no drop.
 unsafe impl<T: Trace> Trace for GcCell<T> {
     const NO_SCAN: bool = T::NO_SCAN;
-    const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP && !core::mem::needs_drop::<RwLock<()>>();
+    const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP;
     fn trace(&self, tracer: &mut Tracer) {
         // SAFETY: see above.
         unsafe { &*self.value.get() }.trace(tracer);

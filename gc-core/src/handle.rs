@@ -60,7 +60,7 @@ impl<T: Trace + Send + 'static> Gc<T> {
     /// Moves `value` into the default heap. See [`Heap::alloc`](crate::Heap::alloc).
     #[inline]
     pub fn new(value: T) -> Gc<T> {
-        crate::Heap::default_heap().alloc(value)
+        crate::heap::default_inner().alloc(value)
     }
 }
 
@@ -174,6 +174,7 @@ impl<T: ?Sized + 'static> Gc<T> {
     fn far(ptr: *const T, obj: NonNull<u8>, owner: Gc<u8>) -> Gc<T> {
         let heap = crate::heap::heap_of(obj)
             .expect("fing::Gc::map: the object a heap handle counts on is in no heap");
+        // (A retired heap too: its objects live on while handles keep them.)
         let cell = core::mem::ManuallyDrop::new(heap.alloc(FarCell { owner, addr: ptr }));
         // SAFETY: `cell` is a near handle to a new heap object; its count moves to the
         // handle made here.

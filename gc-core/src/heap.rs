@@ -8,8 +8,15 @@
 //! class from the thread's cache (refilled from the central list, or from new pages);
 //! large values get a span of their own. Every path runs inside a mutator section.
 //!
-//! A heap lives for the rest of the process: handles do not keep their heap alive, so a
-//! heap is never freed (a `Heap` is a copyable reference to it).
+//! Lifetime: a `Heap` is a counted reference to its `HeapInner` (`Clone` adds one). The
+//! `HeapInner` itself is never freed: thread caches, handles and the arena map refer to
+//! it by `&'static`, and none of them can be recalled from other threads. When the last
+//! `Heap` goes, the heap is *retired*: a collection frees what no handle keeps, its free
+//! pages go back to the OS, and it waits in a list. `Heap::new` takes a retired heap with
+//! no object left (again, the arenas already reserved) before it reserves new ones, so a
+//! process that makes and drops heaps keeps its address space bounded by the most heaps
+//! it ever had alive at once. A retired heap with live objects keeps them (handles do not
+//! need a `Heap`) until they die. The default heap is never retired.
 //!
 //! Lock order: mutator section, then a central list, then `all_spans`, then the page heap.
 //! The collector, with the world stopped, holds `all_spans` and the page heap while it
@@ -51,7 +58,7 @@ impl SpanPtr {
 }
 
 /// How a heap paces its collections and reports them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct HeapConfig {
     /// Collect when the heap has grown by this percentage over the live heap of the last
@@ -91,6 +98,14 @@ fn env_lists(var: &str, word: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v.split(',').any(|x| x.trim() == word))
 }
 
+/// The goal of a new heap's first collection.
+fn first_goal(config: &HeapConfig) -> usize {
+    match config.gogc {
+        Some(_) => config.min_heap,
+        None => usize::MAX,
+    }
+}
+
 /// `FING_GOGC`: a percentage, or `off`; unset or unreadable means 100 (Go's default).
 fn parse_gogc(v: Option<&str>) -> Option<u32> {
     match v.map(str::trim) {
@@ -114,8 +129,9 @@ pub(crate) struct Counters {
     pub(crate) free_bytes_at_gc: u64,
     /// Finalizable objects found reaching themselves (with `check_finalizers`).
     pub(crate) finalizer_cycles: u64,
-    /// Destructors that panicked in the sweep.
-    pub(crate) destructor_panics: u64,
+    /// What `totals` said when the heap was last reused (`Heap::new`): its statistics
+    /// start from there.
+    pub(crate) zero: Totals,
 }
 
 /// Objects and bytes allocated and freed: a cache's, or a heap's (`HeapInner::totals`).
@@ -138,7 +154,12 @@ impl core::ops::AddAssign for Totals {
 
 pub(crate) struct HeapInner {
     pub(crate) id: u64,
-    pub(crate) config: HeapConfig,
+    /// Replaced only when a retired heap with no object is reused (`Heap::new`).
+    config: Mutex<HeapConfig>,
+    /// `Heap` values referring to this heap; the last one's drop retires it.
+    handles: AtomicUsize,
+    /// Destructors that panicked (mdrop), ever.
+    pub(crate) destructor_panics: AtomicU64,
     pub(crate) pages: Mutex<PageHeap>,
     pub(crate) central: Box<[Mutex<Vec<SpanPtr>>]>,
     pub(crate) all_spans: Mutex<Vec<SpanPtr>>,
@@ -168,33 +189,33 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Every heap made so far (a heap lives for the rest of the process).
+/// Every heap made so far (a `HeapInner` lives for the rest of the process).
 static HEAPS: Mutex<Vec<&'static HeapInner>> = Mutex::new(Vec::new());
 
+/// Heaps whose last `Heap` was dropped, for `Heap::new` to reuse once empty.
+static RETIRED: Mutex<Vec<&'static HeapInner>> = Mutex::new(Vec::new());
+
 /// The heap whose arena holds `obj`: where `Gc::map` allocates a far handle's cell.
-pub(crate) fn heap_of(obj: NonNull<u8>) -> Option<Heap> {
+pub(crate) fn heap_of(obj: NonNull<u8>) -> Option<&'static HeapInner> {
     let id = crate::mheap::arena_of(obj.as_ptr() as usize)?.heap_id;
     let heaps = lock(&HEAPS);
-    let inner = *heaps.iter().find(|h| h.id == id)?;
-    Some(Heap { inner })
+    heaps.iter().find(|h| h.id == id).copied()
 }
 
 impl HeapInner {
     fn new(config: HeapConfig) -> &'static HeapInner {
         let id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
-        let next_gc = match config.gogc {
-            Some(_) => config.min_heap,
-            None => usize::MAX,
-        };
         let inner: &'static HeapInner = Box::leak(Box::new(HeapInner {
             id,
-            config,
+            config: Mutex::new(config),
+            handles: AtomicUsize::new(1),
+            destructor_panics: AtomicU64::new(0),
             pages: Mutex::new(PageHeap::new(id)),
             central: (0..2 * TABLE.len).map(|_| Mutex::new(Vec::new())).collect(),
             all_spans: Mutex::new(Vec::new()),
             caches: Mutex::new(Vec::new()),
             heap_live: AtomicUsize::new(0),
-            next_gc: AtomicUsize::new(next_gc),
+            next_gc: AtomicUsize::new(first_goal(&config)),
             gc_wanted: AtomicBool::new(false),
             counters: Mutex::new(Counters {
                 num_gc: 0,
@@ -205,7 +226,7 @@ impl HeapInner {
                 bytes_at_gc: 0,
                 free_bytes_at_gc: 0,
                 finalizer_cycles: 0,
-                destructor_panics: 0,
+                zero: Totals::default(),
             }),
             large_mallocs: AtomicU64::new(0),
             limit_refusals: AtomicU64::new(0),
@@ -213,6 +234,97 @@ impl HeapInner {
         }));
         lock(&HEAPS).push(inner);
         inner
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> HeapConfig {
+        *lock(&self.config)
+    }
+
+    /// A retired heap with no object left, made new under `config`; `None` if there is
+    /// none. Each call also collects one retired heap that still had objects, in turn, so
+    /// one whose objects died since becomes reusable.
+    fn reuse(config: HeapConfig) -> Option<&'static HeapInner> {
+        let mut retired = lock(&RETIRED);
+        if let Some(i) = retired.iter().position(|h| h.is_empty()) {
+            let h = retired.swap_remove(i);
+            drop(retired);
+            h.renew(config);
+            return Some(h);
+        }
+        let stale = (!retired.is_empty()).then(|| retired.remove(0));
+        drop(retired);
+        let h = stale?;
+        // Not in a section (a `GcCell` guard) or a collection: then it waits for its turn.
+        if world::can_collect() && h.empty_out("fing::Heap::new") {
+            h.renew(config);
+            return Some(h);
+        }
+        lock(&RETIRED).push(h);
+        None
+    }
+
+    /// Collects a retired heap until no object is left or a collection frees nothing
+    /// more (objects with destructors take two: one to destroy them, one to free their
+    /// slots), then gives its free pages back. Returns whether it is empty.
+    fn empty_out(&'static self, api: &str) -> bool {
+        let mut objects = u64::MAX;
+        while !self.is_empty() {
+            self.collect_and_destroy(api);
+            let now = self.stats().heap_objects;
+            if now >= objects {
+                break;
+            }
+            objects = now;
+        }
+        self.release_all();
+        self.is_empty()
+    }
+
+    /// Does the heap hold no object at all (no span in use)?
+    fn is_empty(&self) -> bool {
+        lock(&self.pages).in_use == 0
+    }
+
+    /// Makes an empty retired heap a new heap: `config`, statistics from zero, one `Heap`.
+    fn renew(&'static self, config: HeapConfig) {
+        *lock(&self.config) = config;
+        self.next_gc.store(first_goal(&config), Ordering::Relaxed);
+        self.heap_live.store(0, Ordering::Relaxed);
+        self.gc_wanted.store(false, Ordering::Relaxed);
+        self.destructor_panics.store(0, Ordering::Relaxed);
+        self.limit_refusals.store(0, Ordering::Relaxed);
+        let mut k = lock(&self.counters);
+        let zero = self.totals(&k);
+        *k = Counters {
+            num_gc: 0,
+            pause_total: Duration::ZERO,
+            last_pause: Duration::ZERO,
+            live_bytes: 0,
+            base: k.base,
+            bytes_at_gc: zero.bytes,
+            free_bytes_at_gc: zero.free_bytes,
+            finalizer_cycles: 0,
+            zero,
+        };
+        drop(k);
+        self.handles.store(1, Ordering::Release);
+    }
+
+    /// The last `Heap` went: collect what no handle keeps, give the free pages back, and
+    /// list the heap for reuse (see the module docs).
+    fn retire(&'static self) {
+        if world::can_collect() {
+            self.empty_out("fing::Heap::drop");
+        } else {
+            self.release_all();
+        }
+        lock(&RETIRED).push(self);
+    }
+
+    /// Gives every free page back to the OS.
+    fn release_all(&self) {
+        lock(&self.pages).release_free(0, true);
     }
 
     pub(crate) fn grew(&self, bytes: usize) {
@@ -281,17 +393,35 @@ impl HeapInner {
             2 | 3 => Duration::from_millis(2),
             _ => Duration::from_millis(20),
         };
-        self.collect_now(false, budget, "fing::Heap::alloc");
+        // The allocating thread may hold a lock a destructor takes: the drop thread runs
+        // them.
+        if let Some(batch) = self.collect_now(false, budget, "fing::Heap::alloc") {
+            crate::mdrop::destroy_later(batch);
+        }
     }
 
-    /// Runs a collection if the world can be had (see `world::stop`).
-    pub(crate) fn collect_now(&'static self, wait: bool, budget: Duration, api: &str) -> bool {
-        let Some(world) = world::stop(wait, budget, api) else {
-            return false;
-        };
+    /// Runs a collection if the world can be had (see `world::stop`); returns its doomed
+    /// garbage, which the caller destroys (mdrop) now that the world has resumed.
+    pub(crate) fn collect_now(
+        &'static self,
+        wait: bool,
+        budget: Duration,
+        api: &str,
+    ) -> Option<Vec<crate::mdrop::Doomed>> {
+        let world = world::stop(wait, budget, api)?;
         self.gc_wanted.store(false, Ordering::Relaxed);
-        crate::mgc::run(self, &world, api);
-        true
+        let doomed = crate::mgc::run(self, &world, api);
+        drop(world);
+        Some(doomed)
+    }
+
+    /// `collect()`: a full collection, then its destructors on this thread, then the drop
+    /// thread's earlier batches awaited (mdrop).
+    pub(crate) fn collect_and_destroy(&'static self, api: &str) {
+        let batch = self
+            .collect_now(true, Duration::from_millis(1), api)
+            .unwrap_or_default();
+        crate::mdrop::destroy_now(batch);
     }
 
     /// Objects and bytes allocated and freed ever, over every cache (live and retired),
@@ -322,14 +452,14 @@ impl HeapInner {
             // span (counted in `mallocs`) after its cache's `mallocs` was read, then free
             // objects of it at count zero before its `frees` is read.
             heap_objects: t.mallocs.saturating_sub(t.frees),
-            mallocs: t.mallocs,
-            frees: t.frees,
+            mallocs: t.mallocs - k.zero.mallocs,
+            frees: t.frees - k.zero.frees,
             next_gc: self.next_gc.load(Ordering::Relaxed),
             num_gc: k.num_gc,
             pause_total: k.pause_total,
             last_pause: k.last_pause,
             finalizer_cycles: k.finalizer_cycles,
-            destructor_panics: k.destructor_panics,
+            destructor_panics: self.destructor_panics.load(Ordering::Relaxed),
             finalizers_queued: crate::mfinal::counters().0,
             finalizers_run: crate::mfinal::counters().1,
             finalizers_panicked: crate::mfinal::counters().2,
@@ -337,11 +467,28 @@ impl HeapInner {
     }
 }
 
-/// A garbage-collected heap. Copy it freely: it refers to a heap that lives for the rest
-/// of the process.
-#[derive(Clone, Copy)]
+/// A garbage-collected heap: a counted reference to it, like an `Arc`. `Clone` adds a
+/// reference; when the last one is dropped, the heap is collected, its free pages go back
+/// to the OS, and its address space is reused by a later `Heap::new` once no object is
+/// left in it. Handles do not need a `Heap`: objects outlive the `Heap` they were
+/// allocated with for as long as handles keep them.
 pub struct Heap {
     pub(crate) inner: &'static HeapInner,
+}
+
+impl Clone for Heap {
+    fn clone(&self) -> Heap {
+        self.inner.handles.fetch_add(1, Ordering::Relaxed);
+        Heap { inner: self.inner }
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.retire();
+        }
+    }
 }
 
 impl core::fmt::Debug for Heap {
@@ -356,34 +503,43 @@ impl PartialEq for Heap {
     }
 }
 
+impl Eq for Heap {}
+
+/// The default heap, made on first use with `HeapConfig::default()`.
+#[inline]
+pub(crate) fn default_inner() -> &'static HeapInner {
+    // One load on the allocation path (`Gc::new`); the `OnceLock` makes it once.
+    static MADE: AtomicPtr<HeapInner> = AtomicPtr::new(core::ptr::null_mut());
+    #[cold]
+    fn make() -> &'static HeapInner {
+        static DEFAULT: OnceLock<Heap> = OnceLock::new();
+        let h = DEFAULT
+            .get_or_init(|| Heap::new(HeapConfig::default()))
+            .inner;
+        MADE.store((h as *const HeapInner).cast_mut(), Ordering::Release);
+        h
+    }
+    match NonNull::new(MADE.load(Ordering::Acquire)) {
+        // SAFETY: `MADE` holds null or the default heap's `&'static HeapInner`.
+        Some(p) => unsafe { p.as_ref() },
+        None => make(),
+    }
+}
+
 impl Heap {
-    /// A new heap of its own.
+    /// A new heap of its own (a retired one with no object left, if there is one: see
+    /// the type's docs).
     pub fn new(config: HeapConfig) -> Heap {
-        Heap {
-            inner: HeapInner::new(config),
-        }
+        let inner = HeapInner::reuse(config).unwrap_or_else(|| HeapInner::new(config));
+        Heap { inner }
     }
 
     /// The default heap, made on first use with `HeapConfig::default()`; `Gc::new`
-    /// allocates there.
-    #[inline]
+    /// allocates there. It is never retired.
     pub fn default_heap() -> Heap {
-        // One load on the allocation path (`Gc::new`); the `OnceLock` makes it once.
-        static MADE: AtomicPtr<HeapInner> = AtomicPtr::new(core::ptr::null_mut());
-        #[cold]
-        fn make() -> Heap {
-            static DEFAULT: OnceLock<Heap> = OnceLock::new();
-            let h = *DEFAULT.get_or_init(|| Heap::new(HeapConfig::default()));
-            MADE.store((h.inner as *const HeapInner).cast_mut(), Ordering::Release);
-            h
-        }
-        match NonNull::new(MADE.load(Ordering::Acquire)) {
-            Some(p) => Heap {
-                // SAFETY: `MADE` holds null or the default heap's `&'static HeapInner`.
-                inner: unsafe { p.as_ref() },
-            },
-            None => make(),
-        }
+        let inner = default_inner();
+        inner.handles.fetch_add(1, Ordering::Relaxed);
+        Heap { inner }
     }
 
     /// Moves `value` into the heap. May run a collection first if the pacer asks for one
@@ -394,36 +550,75 @@ impl Heap {
     /// refuses memory (`fing::Heap::alloc: cannot allocate ...`).
     #[inline]
     pub fn alloc<T: Trace + Send + 'static>(&self, value: T) -> Gc<T> {
-        match self.alloc_fast(value) {
-            Ok(g) => g,
-            Err(value) => self.alloc_slow(value),
-        }
+        self.inner.alloc(value)
     }
 
     /// `alloc` that fails with an [`AllocError`] (which gives the value back) instead of
     /// panicking: when the object would take the heap past `HeapConfig::max_heap` even
     /// after a collection, or the OS refuses memory.
     pub fn try_alloc<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, AllocError<T>> {
-        match self.alloc_fast(value) {
+        match self.inner.alloc_fast(value) {
             Ok(g) => Ok(g),
-            Err(value) => self.retry(value),
+            Err(value) => self.inner.retry(value),
+        }
+    }
+
+    /// Runs a full collection (Go's `runtime.GC()`): when it returns, the heap has been
+    /// marked and swept, every finalizer for the garbage found is queued, and every
+    /// destructor of that garbage has run, on this thread, after the world resumed (and so
+    /// have the destructors of garbage earlier automatic collections found, which the
+    /// drop thread runs). Waits for every other thread to leave its mutator section (a
+    /// thread blocked while holding a `GcCell` write guard keeps it waiting).
+    ///
+    /// Destructors run here as they would where the last handle to an object is dropped:
+    /// do not call it while holding a lock that a destructor takes.
+    ///
+    /// # Panics
+    /// If this thread holds a `GcCell` write guard (the collection would wait for it
+    /// forever), or from a `Trace` impl (which runs inside a collection).
+    pub fn collect(&self) {
+        self.inner.collect_and_destroy("fing::collect");
+    }
+
+    /// [`wait_finalizers`](crate::wait_finalizers): one finalizer thread and one drop
+    /// thread serve every heap, so this waits for the finalizers and destructors of all
+    /// heaps, as that function does.
+    pub fn wait_finalizers(&self) {
+        crate::mfinal::wait_finalizers();
+    }
+
+    /// The heap's counters.
+    pub fn stats(&self) -> MemStats {
+        self.inner.stats()
+    }
+}
+
+impl HeapInner {
+    /// `Heap::alloc`.
+    #[inline]
+    pub(crate) fn alloc<T: Trace + Send + 'static>(&'static self, value: T) -> Gc<T> {
+        match self.alloc_fast(value) {
+            Ok(g) => g,
+            Err(value) => self.alloc_slow(value),
         }
     }
 
     /// The first attempt: zero-sized values, the pacer's collection, a slot.
     #[inline(always)]
-    fn alloc_fast<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, T> {
+    fn alloc_fast<T: Trace + Send + 'static>(&'static self, value: T) -> Result<Gc<T>, T> {
+        #[allow(clippy::let_unit_value)]
+        let () = Plan::<T>::ALIGN_OK;
         if Plan::<T>::SIZE == 0 && !core::mem::needs_drop::<T>() {
             core::mem::forget(value);
             return Ok(Gc::zero_sized());
         }
-        self.inner.maybe_collect();
+        self.maybe_collect();
         self.place(value)
     }
 
     #[cold]
     #[inline(never)]
-    fn alloc_slow<T: Trace + Send + 'static>(&self, value: T) -> Gc<T> {
+    fn alloc_slow<T: Trace + Send + 'static>(&'static self, value: T) -> Gc<T> {
         match self.retry(value) {
             Ok(g) => g,
             Err(e) => panic!("fing::Heap::alloc: {}", e.reason()),
@@ -431,41 +626,45 @@ impl Heap {
     }
 
     /// Out of room: collect (waiting for the world as `collect()` does, unless this thread
-    /// holds a section: then only if the world can be had now), then try once more.
+    /// holds a section: then only if the world can be had now), then try once more. The
+    /// collection's destructors go to the drop thread (this thread may hold a lock one
+    /// takes), so memory that only they give back is not there for the retry.
     #[cold]
     #[inline(never)]
-    fn retry<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, AllocError<T>> {
-        let inner = self.inner;
+    fn retry<T: Trace + Send + 'static>(&'static self, value: T) -> Result<Gc<T>, AllocError<T>> {
         let wait = !world::in_section();
-        inner.collect_now(wait, Duration::from_millis(20), "fing::Heap::try_alloc");
-        let refusals = inner.limit_refusals.load(Ordering::Relaxed);
+        if let Some(batch) =
+            self.collect_now(wait, Duration::from_millis(20), "fing::Heap::try_alloc")
+        {
+            crate::mdrop::destroy_later(batch);
+        }
+        let refusals = self.limit_refusals.load(Ordering::Relaxed);
         self.place(value).map_err(|value| AllocError {
             value,
             ty: T::TYPE,
             size: Plan::<T>::SIZE,
-            limit: inner
-                .config
+            limit: self
+                .config()
                 .max_heap
-                .filter(|_| inner.limit_refusals.load(Ordering::Relaxed) != refusals),
-            in_use: lock(&inner.pages).in_use,
+                .filter(|_| self.limit_refusals.load(Ordering::Relaxed) != refusals),
+            in_use: lock(&self.pages).in_use,
         })
     }
 
     /// The allocation itself: `Err(value)` if no slot could be had.
     #[inline(always)]
-    fn place<T: Trace + Send + 'static>(&self, value: T) -> Result<Gc<T>, T> {
-        let inner = self.inner;
+    fn place<T: Trace + Send + 'static>(&'static self, value: T) -> Result<Gc<T>, T> {
         let ty: &'static Type = T::TYPE;
         let tiny = Plan::<T>::TINY;
         // The slot, its header and the value are written inside one section: the collector
         // must never see an allocated slot without its header.
-        world::with_section(|l| {
+        world::with_section("fing::Heap::alloc", |l| {
             // SAFETY: this thread's caches, inside its section: no other borrow of the
             // vector is live (the collector reaches caches only through the registry, with
             // the world stopped), and this borrow ends with the closure.
             let caches = unsafe { &mut *l.caches.get() };
-            let cache = inner.cache(caches);
-            let Some((hdr, data)) = inner.malloc(cache, Plan::<T>::REQUEST) else {
+            let cache = self.cache(caches);
+            let Some((hdr, data)) = self.malloc(cache, Plan::<T>::REQUEST) else {
                 return Err(value);
             };
             // A tiny block's count already holds this handle (`MCache::alloc_tiny`).
@@ -484,22 +683,6 @@ impl Heap {
             Ok(unsafe { Gc::from_raw(data.cast(), hdr.cast()) })
         })
     }
-
-    /// Runs a full collection (Go's `runtime.GC()`): when it returns, the heap has been
-    /// marked and swept. Waits for every other thread to leave its mutator section (a
-    /// thread blocked while holding a `GcCell` write guard keeps it waiting).
-    ///
-    /// # Panics
-    /// If this thread holds a `GcCell` write guard: the collection would wait for it forever.
-    pub fn collect(&self) {
-        self.inner
-            .collect_now(true, Duration::from_millis(1), "fing::collect");
-    }
-
-    /// The heap's counters.
-    pub fn stats(&self) -> MemStats {
-        self.inner.stats()
-    }
 }
 
 /// Go's `findObject`: the heap object whose slot contains `addr`, as `(slot start, slot
@@ -511,19 +694,19 @@ impl Heap {
 /// reused or the next collection sweeps it (it waits in a thread's free list).
 pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
     // In a section: no sweep frees the span while it is read.
-    let _section = world::enter();
+    let _section = world::enter("fing::find_object");
     let (s, _, slot) = crate::mheap::find_object(addr as usize)?;
     Some((NonNull::new(slot)?, s.elem_size))
 }
 
 /// Runs a full collection of the default heap. See [`Heap::collect`].
 pub fn collect() {
-    Heap::default_heap().collect();
+    default_inner().collect_and_destroy("fing::collect");
 }
 
 /// The default heap's counters.
 pub fn stats() -> MemStats {
-    Heap::default_heap().stats()
+    default_inner().stats()
 }
 
 /// An allocation that could not be made: the heap's limit (`HeapConfig::max_heap`) would

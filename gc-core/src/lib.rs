@@ -29,6 +29,7 @@ mod malloc;
 mod mbitmap;
 mod mcache;
 mod mcentral;
+mod mdrop;
 mod mem;
 pub(crate) mod mfinal;
 mod mfree;
@@ -42,7 +43,7 @@ mod sizeclasses;
 mod spin;
 mod world;
 
-pub use cell::{GcCell, GcRef, GcRefMut};
+pub use cell::{BorrowError, BorrowMutError, GcCell, GcRef, GcRefMut, Holder};
 pub use gc_types::{
     results_size, rules, CallError, Field, Frame, FrameBuf, FrameError, FrameFn, FrameLayout, Func,
     Itab, Kind, Method, PtrMask, SendSync, StructBuilder, Trace, Tracer, Type, TypeBuilder,
@@ -55,12 +56,14 @@ pub use mfinal::{
     keep_alive, set_finalizer, wait_finalizers, wait_finalizers_timeout, FinalizerError,
     FinalizerStuck, Outcome,
 };
+pub use mspan::MAX_ALIGN;
 pub use mstats::MemStats;
 
 /// Items only generated code may name.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::handle::{gc_from_raw_parts, Gc, GcPointer, GcTarget};
+    pub use crate::mspan::MAX_ALIGN;
     pub use gc_types::__private::*;
     pub use gc_types::{
         Field, Itab, Kind, Method, PtrMask, SendSync, Trace, Tracer, Type, TypeIdent, TypeRef,

@@ -41,31 +41,49 @@ impl HeapInner {
                 let slot = cache.alloc_small(SpanClass::new(class, noscan), sweep_drop)?;
                 Some((slot.cast(), NonNull::new(slot.as_ptr().wrapping_add(off))?))
             }
-            None => self.malloc_large(off.checked_add(size)?, off, noscan),
+            None => self.malloc_large(size, align, noscan, sweep_drop),
         }
     }
 
-    /// A large object: a span of its own.
+    /// A large object: a span of its own. One aligned to more than a page has its header
+    /// end its first page and its value start the next, which is aligned (`data_offset`).
     #[cold]
     #[inline(never)]
     fn malloc_large(
         &'static self,
-        total: usize,
-        off: usize,
+        size: usize,
+        align: usize,
         noscan: bool,
+        sweep_drop: bool,
     ) -> Option<(NonNull<Header>, NonNull<u8>)> {
-        let npages = total.div_ceil(PAGE_SIZE);
-        let s = self.new_span(npages, npages * PAGE_SIZE, SpanClass::new(0, noscan))?;
+        let (npages, span_align) = if align > PAGE_SIZE {
+            (1 + size.max(1).div_ceil(PAGE_SIZE), align)
+        } else {
+            (data_offset(align).checked_add(size)?.div_ceil(PAGE_SIZE), 0)
+        };
+        let s = self.new_span(
+            npages,
+            npages * PAGE_SIZE,
+            SpanClass::new(0, noscan),
+            span_align,
+        )?;
         let span = s.get();
         span.next_free()
             .expect("fing::malloc: fresh large span is full");
+        if sweep_drop {
+            // Before, the sweep of a large object skipped its destructor in release builds.
+            span.note_sweep_drop();
+        }
         self.grew(span.bytes());
         self.large_mallocs.fetch_add(1, Ordering::Relaxed);
         lock(&self.counters).base.bytes += span.bytes() as u64;
-        Some((
-            NonNull::new(span.base)?.cast(),
-            NonNull::new(span.base.wrapping_add(off))?,
-        ))
+        let slot = span.slot(0);
+        let data = slot.wrapping_add(data_offset(align));
+        debug_assert!(
+            data.addr().is_multiple_of(align),
+            "fing::malloc: a misaligned value"
+        );
+        Some((NonNull::new(slot)?.cast(), NonNull::new(data)?))
     }
 }
 
@@ -82,6 +100,11 @@ impl<T: Trace> Plan<T> {
         && Self::SIZE < TINY_SIZE
         && Self::ALIGN <= 8;
     /// The size class (`None`: a large object).
+    /// Refuses, at compile time, an alignment fing does not honour.
+    pub(crate) const ALIGN_OK: () = assert!(
+        Self::ALIGN <= crate::mspan::MAX_ALIGN,
+        "fing::Heap::alloc: this type's alignment is above fing::MAX_ALIGN (16 MiB)"
+    );
     pub(crate) const CLASS: Option<usize> = class_for(
         data_offset(Self::ALIGN) + Self::SIZE,
         if Self::ALIGN > 8 { Self::ALIGN } else { 8 },

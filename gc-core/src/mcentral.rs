@@ -8,7 +8,7 @@
 use core::ptr::NonNull;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
-use crate::mspan::{Span, SpanClass};
+use crate::mspan::{Span, SpanClass, HEADER};
 use crate::sizeclasses::{PAGE_SIZE, TABLE};
 
 impl HeapInner {
@@ -18,7 +18,7 @@ impl HeapInner {
             Some(s) => s,
             None => {
                 let class = TABLE.classes[spc.index() >> 1];
-                self.new_span(class.npages, class.size, spc)?
+                self.new_span(class.npages, class.size, spc, 0)?
             }
         };
         let span = s.get();
@@ -26,14 +26,18 @@ impl HeapInner {
         Some(s)
     }
 
+    /// A span of `npages` new pages cut into slots of `elem_size` bytes. `align`: for a
+    /// large object aligned to more than a page, the alignment of the page after its first
+    /// (its value's, whose header ends the first page); else 0.
     pub(crate) fn new_span(
         &'static self,
         npages: usize,
         elem_size: usize,
         spc: SpanClass,
+        align: usize,
     ) -> Option<SpanPtr> {
         let mut pages = lock(&self.pages);
-        if let Some(limit) = self.config.max_heap {
+        if let Some(limit) = self.config().max_heap {
             if pages
                 .in_use
                 .saturating_add(npages.saturating_mul(PAGE_SIZE))
@@ -44,8 +48,19 @@ impl HeapInner {
                 return None;
             }
         }
-        let base = pages.alloc(npages)?;
-        let span = Box::new(Span::new(base, npages, elem_size, spc, self.id));
+        let (base, first) = if align > PAGE_SIZE {
+            (pages.alloc_aligned(npages, align)?, PAGE_SIZE - HEADER)
+        } else {
+            (pages.alloc(npages)?, 0)
+        };
+        let span = Box::new(Span::new(
+            base,
+            npages,
+            elem_size - first,
+            first,
+            spc,
+            self.id,
+        ));
         let ptr = Box::into_raw(span);
         // SAFETY: `ptr` was just made from a box.
         pages.set_span(unsafe { &*ptr }, ptr);

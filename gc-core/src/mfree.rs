@@ -9,14 +9,16 @@
 //! The collector's own drops never come here: it leaves an object whose count reaches zero
 //! to its sweep.
 //!
-//! Freed here: objects whose freeing runs no user code. Their type has no destructor, or
-//! one that only drops handles (a `Trace` promise), so nothing can block inside the
-//! section. Left to the sweep:
-//! - tiny blocks: the current block may still be filling;
-//! - large objects;
-//! - objects in a span with finalizer records: one of them may be this object's, and then
-//!   it must be resurrected, not freed;
-//! - objects of types with other destructors.
+//! Two kinds of object die here:
+//! - those whose destructor only drops handles (a `Trace` promise): freed in the section,
+//!   as below, since no user code runs;
+//! - those whose destructor runs user code (a `Vec` or `String` field, an untraced
+//!   resource): doomed (`mdrop`), and destroyed by this thread once it is outside every
+//!   section, where user code may do anything a mutator does.
+//!
+//! Left to the collector: tiny blocks (the current block may still be filling); large
+//! objects whose destructor only drops handles; objects in a span with finalizer records
+//! (one of them may be this object's, and then it must be resurrected, not freed).
 //!
 //! Freeing an object:
 //! - drops its value. For a type with a pointer mask, that means lowering the counts of
@@ -169,6 +171,11 @@ fn join_chain(
     let Some((span, ty)) = freeable(obj, ty, arena) else {
         return false;
     };
+    if crate::mdrop::runs_user_code(ty) {
+        // Its destructor runs once this thread is outside every section (mdrop).
+        crate::mdrop::doom(l, obj, ty);
+        return false;
+    }
     prefetch_edges(obj, ty);
     chain(l).push((obj, span));
     true
@@ -183,22 +190,29 @@ fn chain(l: &Local) -> &mut Vec<(NonNull<u8>, &'static Span)> {
 }
 
 /// The span and type of `obj` (count zero, header type `ty`) if it may be freed here (see
-/// the module docs).
+/// the module docs): a small object whose destructor only drops handles, or any object
+/// whose destructor runs user code (doomed, not chained), outside spans with finalizer
+/// records.
 #[inline]
 fn freeable(
     obj: NonNull<u8>,
     ty: *const Type,
     arena: &mut Option<&'static Arena>,
 ) -> Option<(&'static Span, &'static Type)> {
-    // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
-    let ty: &'static Type = unsafe { ty.as_ref() }?;
-    if ty.needs_drop() && !ty.handles_only_drop() {
+    if crate::mdrop::is_dead_type(ty) {
+        // A doomed object's batch-mate dropped its handle, or a dead slot: not this
+        // path's to free.
         return None;
     }
+    // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
+    let ty: &'static Type = unsafe { ty.as_ref() }?;
     let addr = obj.as_ptr() as usize;
     let s = arena_of_cached(addr, arena)?.span_at(addr)?;
+    if s.has_specials.load(Ordering::Relaxed) {
+        return None;
+    }
     let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
-    (small && !s.has_specials.load(Ordering::Relaxed)).then_some((s, ty))
+    (small || crate::mdrop::runs_user_code(ty)).then_some((s, ty))
 }
 
 /// Starts loading the headers `obj`'s handles point at, which freeing it will lower.

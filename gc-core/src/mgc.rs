@@ -1,6 +1,8 @@
 //! The collection cycle (Go's mgc): with the world stopped, flush the thread caches,
 //! find the roots by trial subtraction and mark from them ([`mgcmark`](crate::mgcmark)),
-//! sweep ([`mgcsweep`](crate::mgcsweep)), then set the next goal (GOGC) and report.
+//! sweep ([`mgcsweep`](crate::mgcsweep)), then set the next goal (GOGC) and report. The
+//! garbage whose destructors run user code comes back to the caller, which destroys it
+//! after the world resumes ([`mdrop`](crate::mdrop)): the pause holds no user code.
 //!
 //! `collect()` is Go's `runtime.GC()`: when it returns, marking and sweeping are done.
 //! Collections triggered by allocation run the same cycle but only if the world can be
@@ -12,10 +14,13 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
+use crate::mdrop::Doomed;
 use crate::world::StoppedWorld;
 use crate::{mgcmark, mgcsweep};
 
-pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
+/// Runs one cycle with the world stopped; returns the garbage whose destructors run user
+/// code, doomed, for the caller to destroy once the world resumes (mdrop).
+pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) -> Vec<Doomed> {
     let t0 = Instant::now();
     let caches = lock(&heap.caches).clone();
     for c in caches {
@@ -30,14 +35,17 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
 
     // Tracing runs user code (`Trace` impls). If one panics, nothing has been freed yet:
     // the scratch counts and mark bits are reset, the world resumes (the caller's guard),
-    // and the panic goes on to the caller, which finds the heap as it was.
+    // and the panic goes on to the caller, which finds the heap as it was (finalizers
+    // queued by then hold counts on their objects, which stay).
+    let queued_before = crate::mfinal::counters().0;
     let traced = catch_unwind(AssertUnwindSafe(|| {
-        (
-            mgcmark::count_refs(heap, &spans),
-            mgcmark::mark(heap, &spans),
-        )
+        let cross_heap = mgcmark::count_refs(heap, &spans);
+        let fin_cycles = mgcmark::mark(heap, &spans);
+        crate::mfinal::enqueue(crate::mfinal::resurrect(&spans));
+        let doomed = mgcmark::mark_doomed(heap, &spans);
+        (cross_heap, fin_cycles, doomed)
     }));
-    let (cross_heap, fin_cycles) = match traced {
+    let (cross_heap, fin_cycles, doomed) = match traced {
         Ok(r) => r,
         Err(panic) => {
             mgcmark::abandon(&spans);
@@ -48,15 +56,20 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
             resume_unwind(panic)
         }
     };
-    let finalizers = crate::mfinal::resurrect(&spans);
-    let queued = finalizers.len;
+    // Every finalizer this cycle queued, in all its parts (`resurrect` hands them over as
+    // it goes).
+    let queued = crate::mfinal::counters().0 - queued_before;
+    for d in &doomed {
+        // SAFETY: `mark_doomed` listed allocated, unreachable objects it marked.
+        unsafe { crate::mdrop::doom_in_collection(d.obj) };
+    }
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
-    crate::mfinal::enqueue(finalizers);
 
     let live = swept.live_bytes;
     heap.heap_live.store(live, Ordering::Relaxed);
-    let goal = match heap.config.gogc {
-        Some(g) => (live.saturating_mul(100 + g as usize) / 100).max(heap.config.min_heap),
+    let config = heap.config();
+    let goal = match config.gogc {
+        Some(g) => (live.saturating_mul(100 + g as usize) / 100).max(config.min_heap),
         None => usize::MAX,
     };
     heap.next_gc.store(goal, Ordering::Relaxed);
@@ -64,7 +77,6 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
     let mut k = lock(&heap.counters);
     k.num_gc += 1;
     k.finalizer_cycles += fin_cycles;
-    k.destructor_panics += swept.drop_panics;
     k.base.frees += swept.freed_objects;
     k.pause_total += pause;
     k.last_pause = pause;
@@ -74,10 +86,10 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
     k.free_bytes_at_gc = t.free_bytes;
     let n = k.num_gc;
     drop(k);
-    if heap.config.trace {
+    if config.trace {
         const MB: f64 = 1024.0 * 1024.0;
         eprintln!(
-            "gc {n} @{:.3}s: pause {:.3} ms, {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} panics in destructors",
+            "gc {n} @{:.3}s: pause {:.3} ms, {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} objects to destroy",
             heap.started.elapsed().as_secs_f64(),
             pause.as_secs_f64() * 1e3,
             before as f64 / MB,
@@ -85,7 +97,8 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) {
             if goal == usize::MAX { "no".to_string() } else { format!("{:.1}", goal as f64 / MB) },
             swept.freed_objects,
             queued,
-            swept.drop_panics,
+            doomed.len(),
         );
     }
+    doomed
 }

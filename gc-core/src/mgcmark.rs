@@ -31,6 +31,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use gc_types::{PtrMask, Tracer, Type};
 
 use crate::heap::{HeapInner, SpanPtr};
+use crate::mdrop::Doomed;
 use crate::mheap::{arena_of_cached, span_of, Arena};
 use crate::mspan::{data_offset, Header, Span};
 
@@ -138,20 +139,21 @@ pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) -> bool {
     cross_heap
 }
 
-/// Pass 2.
-/// Marks; returns how many finalizable objects were found reaching themselves (only
-/// searched for with `check_finalizers`).
+/// Pass 2: marks from the roots, then Go's markfin; returns how many finalizable objects
+/// were found reaching themselves (only searched for with `check_finalizers`).
 pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
     let mut stack: Vec<*mut u8> = Vec::new();
+    let dying = (&crate::mdrop::DYING as *const Type).cast_mut();
     for s in spans {
         let s = s.get();
         s.for_each_allocated(|i| {
             // SAFETY: `i` is allocated.
             let h = unsafe { header(s.slot(i)) };
-            if h.count.load(Ordering::Relaxed) != h.gc_refs.load(Ordering::Relaxed)
-                && s.mark(i)
-                && !s.spc.noscan()
-            {
+            // A root: referenced from outside the heap, or doomed by an earlier cycle or a
+            // mutator and still being destroyed (its slot stays; its value is not read).
+            let root = h.count.load(Ordering::Relaxed) != h.gc_refs.load(Ordering::Relaxed)
+                || h.ty.load(Ordering::Relaxed) == dying;
+            if root && s.mark(i) && !s.spc.noscan() {
                 stack.push(s.slot(i));
             }
         });
@@ -176,7 +178,7 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
         fin_scanned.push(obj);
     });
     drain(heap, &mut stack, &mut t);
-    if !heap.config.check_finalizers {
+    if !heap.config().check_finalizers {
         return 0;
     }
     // Go's checkfinalizers: a finalizable object that the finalizer scan itself marked is
@@ -201,6 +203,57 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
         }
     }
     found
+}
+
+/// Pass 3, after resurrection: garbage whose destructor runs user code (mdrop). Each such
+/// object still unmarked, and without finalizer records (those were just resurrected), is
+/// marked and listed, and what it reaches is marked too. So this cycle frees nothing its
+/// destructor can touch, and the counts its handles hold are left in place for that
+/// destructor to drop (marking subtracts its edges as live ones). After resurrection, so
+/// that a finalizable object reachable only from such garbage is queued in this cycle,
+/// as Go queues it (to Go, the holder is plain garbage): reaching it here only keeps it
+/// allocated, already marked. The caller dooms the listed objects.
+pub(crate) fn mark_doomed(heap: &HeapInner, spans: &[SpanPtr]) -> Vec<Doomed> {
+    let (mut stack, mut t) = (Vec::new(), Tracer::new());
+    let mut doomed = Vec::new();
+    let mut with_records = Vec::new();
+    for s in spans
+        .iter()
+        .map(|s| s.get())
+        .filter(|s| s.needs_sweep_drop())
+    {
+        // Objects with finalizer records are resurrected instead (in noscan spans too,
+        // which markfin skips). Records are sorted by address, so these indices are too.
+        with_records.clear();
+        if s.has_specials.load(Ordering::Relaxed) {
+            with_records.extend(s.specials.lock().iter().map(|r| s.index_of(r.ptr as usize)));
+        }
+        s.for_each_allocated(|i| {
+            if s.is_marked(i) || with_records.binary_search(&i).is_ok() {
+                return;
+            }
+            let slot = s.slot(i);
+            // SAFETY: `i` is allocated.
+            let h = unsafe { header(slot) };
+            // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
+            let Some(ty) = (unsafe { h.ty.load(Ordering::Relaxed).as_ref() }) else {
+                return;
+            };
+            if !crate::mdrop::runs_user_code(ty) {
+                return;
+            }
+            s.mark(i);
+            if !s.spc.noscan() {
+                stack.push(slot);
+            }
+            doomed.push(Doomed {
+                obj: NonNull::new(slot).expect("fing::mark: a slot at null"),
+                ty,
+            });
+        });
+    }
+    drain(heap, &mut stack, &mut t);
+    doomed
 }
 
 /// Is `obj` reachable from its own fields? (A search with its own visited set; debug only.)

@@ -2,12 +2,12 @@
 //!
 //! 1. Every allocated object: a live (marked) one gets its count settled (minus the
 //!    references garbage held, which marking left in `gc_refs`; see mgcmark) and its
-//!    `gc_refs` zeroed; a garbage one has its value dropped, unless dropping it would do
-//!    nothing but drop handles. Handles dropped inside garbage decrement nothing (their
-//!    counts were settled in bulk), except handles into another heap, which that heap
-//!    counts as outside references: when this cycle saw such an edge, every garbage value
-//!    is dropped, and those handles decrement their targets. A destructor that panics is
-//!    caught and counted; the object is freed anyway.
+//!    `gc_refs` zeroed. Garbage is never dropped here: its destructor only drops handles
+//!    (garbage whose destructor runs user code was marked for the cycle's drop batch and
+//!    is destroyed after the world resumes: mdrop), and those handles' counts were
+//!    settled in bulk. Except for handles into another heap, which that heap counts as
+//!    outside references: when this cycle saw such an edge, every garbage value is
+//!    dropped, and those handles decrement their targets (no user code: handle drops).
 //! 2. Per span: the mark bits become the allocation bits (Go's trick), empty spans go back
 //!    to the page heap, spans with free slots go to the central lists, and free pages
 //!    that stayed free through a whole cycle, beyond what the pacer will use before the
@@ -20,7 +20,6 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use gc_types::Type;
 
@@ -31,12 +30,11 @@ use crate::mspan::{data_offset, HEADER};
 
 /// The byte freed values are overwritten with in debug builds.
 pub(crate) const POISON: u8 = 0xde;
-use crate::world::{self, Role, StoppedWorld};
+use crate::world::{self, StoppedWorld};
 
 pub(crate) struct Swept {
     pub(crate) freed_objects: u64,
     pub(crate) live_bytes: usize,
-    pub(crate) drop_panics: u64,
 }
 
 pub(crate) fn sweep(
@@ -46,11 +44,10 @@ pub(crate) fn sweep(
     cross_heap: bool,
 ) -> Swept {
     let mut freed = 0u64;
-    let mut panics = 0u64;
     world.set_sweeping(heap.id);
     for s in spans {
         let s = s.get();
-        if !cross_heap && !s.needs_sweep_drop() && !cfg!(debug_assertions) {
+        if !cross_heap && !cfg!(debug_assertions) {
             // Nothing to do for this span's garbage: settle the live objects only.
             s.for_each_marked(|i| {
                 // SAFETY: marked slots are allocated.
@@ -72,14 +69,17 @@ pub(crate) fn sweep(
             if !ty.is_null() {
                 // SAFETY: a non-null header type is the `&'static Type` malloc stored.
                 let ty: &'static Type = unsafe { &*ty };
-                if ty.needs_drop() && (cross_heap || !ty.handles_only_drop()) {
+                debug_assert!(
+                    !crate::mdrop::runs_user_code(ty),
+                    "fing::sweep: a garbage {ty} with a destructor was not marked for the drop batch"
+                );
+                if cross_heap && ty.needs_drop() {
                     let data = slot.wrapping_add(data_offset(ty.align()));
-                    // SAFETY: the value is valid and unreachable (unmarked): dropped once, here.
-                    let r = catch_unwind(AssertUnwindSafe(|| unsafe { ty.drop_value(data) }));
-                    if r.is_err() {
-                        panics += 1;
-                        eprintln!("fing: sweep: a destructor of {ty} panicked; the object is freed anyway");
-                    }
+                    // SAFETY: the value is valid and unreachable (unmarked): dropped once,
+                    // here. Its destructor only drops handles (garbage with any other is
+                    // marked and destroyed after the world resumes: mdrop), so no user
+                    // code runs with the world stopped.
+                    unsafe { ty.drop_value(data) };
                 }
             }
             if cfg!(debug_assertions) {
@@ -119,18 +119,18 @@ pub(crate) fn sweep(
         keep.push(sp);
     }
     // Keep the free pages the pacer will fill before the next cycle; give back the rest.
-    let retain = match heap.config.gogc {
-        Some(g) => (live_bytes.saturating_mul(g as usize) / 100).max(heap.config.min_heap),
+    let config = heap.config();
+    let retain = match config.gogc {
+        Some(g) => (live_bytes.saturating_mul(g as usize) / 100).max(config.min_heap),
         None => 0,
     };
-    pages.release_free(retain);
+    pages.release_free(retain, false);
     drop(pages);
     *all_spans = keep;
     drop(all_spans);
     Swept {
         freed_objects: freed,
         live_bytes,
-        drop_panics: panics,
     }
 }
 
@@ -149,26 +149,30 @@ fn settle(h: &crate::mspan::Header) {
 /// Drops one count a handle held on `obj` (the `Drop` of a heap handle): on a mutator
 /// thread, now (recorded for later while a collector holds or wants the world: see
 /// `world::drop_as_mutator`); on the collector's thread, as the sweep says.
+#[inline]
 pub(crate) fn release(obj: NonNull<u8>) {
     if !world::drop_as_mutator(obj) {
-        release_outside_mutator(obj);
+        release_slow(obj);
     }
 }
 
-/// `release` on the collector's thread, or at thread exit. (Out of line: the mutator's
-/// path stays small.)
+/// `release` on the collector's thread, or on a thread whose fing state is destroyed.
+/// (Out of line: the mutator's path stays small.)
 #[cold]
 #[inline(never)]
-fn release_outside_mutator(obj: NonNull<u8>) {
-    let section = world::enter();
-    if let Role::Collector { sweeping } = section.role() {
-        // Dropped with garbage: its count was settled by the sweep, unless it points into
-        // another heap.
-        if sweeping != 0 && arena_of(obj.as_ptr() as usize).is_some_and(|a| a.heap_id == sweeping) {
-            return;
+fn release_slow(obj: NonNull<u8>) {
+    match world::collector_sweeping() {
+        // Dropped with garbage (a handles-only value dropped for its handles into other
+        // heaps): its count was settled by the sweep, unless it points into another heap.
+        Some(sweeping) => {
+            if sweeping == 0
+                || arena_of(obj.as_ptr() as usize).is_none_or(|a| a.heap_id != sweeping)
+            {
+                drop_count(obj);
+            }
         }
+        None => world::drop_orphan(obj),
     }
-    drop_count(obj);
 }
 
 /// Lowers `obj`'s count by one with the world stopped, or at thread exit (an object whose

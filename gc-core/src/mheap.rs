@@ -120,7 +120,8 @@ pub(crate) fn find_object(addr: usize) -> Option<(&'static Span, usize, *mut u8)
     if i >= s.nelems {
         return None;
     }
-    let off = addr - s.slot(i) as usize;
+    // Before the first slot of an over-aligned large object's span: no object's.
+    let off = addr.checked_sub(s.slot(i) as usize)?;
     if off < HEADER {
         // The slot's first byte is one past the end of the previous slot; the rest of the
         // header is no value's address.
@@ -192,37 +193,62 @@ impl PageHeap {
 
     /// Takes `npages` contiguous pages. `None` if the OS has no more memory.
     pub(crate) fn alloc(&mut self, npages: usize) -> Option<*mut u8> {
-        let p = self.alloc_pages(npages)?;
+        let p = self.alloc_pages(npages, 1)?;
         self.in_use += npages * PAGE_SIZE;
         Some(p)
     }
 
-    fn alloc_pages(&mut self, npages: usize) -> Option<*mut u8> {
+    /// Takes `npages` contiguous pages whose second page starts at a multiple of `align`
+    /// (a power of two above the page size, at most `MAX_ALIGN`): a large object aligned
+    /// to more than a page has its header end the first page (see `mspan::data_offset`).
+    pub(crate) fn alloc_aligned(&mut self, npages: usize, align: usize) -> Option<*mut u8> {
+        debug_assert!(align.is_power_of_two() && align > PAGE_SIZE && npages >= 2);
+        let p = self.alloc_pages(npages, align / PAGE_SIZE)?;
+        self.in_use += npages * PAGE_SIZE;
+        Some(p)
+    }
+
+    /// `npages` pages whose second page's index in its arena is a multiple of `step` (1:
+    /// any run; arenas are aligned to at least `ARENA_SIZE`, so an index multiple is an
+    /// address multiple).
+    fn alloc_pages(&mut self, npages: usize, step: usize) -> Option<*mut u8> {
         for (arena, free) in self.arenas.iter_mut() {
-            if let Some(p) = Self::take(arena, free, npages, &mut self.released) {
+            if let Some(p) = Self::take(arena, free, npages, step, &mut self.released) {
                 return Some(p);
             }
         }
-        let i = self.grow(npages)?;
+        let i = self.grow(if step == 1 { npages } else { npages + step })?;
         let (arena, free) = &mut self.arenas[i];
-        Self::take(arena, free, npages, &mut self.released)
+        Self::take(arena, free, npages, step, &mut self.released)
     }
 
+    /// The first place for `npages` pages (see `alloc_pages`) in the free runs of one
+    /// arena, taken out of its run (what is left on either side stays free).
     fn take(
         arena: &Arena,
         free: &mut FreeRuns,
         npages: usize,
+        step: usize,
         released: &mut usize,
     ) -> Option<*mut u8> {
-        let (&start, &(n, rel)) = free.iter().find(|(_, &(n, _))| n >= npages)?;
+        // The first page at or after `start` whose next page's index is a multiple of
+        // `step` (`start` itself when `step` is 1).
+        let place = |start: usize| (start + 1).next_multiple_of(step) - 1;
+        let (&start, &(n, rel)) = free
+            .iter()
+            .find(|(&start, &(n, _))| place(start) + npages <= start + n)?;
+        let at = place(start);
         free.remove(&start);
-        if n > npages {
-            free.insert(start + npages, (n - npages, rel));
+        if at > start {
+            free.insert(start, (at - start, rel));
+        }
+        if start + n > at + npages {
+            free.insert(at + npages, (start + n - at - npages, rel));
         }
         if rel == Pages::Released {
             *released -= npages * PAGE_SIZE;
         }
-        Some(arena.base.wrapping_add(start * PAGE_SIZE))
+        Some(arena.base.wrapping_add(at * PAGE_SIZE))
     }
 
     /// Publishes `span` as the owner of its pages.
@@ -275,7 +301,9 @@ impl PageHeap {
     /// they were freed, this gives back runs that stayed free through a whole cycle,
     /// keeping up to `retain` bytes of free resident pages (counting the fresh ones): the
     /// pacer will fill about that much before the next cycle.
-    pub(crate) fn release_free(&mut self, retain: usize) {
+    ///
+    /// With `all` (a retired heap), every free run goes back, fresh or not.
+    pub(crate) fn release_free(&mut self, retain: usize, all: bool) {
         let mut kept: usize = self
             .arenas
             .iter()
@@ -287,11 +315,11 @@ impl PageHeap {
             for (&start, run) in free.iter_mut() {
                 match run.1 {
                     Pages::Released => continue,
-                    Pages::Fresh => {
+                    Pages::Fresh if !all => {
                         run.1 = Pages::Aged;
                         continue;
                     }
-                    Pages::Aged => {}
+                    Pages::Fresh | Pages::Aged => {}
                 }
                 let bytes = run.0 * PAGE_SIZE;
                 if kept + bytes <= retain {

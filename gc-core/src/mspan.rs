@@ -45,15 +45,26 @@ struct Freed;
 pub(crate) const HEADER: usize = core::mem::size_of::<Header>();
 const _: () = assert!(HEADER == 16, "Header layout: count, gc_refs, type pointer");
 
-/// Where the value starts in an object of alignment `align`.
+/// Where the value starts in an object of alignment `align`: right after the header, or
+/// at the first multiple of `align` after it in a slot aligned to `align` (up to a page:
+/// small classes and page-aligned large spans give such slots). A value aligned to more
+/// than a page starts right after its header again: its large span puts the header at the
+/// end of its first page, and the value at the next page, which is aligned as needed
+/// (`PageHeap::alloc_aligned`). So a value is never more than a page from its header, as
+/// a near handle needs (`gc_types::word::MAX_NEAR`).
 #[inline]
 pub(crate) const fn data_offset(align: usize) -> usize {
-    if align > HEADER {
+    if align > HEADER && align <= PAGE_SIZE {
         align
     } else {
         HEADER
     }
 }
+
+/// The largest alignment fing honours; a type aligned to more does not compile into an
+/// allocation (`Plan`).
+pub const MAX_ALIGN: usize = 1 << 24;
+const _: () = assert!(MAX_ALIGN <= crate::mheap::ARENA_SIZE / 2);
 
 /// A span class: size class and the noscan bit (Go's spanClass). Class 0 is a large
 /// object in a span of its own.
@@ -73,7 +84,11 @@ impl SpanClass {
 }
 
 pub(crate) struct Span {
+    /// The first page.
     pub(crate) base: *mut u8,
+    /// The first slot: `base`, except in a large span of a value aligned to more than a
+    /// page, where it is the last `HEADER` bytes of the first page (see `data_offset`).
+    slot0: *mut u8,
     pub(crate) npages: usize,
     pub(crate) elem_size: usize,
     pub(crate) nelems: usize,
@@ -99,16 +114,24 @@ pub(crate) struct Span {
 }
 
 impl Span {
+    /// A span of `npages` pages at `base` cut into slots of `elem_size` bytes, the first
+    /// one `first` bytes in (0 but for over-aligned large objects).
     pub(crate) fn new(
         base: *mut u8,
         npages: usize,
         elem_size: usize,
+        first: usize,
         spc: SpanClass,
         heap_id: u64,
     ) -> Span {
-        let nelems = npages * PAGE_SIZE / elem_size;
+        let nelems = (npages * PAGE_SIZE - first) / elem_size;
+        debug_assert!(
+            first == 0 || nelems == 1,
+            "fing::mspan: an offset first slot in a small span"
+        );
         Span {
             base,
+            slot0: base.wrapping_add(first),
             npages,
             elem_size,
             nelems,
@@ -196,7 +219,7 @@ impl Span {
 
     #[inline]
     pub(crate) fn slot(&self, i: usize) -> *mut u8 {
-        self.base.wrapping_add(i * self.elem_size)
+        self.slot0.wrapping_add(i * self.elem_size)
     }
 
     #[inline]
@@ -290,7 +313,7 @@ mod tests {
         for c in 1..TABLE.len {
             let k = TABLE.classes[c];
             let base = core::ptr::without_provenance_mut::<u8>(0x10_0000);
-            let s = Span::new(base, k.npages, k.size, SpanClass::new(c, false), 0);
+            let s = Span::new(base, k.npages, k.size, 0, SpanClass::new(c, false), 0);
             // Every word offset natively; a prime stride under Miri (pure arithmetic).
             let step = if cfg!(miri) { 4099 } else { 8 };
             for off in (0..s.nelems * k.size).step_by(step) {
@@ -309,6 +332,7 @@ mod tests {
             core::ptr::without_provenance_mut(0x10_0000),
             1,
             48,
+            0,
             SpanClass::new(5, false),
             0,
         );

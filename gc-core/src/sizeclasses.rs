@@ -129,7 +129,7 @@ pub(crate) const fn size_to_class(size: usize) -> usize {
 /// page-aligned span (`None` if there is none: allocate large). Const: the allocation
 /// path computes it per type at compile time.
 pub(crate) const fn class_for(size: usize, align: usize) -> Option<usize> {
-    if size > MAX_SMALL_SIZE {
+    if size > MAX_SMALL_SIZE || align > PAGE_SIZE {
         return None;
     }
     let mut c = size_to_class(if size == 0 { 1 } else { size });

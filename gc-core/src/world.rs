@@ -36,11 +36,23 @@
 //! roots for as long as it cannot drop them (that needs a section); a raised count can only
 //! make the collector keep more.
 //!
+//! No user code runs inside a section: an object whose count reaches zero there and whose
+//! destructor is user code is only doomed (`mdrop`), and its thread runs the destructor
+//! as it leaves its outermost section (`Local::leave_outermost`). Nor does any with the
+//! world stopped, but `Trace` impls: the collector's own thread (`holds_world`) refuses
+//! every fing call that needs a section or the world, with a panic that says so
+//! (`in_collection`), instead of waiting for itself.
+//!
+//! A thread's `Local` is a thread-local, destroyed at thread exit, maybe before other
+//! thread-locals that hold handles (first touched before fing's). What such a destructor
+//! does (drop a handle, allocate, borrow a cell) runs with a temporary `Local` of its own
+//! (`with_temporary`): a slot registered for the call and retired after, so nothing is
+//! lost and nothing panics.
+//!
 //! Invariants: `STOP` is true exactly while a collector owns or is acquiring the world;
-//! while a collector owns it, no slot is active except on the collector's own thread,
-//! which never enters sections (its `holds_world` makes them no-ops); a thread that holds
-//! a section cannot stop the world (it would wait for itself): `collect()` panics there
-//! and allocation-triggered collections are skipped.
+//! while a collector owns it, no slot is active; a thread that holds a section cannot
+//! stop the world (it would wait for itself): `collect()` panics there and
+//! allocation-triggered collections are skipped.
 
 use core::cell::Cell;
 use core::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU8, Ordering};
@@ -200,6 +212,13 @@ pub(crate) struct Local {
     /// chain of frees may leave and enter again (`pause`).
     pub(crate) pausable: Cell<bool>,
     pub(crate) chain: core::cell::UnsafeCell<Vec<(core::ptr::NonNull<u8>, &'static Span)>>,
+    /// Objects whose count reached zero on this thread and whose destructors run user
+    /// code: destroyed (`mdrop::destroy`) as soon as the thread is outside every section
+    /// (at the end of the drop's own section, or of the `GcCell` guard's it was made in).
+    pub(crate) dying: core::cell::UnsafeCell<Vec<crate::mdrop::Doomed>>,
+    /// Set while this thread runs destructors (`mdrop::destroy`): the end of a section
+    /// leaves new dying objects to that loop instead of starting another.
+    pub(crate) destroying: Cell<bool>,
     /// Drops a thread that `spills` made with its ring full while the world was stopped:
     /// applied with its ring in its next section of its own, or handed to its slot's
     /// spill when it finishes a batch (`flush_held`), or at its exit. (A plain vector: one lock per
@@ -227,17 +246,69 @@ impl Local {
             freeing: Cell::new(false),
             pausable: Cell::new(false),
             chain: core::cell::UnsafeCell::new(Vec::new()),
+            dying: core::cell::UnsafeCell::new(Vec::new()),
+            destroying: Cell::new(false),
             held: core::cell::UnsafeCell::new(Vec::new()),
         }
     }
 
-    /// Applies the ring's drops and the spill's (thread exit); in a section.
+    /// Leaves this thread's outermost section, then destroys what died in it (user code
+    /// runs outside every section: see `mdrop`).
+    #[inline]
+    pub(crate) fn leave_outermost(&self) {
+        self.depth.set(0);
+        handshake::leave(&self.slot.active);
+        if self.has_dying() {
+            self.destroy_dying();
+        }
+    }
+
+    /// Are objects waiting for their destructors on this thread?
+    #[inline]
+    pub(crate) fn has_dying(&self) -> bool {
+        // SAFETY: `dying` is this thread's, and no reference to it outlives a call.
+        !unsafe { &*self.dying.get() }.is_empty()
+    }
+
+    /// Runs the dying objects' destructors, unless this thread is already doing so further
+    /// up its stack (that loop takes them).
+    #[cold]
+    #[inline(never)]
+    fn destroy_dying(&self) {
+        if !self.destroying.get() {
+            crate::mdrop::destroy(self, Vec::new());
+        }
+    }
+
+    /// Takes the next dying object, if any.
+    pub(crate) fn pop_dying(&self) -> Option<crate::mdrop::Doomed> {
+        // SAFETY: as in `has_dying`.
+        unsafe { &mut *self.dying.get() }.pop()
+    }
+
+    /// Adds a dying object (in a section: see `mfree`).
+    pub(crate) fn push_dying(&self, d: crate::mdrop::Doomed) {
+        // SAFETY: as in `has_dying`.
+        unsafe { &mut *self.dying.get() }.push(d);
+    }
+
+    /// Enters a section on this thread's own slot (depth 0 to 1), waiting while a
+    /// collector holds the world.
+    pub(crate) fn enter_outermost(&self) {
+        debug_assert_eq!(self.depth.get(), 0);
+        self.slot.enter();
+        self.depth.set(1);
+    }
+
+    /// Applies the ring's drops, the spill's and the held ones (thread exit), in this
+    /// thread's section: what dies is freed now.
     fn drain_drops(&self) {
-        self.slot.ring.drain(crate::mgcsweep::drop_count);
-        self.slot.drain_spilled();
-        self.take_held()
+        self.slot.ring.drain(|o| crate::mfree::lower(self, o));
+        let spilled = core::mem::take(&mut self.slot.spilled.lock().0);
+        spilled
             .into_iter()
-            .for_each(crate::mgcsweep::drop_count);
+            .chain(self.take_held())
+            .for_each(|o| crate::mfree::lower(self, o));
     }
 
     /// The held drops, taken out.
@@ -255,19 +326,43 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        CURRENT.with(|c| c.set(core::ptr::null()));
-        // Thread exit: apply the deferred drops and hand the caches' spans back, inside a
-        // section of our own slot (the thread-local is being destroyed, so `enter` cannot
-        // be used).
-        let caches = core::mem::take(self.caches.get_mut());
-        self.slot.enter();
+        if self.is_current() {
+            CURRENT.with(|c| c.set(core::ptr::null()));
+        }
+        // Thread exit (or the end of a temporary `Local`): apply the deferred drops, run
+        // the destructors they call for, and hand the caches' spans back, in sections of
+        // this slot (the thread-local is being destroyed: `enter` cannot be used).
+        self.enter_outermost();
         self.drain_drops();
+        self.leave_outermost();
+        let caches = core::mem::take(self.caches.get_mut());
+        self.enter_outermost();
         for c in caches {
             c.retire();
         }
-        handshake::leave(&self.slot.active);
+        self.leave_outermost();
         lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
     }
+}
+
+impl Local {
+    /// Is this the thread's `LOCAL` (not a temporary one)?
+    fn is_current(&self) -> bool {
+        core::ptr::eq(CURRENT.with(Cell::get), self)
+    }
+}
+
+/// Runs `f` with a temporary `Local`, for a thread whose `LOCAL` is already destroyed (a
+/// handle dropped, or a value allocated, by another thread-local's destructor at thread
+/// exit). It registers a slot of its own for the call and retires it after: costly, and
+/// only ever on that path.
+#[cold]
+#[inline(never)]
+fn with_temporary<R>(f: impl FnOnce(&Local) -> R) -> R {
+    let l = Local::new();
+    let r = f(&l);
+    drop(l);
+    r
 }
 
 thread_local! {
@@ -310,65 +405,78 @@ fn local<R>(f: impl FnOnce(&Local) -> R) -> R {
     try_local(f).expect("fing::world: the thread's world slot is already destroyed")
 }
 
-/// What the current thread is to the world.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Role {
-    /// In a mutator section.
-    Mutator,
-    /// The collector, owning the world; while it sweeps, the id of the heap it sweeps.
-    Collector { sweeping: u64 },
-}
-
 /// A mutator section, held while the guard lives.
 pub(crate) struct Section {
-    role: Role,
+    /// The temporary `Local` of a thread whose own is destroyed (see `with_temporary`).
+    temp: Option<Box<Local>>,
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
-impl Section {
-    pub(crate) fn role(&self) -> Role {
-        self.role
-    }
+/// Panics for a fing call made while this thread holds the stopped world: from a `Trace`
+/// impl, the only user code the collector runs with the world stopped.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn in_collection(api: &str) -> ! {
+    panic!(
+        "{api}: called from inside a collection (a Trace impl runs while the world is \
+         stopped, and must not call into fing: it would wait for itself or change what \
+         the collector is reading)"
+    )
 }
 
-/// Enters a mutator section (waits while a collector owns the world). On the collector's
-/// own thread it is a no-op that says so.
+/// Enters a mutator section (waits while a collector owns the world). `api` names the
+/// caller for the panic on the collector's own thread (see `in_collection`).
 #[inline]
-pub(crate) fn enter() -> Section {
-    local(|l| {
+pub(crate) fn enter(api: &str) -> Section {
+    let entered = try_local(|l| {
         if l.holds_world.get() {
-            return Section {
-                role: Role::Collector {
-                    sweeping: l.sweeping.get(),
-                },
-                _not_send: core::marker::PhantomData,
-            };
+            in_collection(api);
         }
         let d = l.depth.get();
         if d == 0 {
             l.slot.enter();
         }
         l.depth.set(d + 1);
-        Section {
-            role: Role::Mutator,
+    });
+    match entered {
+        Some(()) => Section {
+            temp: None,
             _not_send: core::marker::PhantomData,
-        }
-    })
+        },
+        None => enter_temporary(),
+    }
+}
+
+/// `enter` on a thread whose `Local` is destroyed: a section of a temporary one, which
+/// the guard owns.
+#[cold]
+#[inline(never)]
+fn enter_temporary() -> Section {
+    let l = Box::new(Local::new());
+    l.enter_outermost();
+    Section {
+        temp: Some(l),
+        _not_send: core::marker::PhantomData,
+    }
 }
 
 impl Drop for Section {
     #[inline]
     fn drop(&mut self) {
-        if self.role != Role::Mutator {
+        if let Some(t) = &self.temp {
+            t.leave_outermost();
             return;
         }
-        // `try_with`: a handle dropped by another thread-local's destructor after ours is
-        // gone has already left its section.
+        // `try_local`: the guard was made with this thread's `Local`, which outlives it
+        // unless another thread-local's destructor holds the guard; then the section
+        // ended with the `Local` (`Local::drop` leaves it).
         let _ = try_local(|l| {
             let d = l.depth.get() - 1;
-            l.depth.set(d);
             if d == 0 {
-                handshake::leave(&l.slot.active);
+                l.leave_outermost();
+            } else {
+                l.depth.set(d);
             }
         });
     }
@@ -390,35 +498,57 @@ fn wait_for_resume() {
 }
 
 /// Runs `f` inside a mutator section with this thread's `Local`, in one thread-local
-/// access (the allocation path).
+/// access (the allocation path; `api` names it for the panic inside a collection).
 #[inline]
-pub(crate) fn with_section<R>(f: impl FnOnce(&Local) -> R) -> R {
-    local(|l| {
-        let outermost = !l.holds_world.get() && l.depth.get() == 0;
-        if outermost {
-            l.slot.enter();
-            l.depth.set(1);
-        }
-        struct Leave<'a>(&'a Local, bool);
-        impl Drop for Leave<'_> {
-            #[inline]
-            fn drop(&mut self) {
-                if self.1 {
-                    self.0.depth.set(0);
-                    handshake::leave(&self.0.slot.active);
-                }
+pub(crate) fn with_section<R>(api: &str, f: impl FnOnce(&Local) -> R) -> R {
+    let p = CURRENT.with(Cell::get);
+    if p.is_null() {
+        return with_section_slow(api, f);
+    }
+    // SAFETY: as in `try_local`.
+    let l = unsafe { &*p };
+    if l.holds_world.get() {
+        in_collection(api);
+    }
+    let outermost = l.depth.get() == 0;
+    if outermost {
+        l.slot.enter();
+        l.depth.set(1);
+    }
+    struct Leave<'a>(&'a Local, bool);
+    impl Drop for Leave<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            if self.1 {
+                self.0.leave_outermost();
             }
         }
-        let _leave = Leave(l, outermost);
-        f(l)
+    }
+    let _leave = Leave(l, outermost);
+    f(l)
+}
+
+/// `with_section` before the thread's first use of its `Local` (made here), or after its
+/// destruction (a temporary one).
+#[cold]
+#[inline(never)]
+fn with_section_slow<R>(api: &str, f: impl FnOnce(&Local) -> R) -> R {
+    if try_local(|_| ()).is_some() {
+        return with_section(api, f);
+    }
+    with_temporary(|l| {
+        l.enter_outermost();
+        let r = f(l);
+        l.leave_outermost();
+        r
     })
 }
 
 /// Drops a handle's count on `obj` on a mutator thread: at once if this thread is in a
 /// section, or in a section of its own if the world is free; else (a collector holds or
 /// wants the world) recorded in this thread's ring (`deferred`), so that a drop never
-/// waits for a collection. `false`: the caller must drop it as the collector (this thread
-/// holds the world) or without the thread-local (it is gone).
+/// waits for a collection. `false`: this thread holds the world, or its `Local` is gone
+/// (`release_slow` in mgcsweep).
 #[inline]
 pub(crate) fn drop_as_mutator(obj: core::ptr::NonNull<u8>) -> bool {
     try_local(|l| {
@@ -437,8 +567,7 @@ pub(crate) fn drop_as_mutator(obj: core::ptr::NonNull<u8>) -> bool {
             l.pausable.set(!l.spills.get());
             crate::mfree::lower(l, obj);
             l.pausable.set(false);
-            l.depth.set(0);
-            handshake::leave(&l.slot.active);
+            l.leave_outermost();
         } else {
             defer(l, obj);
         }
@@ -447,12 +576,31 @@ pub(crate) fn drop_as_mutator(obj: core::ptr::NonNull<u8>) -> bool {
     .unwrap_or(false)
 }
 
+/// If this thread holds the stopped world: the heap it is sweeping (0: none). `None` if
+/// it does not, or if its `Local` is destroyed.
+pub(crate) fn collector_sweeping() -> Option<u64> {
+    try_local(|l| l.holds_world.get().then(|| l.sweeping.get())).flatten()
+}
+
+/// Drops a count on a thread whose `Local` is destroyed (a handle in another
+/// thread-local, dropped at thread exit): in a temporary `Local`'s section, so the object
+/// is freed and its destructor run now, as for any other drop.
+#[cold]
+#[inline(never)]
+pub(crate) fn drop_orphan(obj: core::ptr::NonNull<u8>) {
+    with_temporary(|l| {
+        l.enter_outermost();
+        crate::mfree::lower(l, obj);
+        l.leave_outermost();
+    });
+}
+
 /// Applies the drops `l` deferred while a collector had the world (its ring, and what it
 /// held past it), in its section: what they free is freed at once rather than at the next
 /// sweep. (Out of line: the drop path stays small.)
 #[cold]
 #[inline(never)]
-fn apply_deferred(l: &Local) {
+pub(crate) fn apply_deferred(l: &Local) {
     l.slot.ring.drain(|o| crate::mfree::lower(l, o));
     if l.holds_drops() {
         l.take_held()
@@ -482,8 +630,7 @@ fn defer(l: &Local, obj: core::ptr::NonNull<u8>) {
         }
         l.depth.set(1);
         l.slot.ring.drain(|o| crate::mfree::lower(l, o));
-        l.depth.set(0);
-        handshake::leave(&l.slot.active);
+        l.leave_outermost();
         let pushed = l.slot.ring.push(obj);
         debug_assert!(pushed, "fing::world: a drained ring is full");
     }
@@ -541,6 +688,29 @@ pub(crate) fn in_section() -> bool {
     try_local(|l| l.depth.get() > 0).unwrap_or(false)
 }
 
+/// Could this thread run a collection now: it has its fing state, holds no section and
+/// is not the collector?
+pub(crate) fn can_collect() -> bool {
+    try_local(|l| l.depth.get() == 0 && !l.holds_world.get()).unwrap_or(false)
+}
+
+/// Runs `f` with this thread's `Local`, or a temporary one if it is destroyed.
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> R {
+    // `try_local` consumes `f` only when it has a `Local`; keep it for the fallback.
+    let mut f = Some(f);
+    match try_local(|l| (f.take().expect("once"))(l)) {
+        Some(r) => r,
+        None => with_temporary(f.take().expect("not called")),
+    }
+}
+
+/// Panics if this thread holds the stopped world (see `in_collection`).
+pub(crate) fn assert_not_collecting(api: &str) {
+    if try_local(|l| l.holds_world.get()).unwrap_or(false) {
+        in_collection(api);
+    }
+}
+
 /// The stopped world, owned by this thread while the guard lives.
 pub(crate) struct StoppedWorld {
     _collector: MutexGuard<'static, ()>,
@@ -559,6 +729,15 @@ pub(crate) struct StoppedWorld {
 /// # Panics
 /// If this thread holds a mutator section (it would wait for itself).
 pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
+    match try_local(|l| l.holds_world.get()) {
+        Some(true) => in_collection(api),
+        Some(false) => {}
+        None if wait => panic!(
+            "{api}: called from a thread-local destructor after this thread's fing state \
+             was destroyed: a collection needs it"
+        ),
+        None => return None,
+    }
     if in_section() {
         assert!(
             !wait,

@@ -123,8 +123,10 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                         return Err(m.error("packed"));
                     }
                     if m.input.peek(syn::token::Paren) {
-                        let _c;
-                        syn::parenthesized!(_c in m.input);
+                        // `align(N)`: the argument is the compiler's to check.
+                        let c;
+                        syn::parenthesized!(c in m.input);
+                        c.parse::<proc_macro2::TokenStream>()?;
                     }
                     Ok(())
                 })
@@ -444,6 +446,22 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         }
     });
 
+    // A type fing could never allocate is refused where it is declared (for a generic
+    // one, where it is allocated: `Heap::alloc`'s own check).
+    let align_check = if generic {
+        quote!()
+    } else {
+        let msg = format!(
+            "`{name}` is aligned to more than fing::MAX_ALIGN (16 MiB): fing cannot allocate it"
+        );
+        quote! {
+            const _: () = ::core::assert!(
+                ::core::mem::align_of::<#name>() <= __fing::MAX_ALIGN,
+                #msg
+            );
+        }
+    };
+
     Ok(quote! {
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
         const _: () = {
@@ -485,6 +503,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
 
             #cast_impl
             #drop_guard
+            #align_check
             #(#untraced_asserts)*
         };
     })

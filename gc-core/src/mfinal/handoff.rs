@@ -111,6 +111,11 @@ impl<Q: Queue> Handoff<Q> {
         Some(s.queue.take_all())
     }
 
+    /// Is work queued or in flight?
+    pub(crate) fn busy(&self) -> bool {
+        self.lock().busy()
+    }
+
     /// The thread finished the batch it took; `after` runs on the queue under the lock.
     pub(crate) fn finished(&self, after: impl FnOnce(&mut Q)) {
         let mut s = self.lock();

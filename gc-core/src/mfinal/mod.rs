@@ -46,7 +46,7 @@
 //!   A lock biased to the setting thread (plain stores, `membarrier` to revoke) was built
 //!   twice and measured no faster: the section it needs and its busy flag cost as much.
 
-mod handoff;
+pub(crate) mod handoff;
 mod queue;
 mod reflectcall;
 mod thread;
@@ -61,6 +61,7 @@ use gc_types::{Func, Itab, Kind, Type, Value};
 use crate::mheap::span_of;
 use crate::mspan::{data_offset, HEADER};
 
+pub(crate) use thread::on_finalizer_thread;
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
 
 /// What `set_finalizer` did.

@@ -128,20 +128,42 @@ fn run() {
     }
 }
 
-/// Blocks until every queued finalizer has run and the finalizer thread is idle. Call it
-/// after `collect()` to see the finalizers of what that collection found (a finalizer
-/// that never returns makes this wait forever; see `wait_finalizers_timeout`).
+/// Is this the finalizer thread?
+pub(crate) fn on_finalizer_thread() -> bool {
+    ON_FINALIZER_THREAD.with(|f| f.get())
+}
+
+/// Blocks until every queued finalizer has run and the finalizer thread is idle, and
+/// every destructor that collections handed to the drop thread has run. Call it after
+/// `collect()` to see the finalizers of what that collection found (a finalizer that
+/// never returns makes this wait forever; see `wait_finalizers_timeout`). From a
+/// destructor on the drop thread, it waits for the finalizer thread only.
 ///
 /// # Panics
-/// If called from a finalizer (it would wait for itself).
+/// If called from a finalizer (it would wait for itself), or from a `Trace` impl (inside
+/// a collection).
 pub fn wait_finalizers() {
-    assert_not_in_finalizer("fing::wait_finalizers");
-    let _ = FING.wait_idle(None);
+    let _ = wait_all("fing::wait_finalizers", None);
+}
+
+/// Waits for the finalizer thread and the drop thread, until both are idle at once (a
+/// finalizer may make garbage for the drop thread, a destructor work for the finalizer
+/// thread); `Err` with what is left if `deadline` passes first.
+fn wait_all(api: &str, deadline: Option<Instant>) -> Result<(), usize> {
+    assert_not_in_finalizer(api);
+    crate::world::assert_not_collecting(api);
+    loop {
+        FING.wait_idle(deadline)?;
+        crate::mdrop::wait_idle(deadline)?;
+        if !FING.busy() && (crate::mdrop::on_drop_thread() || !crate::mdrop::busy()) {
+            return Ok(());
+        }
+    }
 }
 
 fn assert_not_in_finalizer(api: &str) {
     assert!(
-        !ON_FINALIZER_THREAD.with(|f| f.get()),
+        !on_finalizer_thread(),
         "{api}: called from a finalizer, which runs on the finalizer thread: it would wait for itself"
     );
 }
@@ -180,14 +202,16 @@ impl std::error::Error for FinalizerStuck {}
 /// # Panics
 /// If called from a finalizer (it would wait for itself).
 pub fn wait_finalizers_timeout(limit: Duration) -> Result<(), FinalizerStuck> {
-    assert_not_in_finalizer("fing::wait_finalizers_timeout");
-    FING.wait_idle(Some(Instant::now() + limit))
-        .map_err(|queued| {
-            // SAFETY: RUNNING is null or a `&'static Type`.
-            let running = unsafe { RUNNING.load(Ordering::Relaxed).as_ref() };
-            FinalizerStuck {
-                running: running.map(|t| t.to_string()),
-                queued,
-            }
-        })
+    wait_all(
+        "fing::wait_finalizers_timeout",
+        Some(Instant::now() + limit),
+    )
+    .map_err(|queued| {
+        // SAFETY: RUNNING is null or a `&'static Type`.
+        let running = unsafe { RUNNING.load(Ordering::Relaxed).as_ref() };
+        FinalizerStuck {
+            running: running.map(|t| t.to_string()),
+            queued,
+        }
+    })
 }
