@@ -1,8 +1,11 @@
 //! A model-checked collector: random programs over the vocabulary of
-//! `support/model_engine.rs` (allocate objects and tiny objects, relink through a
-//! `GcCell`, clone, drop, set a plain, resurrecting or re-arming finalizer, clear one,
-//! collect, wait for finalizers) run against fing and against a plain model of
-//! reachability and Go's finalizer rules; the engine's docs list what each step checks.
+//! `support/model_engine.rs` (allocate objects, tiny objects and 16 KiB-aligned ones,
+//! relink through a `GcCell`, clone, drop, register handles globally, leave one in a
+//! thread's `thread_local!` at its exit, set a plain, resurrecting or re-arming
+//! finalizer, clear one, collect, wait for finalizers; every object's destructor takes a
+//! lock mutators hold while allocating, may allocate, and may drop a registry entry) run
+//! against fing and against a plain model of reachability and Go's finalizer rules; the
+//! engine's docs list what each step checks.
 //! Failing programs shrink to a minimal one, kept in `model.proptest-regressions`.
 //!
 //! `FING_MODEL_CASES` sets the number of programs (default 48; `.ci/deep` runs many more).
@@ -19,14 +22,22 @@ fn op() -> impl Strategy<Value = Op> {
     let idx = || proptest::option::of(0usize..8);
     let mode = prop_oneof![Just(Mode::Plain), Just(Mode::Resurrect), Just(Mode::Rearm)];
     prop_oneof![
-        4 => (idx(), idx(), idx()).prop_map(|(a, b, leaf)| Op::Alloc { links: [a, b], leaf }),
+        4 => (idx(), idx(), idx(), idx()).prop_map(|(a, b, leaf, unregister)| Op::Alloc {
+            links: [a, b],
+            leaf,
+            unregister
+        }),
         2 => Just(Op::AllocTiny),
+        1 => idx().prop_map(|link| Op::AllocBig { link }),
         3 => (0usize..8, 0usize..2, idx()).prop_map(|(from, slot, to)| Op::Link { from, slot, to }),
         1 => (0usize..8, idx()).prop_map(|(from, to)| Op::Leaf { from, to }),
         1 => (0usize..8).prop_map(Op::Clone),
+        1 => (0usize..8).prop_map(Op::Register),
+        1 => (0usize..8).prop_map(Op::ThreadLocal),
         1 => (0usize..8).prop_map(Op::Map),
         1 => (0usize..8).prop_map(Op::DropMapped),
         3 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::Drop { at, tiny }),
+        1 => (0usize..8).prop_map(Op::DropBig),
         2 => (0usize..8, any::<bool>(), mode).prop_map(|(at, tiny, mode)| Op::SetFinalizer { at, tiny, mode }),
         1 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::ClearFinalizer { at, tiny }),
         2 => Just(Op::Collect),

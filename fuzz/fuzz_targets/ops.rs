@@ -16,11 +16,12 @@ use libfuzzer_sys::fuzz_target;
 /// earlier inputs left (objects under finalizer cycles) out of each new model.
 fn heap() -> Heap {
     static HEAP: OnceLock<Heap> = OnceLock::new();
-    *HEAP.get_or_init(|| {
+    HEAP.get_or_init(|| {
         let mut c = HeapConfig::default();
         c.gogc = None;
         Heap::new(c)
     })
+    .clone()
 }
 
 fuzz_target!(|data: &[u8]| {

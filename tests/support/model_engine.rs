@@ -3,23 +3,38 @@
 //! fing heap, and a plain reference model of reachability and Go's finalizer rules that
 //! each operation is mirrored in.
 //!
-//! The vocabulary: allocate an object with 0, 1 or 2 links and a tiny leaf; allocate a
-//! tiny noscan object (packed 2 to a 16-byte block); relink a field through a `GcCell`;
-//! clone and drop handles; map handles into an object (near) and into its name's buffer
-//! (far, through a cell), and drop them; set a finalizer (plain, resurrecting its object into a global,
-//! or re-arming itself once) or clear one; `collect()`; `wait_finalizers()`. A collection
+//! The vocabulary: allocate an object with 0, 1 or 2 links and a tiny leaf (holding a lock
+//! that destructors also take, as a mutator that logs while it allocates); allocate a
+//! tiny noscan object (packed 2 to a 16-byte block); allocate an object aligned to 16 KiB
+//! with one link; relink a field through a `GcCell`; clone and drop handles; put a handle
+//! in a global registry; hand a handle to a thread that keeps it in a `thread_local!`
+//! touched before fing's and exits (its drop comes after fing's thread state is gone);
+//! map handles into an object (near) and into its name's buffer (far, through a cell),
+//! and drop them; set a finalizer (plain, resurrecting its object into a global, or
+//! re-arming itself once) or clear one; `collect()`; `wait_finalizers()`. A collection
 //! does not wait for its finalizers: they run on the finalizer thread while the next
 //! operations mutate the heap, and are checked at the next `Wait` or `Collect`.
 //!
+//! Every object has a destructor (its token's `Drop`), which is user code: it takes the
+//! lock mutators take, records that it ran, sometimes allocates a new object into the
+//! heap (kept in a list and checked for integrity), and may take an entry out of the
+//! registry and drop it (the object was made with the id of the entry to take). Objects
+//! with destructors are freed when their count reaches zero, or by a collection (cycles),
+//! with the destructors run after the world resumes; a registry entry dropped by a
+//! destructor may free more.
+//!
 //! What is checked, exactly, after every collection and wait:
-//! - the destructors that ran are the model's freed set, each once: no object reachable
-//!   in the model was freed, and garbage is freed in the cycle the model says;
+//! - the destructors that ran since the last check: each once; every object the model
+//!   calls garbage at the collection among them; and every other one unreachable once the
+//!   registry entries that those destructors took are gone (no object reachable in the
+//!   model was freed);
 //! - the finalizers that ran are the model's queued set, each once: only unreachable
 //!   objects, in dependency order (the model queues B only in the cycle that frees A when
 //!   A points to B), never one in a cycle through a finalizable object; tiny objects are
 //!   queued when their whole block is unreachable, all records of the block at once;
 //! - every object still reachable has its id, its token and its links intact (freed memory
-//!   is poisoned in debug builds, so a wrong free shows at the next check, not later).
+//!   is poisoned in debug builds, so a wrong free shows at the next check, not later), and
+//!   so has every object a destructor made.
 //!
 //! The model learns one thing from the real heap: which 16-byte block each tiny object
 //! was packed into (`Gc::object_addr`), a fact of the allocator, not of the semantics.
@@ -34,15 +49,66 @@ use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
 
 type Log = Arc<Mutex<Vec<u64>>>;
 
-/// Records its id when dropped: the per-object liveness token.
+/// Handles kept in a global registry, with the ids of their objects.
+type Registry = Arc<Mutex<Vec<(u64, Gc<Obj>)>>>;
+
+/// What an object's destructor reaches: the world's shared state.
+#[derive(Clone)]
+pub struct Shared {
+    dropped: Log,
+    /// Taken by destructors, and by `Op::Alloc` while it allocates.
+    lock: Arc<Mutex<()>>,
+    registry: Registry,
+    /// Objects destructors made.
+    made: Arc<Mutex<Vec<Gc<Made>>>>,
+    heap: Heap,
+}
+
+/// Records its id when dropped (the per-object liveness token); the destructor of every
+/// object, with the user code of the module docs.
 pub struct Token {
     id: u64,
-    dropped: Log,
+    /// The registry entry to take out and drop.
+    unregister: Option<u64>,
+    shared: Shared,
 }
 
 impl Drop for Token {
     fn drop(&mut self) {
-        self.dropped.lock().unwrap().push(self.id);
+        let s = &self.shared;
+        {
+            let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.dropped.lock().unwrap().push(self.id);
+        }
+        if let Some(y) = self.unregister {
+            // Dropped outside the registry's lock: the drop may run destructors that take
+            // it.
+            let taken = {
+                let mut r = s.registry.lock().unwrap();
+                r.iter().position(|e| e.0 == y).map(|i| r.swap_remove(i))
+            };
+            drop(taken);
+        }
+        if self.id.is_multiple_of(3) {
+            let m = s.heap.alloc(Made {
+                id: self.id,
+                check: Made::check(self.id),
+            });
+            s.made.lock().unwrap().push(m);
+        }
+    }
+}
+
+/// What a destructor allocates.
+#[derive(Trace)]
+pub struct Made {
+    id: u64,
+    check: u64,
+}
+
+impl Made {
+    fn check(id: u64) -> u64 {
+        id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
 }
 
@@ -54,6 +120,17 @@ pub struct Obj {
     links: [GcCell<Option<Gc<Obj>>>; 2],
     leaf: GcCell<Option<Gc<Tiny>>>,
     name: String,
+    #[gc(untraced)]
+    token: Token,
+}
+
+/// An object aligned to 16 KiB (more than a page: a large span with its value at an
+/// aligned page), with one link.
+#[derive(Trace)]
+#[repr(align(16384))]
+pub struct Big {
+    id: u64,
+    link: GcCell<Option<Gc<Obj>>>,
     #[gc(untraced)]
     token: Token,
 }
@@ -79,13 +156,17 @@ pub enum Mode {
 /// One step of a program. Indices pick among the live handles (modulo their count).
 #[derive(Clone, Debug)]
 pub enum Op {
-    /// Allocate an object linking to up to two objects and one tiny object.
+    /// Allocate an object linking to up to two objects and one tiny object, whose
+    /// destructor takes the registry entry `unregister` picks (if any) and drops it.
     Alloc {
         links: [Option<usize>; 2],
         leaf: Option<usize>,
+        unregister: Option<usize>,
     },
     /// Allocate a tiny object.
     AllocTiny,
+    /// Allocate a 16 KiB-aligned object linking to one object.
+    AllocBig { link: Option<usize> },
     /// Set a link of an object (through its `GcCell`).
     Link {
         from: usize,
@@ -96,6 +177,11 @@ pub enum Op {
     Leaf { from: usize, to: Option<usize> },
     /// Clone a handle.
     Clone(usize),
+    /// Put a clone of a handle in the registry.
+    Register(usize),
+    /// Give a clone of a handle to a thread that keeps it in a `thread_local!` first
+    /// touched before fing's, and exits.
+    ThreadLocal(usize),
     /// `Gc::map` a handle twice: to its name's buffer (a far handle, through a cell) and to
     /// its id (a near one). Both keep the object alive.
     Map(usize),
@@ -103,6 +189,8 @@ pub enum Op {
     DropMapped(usize),
     /// Drop a handle (`tiny`: a tiny object's).
     Drop { at: usize, tiny: bool },
+    /// Drop a 16 KiB-aligned object's handle.
+    DropBig(usize),
     /// Set a finalizer.
     SetFinalizer { at: usize, tiny: bool, mode: Mode },
     /// Clear a finalizer (fine when none is set).
@@ -123,15 +211,16 @@ impl Op {
         }
         let opt = |x: u8| (x & 0x80 == 0).then_some((x & 0x7f) as usize);
         let k = byte(b)?;
-        Some(match k % 10 {
+        Some(match k % 14 {
             0 => Op::Alloc {
                 links: [opt(byte(b)?), opt(byte(b)?)],
                 leaf: opt(byte(b)?),
+                unregister: opt(byte(b)?),
             },
             1 => Op::AllocTiny,
             2 => Op::Link {
                 from: byte(b)? as usize,
-                slot: (k as usize / 10) % 2,
+                slot: (k as usize / 14) % 2,
                 to: opt(byte(b)?),
             },
             3 => Op::Leaf {
@@ -147,15 +236,21 @@ impl Op {
             6 => Op::SetFinalizer {
                 at: byte(b)? as usize,
                 tiny: k >= 128,
-                mode: [Mode::Plain, Mode::Resurrect, Mode::Rearm][(k as usize / 10) % 3],
+                mode: [Mode::Plain, Mode::Resurrect, Mode::Rearm][(k as usize / 14) % 3],
             },
             7 => Op::ClearFinalizer {
                 at: byte(b)? as usize,
                 tiny: k >= 128,
             },
             8 => Op::Collect,
-            _ if k >= 128 => Op::DropMapped(byte(b)? as usize),
-            _ => Op::Wait,
+            9 if k >= 128 => Op::DropMapped(byte(b)? as usize),
+            9 => Op::Wait,
+            10 => Op::Register(byte(b)? as usize),
+            11 => Op::ThreadLocal(byte(b)? as usize),
+            12 => Op::AllocBig {
+                link: opt(byte(b)?),
+            },
+            _ => Op::DropBig(byte(b)? as usize),
         })
     }
 }
@@ -175,15 +270,20 @@ pub struct World {
     heap: Heap,
     roots: Vec<Gc<Obj>>,
     tiny_roots: Vec<Gc<Tiny>>,
+    bigs: Vec<Gc<Big>>,
     /// Handles made by `Op::Map`, with the id of the object they were mapped from.
     mapped: Vec<(u64, Gc<str>, Gc<u64>)>,
     globals: Arc<Mutex<Vec<Gc<Obj>>>>,
     tiny_globals: Arc<Mutex<Vec<Gc<Tiny>>>>,
     ran: Log,
-    dropped: Log,
+    shared: Shared,
     next_id: u64,
     model: BTreeMap<u64, ModelObj>,
     model_globals: BTreeSet<u64>,
+    /// The model's registry: the ids of its entries (one per entry).
+    model_registry: Vec<u64>,
+    /// What each object's destructor takes out of the registry.
+    unregisters: BTreeMap<u64, u64>,
     /// Queued by the last collection, not yet checked against what ran.
     pending: BTreeSet<u64>,
 }
@@ -255,6 +355,11 @@ fn arm<T: HasId + Trace + Send + Sync + 'static>(
     }
 }
 
+thread_local! {
+    /// A thread's own cache of handles (`Op::ThreadLocal`).
+    static KEPT: std::cell::RefCell<Vec<Gc<Obj>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl World {
     /// A fresh heap (no automatic collections) and an empty model.
     pub fn new() -> World {
@@ -263,10 +368,10 @@ impl World {
         World::on(Heap::new(c))
     }
 
-    /// An empty model on `heap`, which may hold what earlier worlds left behind (heaps
-    /// live for the whole process; a fuzzer reuses one). Those objects are never reachable
-    /// from this world's; only a tiny block shared with one could be, so this first
-    /// allocates throwaway tiny objects until one lands in a new block.
+    /// An empty model on `heap`, which may hold what earlier worlds left behind (a fuzzer
+    /// reuses one heap). Those objects are never reachable from this world's; only a tiny
+    /// block shared with one could be, so this first allocates throwaway tiny objects
+    /// until one lands in a new block.
     pub fn on(heap: Heap) -> World {
         let block = |t: &Gc<Tiny>| Gc::object_addr(t);
         let mut prev = heap.alloc(Tiny { id: 0 });
@@ -278,17 +383,26 @@ impl World {
             prev = next;
         }
         World {
+            shared: Shared {
+                dropped: Arc::default(),
+                lock: Arc::default(),
+                registry: Arc::default(),
+                made: Arc::default(),
+                heap: heap.clone(),
+            },
             heap,
             roots: Vec::new(),
             tiny_roots: Vec::new(),
+            bigs: Vec::new(),
             mapped: Vec::new(),
             globals: Arc::default(),
             tiny_globals: Arc::default(),
             ran: Arc::default(),
-            dropped: Arc::default(),
             next_id: 1,
             model: BTreeMap::new(),
             model_globals: BTreeSet::new(),
+            model_registry: Vec::new(),
+            unregisters: BTreeMap::new(),
             pending: BTreeSet::new(),
         }
     }
@@ -302,11 +416,29 @@ impl World {
         self.next_id - 1
     }
 
+    fn token(&mut self, id: u64, unregister: Option<usize>) -> Token {
+        let unregister = unregister
+            .and_then(|i| Self::pick(self.model_registry.len(), i))
+            .map(|i| self.model_registry[i]);
+        if let Some(y) = unregister {
+            self.unregisters.insert(id, y);
+        }
+        Token {
+            id,
+            unregister,
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Runs one operation on fing and on the model, and checks them where it syncs.
     pub fn apply(&mut self, op: &Op) {
         let (n, nt) = (self.roots.len(), self.tiny_roots.len());
         match *op {
-            Op::Alloc { links, leaf } => {
+            Op::Alloc {
+                links,
+                leaf,
+                unregister,
+            } => {
                 let id = self.new_id();
                 let to = |l: Option<usize>| l.and_then(|i| Self::pick(n, i));
                 let [a, b] = links.map(|l| to(l).map(|i| self.roots[i].clone()));
@@ -319,10 +451,10 @@ impl World {
                     block: None,
                     armed: None,
                 };
-                let token = Token {
-                    id,
-                    dropped: self.dropped.clone(),
-                };
+                let token = self.token(id, unregister);
+                // Allocated holding the lock destructors take.
+                let lock = self.shared.lock.clone();
+                let _g = lock.lock().unwrap();
                 self.roots.push(self.heap.alloc(Obj {
                     id,
                     links: [GcCell::new(a), GcCell::new(b)],
@@ -345,6 +477,36 @@ impl World {
                 self.model.insert(id, m);
                 self.tiny_roots.push(t);
             }
+            Op::AllocBig { link } => {
+                let id = self.new_id();
+                let target = link
+                    .and_then(|i| Self::pick(n, i))
+                    .map(|i| self.roots[i].clone());
+                let m = ModelObj {
+                    links: [target.as_ref().map(|g| g.id), None],
+                    leaf: None,
+                    block: None,
+                    armed: None,
+                };
+                let token = self.token(id, None);
+                let big = self.heap.alloc(Big {
+                    id,
+                    link: GcCell::new(target),
+                    token,
+                });
+                assert!(
+                    (Gc::as_ptr(&big) as usize).is_multiple_of(16384),
+                    "a 16 KiB-aligned object at {:p}",
+                    Gc::as_ptr(&big)
+                );
+                self.bigs.push(big);
+                self.model.insert(id, m);
+            }
+            Op::DropBig(i) => {
+                if let Some(i) = Self::pick(self.bigs.len(), i) {
+                    self.bigs.swap_remove(i);
+                }
+            }
             Op::Link { from, slot, to } => {
                 let Some(f) = Self::pick(n, from) else { return };
                 let target = to
@@ -366,6 +528,27 @@ impl World {
             Op::Clone(i) => {
                 if let Some(i) = Self::pick(n, i) {
                     self.roots.push(self.roots[i].clone());
+                }
+            }
+            Op::Register(i) => {
+                if let Some(i) = Self::pick(n, i) {
+                    let g = self.roots[i].clone();
+                    self.model_registry.push(g.id);
+                    self.shared.registry.lock().unwrap().push((g.id, g));
+                }
+            }
+            Op::ThreadLocal(i) => {
+                if let Some(i) = Self::pick(n, i) {
+                    let g = self.roots[i].clone();
+                    std::thread::spawn(move || {
+                        // Touched first: its destructor runs after fing's thread state is
+                        // gone, and drops the handle then.
+                        KEPT.with(|k| k.borrow_mut().reserve(1));
+                        drop(g.clone()); // fing's thread state, made now
+                        KEPT.with(|k| k.borrow_mut().push(g));
+                    })
+                    .join()
+                    .expect("a thread exits cleanly with a handle in a thread-local");
                 }
             }
             Op::Map(i) => {
@@ -428,6 +611,33 @@ impl World {
         seen
     }
 
+    /// Every root of the model: the program's handles, the globals finalizers resurrected
+    /// into, and the registry (as `registry` has it).
+    fn roots_with(&self, registry: &[u64]) -> Vec<u64> {
+        self.roots
+            .iter()
+            .map(|g| g.id)
+            .chain(self.tiny_roots.iter().map(|g| g.id))
+            .chain(self.bigs.iter().map(|g| g.id))
+            .chain(self.mapped.iter().map(|m| m.0))
+            .chain(self.model_globals.iter().copied())
+            .chain(registry.iter().copied())
+            .collect()
+    }
+
+    /// The registry once the destructors of `dead` have taken their entries.
+    fn registry_after(&self, dead: &BTreeSet<u64>) -> Vec<u64> {
+        let mut r = self.model_registry.clone();
+        for d in dead {
+            if let Some(y) = self.unregisters.get(d) {
+                if let Some(i) = r.iter().position(|e| e == y) {
+                    r.swap_remove(i);
+                }
+            }
+        }
+        r
+    }
+
     /// Waits for the finalizers of the last collection and checks that exactly the
     /// model's queued set ran, each once; then applies what they did to the model.
     fn sync(&mut self) {
@@ -440,7 +650,10 @@ impl World {
             "finalizers that ran vs the model's queued set"
         );
         for id in std::mem::take(&mut self.pending) {
-            let o = self.model.get_mut(&id).unwrap();
+            // Gone already: its finalizer dropped the last handle, and that drop freed it.
+            let Some(o) = self.model.get_mut(&id) else {
+                continue;
+            };
             match o.armed.take().expect("a queued object was armed") {
                 Mode::Plain => {}
                 Mode::Resurrect => {
@@ -455,17 +668,20 @@ impl World {
     /// checks of what was freed and of what is left.
     pub fn collect_and_check(&mut self) {
         self.sync();
+        // Destructors that ran since the last check (at count zero) took their registry
+        // entries already: the collection sees the registry without them.
+        let early: BTreeSet<u64> = self
+            .shared
+            .dropped
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        self.model_registry = self.registry_after(&early);
         // The model's cycle: Go's markfin, then the two-pass sweep, with tiny blocks
         // marked as a whole.
-        let roots = self.roots.iter().map(|g| g.id);
-        let tiny_roots = self.tiny_roots.iter().map(|g| g.id);
-        let mapped = self.mapped.iter().map(|m| m.0);
-        let base = self.closure(
-            roots
-                .chain(tiny_roots)
-                .chain(mapped)
-                .chain(self.model_globals.iter().copied()),
-        );
+        let base = self.closure(self.roots_with(&self.model_registry));
         let fin_children: Vec<u64> = self
             .model
             .iter()
@@ -501,31 +717,78 @@ impl World {
 
         self.heap.collect();
 
-        let dropped = std::mem::take(&mut *self.dropped.lock().unwrap());
+        let dropped = std::mem::take(&mut *self.shared.dropped.lock().unwrap());
         let dropped_set: BTreeSet<u64> = dropped.iter().copied().collect();
         assert_eq!(dropped.len(), dropped_set.len(), "a destructor ran twice");
+        // Every object the model calls garbage was destroyed...
         let freed_objs: BTreeSet<u64> = freed
             .iter()
             .filter(|id| self.model[id].block.is_none())
             .copied()
             .collect();
-        assert_eq!(
-            dropped_set, freed_objs,
-            "objects freed vs the model's garbage"
+        assert!(
+            freed_objs.is_subset(&dropped_set),
+            "garbage not destroyed: {:?}",
+            freed_objs.difference(&dropped_set).collect::<Vec<_>>()
         );
-        for id in &freed {
+        // ... and what else was (at count zero, after the destructors of the garbage took
+        // registry entries) is unreachable once those entries are gone, and had no
+        // finalizer to run first.
+        let later: BTreeSet<u64> = dropped_set.difference(&early).copied().collect();
+        let registry = self.registry_after(&later);
+        let live = self.closure(self.roots_with(&registry));
+        for id in dropped_set.difference(&freed_objs) {
+            let o = &self.model[id];
+            assert!(
+                !live.contains(id),
+                "object {id} was destroyed while reachable"
+            );
+            // An armed object dies only after its finalizer ran: queued by this
+            // collection, with a plain finalizer, which dropped the last handle (on the
+            // finalizer thread, which may have run it already).
+            assert!(
+                o.armed.is_none() || (queued.contains(id) && o.armed == Some(Mode::Plain)),
+                "object {id} was destroyed before its finalizer ran"
+            );
+        }
+        self.model_registry = registry;
+        for id in freed.iter().chain(&dropped_set) {
             self.model.remove(id);
         }
+        // An object whose finalizer ran and dropped its last handle may have been freed
+        // since, by that drop, on the finalizer thread: `sync` finds it gone.
         self.pending = queued;
         self.check_intact();
     }
 
-    /// Every handle the program holds reaches intact objects, as the model has them.
+    /// Every handle the program holds reaches intact objects, as the model has them, and
+    /// every object a destructor made is intact.
     fn check_intact(&self) {
         let mut seen = BTreeSet::new();
         let globals = self.globals.lock().unwrap().clone();
-        for g in self.roots.iter().chain(&globals) {
+        let registry: Vec<Gc<Obj>> = self
+            .shared
+            .registry
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.1.clone())
+            .collect();
+        for g in self.roots.iter().chain(&globals).chain(&registry) {
             self.check_obj(g, &mut seen);
+        }
+        for b in &self.bigs {
+            assert!(
+                self.model.contains_key(&b.id),
+                "reachable object {} was freed",
+                b.id
+            );
+            assert_eq!(b.token.id, b.id, "object {} corrupted", b.id);
+            let l = b.link.borrow().clone();
+            assert_eq!(l.as_ref().map(|x| x.id), self.model[&b.id].links[0]);
+            if let Some(x) = l {
+                self.check_obj(&x, &mut seen);
+            }
         }
         let tiny_globals = self.tiny_globals.lock().unwrap().clone();
         for t in self.tiny_roots.iter().chain(&tiny_globals) {
@@ -541,6 +804,9 @@ impl World {
                 (&*format!("obj {id}"), *id),
                 "mapped handles of {id}"
             );
+        }
+        for m in self.shared.made.lock().unwrap().iter() {
+            assert_eq!(m.check, Made::check(m.id), "an object a destructor made");
         }
     }
 
@@ -583,7 +849,12 @@ impl World {
     pub fn finish(&mut self) {
         self.roots.clear();
         self.tiny_roots.clear();
+        self.bigs.clear();
         self.mapped.clear();
+        // Out of the lock first: the drops run destructors that take it.
+        let registry = std::mem::take(&mut *self.shared.registry.lock().unwrap());
+        drop(registry);
+        self.model_registry.clear();
         let mut last = usize::MAX;
         while self.model.len() != last || !self.pending.is_empty() {
             last = self.model.len();
@@ -617,5 +888,7 @@ impl World {
                 "object {id} is left in the heap and not under a cycle through a finalizable object: {o:?}"
             );
         }
+        let made = std::mem::take(&mut *self.shared.made.lock().unwrap());
+        drop(made);
     }
 }
