@@ -109,7 +109,7 @@ fn main() {
         <fn(Gc<File>) -> [u8; 32]>::TYPE,
         <fn(Value) -> (u8, u64)>::TYPE,
     ] {
-        let l = FrameLayout::of(sig);
+        let l = FrameLayout::of(sig).expect("a func type");
         println!(
             "  {sig:<34} args {:>2} + results {:>2} = frame {:>2}",
             l.args_size, l.results_size, l.size

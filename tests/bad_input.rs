@@ -106,7 +106,9 @@ struct Bomb {
 
 // SAFETY: the descriptor describes `Bomb`: a struct whose handles `trace` reports.
 unsafe impl Typed for Bomb {
-    const TYPE: &'static Type = &Type::rust::<Bomb>(Kind::Struct).named("bad_input.Bomb");
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<Bomb>(Kind::Struct) }.named("bad_input.Bomb");
 }
 
 // SAFETY: `trace` reports the one handle `Bomb` owns (or panics before reporting any).
@@ -129,6 +131,9 @@ struct Node {
     #[gc(untraced)]
     drops: Arc<AtomicUsize>,
 }
+
+// SAFETY: its `Drop` dereferences none of its traced handles.
+unsafe impl fing::AllowDrop for Node {}
 
 impl Drop for Node {
     fn drop(&mut self) {

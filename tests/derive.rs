@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::mem::{align_of, offset_of, size_of};
 
-use fing::{Gc, Kind, PtrMask, Trace, Type, Typed};
+use fing::{Gc, GcCell, Kind, PtrMask, Trace, Type, Typed};
 
 #[fing::interface]
 pub trait Closer: Send + Sync {
@@ -286,4 +286,39 @@ fn optional_handles_have_masks_and_handle_only_drops() {
         !Type::of::<Option<Option<Gc<Plain>>>>().ptrmask().is_known(),
         "no niche left"
     );
+}
+
+/// `AllowDrop`'s documented example: the opt-out from the ban on `Drop` is the attribute
+/// and an `unsafe impl`.
+#[derive(Trace)]
+#[gc(unsafe_allow_drop)]
+struct Logged {
+    id: u64,
+    next: GcCell<Option<Gc<Logged>>>,
+}
+
+// SAFETY: `drop` reads `id` only, never a handle.
+unsafe impl fing::AllowDrop for Logged {}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        LOGGED.fetch_add(self.id as usize, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+static LOGGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[test]
+fn a_traced_type_with_its_own_drop_takes_the_unsafe_impl() {
+    let mut c = fing::HeapConfig::default();
+    c.gogc = None;
+    let h = fing::Heap::new(c);
+    let a = h.alloc(Logged {
+        id: 3,
+        next: GcCell::new(None),
+    });
+    a.next.set(Some(a.clone()));
+    drop(a);
+    h.collect();
+    assert_eq!(LOGGED.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

@@ -420,3 +420,173 @@ fn a_panicking_destructor_at_count_zero_is_contained() {
     h.collect();
     assert_eq!(h.stats().heap_objects, 0);
 }
+
+/// A node whose destructor is user code (its `String`, its token).
+#[derive(Trace)]
+struct Named {
+    id: u64,
+    name: String,
+    next: GcCell<Option<Gc<Named>>>,
+    #[gc(untraced)]
+    token: Counted,
+}
+
+/// Counts the destructors that ran.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Four threads build lists of objects with destructors, cut them, and make cyclic
+/// garbage of them, while automatic collections (whose destructors the drop thread runs)
+/// and explicit ones race them: every object is intact while reachable, every destructor
+/// runs exactly once, and one collection after the threads end leaves nothing.
+#[test]
+fn destructors_racing_collections_on_four_threads() {
+    let _serial = serial();
+    let mut c = HeapConfig::default();
+    c.gogc = Some(50);
+    c.min_heap = 256 << 10;
+    let h = Heap::new(c);
+    let made = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let node = |h: &Heap, id: u64, made: &AtomicUsize, dropped: &Arc<AtomicUsize>| {
+        made.fetch_add(1, Ordering::SeqCst);
+        h.alloc(Named {
+            id,
+            name: format!("node {id}"),
+            next: GcCell::new(None),
+            token: Counted(dropped.clone()),
+        })
+    };
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (h, made, dropped, stop) = (h.clone(), made.clone(), dropped.clone(), stop.clone());
+            thread::spawn(move || {
+                let head = node(&h, t << 40, &made, &dropped);
+                let mut len = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let n = node(&h, (t << 40) + len, &made, &dropped);
+                    n.next.set(head.next.take());
+                    head.next.set(Some(n));
+                    len += 1;
+                    if len.is_multiple_of(256) {
+                        // Cut the list: what follows dies at count zero, here.
+                        let mut cur = head.next.borrow().clone();
+                        for _ in 0..16 {
+                            cur = cur.and_then(|c| c.next.borrow().clone());
+                        }
+                        if let Some(c) = cur {
+                            c.next.set(None);
+                        }
+                        // Walk what is left.
+                        let mut cur = head.next.borrow().clone();
+                        while let Some(c) = cur {
+                            assert_eq!(c.name, format!("node {}", c.id), "thread {t}");
+                            cur = c.next.borrow().clone();
+                        }
+                    }
+                    // Cyclic garbage with destructors: found by collections.
+                    let a = node(&h, 1, &made, &dropped);
+                    let b = node(&h, 2, &made, &dropped);
+                    a.next.set(Some(b.clone()));
+                    b.next.set(Some(a));
+                }
+            })
+        })
+        .collect();
+    let collector = {
+        let (h, stop) = (h.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                h.collect();
+                thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("a mutator panicked");
+    }
+    collector.join().unwrap();
+    h.collect();
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        made.load(Ordering::SeqCst),
+        "every destructor ran, once"
+    );
+    assert_eq!(h.stats().heap_objects, 0, "and every slot is free");
+}
+
+/// Lists of objects with destructors built and dropped on two threads (each drop a chain
+/// of destructors run outside sections) while a third collects without pause.
+#[test]
+fn chains_of_destructors_racing_collections() {
+    let _serial = serial();
+    let h = quiet_heap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let list = |h: &Heap, n: u64, d: &Arc<AtomicUsize>| {
+        let mut head: Option<Gc<Named>> = None;
+        for id in 0..n {
+            head = Some(h.alloc(Named {
+                id,
+                name: format!("node {id}"),
+                next: GcCell::new(head),
+                token: Counted(d.clone()),
+            }));
+        }
+        head.unwrap()
+    };
+    let keep = list(&h, 1000, &dropped);
+    let done = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (h, done) = (h.clone(), done.clone());
+        thread::spawn(move || {
+            let mut k = 0;
+            while !done.load(Ordering::SeqCst) || k < 3 {
+                h.collect();
+                k += 1;
+            }
+        })
+    };
+    let rounds = if cfg!(debug_assertions) { 20 } else { 100 };
+    let mutators: Vec<_> = (0..2)
+        .map(|_| {
+            let (h, d) = (h.clone(), dropped.clone());
+            thread::spawn(move || {
+                for r in 0..rounds {
+                    let l = list(&h, 5_000 + r, &d);
+                    assert_eq!(l.name, format!("node {}", 5_000 + r - 1));
+                    drop(l);
+                }
+            })
+        })
+        .collect();
+    for m in mutators {
+        m.join().unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    collector.join().unwrap();
+    let mut cur = Some(keep.clone());
+    let mut n = 0;
+    while let Some(c) = cur {
+        assert_eq!(c.name, format!("node {}", c.id));
+        n += 1;
+        cur = c.next.borrow().clone();
+    }
+    assert_eq!(n, 1000, "the kept list is intact");
+    let made: u64 = 2 * (0..rounds).map(|r| 5_000 + r).sum::<u64>();
+    assert_eq!(
+        dropped.load(Ordering::SeqCst) as u64,
+        made,
+        "every destructor once"
+    );
+    drop((cur, keep));
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 0);
+}

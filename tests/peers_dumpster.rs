@@ -102,6 +102,9 @@ struct Foo {
     drops: Arc<AtomicUsize>,
 }
 
+// SAFETY: its `Drop` dereferences none of its traced handles.
+unsafe impl fing::AllowDrop for Foo {}
+
 impl Drop for Foo {
     fn drop(&mut self) {
         self.drops.fetch_add(1, Ordering::SeqCst);
@@ -638,7 +641,8 @@ struct PanicVisit {
 // compiler); `trace` reports its handles.
 unsafe impl Typed for PanicVisit {
     const TYPE: &'static Type =
-        &Type::rust::<PanicVisit>(Kind::Struct).named("peers_dumpster.PanicVisit");
+        // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+        &unsafe { Type::rust::<PanicVisit>(Kind::Struct) }.named("peers_dumpster.PanicVisit");
 }
 
 // SAFETY: `trace` reports the one handle `PanicVisit` owns (or panics before reporting any).

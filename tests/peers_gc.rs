@@ -99,7 +99,9 @@ struct GcWatch(Arc<Flags>);
 // SAFETY: the descriptor describes `GcWatch` (size, alignment and drop glue from the
 // compiler); it owns no handles.
 unsafe impl Typed for GcWatch {
-    const TYPE: &'static Type = &Type::rust::<GcWatch>(Kind::Struct).named("peers_gc.GcWatch");
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<GcWatch>(Kind::Struct) }.named("peers_gc.GcWatch");
 }
 
 // SAFETY: `GcWatch` owns no handles; `trace` reports none.
@@ -473,7 +475,9 @@ struct Counted(Arc<AtomicUsize>);
 // SAFETY: the descriptor describes `Counted` (size, alignment and drop glue from the
 // compiler); it owns no handles.
 unsafe impl Typed for Counted {
-    const TYPE: &'static Type = &Type::rust::<Counted>(Kind::Struct).named("peers_gc.Counted");
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<Counted>(Kind::Struct) }.named("peers_gc.Counted");
 }
 
 // SAFETY: `Counted` owns no handles; `trace` reports none.

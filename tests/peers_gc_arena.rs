@@ -91,7 +91,9 @@ macro_rules! noscan {
         // compiler); it holds no handles.
         unsafe impl Typed for $t {
             const TYPE: &'static Type =
-                &Type::rust::<$t>(Kind::Struct).named(concat!("peers_gc_arena.", stringify!($t)));
+                // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+                &unsafe { Type::rust::<$t>(Kind::Struct) }
+                    .named(concat!("peers_gc_arena.", stringify!($t)));
         }
         // SAFETY: `$t` holds no handles.
         unsafe impl Trace for $t {
@@ -232,6 +234,9 @@ struct Wrapper<T: Trace> {
     #[gc(untraced)]
     dropped_at: Arc<AtomicUsize>,
 }
+
+// SAFETY: its `Drop` dereferences none of its traced handles.
+unsafe impl<T: Trace> fing::AllowDrop for Wrapper<T> {}
 
 impl<T: Trace> Drop for Wrapper<T> {
     fn drop(&mut self) {
@@ -530,7 +535,9 @@ struct Flaky {
 // SAFETY: the descriptor describes `Flaky` (size, alignment and drop glue from the
 // compiler); `trace` reports its handles.
 unsafe impl Typed for Flaky {
-    const TYPE: &'static Type = &Type::rust::<Flaky>(Kind::Struct).named("peers_gc_arena.Flaky");
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<Flaky>(Kind::Struct) }.named("peers_gc_arena.Flaky");
 }
 
 // SAFETY: `trace` reports the one handle `Flaky` owns (or panics before reporting any).

@@ -22,7 +22,9 @@ struct Rude {
 
 // SAFETY: describes `Rude` itself, from the compiler.
 unsafe impl Typed for Rude {
-    const TYPE: &'static Type = &Type::rust::<Rude>(Kind::Struct).named("reentrancy::Rude");
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<Rude>(Kind::Struct) }.named("reentrancy::Rude");
 }
 
 // SAFETY: reports the one handle `Rude` owns; what else it does is the test.

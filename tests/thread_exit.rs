@@ -65,3 +65,42 @@ fn handles_in_a_thread_local_touched_before_fing_are_dropped_at_thread_exit() {
     );
     assert_eq!(h.stats().heap_objects, 0);
 }
+
+/// A list whose nodes have destructors, held by a thread-local touched before fing's and
+/// so dropped after fing's thread state is gone: its chain of destructors runs in
+/// constant stack, as any other drop's does.
+#[derive(Trace)]
+struct Named {
+    name: String,
+    next: Option<Gc<Named>>,
+}
+
+thread_local! {
+    static LIST: RefCell<Option<Gc<Named>>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn a_long_list_in_a_thread_local_is_freed_at_exit_in_constant_stack() {
+    let mut c = HeapConfig::default();
+    c.gogc = None;
+    let h = Heap::new(c);
+    let h2 = h.clone();
+    thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            LIST.with(|l| l.borrow_mut().take());
+            let mut head = None;
+            for i in 0..100_000 {
+                head = Some(h2.alloc(Named {
+                    name: format!("node {i}"),
+                    next: head,
+                }));
+            }
+            LIST.with(|l| *l.borrow_mut() = head);
+        })
+        .unwrap()
+        .join()
+        .expect("the thread exits cleanly");
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 0, "every node freed");
+}

@@ -545,7 +545,8 @@ impl<T: fmt::Debug> fmt::Debug for GcRefMut<'_, T> {
 // SAFETY: an opaque named generic type with its content as type argument; Send/Sync
 // structural (GcCell<T> is Send if T is, Sync if T is Send + Sync: `T`'s answer covers both).
 unsafe impl<T: Trace> Typed for GcCell<T> {
-    const TYPE: &'static Type = &Type::rust::<GcCell<T>>(Kind::Opaque)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<GcCell<T>>(Kind::Opaque) }
         .named("GcCell")
         .with_args(&[TypeRef::of::<T>()]);
 }

@@ -104,7 +104,8 @@ unsafe impl<U: ?Sized + 'static> Sync for FarCell<U> {}
 // SAFETY: `Type::rust` takes size, align, identity, drop and trace glue from the compiler
 // and the `Trace` impl below.
 unsafe impl<U: ?Sized + 'static> Typed for FarCell<U> {
-    const TYPE: &'static Type = &Type::rust::<FarCell<U>>(Kind::Opaque);
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<FarCell<U>>(Kind::Opaque) };
 }
 
 // SAFETY: the cell owns one handle, `owner`, reported once; the mask marks its word (the
@@ -453,7 +454,8 @@ pub unsafe trait GcTarget: 'static {
 // compiler and the `Trace` impl below; kind pointer, unnamed, element `T`; Send/Sync as
 // the element (the impls above).
 unsafe impl<T: Trace> GcTarget for T {
-    const GC_TYPE: &'static Type = &Type::rust::<Gc<T>>(Kind::Pointer)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const GC_TYPE: &'static Type = &unsafe { Type::rust::<Gc<T>>(Kind::Pointer) }
         .with_elem(TypeRef::of::<T>())
         .with_send_sync(SendSync::Pointer);
 }

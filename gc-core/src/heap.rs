@@ -353,6 +353,13 @@ impl HeapInner {
         self.cache_slow(caches)
     }
 
+    /// This thread's cache for this heap among `caches`, made if there is none (for
+    /// slots freed on a thread that never allocated here: mdrop).
+    #[allow(clippy::vec_box)]
+    pub(crate) fn cache_for<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
+        self.cache(caches)
+    }
+
     /// `cache` when this heap's is not first: found and moved first, or made.
     #[cold]
     #[inline(never)]

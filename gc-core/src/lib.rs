@@ -45,9 +45,9 @@ mod world;
 
 pub use cell::{BorrowError, BorrowMutError, GcCell, GcRef, GcRefMut, Holder};
 pub use gc_types::{
-    results_size, rules, CallError, Field, Frame, FrameBuf, FrameError, FrameFn, FrameLayout, Func,
-    Itab, Kind, Method, PtrMask, SendSync, StructBuilder, Trace, Tracer, Type, TypeBuilder,
-    TypeIdent, TypeRef, Typed, Value,
+    results_size, rules, AllowDrop, CallError, Field, Frame, FrameBuf, FrameError, FrameFn,
+    FrameLayout, Func, Itab, Kind, Method, PtrMask, SendSync, StructBuilder, Trace, Tracer, Type,
+    TypeBuilder, TypeIdent, TypeRef, Typed, Value,
 };
 pub use handle::{Gc, GcTarget};
 pub use heap::{collect, find_object, stats, AllocError, Heap, HeapConfig};
@@ -66,7 +66,7 @@ pub mod __private {
     pub use crate::mspan::MAX_ALIGN;
     pub use gc_types::__private::*;
     pub use gc_types::{
-        Field, Itab, Kind, Method, PtrMask, SendSync, Trace, Tracer, Type, TypeIdent, TypeRef,
-        Typed,
+        AllowDrop, Field, Itab, Kind, Method, PtrMask, SendSync, Trace, Tracer, Type, TypeIdent,
+        TypeRef, Typed,
     };
 }

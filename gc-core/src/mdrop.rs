@@ -59,7 +59,10 @@ use crate::world::Local;
 
 /// The type in the header of a doomed object until its destructor has run: no edges, no
 /// destructor (the collector never reads the value, which another thread is dropping).
-pub(crate) static DYING: Type = Type::untraced::<Dying>("fing: object being dropped", true, true);
+// SAFETY: the marker value type is never made: no value of it holds a handle; it is
+// Send and Sync (a unit struct).
+pub(crate) static DYING: Type =
+    unsafe { Type::untraced::<Dying>("fing: object being dropped", true, true) };
 
 /// The value type of [`DYING`] (never made).
 struct Dying;
@@ -159,7 +162,8 @@ fn run_destructor(d: &Doomed) {
 /// Frees the slots of objects whose destructors have run: in one section, after this
 /// thread's own deferred drops (which may be the last drops of those objects), each
 /// header becomes `FREED`, and small slots go to this thread's free lists for their heap
-/// if it has one (the sweep frees the others).
+/// (made if this thread has none: then the frees are counted now, and `collect()` can
+/// return exact statistics); a large object's slot is freed by the next sweep.
 fn finish(l: &Local, done: &mut Vec<Doomed>) {
     if done.is_empty() {
         return;
@@ -180,7 +184,11 @@ fn finish(l: &Local, done: &mut Vec<Doomed>) {
         if !(last && small) {
             continue;
         }
-        if let Some(c) = caches.iter_mut().find(|c| c.heap_id == s.heap_id) {
+        let cache = match caches.iter().position(|c| c.heap_id == s.heap_id) {
+            Some(i) => Some(&mut *caches[i]),
+            None => crate::heap::heap_of(d.obj).map(|h| h.cache_for(caches)),
+        };
+        if let Some(c) = cache {
             // SAFETY: the slot is dead (count zero, `FREED`), of class `s.spc` in `c`'s
             // heap, long enough for the link, and owned by no one now.
             unsafe { c.push_free(s.spc, d.obj) };

@@ -36,7 +36,9 @@ pub(crate) struct Header {
 /// The type in the header of a slot whose object was freed when its count fell to zero
 /// (`mfree`), until the slot is reused or swept: no edges, no destructor,
 /// so every pass of the collector treats it as an unreachable object with nothing to do.
-pub(crate) static FREED: Type = Type::untraced::<Freed>("fing: freed slot", true, true);
+// SAFETY: the marker value type is never made: no value of it holds a handle; it is
+// Send and Sync (a unit struct).
+pub(crate) static FREED: Type = unsafe { Type::untraced::<Freed>("fing: freed slot", true, true) };
 
 /// The value type of [`FREED`] (never made).
 struct Freed;

@@ -326,12 +326,11 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        if self.is_current() {
-            CURRENT.with(|c| c.set(core::ptr::null()));
-        }
         // Thread exit (or the end of a temporary `Local`): apply the deferred drops, run
         // the destructors they call for, and hand the caches' spans back, in sections of
-        // this slot (the thread-local is being destroyed: `enter` cannot be used).
+        // this slot. `CURRENT` still points here meanwhile, so what those destructors do
+        // (drop more handles: a long list) goes through this `Local`, and its dying list,
+        // in constant stack; it is cleared last.
         self.enter_outermost();
         self.drain_drops();
         self.leave_outermost();
@@ -342,6 +341,9 @@ impl Drop for Local {
         }
         self.leave_outermost();
         lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
+        if self.is_current() {
+            CURRENT.with(|c| c.set(core::ptr::null()));
+        }
     }
 }
 
@@ -356,10 +358,16 @@ impl Local {
 /// handle dropped, or a value allocated, by another thread-local's destructor at thread
 /// exit). It registers a slot of its own for the call and retires it after: costly, and
 /// only ever on that path.
+///
+/// The temporary is `CURRENT` while it lives, so that the fing calls its work makes (the
+/// destructors it runs drop handles) use it rather than make temporaries of their own,
+/// one inside the other.
 #[cold]
 #[inline(never)]
 fn with_temporary<R>(f: impl FnOnce(&Local) -> R) -> R {
-    let l = Local::new();
+    // Boxed: it must not move while `CURRENT` points at it (its drop included).
+    let l = Box::new(Local::new());
+    CURRENT.with(|c| c.set(&*l));
     let r = f(&l);
     drop(l);
     r
@@ -367,9 +375,11 @@ fn with_temporary<R>(f: impl FnOnce(&Local) -> R) -> R {
 
 thread_local! {
     static LOCAL: Local = Local::new();
-    /// `LOCAL`'s address from its first use until its destructor starts, null otherwise:
-    /// a thread-local with a constant initialiser and no destructor, which the hot paths
-    /// read with one load (`LOCAL` itself costs a lazy-initialisation check and a call).
+    /// The `Local` this thread uses: `LOCAL`'s address from its first use until its
+    /// destructor ends, or a temporary's while one lives (after `LOCAL` is gone), null
+    /// otherwise: a thread-local with a constant initialiser and no destructor, which the
+    /// hot paths read with one load (`LOCAL` itself costs a lazy-initialisation check and
+    /// a call).
     static CURRENT: Cell<*const Local> = const { Cell::new(core::ptr::null()) };
 }
 
@@ -380,8 +390,9 @@ fn try_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
     if p.is_null() {
         return try_local_slow(f);
     }
-    // SAFETY: `CURRENT` holds `LOCAL`'s address only while it lives there: set on first
-    // use (below), cleared first thing in `Local::drop`.
+    // SAFETY: `CURRENT` holds the address of a live `Local`: `LOCAL`'s, set on its first
+    // use (below) and cleared last thing in its `Local::drop`, or a boxed temporary's
+    // (`with_temporary`, `enter_temporary`), cleared by its drop, before its box is freed.
     Some(f(unsafe { &*p }))
 }
 
@@ -454,6 +465,8 @@ pub(crate) fn enter(api: &str) -> Section {
 #[inline(never)]
 fn enter_temporary() -> Section {
     let l = Box::new(Local::new());
+    // `CURRENT` until the guard drops it (see `with_temporary`).
+    CURRENT.with(|c| c.set(&*l));
     l.enter_outermost();
     Section {
         temp: Some(l),

@@ -11,7 +11,14 @@
 //! - Send/Sync: a type without generic parameters asks the compiler (`Probe`); a generic
 //!   one answers structurally from its fields and type arguments, as auto traits do;
 //! - a `Drop` impl on the type is a compile error (two conflicting impls of a marker
-//!   trait), because `drop` could read a handle to an object freed in the same cycle.
+//!   trait), because `drop` could read a handle to an object freed in the same cycle;
+//!   `#[gc(unsafe_allow_drop)]` lifts the ban only with an `unsafe impl AllowDrop`, which
+//!   the generated code requires;
+//! - the descriptor is made with `Type::rust` and each itab with `Itab::new`, both
+//!   `unsafe`: the derive's arguments above are what makes them sound;
+//! - a field whose type names the derived type (recursion through `Vec`, `Box`, ...)
+//!   contributes conservative constants (may hold handles, unknown mask, a drop that may
+//!   run user code) rather than its type's, which would be a cycle of constants.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
@@ -100,6 +107,34 @@ impl<'ast> Visit<'ast> for Mentions<'_> {
         }
         syn::visit::visit_path(self, p);
     }
+}
+
+/// Does `ty` mention the type being derived (by its name or as `Self`) other than behind
+/// a handle? Such a field is recursive (`children: Vec<Tree>`, `next: Option<Box<Tree>>`):
+/// asking its `Trace` constants would ask the derived type's own, a cycle the compiler
+/// refuses (E0391). Behind a handle (`Option<Gc<Node>>`, `GcCell<Vec<Gc<Node>>>`) it is
+/// not: a handle's constants do not depend on what it points to.
+struct MentionsItself<'a> {
+    name: &'a Ident,
+    found: bool,
+}
+
+impl<'ast> Visit<'ast> for MentionsItself<'_> {
+    fn visit_path_segment(&mut self, seg: &'ast syn::PathSegment) {
+        if seg.ident == *self.name || seg.ident == "Self" {
+            self.found = true;
+        }
+        if matches!(seg.ident.to_string().as_str(), "Gc" | "Weak") {
+            return;
+        }
+        syn::visit::visit_path_segment(self, seg);
+    }
+}
+
+fn mentions_itself(ty: &Type, name: &Ident) -> bool {
+    let mut m = MentionsItself { name, found: false };
+    m.visit_type(ty);
+    m.found
 }
 
 pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
@@ -236,6 +271,32 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         .filter(|f| f.untraced.is_none())
         .collect();
     let traced_tys: Vec<&Type> = traced.iter().map(|f| &f.ty).collect();
+    // A recursive field answers conservatively without asking its type: it may hold
+    // handles, its mask is unknown, its drop may run user code (see `MentionsItself`).
+    // Mutual recursion through two derived types is not seen: the compiler reports it.
+    let recursive = |f: &FieldInfo| mentions_itself(&f.ty, name);
+    let no_scan_terms: Vec<TokenStream> = traced
+        .iter()
+        .map(|f| {
+            let ty = &f.ty;
+            if recursive(f) {
+                quote!(false)
+            } else {
+                quote!(<#ty as __fing::Trace>::NO_SCAN)
+            }
+        })
+        .collect();
+    let handles_only_terms: Vec<TokenStream> = traced
+        .iter()
+        .map(|f| {
+            let ty = &f.ty;
+            if recursive(f) {
+                quote!(false)
+            } else {
+                quote!(<#ty as __fing::Trace>::HANDLES_ONLY_DROP)
+            }
+        })
+        .collect();
 
     // trace()
     let trace_body = if is_enum {
@@ -284,7 +345,11 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         let entries = traced.iter().map(|f| {
             let m = &f.member;
             let ty = &f.ty;
-            quote!((__fing::offset_of!(Self, #m), <#ty as __fing::Trace>::PTRMASK))
+            if recursive(f) {
+                quote!((__fing::offset_of!(Self, #m), __fing::PtrMask::Unknown))
+            } else {
+                quote!((__fing::offset_of!(Self, #m), <#ty as __fing::Trace>::PTRMASK))
+            }
         });
         quote! {
             if <Self as __fing::Trace>::NO_SCAN {
@@ -302,11 +367,13 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         quote! {
             __fing::TypeRef::Lazy({
                 fn __ty() -> &'static __fing::Type {
-                    const T: &__fing::Type = &__fing::Type::untraced::<#ty>(
-                        #text,
-                        <__fing::Probe<#ty>>::SEND,
-                        <__fing::Probe<#ty>>::SYNC,
-                    );
+                    const T: &__fing::Type = &unsafe {
+                        __fing::Type::untraced::<#ty>(
+                            #text,
+                            <__fing::Probe<#ty>>::SEND,
+                            <__fing::Probe<#ty>>::SYNC,
+                        )
+                    };
                     T
                 }
                 __ty
@@ -369,10 +436,12 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         let cast = format_ident!("__fing_cast_{}", i);
         let write = format_ident!("__fing_write_{}", i);
         quote_spanned! {tr.span()=>
-            __fing::Itab {
-                iface: __fing::TypeRef::of::<__fing::Gc<dyn #tr>>(),
-                cast: &(Self::#cast as fn(*const u8) -> *const dyn #tr),
-                write_handle: Self::#write,
+            unsafe {
+                __fing::Itab::new(
+                    __fing::TypeRef::of::<__fing::Gc<dyn #tr>>(),
+                    &(Self::#cast as fn(*const u8) -> *const dyn #tr),
+                    Self::#write,
+                )
             }
         }
     });
@@ -422,11 +491,19 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         quote!(false)
     } else {
         quote!(true
-            #(&& <#traced_tys as __fing::Trace>::HANDLES_ONLY_DROP)*
+            #(&& #handles_only_terms)*
             #(&& !::core::mem::needs_drop::<#untraced_tys>())*)
     };
     let drop_guard = if opts.allow_drop {
-        quote!()
+        // The opt-out takes the `unsafe` keyword: an `unsafe impl AllowDrop` promising
+        // that the `Drop` never dereferences the value's traced handles.
+        quote! {
+            #[allow(dead_code)]
+            fn __fing_allow_drop #impl_g () #where_c {
+                fn needs_allow_drop<T: ?Sized + __fing::AllowDrop>() {}
+                needs_allow_drop::<#name #ty_g>();
+            }
+        }
     } else {
         quote! {
             trait FingTracedTypesMustNotImplementDrop {}
@@ -475,7 +552,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             // combined from the fields' masks at their `offset_of!` offsets.
             #[automatically_derived]
             unsafe impl #impl_g __fing::Trace for #name #ty_g #where_c {
-                const NO_SCAN: bool = true #(&& <#traced_tys as __fing::Trace>::NO_SCAN)*;
+                const NO_SCAN: bool = true #(&& #no_scan_terms)*;
                 const PTRMASK: __fing::PtrMask = #ptrmask;
                 const HANDLES_ONLY_DROP: bool = #handles_only_drop;
                 #[inline]
@@ -491,7 +568,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             // is a plain unsizing cast that compiles only if `Self` implements the trait.
             #[automatically_derived]
             unsafe impl #impl_g __fing::Typed for #name #ty_g #where_c {
-                const TYPE: &'static __fing::Type = &__fing::Type::rust::<Self>(__fing::Kind::#kind)
+                const TYPE: &'static __fing::Type = &unsafe { __fing::Type::rust::<Self>(__fing::Kind::#kind) }
                     .named(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)))
                     .with_args(&[#(#args),*])
                     .with_fields(&[#(#field_descs),*])

@@ -63,13 +63,13 @@ pub(crate) fn expand(args: TokenStream, item: ItemTrait) -> syn::Result<TokenStr
             #[automatically_derived]
             unsafe impl __fing::GcTarget for dyn #name {
                 const GC_TYPE: &'static __fing::Type =
-                    &__fing::Type::rust::<__fing::Gc<dyn #name>>(__fing::Kind::Interface)
+                    &unsafe { __fing::Type::rust::<__fing::Gc<dyn #name>>(__fing::Kind::Interface) }
                         .named(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)))
                         .with_methods(&[#(#methods),*])
                         .with_send_sync(__fing::SendSync::Known { send: true, sync: true });
 
                 fn cast_from(itab: &__fing::Itab, data: *const u8) -> ::core::option::Option<*const Self> {
-                    itab.cast
+                    itab.cast()
                         .downcast_ref::<fn(*const u8) -> *const dyn #name>()
                         .map(|cast| cast(data))
                 }

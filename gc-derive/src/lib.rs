@@ -19,11 +19,21 @@ mod interface;
 /// trait the type implements; the compiler checks it), `#[gc(pointer)]` (a
 /// `#[repr(transparent)]` newtype over one `Gc<T>` becomes a named pointer type),
 /// `#[gc(crate = "path")]`, and `#[gc(unsafe_allow_drop)]` (opt out of the ban on `Drop`
-/// impls, taking responsibility for not touching handles in `drop`).
+/// impls; it takes an `unsafe impl fing::AllowDrop for T {}` too, the promise that `drop`
+/// dereferences none of the value's traced handles).
 ///
 /// Field attribute: `#[gc(untraced)]` for a field that holds no handles and whose type
 /// need not be `Trace`. It is rejected on a field whose type mentions a handle type or a
 /// generic parameter, or is a `Trace` type that can hold handles.
+///
+/// Recursive types (`children: Vec<Tree>`, `next: Option<Box<List>>`, an enum holding
+/// `Box<Self>`) are accepted: a field that names the type itself answers conservatively
+/// (it may hold handles, its mask is unknown, its drop may run user code) instead of
+/// asking its type, which would ask the type being derived. Types recursive only through
+/// each other (`A` holds `Vec<B>`, `B` holds `Vec<A>`) are not seen as such, and the
+/// compiler reports the cycle (E0391); give one of them a field type that names itself,
+/// or write its `Trace` by hand. Any `#[repr(align(N))]` is accepted up to
+/// `fing::MAX_ALIGN`; `#[repr(packed)]` is refused.
 #[proc_macro_derive(Trace, attributes(gc))]
 pub fn derive_trace(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);

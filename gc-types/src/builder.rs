@@ -23,30 +23,8 @@ static NEXT_IDENT: AtomicU64 = AtomicU64::new(1);
 const WORD: usize = core::mem::size_of::<usize>();
 
 fn fresh(kind: Kind, size: usize, align: usize) -> Type {
-    Type {
-        ident: TypeIdent::Runtime(NEXT_IDENT.fetch_add(1, Ordering::Relaxed)),
-        kind,
-        size,
-        align,
-        name: None,
-        args: &[],
-        noscan: true,
-        send_sync: SendSync::Structural,
-        trace: None,
-        drop: None,
-        needs_drop: false,
-        handles_only_drop: true,
-        ptrmask: PtrMask::EMPTY,
-        elem: None,
-        len: 0,
-        fields: &[],
-        variants: &[],
-        params: &[],
-        results: &[],
-        variadic: false,
-        methods: &[],
-        implements: &[],
-    }
+    let ident = TypeIdent::Runtime(NEXT_IDENT.fetch_add(1, Ordering::Relaxed));
+    Type::blank(ident, kind, size, align)
 }
 
 fn leak<T>(v: Vec<T>) -> &'static [T] {
@@ -74,11 +52,19 @@ impl TypeBuilder {
     /// (`Type::of::<Gc<()>>()`). Named if `name` is given (Go's `type P *T`).
     ///
     /// # Panics
-    /// If `repr` is not a Rust type of pointer kind.
+    /// If `repr` is not a plain Rust handle type: an unnamed Rust type of pointer kind, one
+    /// word, whose drop only drops the handle (a named `#[gc(pointer)]` newtype may have a
+    /// destructor of its own, which would then run on objects of other types).
     pub fn pointer(repr: &'static Type, name: Option<&str>, elem: &'static Type) -> &'static Type {
         assert!(
-            repr.kind() == Kind::Pointer && !repr.is_built(),
-            "fing::TypeBuilder::pointer: {repr} is not a Rust handle type"
+            repr.kind() == Kind::Pointer
+                && !repr.is_built()
+                && !repr.is_named()
+                && repr.size == WORD
+                && repr.align == WORD
+                && repr.handles_only_drop
+                && repr.ptrmask == PtrMask::Small(1),
+            "fing::TypeBuilder::pointer: {repr} is not a plain Rust handle type (Gc<T>)"
         );
         let mut t = fresh(Kind::Pointer, repr.size, repr.align);
         t.name = name.map(leak_str);
@@ -93,37 +79,32 @@ impl TypeBuilder {
         Box::leak(Box::new(t))
     }
 
-    /// An array type `[elem; len]`.
+    /// An array type `[elem; len]`: element and length only, whatever the length (traced
+    /// by mask when that fits in 64 words, else element by element, and dropped element by
+    /// element, by stride).
+    ///
+    /// # Panics
+    /// If the array's size overflows `isize`.
     pub fn array(elem: &'static Type, len: usize) -> &'static Type {
         let size = elem
             .size
             .checked_mul(len)
-            .expect("fing::TypeBuilder::array: size overflows");
+            .filter(|&s| s <= isize::MAX as usize)
+            .unwrap_or_else(|| {
+                panic!("fing::TypeBuilder::array: [{elem}; {len}] is larger than isize::MAX bytes")
+            });
         let mut t = fresh(Kind::Array, size, elem.align);
         t.elem = Some(TypeRef::Static(elem));
         t.len = len;
         t.noscan = len == 0 || elem.noscan;
         t.needs_drop = len > 0 && elem.needs_drop;
         t.handles_only_drop = len == 0 || elem.handles_only_drop;
+        t.send_sync = SendSync::Structural;
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY
         } else {
             repeat_mask(elem, len)
         };
-        if t.needs_drop || !t.ptrmask.is_known() {
-            // Traced (when the mask is unknown) and dropped element by element, through
-            // fields named by index.
-            t.fields = leak(
-                (0..len)
-                    .map(|i| Field {
-                        name: leak_str(&i.to_string()),
-                        offset: i * elem.size,
-                        ty: TypeRef::Static(elem),
-                        untraced: false,
-                    })
-                    .collect(),
-            );
-        }
         Box::leak(Box::new(t))
     }
 
@@ -173,22 +154,22 @@ impl TypeBuilder {
     }
 }
 
+/// The mask of `len` elements of `elem`, when it fits in one word of bits (64 words of
+/// value); else unknown, and the array is traced element by element.
 fn repeat_mask(elem: &Type, len: usize) -> PtrMask {
-    if !elem.size.is_multiple_of(WORD) || !elem.ptrmask.is_known() {
+    let ew = elem.size / WORD;
+    if !elem.size.is_multiple_of(WORD) || !elem.ptrmask.is_known() || ew * len > 64 {
         return PtrMask::Unknown;
     }
-    let ew = elem.size / WORD;
-    let words = ew * len;
-    let mut bits = vec![0u64; words.div_ceil(64)];
+    let mut bits = 0u64;
     for i in 0..len {
         for w in 0..ew {
             if elem.ptrmask.word(w) == Some(true) {
-                let at = i * ew + w;
-                bits[at / 64] |= 1 << (at % 64);
+                bits |= 1 << (i * ew + w);
             }
         }
     }
-    PtrMask::Words(leak(bits))
+    PtrMask::Small(bits)
 }
 
 /// Builds a struct type field by field. See [`TypeBuilder::structure`].
@@ -207,7 +188,12 @@ impl StructBuilder {
 
     /// Declares that the type implements an interface (an interface the interpreter
     /// built: it has no Rust trait object, so `cast` is the interpreter's own).
-    pub fn implements(mut self, itab: Itab) -> StructBuilder {
+    ///
+    /// # Safety
+    /// `itab` must be valid for values of this struct type, as [`Itab::new`] says: itabs
+    /// are `Copy`, and one made for another type (a derived type's, read from its
+    /// descriptor) would write an interface handle of that type over this one's values.
+    pub unsafe fn implements(mut self, itab: Itab) -> StructBuilder {
         self.implements.push(itab);
         self
     }
@@ -272,23 +258,25 @@ mod tests {
     use super::*;
     use crate::trace::{Trace, Tracer};
     use crate::Typed;
-    use core::ptr::NonNull;
 
-    /// A stand-in for a type with a handle word at word 1.
-    #[repr(C)]
-    struct Ptr(*const u8, *const u8);
+    /// A stand-in for gc-core's handle: one handle word.
+    #[repr(transparent)]
+    struct Ptr(*const u8);
     // SAFETY: kind pointer to (), the compiler's layout.
     unsafe impl Typed for Ptr {
-        const TYPE: &'static Type = &Type::rust::<Ptr>(Kind::Pointer)
+        // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+        const TYPE: &'static Type = &unsafe { Type::rust::<Ptr>(Kind::Pointer) }
             .with_elem(TypeRef::of::<()>())
             .with_send_sync(SendSync::Pointer);
     }
-    // SAFETY: reports word 1 when non-null, as the mask says.
+    // SAFETY: reports its word's object, as the mask says; drops nothing.
     unsafe impl Trace for Ptr {
         const NO_SCAN: bool = false;
-        const PTRMASK: PtrMask = PtrMask::Small(0b10);
+        const PTRMASK: PtrMask = PtrMask::Small(1);
+        const HANDLES_ONLY_DROP: bool = true;
         fn trace(&self, t: &mut Tracer) {
-            if let Some(o) = NonNull::new(self.1.cast_mut()) {
+            // SAFETY: test handle words are made as `crate::word` defines them.
+            if let Some(o) = unsafe { crate::word::object_of(self.0) } {
                 // SAFETY: test objects are plain addresses; the tracer only records them.
                 unsafe { t.edge(o) };
             }
@@ -320,16 +308,16 @@ mod tests {
             .field("other", p)
             .build();
         assert!(!t.is_noscan());
+        assert_eq!(t.ptrmask().word(0), Some(false));
+        assert_eq!(t.ptrmask().word(1), Some(true));
         assert_eq!(t.ptrmask().word(2), Some(true));
-        assert_eq!(t.ptrmask().word(4), Some(true));
-        assert_eq!(t.ptrmask().word(1), Some(false));
-        let mut obj = [0usize; 5];
-        // A near handle word: address 0x1010, 16 bytes past its object's header.
-        obj[2] = 0x1010 | 16 << crate::word::TAG_SHIFT;
-        obj[4] = 0; // null: not an edge
-        obj[3] = 0x2000; // (word 1 of the first handle: not marked)
+        let mut obj = [0usize; 3];
+        obj[0] = 0x2000; // `n`: not a handle
+                         // A near handle word: address 0x1010, 16 bytes past its object's header.
+        obj[1] = 0x1010 | 16 << crate::word::TAG_SHIFT;
+        obj[2] = 0; // null: not an edge
         let mut tracer = Tracer::new();
-        // SAFETY: `obj` has the built type's size and layout (five words).
+        // SAFETY: `obj` has the built type's size and layout (three words).
         unsafe { t.trace_value(obj.as_ptr().cast(), &mut tracer) };
         assert_eq!(
             tracer
@@ -358,20 +346,23 @@ mod tests {
     fn arrays_and_signatures() {
         let p = TypeBuilder::pointer(Ptr::TYPE, None, i64::TYPE);
         let a = TypeBuilder::array(p, 3);
-        assert_eq!(a.size(), 48);
+        assert_eq!(a.size(), 24);
         assert_eq!(a.to_string(), "[Gc<i64>; 3]");
         assert_eq!(
-            (0..6)
+            (0..4)
                 .map(|i| a.ptrmask().word(i).unwrap())
                 .collect::<Vec<_>>(),
-            vec![false, true, false, true, false, true]
+            vec![true, true, true, false]
         );
+        assert!(a.fields().is_empty(), "element and length only");
+        let big = TypeBuilder::array(p, 1000);
+        assert!(!big.ptrmask().is_known(), "traced by stride");
         let f = TypeBuilder::func(&[Vec::<crate::Value>::TYPE], &[i32::TYPE, bool::TYPE], true);
         assert_eq!(f.to_string(), "fn(...Value) -> (i32, bool)");
     }
 
     #[test]
-    #[should_panic(expected = "fing::TypeBuilder::pointer: i64 is not a Rust handle type")]
+    #[should_panic(expected = "fing::TypeBuilder::pointer: i64 is not a plain Rust handle type")]
     fn pointer_needs_a_handle_representation() {
         TypeBuilder::pointer(i64::TYPE, None, i64::TYPE);
     }

@@ -6,8 +6,12 @@
 //! descriptor: the collector (size, noscan bit, trace and drop glue), the `set_finalizer`
 //! checks (kind, name, element, signature, method set, implemented interfaces) and the
 //! frame invoker (sizes and alignments, which fix frame layouts). A wrong descriptor is
-//! memory unsafety, which is why [`Typed`] and [`Trace`] are `unsafe` traits and users get
-//! them from `#[derive(Trace)]`.
+//! memory unsafety, so only `unsafe` code makes one: [`Typed`] and [`Trace`] are `unsafe`
+//! traits (users get them from `#[derive(Trace)]`), the descriptor constructors
+//! ([`Type::rust`], [`Type::untraced`]) and [`Itab::new`] are `unsafe fn`s, and
+//! [`TypeBuilder`], the one safe way to make types at run time, builds only from
+//! descriptors that exist and checks what it is given. A reflective call that cannot be
+//! made ends in a typed error ([`CallError`], [`FrameError`]), never a panic.
 //!
 //! [`word`] defines the handle word (address, and the distance to the object counted on),
 //! which every reader of handles decodes the same way.
@@ -18,8 +22,11 @@
 //! `Gc<dyn Trait>` an interface type.
 
 mod builder;
+mod frame;
 mod func;
 mod kind;
+#[cfg(test)]
+mod proptests;
 pub mod rules;
 mod trace;
 mod ty;
@@ -28,12 +35,10 @@ mod value;
 pub mod word;
 
 pub use builder::{StructBuilder, TypeBuilder};
-pub use func::{
-    results_size, CallError, Frame, FrameBuf, FrameError, FrameFn, FrameLayout, Func,
-    MAX_FRAME_SLOTS,
-};
+pub use frame::{results_size, Frame, FrameBuf, FrameError, FrameLayout};
+pub use func::{CallError, FrameFn, Func};
 pub use kind::Kind;
-pub use trace::{Trace, Tracer};
+pub use trace::{AllowDrop, Trace, Tracer};
 pub use ty::{
     DropFn, Field, Itab, Method, PtrMask, SendSync, TraceFn, Type, TypeIdent, TypeRef,
     WriteHandleFn,

@@ -76,7 +76,7 @@ pub fn find_itab(obj: &Type, iface: &Type) -> Option<&'static Itab> {
     obj.elem()?
         .implements()
         .iter()
-        .find(|it| identical(it.iface.get(), iface))
+        .find(|it| identical(it.iface(), iface))
 }
 
 /// How a finalizer's parameter accepts the object (row 9), and so how the frame invoker
@@ -120,7 +120,8 @@ mod tests {
     struct Ptr<T: 'static>(*const T);
     // SAFETY: kind pointer with element T, unnamed; the layout is the compiler's.
     unsafe impl<T: Trace> Typed for Ptr<T> {
-        const TYPE: &'static Type = &Type::rust::<Ptr<T>>(Kind::Pointer)
+        // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+        const TYPE: &'static Type = &unsafe { Type::rust::<Ptr<T>>(Kind::Pointer) }
             .with_elem(TypeRef::of::<T>())
             .with_send_sync(crate::SendSync::Pointer);
     }
@@ -225,14 +226,12 @@ mod tests {
     fn implements_through_a_built_itab() {
         let closer = TypeBuilder::interface("interp.Closer", &["close"]);
         static CAST: fn(*const u8) -> usize = |p| p as usize;
-        let file = TypeBuilder::structure(Some("interp.File"))
-            .field("fd", ty::<i64>())
-            .implements(crate::Itab {
-                iface: TypeRef::Static(closer),
-                cast: &CAST,
-                write_handle: no_write,
-            })
-            .build();
+        // SAFETY: `no_write` is never called (no finalizer runs in these tests), and `CAST`
+        // is no trait-object conversion (nothing downcasts it).
+        let itab = unsafe { crate::Itab::new(TypeRef::Static(closer), &CAST, no_write) };
+        let builder = TypeBuilder::structure(Some("interp.File")).field("fd", ty::<i64>());
+        // SAFETY: the itab is for this struct's values (and never used to write a handle).
+        let file = unsafe { builder.implements(itab) }.build();
         let ptr = TypeBuilder::pointer(ty::<Ptr<()>>(), None, file);
         assert!(matches!(
             finalizer_param(ptr, closer),

@@ -104,3 +104,47 @@ impl Tracer {
         self.edges.clear();
     }
 }
+
+/// The `unsafe` half of `#[gc(unsafe_allow_drop)]`: a traced type with a `Drop` of its own.
+///
+/// The derive forbids `Drop` on traced types (two conflicting impls of a marker trait),
+/// because a destructor could dereference a handle whose object died in the same
+/// collection. `#[gc(unsafe_allow_drop)]` lifts the ban only together with this impl
+/// (`tests/derive.rs` compiles this example):
+///
+/// ```ignore
+/// use fing::{AllowDrop, Gc, GcCell, Trace};
+///
+/// #[derive(Trace)]
+/// #[gc(unsafe_allow_drop)]
+/// struct Node {
+///     id: u64,
+///     next: GcCell<Option<Gc<Node>>>,
+/// }
+///
+/// // SAFETY: `drop` reads `id` only, never a handle.
+/// unsafe impl AllowDrop for Node {}
+///
+/// impl Drop for Node {
+///     fn drop(&mut self) {
+///         println!("node {} dropped", self.id);
+///     }
+/// }
+/// ```
+///
+/// What such a destructor may touch: it runs outside the collector's stop, where a
+/// mutator may do anything (fing's `mdrop`), after its object was found dead. Its own
+/// value's untraced state, and whatever that reaches (a handle hidden from the collector
+/// keeps its object alive), are intact; the objects of the value's *traced* handles may
+/// be dead in the same cycle, their values destroyed already (their memory stays until
+/// the whole cycle's destructors have run, so dropping those handles is fine).
+///
+/// # Safety
+/// The type's `Drop` must not dereference, clone or move out any traced handle of the
+/// value being dropped (handles it can reach through untraced fields are fine).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has `#[gc(unsafe_allow_drop)]` but no `unsafe impl fing::AllowDrop for {Self} {{}}`",
+    label = "missing `unsafe impl AllowDrop`",
+    note = "the impl promises that `Drop` never dereferences the value's traced handles: their objects may be dead in the same collection"
+)]
+pub unsafe trait AllowDrop {}

@@ -99,18 +99,53 @@ pub type WriteHandleFn = unsafe fn(data: *const u8, obj: core::ptr::NonNull<u8>,
 /// `cast` holds an `fn(*const u8) -> *const dyn Trait` for the interface's trait; the
 /// code that knows the trait (the `#[fing::interface]` expansion) downcasts it, so a
 /// mismatch is a failed downcast, never a wrong transmute. `write_handle` makes the
-/// interface handle the frame invoker passes to a finalizer taking `Gc<dyn Trait>`.
+/// interface handle the frame invoker passes to a finalizer taking `Gc<dyn Trait>`, which
+/// it trusts: an itab is made only by `unsafe` code ([`Itab::new`]).
 #[derive(Clone, Copy)]
 pub struct Itab {
-    /// The interface type (`Gc<dyn Trait>`'s descriptor).
-    pub iface: TypeRef,
-    /// The conversion, type-erased.
-    pub cast: &'static (dyn Any + Send + Sync),
-    /// Writes the interface handle.
+    iface: TypeRef,
+    cast: &'static (dyn Any + Send + Sync),
+    write_handle: WriteHandleFn,
+}
+
+impl Itab {
+    /// An itab for interface `iface` (`Gc<dyn Trait>`'s descriptor, or an interpreter's
+    /// built interface), with the type-erased conversion `cast` and the writer of the
+    /// interface handle.
     ///
-    /// Safety contract of the function: `data` points to a live value of the implementing
-    /// type inside the object at `obj`, `dst` is valid for writing the interface handle.
-    pub write_handle: WriteHandleFn,
+    /// # Safety
+    /// `write_handle`, given `data` pointing to a live value of the type this itab is put
+    /// on (inside the heap object at `obj`, whose count the caller hands over) and `dst`
+    /// valid for writes of `iface`'s size, must write a valid value of type `iface` there
+    /// that owns that count; `cast`, when it is an `fn(*const u8) -> *const dyn Trait`,
+    /// must turn such a `data` into a valid trait object of that value.
+    pub const unsafe fn new(
+        iface: TypeRef,
+        cast: &'static (dyn Any + Send + Sync),
+        write_handle: WriteHandleFn,
+    ) -> Itab {
+        Itab {
+            iface,
+            cast,
+            write_handle,
+        }
+    }
+
+    /// The interface type.
+    pub fn iface(&self) -> &'static Type {
+        self.iface.get()
+    }
+
+    /// The type-erased conversion from a data pointer to the trait object (the
+    /// `#[fing::interface]` expansion downcasts it).
+    pub fn cast(&self) -> &'static (dyn Any + Send + Sync) {
+        self.cast
+    }
+
+    /// The writer of the interface handle (see [`Itab::new`]).
+    pub fn write_handle(&self) -> WriteHandleFn {
+        self.write_handle
+    }
 }
 
 impl fmt::Debug for Itab {
@@ -223,6 +258,37 @@ pub struct Type {
     pub(crate) implements: &'static [Itab],
 }
 
+impl Type {
+    /// A descriptor with the given identity, kind, size and alignment, and nothing else:
+    /// noscan, no glue, no parts (the one literal every constructor starts from).
+    pub(crate) const fn blank(ident: TypeIdent, kind: Kind, size: usize, align: usize) -> Type {
+        Type {
+            ident,
+            kind,
+            size,
+            align,
+            name: None,
+            args: &[],
+            noscan: true,
+            send_sync: SendSync::Structural,
+            trace: None,
+            drop: None,
+            needs_drop: false,
+            handles_only_drop: true,
+            ptrmask: PtrMask::EMPTY,
+            elem: None,
+            len: 0,
+            fields: &[],
+            variants: &[],
+            params: &[],
+            results: &[],
+            variadic: false,
+            methods: &[],
+            implements: &[],
+        }
+    }
+}
+
 /// Traces a `T` in place.
 ///
 /// # Safety
@@ -252,73 +318,65 @@ impl Type {
     /// The descriptor of a Rust type `T` of kind `kind`, with its size, alignment,
     /// identity, trace glue (from `T: Trace`), drop glue and pointer mask. The
     /// builder methods below add the rest. For use in `Typed` impls, at compile time.
-    pub const fn rust<T: crate::Trace>(kind: Kind) -> Type {
-        Type {
-            ident: TypeIdent::Rust(TypeId::of::<T>()),
+    ///
+    /// # Safety
+    /// Everything that reads or writes memory by a descriptor (frames, `Value`, the frame
+    /// invoker, the collector) trusts it, so the descriptor this returns, with whatever the
+    /// builder methods then set, must describe `T` exactly as [`Typed`](crate::Typed)'s
+    /// contract says: `kind` is `T`'s kind and its parts are present exactly as that kind
+    /// has them (a pointer kind is a handle with `Gc`'s representation and element
+    /// `elem`; an array holds `len` elements of `elem` back to back; a func kind is a
+    /// function pointer or a `Func` as its signature says; an interface is `Value` or
+    /// `Gc<dyn Trait>`), the identity is `T`'s own unless the descriptor stands for
+    /// another type of the same representation, and the implemented interfaces' itabs
+    /// are made for `T`.
+    pub const unsafe fn rust<T: crate::Trace>(kind: Kind) -> Type {
+        let mut t = Type::blank(
+            TypeIdent::Rust(TypeId::of::<T>()),
             kind,
-            size: core::mem::size_of::<T>(),
-            align: core::mem::align_of::<T>(),
-            name: None,
-            args: &[],
-            noscan: T::NO_SCAN,
-            send_sync: SendSync::Structural,
-            trace: if T::NO_SCAN {
-                None
-            } else {
-                Some(trace_thunk::<T> as TraceFn)
-            },
-            drop: if core::mem::needs_drop::<T>() {
-                Some(drop_thunk::<T> as DropFn)
-            } else {
-                None
-            },
-            needs_drop: core::mem::needs_drop::<T>(),
-            handles_only_drop: T::HANDLES_ONLY_DROP,
-            ptrmask: T::PTRMASK,
-            elem: None,
-            len: 0,
-            fields: &[],
-            variants: &[],
-            params: &[],
-            results: &[],
-            variadic: false,
-            methods: &[],
-            implements: &[],
+            core::mem::size_of::<T>(),
+            core::mem::align_of::<T>(),
+        );
+        t.noscan = T::NO_SCAN;
+        if !T::NO_SCAN {
+            t.trace = Some(trace_thunk::<T> as TraceFn);
         }
+        if core::mem::needs_drop::<T>() {
+            t.drop = Some(drop_thunk::<T> as DropFn);
+        }
+        t.needs_drop = core::mem::needs_drop::<T>();
+        t.handles_only_drop = T::HANDLES_ONLY_DROP;
+        t.ptrmask = T::PTRMASK;
+        t
     }
 
     /// The descriptor of a `#[gc(untraced)]` field's type: opaque, never traced, named
     /// by its source text, with the Send/Sync answers the derive computed for it.
-    pub const fn untraced<T: 'static>(name: &'static str, send: bool, sync: bool) -> Type {
-        Type {
-            ident: TypeIdent::Rust(TypeId::of::<T>()),
-            kind: Kind::Opaque,
-            size: core::mem::size_of::<T>(),
-            align: core::mem::align_of::<T>(),
-            name: Some(name),
-            args: &[],
-            noscan: true,
-            send_sync: SendSync::Known { send, sync },
-            trace: None,
-            drop: if core::mem::needs_drop::<T>() {
-                Some(drop_thunk::<T> as DropFn)
-            } else {
-                None
-            },
-            needs_drop: core::mem::needs_drop::<T>(),
-            handles_only_drop: !core::mem::needs_drop::<T>(),
-            ptrmask: PtrMask::EMPTY,
-            elem: None,
-            len: 0,
-            fields: &[],
-            variants: &[],
-            params: &[],
-            results: &[],
-            variadic: false,
-            methods: &[],
-            implements: &[],
+    ///
+    /// # Safety
+    /// No value of `T` may hold a handle (it is never traced: a handle there could only
+    /// keep its object alive, but `T` is also described as noscan), and `send`/`sync` must
+    /// be `T`'s (the derive asks the compiler).
+    pub const unsafe fn untraced<T: 'static>(name: &'static str, send: bool, sync: bool) -> Type {
+        let mut t = Type::blank(
+            TypeIdent::Rust(TypeId::of::<T>()),
+            Kind::Opaque,
+            core::mem::size_of::<T>(),
+            core::mem::align_of::<T>(),
+        );
+        t.name = Some(name);
+        t.send_sync = SendSync::Known { send, sync };
+        if core::mem::needs_drop::<T>() {
+            t.drop = Some(drop_thunk::<T> as DropFn);
         }
+        t.needs_drop = core::mem::needs_drop::<T>();
+        t.handles_only_drop = !core::mem::needs_drop::<T>();
+        t
     }
+
+    // The builder methods are safe: an owned `Type` is only ever made by the `unsafe`
+    // constructors above (it is neither `Clone` nor `Default`, and descriptors are handed
+    // out as `&'static Type`), whose contract covers what the caller then sets.
 
     /// Sets the identity (for descriptors that stand for a type other than the Rust type
     /// they were made from, as a variadic signature does).
@@ -539,6 +597,17 @@ impl Type {
             unsafe { f(p, tracer) };
             return;
         }
+        if !self.ptrmask.is_known() && self.kind == Kind::Array {
+            // A built array: element by element, by stride (O(1) descriptor).
+            if let Some(elem) = self.elem() {
+                for i in 0..self.len {
+                    // SAFETY: element `i` lies at `i * elem.size` inside the array, a valid
+                    // value of the element type.
+                    unsafe { elem.trace_value(p.wrapping_add(i * elem.size), tracer) };
+                }
+            }
+            return;
+        }
         if self.ptrmask.is_known() {
             let words = self.size / core::mem::size_of::<usize>();
             for i in 0..words {
@@ -572,6 +641,14 @@ impl Type {
         if let Some(d) = self.drop {
             // SAFETY: the caller gives up a valid value of this type, as `d` requires.
             unsafe { d(p) };
+        } else if self.needs_drop && self.kind == Kind::Array {
+            // A built array: element by element, by stride.
+            if let Some(elem) = self.elem() {
+                for i in 0..self.len {
+                    // SAFETY: element `i` lies at `i * elem.size`; each is given up once.
+                    unsafe { elem.drop_value(p.wrapping_add(i * elem.size)) };
+                }
+            }
         } else if self.needs_drop {
             // A built struct: drop glue is its fields' drop glue.
             for f in self.fields {

@@ -65,7 +65,8 @@ macro_rules! leaf {
         // compiler; a primitive has no parts, no handles, and is Send + Sync.
         unsafe impl Typed for $t {
             const TYPE: &'static Type =
-                &Type::rust::<$t>(Kind::$kind).named($name).with_send_sync(SEND_SYNC);
+                // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+                &unsafe { Type::rust::<$t>(Kind::$kind) }.named($name).with_send_sync(SEND_SYNC);
         }
         // SAFETY: a primitive never holds a handle.
         unsafe impl Trace for $t {
@@ -107,7 +108,8 @@ leaf! {
 // SAFETY: `()` is the empty tuple: no parts, no handles, Send + Sync; as a result type it
 // is the empty result list and writes nothing.
 unsafe impl Typed for () {
-    const TYPE: &'static Type = &Type::rust::<()>(Kind::Tuple).with_send_sync(SEND_SYNC);
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<()>(Kind::Tuple) }.with_send_sync(SEND_SYNC);
     const RESULTS: &'static [TypeRef] = &[];
     unsafe fn __write_results(self, _: *mut u8, _: &[usize]) {}
 }
@@ -124,7 +126,8 @@ macro_rules! tuple {
         // structural over the fields, as for the compiler; as a result type a tuple is a
         // result list, written element by element at the caller's offsets.
         unsafe impl<$($t: Typed + Trace),+> Typed for ($($t,)+) {
-            const TYPE: &'static Type = &Type::rust::<Self>(Kind::Tuple).with_fields(&[
+            // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+            const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Tuple) }.with_fields(&[
                 $(Field { name: stringify!($n), offset: offset_of!(Self, $n),
                           ty: TypeRef::of::<$t>(), untraced: false },)+
             ]);
@@ -176,7 +179,8 @@ const fn array_mask(elem: PtrMask, elem_size: usize, n: usize) -> PtrMask {
 
 // SAFETY: kind array with element `T` and length `N`; Send/Sync structural over `T`.
 unsafe impl<T: Trace, const N: usize> Typed for [T; N] {
-    const TYPE: &'static Type = &Type::rust::<Self>(Kind::Array)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Array) }
         .with_elem(TypeRef::of::<T>())
         .with_len(N);
 }
@@ -197,7 +201,9 @@ unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
 
 // SAFETY: kind slice with element `T`; Send/Sync structural over `T`.
 unsafe impl<T: Trace> Typed for Vec<T> {
-    const TYPE: &'static Type = &Type::rust::<Self>(Kind::Slice).with_elem(TypeRef::of::<T>());
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<Self>(Kind::Slice) }.with_elem(TypeRef::of::<T>());
 }
 // SAFETY: a `Vec` owns its elements; each is traced once.
 unsafe impl<T: Trace> Trace for Vec<T> {
@@ -214,7 +220,8 @@ unsafe impl<T: Trace> Trace for Vec<T> {
 
 // SAFETY: as `Vec<T>`.
 unsafe impl<T: Trace> Typed for VecDeque<T> {
-    const TYPE: &'static Type = &Type::rust::<Self>(Kind::Opaque)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Opaque) }
         .named("VecDeque")
         .with_args(&[TypeRef::of::<T>()]);
 }
@@ -233,7 +240,8 @@ unsafe impl<T: Trace> Trace for VecDeque<T> {
 // SAFETY: an opaque named generic type; Send/Sync structural over `T` (Box<T> is Send/Sync
 // exactly when T is).
 unsafe impl<T: Trace> Typed for Box<T> {
-    const TYPE: &'static Type = &Type::rust::<Self>(Kind::Opaque)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Opaque) }
         .named("Box")
         .with_args(&[TypeRef::of::<T>()]);
 }
@@ -248,7 +256,8 @@ unsafe impl<T: Trace> Trace for Box<T> {
 
 // SAFETY: an enum named `Option` with its type argument; Send/Sync structural over `T`.
 unsafe impl<T: Trace> Typed for Option<T> {
-    const TYPE: &'static Type = &Type::rust::<Self>(Kind::Enum)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Enum) }
         .named("Option")
         .with_args(&[TypeRef::of::<T>()])
         .with_variants(&["None", "Some"]);
@@ -275,7 +284,8 @@ unsafe impl<T: Trace> Trace for Option<T> {
 
 // SAFETY: an enum named `Result`; Send/Sync structural over `T` and `E`.
 unsafe impl<T: Trace, E: Trace> Typed for Result<T, E> {
-    const TYPE: &'static Type = &Type::rust::<Self>(Kind::Enum)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Enum) }
         .named("Result")
         .with_args(&[TypeRef::of::<T>(), TypeRef::of::<E>()])
         .with_variants(&["Ok", "Err"]);
@@ -297,7 +307,8 @@ macro_rules! map {
         // SAFETY: an opaque named generic type with the std hasher or ordering; Send/Sync
         // structural over keys and values.
         unsafe impl<K: Trace, V: Trace> Typed for $m<K, V> {
-            const TYPE: &'static Type = &Type::rust::<Self>(Kind::Opaque)
+            // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+            const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Opaque) }
                 .named($name)
                 .with_args(&[TypeRef::of::<K>(), TypeRef::of::<V>()]);
         }
@@ -322,7 +333,8 @@ macro_rules! set {
         // SAFETY: an opaque named generic type; Send/Sync structural over the elements.
         unsafe impl<K: Trace> Typed for $s<K> {
             const TYPE: &'static Type =
-                &Type::rust::<Self>(Kind::Opaque).named($name).with_args(&[TypeRef::of::<K>()]);
+                // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+                &unsafe { Type::rust::<Self>(Kind::Opaque) }.named($name).with_args(&[TypeRef::of::<K>()]);
         }
         // SAFETY: a set owns its elements; each is traced once.
         unsafe impl<K: Trace> Trace for $s<K> {
@@ -341,7 +353,8 @@ set!(HashSet "HashSet"; BTreeSet "BTreeSet");
 
 // SAFETY: `PhantomData<T>` holds nothing; it is Send/Sync exactly when `T` is (structural).
 unsafe impl<T: Typed> Typed for PhantomData<T> {
-    const TYPE: &'static Type = &Type::rust::<Self>(Kind::Opaque)
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Opaque) }
         .named("PhantomData")
         .with_args(&[TypeRef::of::<T>()]);
 }
@@ -358,7 +371,8 @@ macro_rules! fnptr {
         // function pointer is Send + Sync and holds no handle. As a `Value` it becomes a
         // `Func` (every func-kind `Value` holds a `Func`).
         unsafe impl<$($a: Typed,)* R: Typed> Typed for fn($($a),*) -> R {
-            const TYPE: &'static Type = &Type::rust::<Self>(Kind::Func)
+            // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+            const TYPE: &'static Type = &unsafe { Type::rust::<Self>(Kind::Func) }
                 .with_signature(&[$(TypeRef::of::<$a>()),*], R::RESULTS, false)
                 .with_send_sync(SEND_SYNC);
             fn __into_value(self) -> Value {

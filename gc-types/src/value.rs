@@ -2,9 +2,10 @@
 //!
 //! Representation: the descriptor and two words of data, kept as pointers so that the
 //! provenance of a handle or box stored in them survives. A value whose type fits in two
-//! words (size ≤ 16, align ≤ 8: every handle, every primitive) is stored inline; a larger
-//! one is boxed. A value of func kind always holds a [`Func`] (boxed), whatever its
-//! signature, so the frame invoker finds one callable representation.
+//! words (size ≤ 16, align ≤ 8: every handle, every primitive) is stored inline; a
+//! zero-sized one needs no storage at all (its data is a dangling pointer aligned for
+//! it); a larger one is boxed. A value of func kind always holds a [`Func`] (boxed),
+//! whatever its signature, so the frame invoker finds one callable representation.
 //!
 //! Invariants: `ty` describes the data exactly; the data is initialised unless the value
 //! is nil (`ty` is the nil descriptor). A `Value` may hold a handle to a type that is not
@@ -24,32 +25,13 @@ use crate::Typed;
 const INLINE: usize = 2 * core::mem::size_of::<usize>();
 
 /// The descriptor of the nil value (kind `Invalid`, shown as `nil`).
-pub static NIL: Type = Type {
-    ident: TypeIdent::Runtime(0),
-    kind: Kind::Invalid,
-    size: 0,
-    align: 1,
-    name: None,
-    args: &[],
-    noscan: true,
-    send_sync: SendSync::Known {
+pub static NIL: Type = {
+    let mut t = Type::blank(TypeIdent::Runtime(0), Kind::Invalid, 0, 1);
+    t.send_sync = SendSync::Known {
         send: true,
         sync: true,
-    },
-    trace: None,
-    drop: None,
-    needs_drop: false,
-    handles_only_drop: true,
-    ptrmask: crate::PtrMask::EMPTY,
-    elem: None,
-    len: 0,
-    fields: &[],
-    variants: &[],
-    params: &[],
-    results: &[],
-    variadic: false,
-    methods: &[],
-    implements: &[],
+    };
+    t
 };
 
 /// A dynamically typed value: Go's `interface{}`.
@@ -62,6 +44,8 @@ pub struct Value {
 #[derive(PartialEq, Eq)]
 enum Storage {
     Nil,
+    /// A zero-sized type: no storage, any alignment.
+    Empty,
     Inline,
     Boxed,
     Func,
@@ -71,6 +55,7 @@ fn storage(ty: &Type) -> Storage {
     match ty.kind() {
         Kind::Invalid => Storage::Nil,
         Kind::Func => Storage::Func,
+        _ if ty.size() == 0 => Storage::Empty,
         _ if ty.size() <= INLINE && ty.align() <= core::mem::align_of::<usize>() => Storage::Inline,
         _ => Storage::Boxed,
     }
@@ -118,6 +103,7 @@ impl Value {
         match storage(ty) {
             Storage::Nil => return Value::nil(),
             Storage::Func => panic!("fing::Value::from_raw: {ty} is a func type"),
+            Storage::Empty => {}
             Storage::Inline => {
                 // SAFETY: the type fits in the two inline words (checked by `storage`), and
                 // `src` is valid for reads of `ty.size()` bytes.
@@ -165,6 +151,8 @@ impl Value {
     pub fn as_ptr(&self) -> *const u8 {
         match storage(self.ty) {
             Storage::Nil | Storage::Inline => self.data.as_ptr().cast(),
+            // A zero-sized value lives nowhere: any non-null address aligned for it.
+            Storage::Empty => core::ptr::without_provenance(self.ty.align()),
             // SAFETY: boxed and func values keep their pointer initialised in word 0.
             Storage::Boxed | Storage::Func => unsafe {
                 self.data.assume_init_ref()[0] as *const u8
@@ -252,8 +240,9 @@ impl Drop for Value {
                 // SAFETY: func-kind values own a `Box<Func>` in word 0.
                 drop(unsafe { Box::from_raw(self.as_ptr().cast::<Func>().cast_mut()) });
             }
-            Storage::Inline | Storage::Boxed => {
-                // SAFETY: the data is a valid value of type `ty`, dropped once here.
+            Storage::Empty | Storage::Inline | Storage::Boxed => {
+                // SAFETY: the data is a valid value of type `ty` (for a zero-sized one, a
+                // dangling pointer aligned for it is one), dropped once here.
                 unsafe { self.ty.drop_value(self.as_ptr().cast_mut()) };
                 self.free_box();
             }
@@ -320,10 +309,12 @@ impl fmt::Debug for Value {
 // dynamic type.
 unsafe impl Typed for Value {
     const TYPE: &'static Type =
-        &Type::rust::<Value>(Kind::Interface).with_send_sync(SendSync::Known {
-            send: false,
-            sync: false,
-        });
+        // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+        &unsafe { Type::rust::<Value>(Kind::Interface) }
+            .with_send_sync(SendSync::Known {
+                send: false,
+                sync: false,
+            });
 }
 
 // SAFETY: a `Value` owns its data; its dynamic type's trace glue reports the data's
@@ -332,7 +323,10 @@ unsafe impl Typed for Value {
 unsafe impl Trace for Value {
     const NO_SCAN: bool = false;
     fn trace(&self, tracer: &mut Tracer) {
-        if matches!(storage(self.ty), Storage::Inline | Storage::Boxed) {
+        if matches!(
+            storage(self.ty),
+            Storage::Empty | Storage::Inline | Storage::Boxed
+        ) {
             // SAFETY: the data is a valid value of `ty`, borrowed for the call.
             unsafe { self.ty.trace_value(self.as_ptr(), tracer) };
         }

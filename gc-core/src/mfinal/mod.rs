@@ -110,6 +110,13 @@ pub enum FinalizerError {
         /// The object's type.
         ty: String,
     },
+    /// `cannot lay out a frame for finalizer {finalizer}: it is larger than isize::MAX
+    /// bytes` (a signature with results too large for any frame: refused before anything
+    /// is recorded, as the finalizer thread could not call it).
+    FrameTooLarge {
+        /// The finalizer's type.
+        finalizer: String,
+    },
 }
 
 impl fmt::Display for FinalizerError {
@@ -134,6 +141,10 @@ impl fmt::Display for FinalizerError {
                     "{ty} is not Send + Sync; its finalizer would run on another thread"
                 )
             }
+            FinalizerError::FrameTooLarge { finalizer } => write!(
+                f,
+                "cannot lay out a frame for finalizer {finalizer}: it is larger than isize::MAX bytes"
+            ),
         }
     }
 }
@@ -265,6 +276,13 @@ fn set_raw(
     // Row 9.
     let param = fty.params().next().expect("one parameter");
     conv(oty, param).ok_or_else(cannot)?;
+    // The invoker must be able to lay the frame out (results of any number, but not of
+    // more than isize::MAX bytes).
+    if gc_types::FrameLayout::of(fty).is_err() {
+        return Err(FinalizerError::FrameTooLarge {
+            finalizer: fty.to_string(),
+        });
+    }
     let func = fin
         .into_func()
         .unwrap_or_else(|_| unreachable!("fing::set_finalizer: func kind without a Func"));

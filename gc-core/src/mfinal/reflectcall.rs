@@ -96,7 +96,10 @@ impl Invoker {
         if self.layouts.len() == 8 {
             self.layouts.remove(0);
         }
-        self.layouts.push((key, FrameLayout::of(sig)));
+        let layout = FrameLayout::of(sig).unwrap_or_else(|e| {
+            panic!("fing::reflectcall: set_finalizer laid this frame out: {e}")
+        });
+        self.layouts.push((key, layout));
         self.layouts.len() - 1
     }
 }
@@ -158,7 +161,7 @@ pub(crate) unsafe fn call(inv: &mut Invoker, f: *mut Finalizer) {
             // SAFETY: `data` points to a live value of a type implementing the interface
             // (row 9 found this itab in its type's table) inside `obj`; the slot is sized
             // for `Gc<dyn Trait>`.
-            unsafe { (itab.write_handle)(ptr, obj, slot) };
+            unsafe { (itab.write_handle())(ptr, obj, slot) };
         }
     }
     match frame {
@@ -175,7 +178,9 @@ pub(crate) unsafe fn call(inv: &mut Invoker, f: *mut Finalizer) {
             // SAFETY: the only argument slot was just written with a value of the
             // parameter type.
             let mut frame = unsafe { Frame::new(base, sig, layout) };
-            func.call_frame(&mut frame);
+            if let Err(e) = func.call_frame(&mut frame) {
+                panic!("fing::reflectcall: a frame made for its own signature: {e}");
+            }
         }
     }
 }
