@@ -590,3 +590,124 @@ fn chains_of_destructors_racing_collections() {
     h.collect();
     assert_eq!(h.stats().heap_objects, 0);
 }
+
+/// A panic payload whose own `Drop` panics.
+struct Nasty;
+
+impl Drop for Nasty {
+    fn drop(&mut self) {
+        panic!("the payload panics too");
+    }
+}
+
+/// A destructor that panics with such a payload is contained like any other, and the
+/// thread's later deaths are destroyed as usual.
+#[test]
+fn a_panic_payload_that_panics_when_dropped_is_contained() {
+    let _serial = serial();
+    let h = quiet_heap();
+    drop(owner(&h, 1, || std::panic::panic_any(Nasty)));
+    let ran = Arc::new(AtomicUsize::new(0));
+    for i in 0..10 {
+        let r = ran.clone();
+        drop(owner(&h, i, move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 10, "the next destructors ran");
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 0);
+}
+
+/// `collect()` waits for the destructors of garbage found before it began, not for those
+/// a busy thread keeps making (on another heap): it returns while that thread runs. The
+/// busy thread makes a little garbage with a slow destructor per automatic collection,
+/// so the drop thread always has a batch waiting and is never idle while it runs.
+#[test]
+fn collect_is_not_starved_by_a_thread_making_garbage() {
+    let _serial = serial();
+    let busy = busy_heap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (busy, stop) = (busy.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut made = 0;
+            while !stop.load(Ordering::SeqCst) && made < 5_000 {
+                into_cycle(owner(&busy, 0, || thread::sleep(Duration::from_millis(1))));
+                made += 1;
+                // 64 KiB of garbage freed at once: an automatic collection every so often.
+                for _ in 0..16 {
+                    drop(busy.alloc([0u64; 512]));
+                }
+            }
+        })
+    };
+    let quiet = quiet_heap();
+    within(
+        60,
+        "collect() of another heap while garbage is made",
+        move || {
+            for _ in 0..5 {
+                quiet.collect();
+            }
+        },
+    );
+    stop.store(true, Ordering::SeqCst);
+    producer.join().unwrap();
+}
+
+/// A destructor run because a finalizer dropped the last handle to its object runs on
+/// the drop thread, where it may wait for finalizers.
+#[test]
+fn a_destructor_whose_object_a_finalizer_freed_may_wait_for_finalizers() {
+    let _serial = serial();
+    let h = quiet_heap();
+    let waited = Arc::new(AtomicUsize::new(0));
+    let w = waited.clone();
+    let victim = owner(&h, 1, move || {
+        fing::wait_finalizers();
+        w.fetch_add(1, Ordering::SeqCst);
+    });
+    let carrier = h.alloc(Leaf { id: 2 });
+    let slot = Arc::new(Mutex::new(Some(victim)));
+    let s = slot.clone();
+    carrier
+        .set_finalizer(move |_| drop(s.lock().unwrap().take()))
+        .unwrap();
+    drop((carrier, slot));
+    // The finalizer may run while its collection still sweeps: its drop then waits for
+    // the next collection, as every drop made while the world is stopped does.
+    let (h2, w2) = (h.clone(), waited.clone());
+    within(60, "wait_finalizers from a destructor", move || {
+        for _ in 0..5 {
+            h2.collect();
+            fing::wait_finalizers();
+            if w2.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+        }
+    });
+    assert_eq!(waited.load(Ordering::SeqCst), 1);
+    assert_eq!(h.stats().destructor_panics, 0);
+}
+
+/// `Heap::new` runs no one's destructors: while this thread holds a lock that a retired
+/// heap's garbage's destructor takes, a new heap can still be made (`Heap::new` collects
+/// retired heaps to reuse them, and hands their destructors to the drop thread).
+#[test]
+fn making_a_heap_runs_no_destructors_on_the_caller() {
+    let _serial = serial();
+    static HELD: Mutex<()> = Mutex::new(());
+    let old = quiet_heap();
+    let o = owner(&old, 1, || drop(HELD.lock().unwrap()));
+    into_cycle(o.clone());
+    drop(old); // retired with a live object: kept
+    drop(o); // now garbage, in a cycle: only a collection finds it
+    let guard = HELD.lock().unwrap();
+    let made = within(60, "Heap::new while holding a lock", || {
+        (0..4).map(|_| quiet_heap()).collect::<Vec<_>>().len()
+    });
+    drop(guard);
+    assert_eq!(made, 4);
+    fing::wait_finalizers();
+}

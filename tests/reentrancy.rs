@@ -95,3 +95,68 @@ fn fing_calls_from_a_trace_impl_panic_with_a_message() {
         messages[2]
     );
 }
+
+/// A cell a writer takes in a loop while `Reader::trace` reads it during collections.
+static CELL: GcCellStatic = GcCellStatic(std::sync::OnceLock::new());
+
+struct GcCellStatic(std::sync::OnceLock<Gc<fing::GcCell<u64>>>);
+
+struct Reader;
+
+// SAFETY: describes `Reader` itself, from the compiler.
+unsafe impl Typed for Reader {
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<Reader>(Kind::Struct) }.named("reentrancy::Reader");
+}
+
+// SAFETY: holds no handle; what `trace` does is the test.
+unsafe impl Trace for Reader {
+    const NO_SCAN: bool = false;
+    fn trace(&self, _: &mut Tracer) {
+        if let Some(c) = CELL.0.get() {
+            drop(c.borrow());
+        }
+    }
+}
+
+/// A `Trace` impl reading a cell whose writer took its lock and waits for the world (this
+/// collection's) would wait forever: it panics instead, and the collection is abandoned.
+#[test]
+fn a_trace_impl_reading_a_cell_a_writer_holds_panics_instead_of_deadlocking() {
+    let outcome = within(120, "a cell read inside a collection", || {
+        let mut c = HeapConfig::default();
+        c.gogc = None;
+        let h = Heap::new(c);
+        let cell = CELL
+            .0
+            .get_or_init(|| h.alloc(fing::GcCell::new(0u64)))
+            .clone();
+        let _reader = h.alloc(Reader);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    *cell.borrow_mut() += 1;
+                }
+            })
+        };
+        let mut panicked = 0;
+        for _ in 0..2_000 {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| h.collect())) {
+                let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();
+                assert!(
+                    msg.starts_with("fing::GcCell::borrow: called from inside a collection"),
+                    "{msg}"
+                );
+                panicked += 1;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+        panicked
+    });
+    // How often the writer was caught waiting depends on the machine; never a hang.
+    let _ = outcome;
+}

@@ -280,6 +280,9 @@ impl<T> GcCell<T> {
     #[inline(never)]
     #[track_caller]
     fn borrow_slow(&self, mut s: u64) {
+        // Inside a collection (a `Trace` impl), the writer may be waiting for the world
+        // this thread holds: waiting for it would never end.
+        world::assert_not_collecting("fing::GcCell::borrow");
         loop {
             if let Holder::Mutable { this_thread: true } = Self::holder(s) {
                 panic!(
@@ -311,7 +314,11 @@ impl<T> GcCell<T> {
         MY_READS.with(|r| r.push(self.addr()));
         // SAFETY: the shared borrow excludes writers; shared references may coexist.
         let value = unsafe { &*self.value.get() };
-        GcRef { cell: self, value }
+        GcRef {
+            cell: self,
+            value,
+            _not_send: core::marker::PhantomData,
+        }
     }
 
     /// Exclusive access; blocks while another thread holds the cell, then enters a
@@ -333,6 +340,7 @@ impl<T> GcCell<T> {
     #[inline(never)]
     #[track_caller]
     fn borrow_mut_slow(&self, mut s: u64) {
+        world::assert_not_collecting("fing::GcCell::borrow_mut");
         loop {
             match Self::holder(s) {
                 Holder::Mutable { this_thread: true } => panic!(
@@ -482,10 +490,12 @@ impl<T: fmt::Debug> fmt::Debug for GcCell<T> {
     }
 }
 
-/// A shared borrow of a [`GcCell`].
+/// A shared borrow of a [`GcCell`]. Not `Send`: its thread's list of the cells it reads
+/// (the same-thread checks) must be the one its drop updates, as `RefCell`'s `Ref` is not.
 pub struct GcRef<'a, T> {
     cell: &'a GcCell<T>,
     value: &'a T,
+    _not_send: core::marker::PhantomData<*const ()>,
 }
 
 impl<T> Drop for GcRef<'_, T> {

@@ -18,7 +18,8 @@
 //! it ever had alive at once. A retired heap with live objects keeps them (handles do not
 //! need a `Heap`) until they die. The default heap is never retired.
 //!
-//! Lock order: mutator section, then a central list, then `all_spans`, then the page heap.
+//! Lock order: mutator section, then a central list, then `all_spans`, then the page heap
+//! (`RETIRED` is taken before a heap's locks, never while holding them).
 //! The collector, with the world stopped, holds `all_spans` and the page heap while it
 //! rebuilds the central lists: no mutator holds a central list then, and `stats()` (which
 //! runs outside sections) holds one lock at a time.
@@ -243,7 +244,8 @@ impl HeapInner {
 
     /// A retired heap with no object left, made new under `config`; `None` if there is
     /// none. Each call also collects one retired heap that still had objects, in turn, so
-    /// one whose objects died since becomes reusable.
+    /// one whose objects died since becomes reusable. Its destructors go to the drop
+    /// thread: `Heap::new` runs no user code and waits for no one's.
     fn reuse(config: HeapConfig) -> Option<&'static HeapInner> {
         let mut retired = lock(&RETIRED);
         if let Some(i) = retired.iter().position(|h| h.is_empty()) {
@@ -256,7 +258,7 @@ impl HeapInner {
         drop(retired);
         let h = stale?;
         // Not in a section (a `GcCell` guard) or a collection: then it waits for its turn.
-        if world::can_collect() && h.empty_out("fing::Heap::new") {
+        if world::can_collect() && h.empty_out("fing::Heap::new", false) {
             h.renew(config);
             return Some(h);
         }
@@ -266,11 +268,21 @@ impl HeapInner {
 
     /// Collects a retired heap until no object is left or a collection frees nothing
     /// more (objects with destructors take two: one to destroy them, one to free their
-    /// slots), then gives its free pages back. Returns whether it is empty.
-    fn empty_out(&'static self, api: &str) -> bool {
+    /// slots), then gives its free pages back. Returns whether it is empty. `inline`: the
+    /// collections' destructors run on this thread (the heap's own last `Heap` is being
+    /// dropped here, as dropping the last `Arc` of a container runs its elements'); else
+    /// they go to the drop thread. It never waits for the drop thread.
+    fn empty_out(&'static self, api: &str, inline: bool) -> bool {
         let mut objects = u64::MAX;
         while !self.is_empty() {
-            self.collect_and_destroy(api);
+            let batch = self
+                .collect_now(true, Duration::from_millis(1), api)
+                .unwrap_or_default();
+            if inline {
+                crate::world::with_local(|l| crate::mdrop::destroy(l, batch));
+            } else {
+                crate::mdrop::destroy_later(batch);
+            }
             let now = self.stats().heap_objects;
             if now >= objects {
                 break;
@@ -315,7 +327,7 @@ impl HeapInner {
     /// list the heap for reuse (see the module docs).
     fn retire(&'static self) {
         if world::can_collect() {
-            self.empty_out("fing::Heap::drop");
+            self.empty_out("fing::Heap::drop", !crate::mfinal::on_finalizer_thread());
         } else {
             self.release_all();
         }
@@ -423,12 +435,13 @@ impl HeapInner {
     }
 
     /// `collect()`: a full collection, then its destructors on this thread, then the drop
-    /// thread's earlier batches awaited (mdrop).
+    /// thread's batches of before the call awaited (mdrop).
     pub(crate) fn collect_and_destroy(&'static self, api: &str) {
+        let ticket = crate::mdrop::ticket();
         let batch = self
             .collect_now(true, Duration::from_millis(1), api)
             .unwrap_or_default();
-        crate::mdrop::destroy_now(batch);
+        crate::mdrop::destroy_now(batch, ticket);
     }
 
     /// Objects and bytes allocated and freed ever, over every cache (live and retired),
@@ -475,10 +488,13 @@ impl HeapInner {
 }
 
 /// A garbage-collected heap: a counted reference to it, like an `Arc`. `Clone` adds a
-/// reference; when the last one is dropped, the heap is collected, its free pages go back
-/// to the OS, and its address space is reused by a later `Heap::new` once no object is
-/// left in it. Handles do not need a `Heap`: objects outlive the `Heap` they were
-/// allocated with for as long as handles keep them.
+/// reference; when the last one is dropped, the heap is collected (waiting for the world
+/// like `collect()`, and running the destructors of its garbage on the dropping thread, as
+/// dropping the last `Arc` of a container runs its elements'), its free pages go back to
+/// the OS, and its address space is reused by a later `Heap::new` once no object is left
+/// in it. Handles do not need a `Heap`: objects outlive the `Heap` they were allocated
+/// with for as long as handles keep them. `Heap::new` may collect a retired heap to reuse
+/// it; it runs no destructors itself (the drop thread does).
 pub struct Heap {
     pub(crate) inner: &'static HeapInner,
 }

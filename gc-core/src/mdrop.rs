@@ -20,34 +20,55 @@
 //! - a count that reaches zero (`mfree`): the dropping thread, as `Arc` does, as soon as
 //!   it is outside every section (at the end of the drop's own section, or of the
 //!   `GcCell` guard's it was dropped under); a chain of such deaths (a list whose nodes
-//!   own `String`s) runs in constant stack;
+//!   own `String`s) runs in constant stack, on any thread, at thread exit too;
 //! - a collection (`mgcmark::mark_doomed`): garbage with such a destructor is marked,
 //!   with everything it reaches (so nothing it can touch is freed this cycle, and the
 //!   counts its handles hold are left for its destructor to drop), doomed, and handed
 //!   over as the cycle's batch. An explicit `collect()` runs its batch on the calling
-//!   thread after the world resumes, then waits for the batches of earlier automatic
-//!   collections, so when it returns every destructor of garbage found so far has run.
-//!   A collection an allocation triggered hands its batch to the drop thread
+//!   thread after the world resumes, then waits for the batches the drop thread was
+//!   given before the call began (a ticket: a thread that keeps making garbage cannot
+//!   keep it waiting), so when it returns every destructor of garbage found so far has
+//!   run. A collection an allocation triggered hands its batch to the drop thread
 //!   (`fing-drop`, started on first use): the allocating thread may hold a lock that a
-//!   destructor takes, so it must not run them, nor wait for them.
+//!   destructor takes, so it must not run them, nor wait for them;
+//! - never the finalizer thread: what dies there (a finalizer dropped the last handle),
+//!   and a `collect()` it calls, go to the drop thread, so a destructor can always wait
+//!   for finalizers, and a slow destructor never holds up the finalizers behind it;
+//! - `Heap::new`, which collects retired heaps to reuse them, hands their destructors to
+//!   the drop thread and waits for nothing; the drop of a heap's last `Heap` runs that
+//!   heap's own destructors on the dropping thread (as the last `Arc` of a container).
 //!
-//! `wait_finalizers()` also waits for the drop thread. The threads never wait in a cycle:
-//! the drop thread may wait for the finalizer thread (a destructor calling
-//! `wait_finalizers`), the finalizer thread never waits for the drop thread (its
-//! `collect()` runs its own batch and does not wait for the others).
+//! A drop never waits for a collection: freeing the slots after the destructors takes a
+//! section, and if a collector holds or wants the world then, the drop thread finishes
+//! them instead (`finish`).
+//!
+//! There is no backpressure, as there is none for Go's finalizers: a program whose
+//! automatic collections find garbage with slow destructors faster than one thread can
+//! run them grows its heap (doomed objects are kept until destroyed). `collect()` and
+//! `wait_finalizers()` wait for the backlog of before their call.
+//!
+//! `wait_finalizers()` also waits for the drop thread (its batches of before the call).
+//! The threads never wait in a cycle: the drop thread may wait for the finalizer thread
+//! (a destructor calling `wait_finalizers`), the finalizer thread never waits for the
+//! drop thread.
 //!
 //! What a destructor may touch: its own value, and everything its untraced fields reach
 //! (a handle hidden from the collector there keeps its object alive: its count looked
-//! like an outside reference). It must not dereference the *traced* handles of the value
-//! being dropped: their objects may be dead in the same cycle, and destroyed already
-//! (their slots stay allocated until the whole batch is done, so dropping those handles
-//! is fine). Derived types cannot have a `Drop` of their own unless they opt out with the
-//! `unsafe` promise to keep exactly this rule.
+//! like an outside reference). It must not dereference, clone or move out the *traced*
+//! handles of the value being dropped: their objects may be dead in the same cycle, and
+//! destroyed already (their slots stay allocated until the whole batch is done, so
+//! dropping those handles is fine). Derived types cannot have a `Drop` of their own
+//! unless they opt out with `unsafe impl AllowDrop`, the promise to keep exactly this
+//! rule.
+//!
+//! Holding a lock, or a `GcCell` borrow, across `collect()` or `wait_finalizers()` that a
+//! destructor takes makes them wait for each other, as dropping the last `Arc` of a value
+//! whose `Drop` takes a lock the dropping thread holds does.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use gc_types::Type;
@@ -116,7 +137,15 @@ pub(crate) unsafe fn doom_in_collection(obj: NonNull<u8>) {
 /// every section; re-entrant (a destructor may `collect()`, which destroys its own batch
 /// here, nested).
 pub(crate) fn destroy(l: &Local, mut batch: Vec<Doomed>) {
-    let was = l.destroying.replace(true);
+    /// Restores `destroying` however `destroy` ends (a panic that escapes a destructor's
+    /// payload is contained, but not one from fing itself).
+    struct Restore<'a>(&'a Local, bool);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.destroying.set(self.1);
+        }
+    }
+    let _restore = Restore(l, l.destroying.replace(true));
     let mut done: Vec<Doomed> = Vec::new();
     loop {
         while let Some(d) = batch.pop().or_else(|| l.pop_dying()) {
@@ -134,11 +163,10 @@ pub(crate) fn destroy(l: &Local, mut batch: Vec<Doomed>) {
             break;
         }
     }
-    l.destroying.set(was);
 }
 
-/// Objects whose destructors ran before their slots are freed, when nothing else holds
-/// them back: one section per this many.
+/// Objects whose slots are freed in one section (their destructors have run): a long list
+/// frees in parts, and a waiting collector waits for one part at most.
 const FINISH_EVERY: usize = 256;
 
 /// Runs one doomed object's destructor, outside every section. A panic is caught and
@@ -148,7 +176,7 @@ fn run_destructor(d: &Doomed) {
     // SAFETY: the value is valid and nothing can reach it (its count is zero, or the
     // collection that doomed it found it unreachable); it is dropped once, here.
     let r = catch_unwind(AssertUnwindSafe(|| unsafe { d.ty.drop_value(data) }));
-    if r.is_err() {
+    if let Err(payload) = r {
         eprintln!(
             "fing: a destructor of {} panicked; the object is freed anyway",
             d.ty
@@ -156,94 +184,179 @@ fn run_destructor(d: &Doomed) {
         if let Some(h) = crate::heap::heap_of(d.obj) {
             h.destructor_panics.fetch_add(1, Ordering::Relaxed);
         }
+        drop_payload(payload);
     }
 }
 
-/// Frees the slots of objects whose destructors have run: in one section, after this
-/// thread's own deferred drops (which may be the last drops of those objects), each
-/// header becomes `FREED`, and small slots go to this thread's free lists for their heap
-/// (made if this thread has none: then the frees are counted now, and `collect()` can
+/// Drops a caught panic's payload, whose own `Drop` may panic: that second panic is caught
+/// too, and its payload forgotten (as std's thread runtime does with a payload that panics
+/// on drop).
+pub(crate) fn drop_payload(payload: Box<dyn core::any::Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        core::mem::forget(again);
+    }
+}
+
+/// Frees the slots of objects whose destructors have run, `FINISH_EVERY` per section:
+/// after this thread's own deferred drops (which may be the last drops of those objects),
+/// each header becomes `FREED`, and small slots go to this thread's free lists for their
+/// heap (made if this thread has none: then the frees are counted now, and `collect()` can
 /// return exact statistics); a large object's slot is freed by the next sweep.
+///
+/// A drop never waits for a collection (`world`): on a mutator thread, if a collector
+/// holds or wants the world, what is left goes to the drop thread to finish instead (the
+/// objects stay doomed, kept, meanwhile). The drop thread and a thread whose fing state is
+/// gone wait.
 fn finish(l: &Local, done: &mut Vec<Doomed>) {
-    if done.is_empty() {
+    while !done.is_empty() {
+        if on_drop_thread() || l.is_temporary() {
+            l.enter_outermost();
+        } else if !l.try_enter_outermost() {
+            push(Batch {
+                objs: core::mem::take(done),
+                destroyed: true,
+            });
+            return;
+        }
+        crate::world::apply_deferred(l);
+        let from = done.len().saturating_sub(FINISH_EVERY);
+        // SAFETY: this thread's caches, in its section; no other borrow is live.
+        let caches = unsafe { &mut *l.caches.get() };
+        for d in done.drain(from..) {
+            free_slot(caches, &d);
+        }
+        l.leave_outermost();
+    }
+}
+
+/// Frees one destroyed object's slot (in a section).
+#[allow(clippy::vec_box)] // the thread's caches, boxed so the registry can point at them
+fn free_slot(caches: &mut Vec<Box<crate::mcache::MCache>>, d: &Doomed) {
+    // SAFETY: a doomed object's slot stays allocated until this store.
+    let h = unsafe { header(d.obj.as_ptr()) };
+    let last = h.count.load(Ordering::Acquire) == 0;
+    h.ty.store((&FREED as *const Type).cast_mut(), Ordering::Release);
+    let Some(s) = crate::mheap::span_of(d.obj.as_ptr() as usize) else {
+        return;
+    };
+    let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
+    if !(last && small) {
         return;
     }
-    l.enter_outermost();
-    crate::world::apply_deferred(l);
-    // SAFETY: this thread's caches, in its section; no other borrow is live.
-    let caches = unsafe { &mut *l.caches.get() };
-    for d in done.drain(..) {
-        // SAFETY: a doomed object's slot stays allocated until this store.
-        let h = unsafe { header(d.obj.as_ptr()) };
-        let last = h.count.load(Ordering::Acquire) == 0;
-        h.ty.store((&FREED as *const Type).cast_mut(), Ordering::Release);
-        let Some(s) = crate::mheap::span_of(d.obj.as_ptr() as usize) else {
-            continue;
-        };
-        let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
-        if !(last && small) {
-            continue;
-        }
-        let cache = match caches.iter().position(|c| c.heap_id == s.heap_id) {
-            Some(i) => Some(&mut *caches[i]),
-            None => crate::heap::heap_of(d.obj).map(|h| h.cache_for(caches)),
-        };
-        if let Some(c) = cache {
-            // SAFETY: the slot is dead (count zero, `FREED`), of class `s.spc` in `c`'s
-            // heap, long enough for the link, and owned by no one now.
-            unsafe { c.push_free(s.spc, d.obj) };
-        }
+    let cache = match caches.iter().position(|c| c.heap_id == s.heap_id) {
+        Some(i) => Some(&mut *caches[i]),
+        None => crate::heap::heap_of(d.obj).map(|h| h.cache_for(caches)),
+    };
+    if let Some(c) = cache {
+        // SAFETY: the slot is dead (count zero, `FREED`), of class `s.spc` in `c`'s heap,
+        // long enough for the link, and owned by no one now.
+        unsafe { c.push_free(s.spc, d.obj) };
     }
-    l.leave_outermost();
 }
 
 /// Runs a collection's batch on this thread, now (an explicit `collect()`, after the
-/// world resumed), then waits for the drop thread's earlier batches, unless this thread is
-/// the drop thread or the finalizer thread (see the module docs).
-pub(crate) fn destroy_now(batch: Vec<Doomed>) {
+/// world resumed), then waits for the batches the drop thread had been given before
+/// `ticket` (`ticket()`, taken when `collect()` began). On the finalizer thread, the batch
+/// goes to the drop thread instead, and nothing is waited for (see the module docs); on
+/// the drop thread, nothing is waited for either (it would wait for itself).
+pub(crate) fn destroy_now(batch: Vec<Doomed>, ticket: u64) {
+    if crate::mfinal::on_finalizer_thread() {
+        destroy_later(batch);
+        return;
+    }
     if !batch.is_empty() {
         crate::world::with_local(|l| destroy(l, batch));
     }
-    if !on_drop_thread() && !crate::mfinal::on_finalizer_thread() {
-        let _ = DROPS.wait_idle(None);
+    if !on_drop_thread() {
+        let _ = wait_for(ticket, None);
     }
 }
 
-/// Hands a collection's batch to the drop thread (a collection an allocation triggered).
+/// Hands a collection's batch to the drop thread (a collection an allocation triggered,
+/// or any on the finalizer thread).
 pub(crate) fn destroy_later(batch: Vec<Doomed>) {
-    if batch.is_empty() {
-        return;
+    if !batch.is_empty() {
+        push(Batch {
+            objs: batch,
+            destroyed: false,
+        });
     }
-    start();
-    DROPS.push(|q| q.batches.push(batch));
 }
 
-/// Waits until the drop thread has run every batch handed to it (at most until
-/// `deadline`); `Err` with the batches left if time ran out. A no-op on the drop thread.
-pub(crate) fn wait_idle(deadline: Option<Instant>) -> Result<(), usize> {
+/// Hands the objects that died on the finalizer thread to the drop thread: the finalizer
+/// thread runs finalizers only (`Local::destroy_dying`).
+pub(crate) fn destroy_dying_later(l: &Local) {
+    let mut objs = Vec::new();
+    while let Some(d) = l.pop_dying() {
+        objs.push(d);
+    }
+    destroy_later(objs);
+}
+
+fn push(b: Batch) {
+    start();
+    DROPS.push(|q| {
+        q.batches.push(b);
+        q.pushed += 1;
+    });
+}
+
+/// The ticket of the batches handed to the drop thread so far: `wait_for(ticket())` waits
+/// for them, not for later ones (a thread making garbage quickly cannot starve it).
+pub(crate) fn ticket() -> u64 {
+    DROPS.with(|q| q.pushed)
+}
+
+/// Waits until the drop thread has finished every batch before `ticket` (at most until
+/// `deadline`); `Err` with how many are left if time ran out. A no-op on the drop thread.
+pub(crate) fn wait_for(ticket: u64, deadline: Option<Instant>) -> Result<(), usize> {
     if on_drop_thread() {
         return Ok(());
     }
-    DROPS.wait_idle(deadline)
+    let mut done = lock(&DONE.0);
+    while *done < ticket {
+        done = match deadline {
+            None => DONE.1.wait(done).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err((ticket - *done) as usize);
+                }
+                DONE.1
+                    .wait_timeout(done, d - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
+    }
+    Ok(())
 }
 
-/// Does the drop thread have work, queued or running?
-pub(crate) fn busy() -> bool {
-    DROPS.busy()
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A plain counter: poisoning carries no meaning.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The drop thread's queue: whole batches.
+/// What the drop thread is given: objects to destroy, or objects whose destructors ran
+/// and whose slots only need freeing (`finish` on a thread that must not wait).
+pub(crate) struct Batch {
+    objs: Vec<Doomed>,
+    destroyed: bool,
+}
+
+/// The drop thread's queue: whole batches, and how many were ever pushed (the tickets).
 #[derive(Default)]
 pub(crate) struct Batches {
-    batches: Vec<Vec<Doomed>>,
+    batches: Vec<Batch>,
+    pushed: u64,
 }
 
 impl Queue for Batches {
-    type Batch = Vec<Vec<Doomed>>;
+    type Batch = Vec<Batch>;
     fn len(&self) -> usize {
         self.batches.len()
     }
-    fn take_all(&mut self) -> Vec<Vec<Doomed>> {
+    fn take_all(&mut self) -> Vec<Batch> {
         core::mem::take(&mut self.batches)
     }
 }
@@ -251,11 +364,15 @@ impl Queue for Batches {
 #[cfg(not(loom))]
 static DROPS: Handoff<Batches> = Handoff::new(Batches {
     batches: Vec::new(),
+    pushed: 0,
 });
 
 #[cfg(loom)]
 static DROPS: std::sync::LazyLock<Handoff<Batches>> =
     std::sync::LazyLock::new(|| Handoff::new(Batches::default()));
+
+/// Batches the drop thread finished, ever, and the condition variable that says so.
+static DONE: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
 std::thread_local! {
     static ON_DROP_THREAD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
@@ -276,13 +393,21 @@ fn start() {
     });
 }
 
-/// The drop thread: takes every queued batch and destroys it, in order.
+/// The drop thread: takes every queued batch and destroys (or finishes) it, in order,
+/// counting each in `DONE` as it ends.
 fn run() {
     ON_DROP_THREAD.with(|f| f.set(true));
     while let Some(batches) = DROPS.take() {
         crate::world::with_local(|l| {
             for b in batches {
-                destroy(l, b);
+                if b.destroyed {
+                    let mut objs = b.objs;
+                    finish(l, &mut objs);
+                } else {
+                    destroy(l, b.objs);
+                }
+                *lock(&DONE.0) += 1;
+                DONE.1.notify_all();
             }
         });
         DROPS.finished(|_| {});

@@ -40,8 +40,9 @@
 //! destructor is user code is only doomed (`mdrop`), and its thread runs the destructor
 //! as it leaves its outermost section (`Local::leave_outermost`). Nor does any with the
 //! world stopped, but `Trace` impls: the collector's own thread (`holds_world`) refuses
-//! every fing call that needs a section or the world, with a panic that says so
-//! (`in_collection`), instead of waiting for itself.
+//! every fing call that needs a section or the world, or could wait for a thread that
+//! waits for the world (a `GcCell` borrow that finds a writer), with a panic that says
+//! so (`in_collection`), instead of waiting for itself.
 //!
 //! A thread's `Local` is a thread-local, destroyed at thread exit, maybe before other
 //! thread-locals that hold handles (first touched before fing's). What such a destructor
@@ -225,6 +226,8 @@ pub(crate) struct Local {
     /// batch, not per drop. A collection that runs meanwhile does not see them, and
     /// keeps their objects: a count too high never frees anything early.)
     held: core::cell::UnsafeCell<Vec<core::ptr::NonNull<u8>>>,
+    /// A temporary `Local` (`with_temporary`, `enter_temporary`).
+    temporary: bool,
 }
 
 impl Local {
@@ -249,7 +252,15 @@ impl Local {
             dying: core::cell::UnsafeCell::new(Vec::new()),
             destroying: Cell::new(false),
             held: core::cell::UnsafeCell::new(Vec::new()),
+            temporary: false,
         }
+    }
+
+    /// A temporary `Local`, boxed: `CURRENT` points at it while it lives.
+    fn temporary() -> Box<Local> {
+        let mut l = Box::new(Local::new());
+        l.temporary = true;
+        l
     }
 
     /// Leaves this thread's outermost section, then destroys what died in it (user code
@@ -275,7 +286,14 @@ impl Local {
     #[cold]
     #[inline(never)]
     fn destroy_dying(&self) {
-        if !self.destroying.get() {
+        if self.destroying.get() {
+            return;
+        }
+        if crate::mfinal::on_finalizer_thread() {
+            // The finalizer thread runs finalizers only: a destructor there could not
+            // wait for finalizers, and would hold up the ones queued behind it.
+            crate::mdrop::destroy_dying_later(self);
+        } else {
             crate::mdrop::destroy(self, Vec::new());
         }
     }
@@ -298,6 +316,22 @@ impl Local {
         debug_assert_eq!(self.depth.get(), 0);
         self.slot.enter();
         self.depth.set(1);
+    }
+
+    /// `enter_outermost` if the world is free now; `false` (nothing entered) if a
+    /// collector holds or wants it.
+    pub(crate) fn try_enter_outermost(&self) -> bool {
+        debug_assert_eq!(self.depth.get(), 0);
+        let entered = self.slot.try_enter();
+        if entered {
+            self.depth.set(1);
+        }
+        entered
+    }
+
+    /// Is this a temporary `Local` (its thread's own is destroyed)?
+    pub(crate) fn is_temporary(&self) -> bool {
+        self.temporary
     }
 
     /// Applies the ring's drops, the spill's and the held ones (thread exit), in this
@@ -366,7 +400,7 @@ impl Local {
 #[inline(never)]
 fn with_temporary<R>(f: impl FnOnce(&Local) -> R) -> R {
     // Boxed: it must not move while `CURRENT` points at it (its drop included).
-    let l = Box::new(Local::new());
+    let l = Local::temporary();
     CURRENT.with(|c| c.set(&*l));
     let r = f(&l);
     drop(l);
@@ -464,7 +498,7 @@ pub(crate) fn enter(api: &str) -> Section {
 #[cold]
 #[inline(never)]
 fn enter_temporary() -> Section {
-    let l = Box::new(Local::new());
+    let l = Local::temporary();
     // `CURRENT` until the guard drops it (see `with_temporary`).
     CURRENT.with(|c| c.set(&*l));
     l.enter_outermost();

@@ -113,9 +113,11 @@ fn run() {
             if ran == 256 {
                 RUN.fetch_add(core::mem::take(&mut ran), Ordering::Relaxed);
             }
-            if r.is_err() {
+            if let Err(payload) = r {
                 PANICKED.fetch_add(1, Ordering::Relaxed);
                 eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
+                // A payload whose own drop panics must not end the thread.
+                crate::mdrop::drop_payload(payload);
             }
         };
         // SAFETY: `run_one` takes each entry over through `call`, which reads it once
@@ -134,9 +136,9 @@ pub(crate) fn on_finalizer_thread() -> bool {
 }
 
 /// Blocks until every queued finalizer has run and the finalizer thread is idle, and
-/// every destructor that collections handed to the drop thread has run. Call it after
-/// `collect()` to see the finalizers of what that collection found (a finalizer that
-/// never returns makes this wait forever; see `wait_finalizers_timeout`). From a
+/// every destructor that collections had handed to the drop thread by then has run. Call
+/// it after `collect()` to see the finalizers of what that collection found (a finalizer
+/// that never returns makes this wait forever; see `wait_finalizers_timeout`). From a
 /// destructor on the drop thread, it waits for the finalizer thread only.
 ///
 /// # Panics
@@ -154,8 +156,10 @@ fn wait_all(api: &str, deadline: Option<Instant>) -> Result<(), usize> {
     crate::world::assert_not_collecting(api);
     loop {
         FING.wait_idle(deadline)?;
-        crate::mdrop::wait_idle(deadline)?;
-        if !FING.busy() && (crate::mdrop::on_drop_thread() || !crate::mdrop::busy()) {
+        // The drop thread's batches handed over until now (not later ones: a thread
+        // making garbage quickly cannot keep this waiting).
+        crate::mdrop::wait_for(crate::mdrop::ticket(), deadline)?;
+        if !FING.busy() {
             return Ok(());
         }
     }
