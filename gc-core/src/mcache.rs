@@ -261,6 +261,7 @@ impl MCache {
     /// `slot` must be the start of an allocated slot of class `spc` in this cache's heap,
     /// at least `HEADER + 8` bytes long, whose object is dead and unreachable, with no
     /// other owner (no list, no queue entry that will use it).
+    #[inline(always)]
     pub(crate) unsafe fn push_free(&mut self, spc: SpanClass, slot: NonNull<u8>) {
         let c = &mut self.alloc[spc.index()];
         // SAFETY: the caller's contract: the word after the header is ours to write.

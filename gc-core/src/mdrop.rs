@@ -83,7 +83,7 @@ use crate::world::Local;
 // SAFETY: the marker value type is never made: no value of it holds a handle; it is
 // Send and Sync (a unit struct).
 pub(crate) static DYING: Type =
-    unsafe { Type::untraced::<Dying>("fing: object being dropped", true, true) };
+    unsafe { Type::untraced::<Dying>("fing: object being dropped", true, true) }.kept_at_zero();
 
 /// The value type of [`DYING`] (never made).
 struct Dying;
@@ -102,12 +102,6 @@ unsafe impl Send for Doomed {}
 #[inline]
 pub(crate) fn runs_user_code(ty: &Type) -> bool {
     ty.needs_drop() && !ty.handles_only_drop()
-}
-
-/// Is `ty` one of the two sentinels of dead objects (`DYING`, `FREED`)?
-#[inline]
-pub(crate) fn is_dead_type(ty: *const Type) -> bool {
-    core::ptr::eq(ty, &DYING) || core::ptr::eq(ty, &FREED)
 }
 
 /// Dooms `obj` (count zero, type `ty`, this thread in a section): its destructor runs

@@ -44,7 +44,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, Ordering};
 
-use gc_types::{PtrMask, Type};
+use gc_types::{AtZero, PtrMask, Type};
 
 use crate::mgcmark::header;
 use crate::mheap::{arena_of_cached, Arena};
@@ -169,13 +169,9 @@ fn join_chain(
     // wrote to the object (a finalizer record, a cell) is visible here.
     fence(Ordering::Acquire);
     let Some((span, ty)) = freeable(obj, ty, arena) else {
+        doom_if_destroyable(l, obj, ty, arena);
         return false;
     };
-    if crate::mdrop::runs_user_code(ty) {
-        // Its destructor runs once this thread is outside every section (mdrop).
-        crate::mdrop::doom(l, obj, ty);
-        return false;
-    }
     prefetch_edges(obj, ty);
     chain(l).push((obj, span));
     true
@@ -189,30 +185,53 @@ fn chain(l: &Local) -> &mut Vec<(NonNull<u8>, &'static Span)> {
     unsafe { &mut *l.chain.get() }
 }
 
-/// The span and type of `obj` (count zero, header type `ty`) if it may be freed here (see
-/// the module docs): a small object whose destructor only drops handles, or any object
-/// whose destructor runs user code (doomed, not chained), outside spans with finalizer
-/// records.
+/// The span and type of `obj` (count zero, header type `ty`) if it may be freed here, in
+/// the chain (see the module docs): a small object whose destructor only drops handles
+/// (`AtZero::Free`), outside spans with finalizer records. The freeing path's one test per
+/// object: a dead slot's type (`DYING`, `FREED`) says `AtZero::Keep`, a type whose
+/// destructor runs user code `AtZero::Doom` (`doom_if_destroyable`).
 #[inline]
 fn freeable(
     obj: NonNull<u8>,
     ty: *const Type,
     arena: &mut Option<&'static Arena>,
 ) -> Option<(&'static Span, &'static Type)> {
-    if crate::mdrop::is_dead_type(ty) {
-        // A doomed object's batch-mate dropped its handle, or a dead slot: not this
-        // path's to free.
-        return None;
-    }
     // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
     let ty: &'static Type = unsafe { ty.as_ref() }?;
-    let addr = obj.as_ptr() as usize;
-    let s = arena_of_cached(addr, arena)?.span_at(addr)?;
-    if s.has_specials.load(Ordering::Relaxed) {
+    if ty.at_zero() != AtZero::Free {
         return None;
     }
+    let addr = obj.as_ptr() as usize;
+    let s = arena_of_cached(addr, arena)?.span_at(addr)?;
     let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
-    (small || crate::mdrop::runs_user_code(ty)).then_some((s, ty))
+    (small && !s.has_specials.load(Ordering::Relaxed)).then_some((s, ty))
+}
+
+/// `obj` (count zero, header type `ty`) is not for the chain: if its destructor runs user
+/// code and its span has no finalizer records, it is doomed, to be destroyed once this
+/// thread is outside every section (mdrop); else it is left to the collector.
+#[cold]
+#[inline(never)]
+fn doom_if_destroyable(
+    l: &Local,
+    obj: NonNull<u8>,
+    ty: *const Type,
+    arena: &mut Option<&'static Arena>,
+) {
+    // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
+    let Some(ty) = (unsafe { ty.as_ref() }) else {
+        return;
+    };
+    if ty.at_zero() != AtZero::Doom {
+        return;
+    }
+    let addr = obj.as_ptr() as usize;
+    let Some(s) = arena_of_cached(addr, arena).and_then(|a| a.span_at(addr)) else {
+        return;
+    };
+    if !s.has_specials.load(Ordering::Relaxed) {
+        crate::mdrop::doom(l, obj, ty);
+    }
 }
 
 /// Starts loading the headers `obj`'s handles point at, which freeing it will lower.

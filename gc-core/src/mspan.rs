@@ -38,7 +38,8 @@ pub(crate) struct Header {
 /// so every pass of the collector treats it as an unreachable object with nothing to do.
 // SAFETY: the marker value type is never made: no value of it holds a handle; it is
 // Send and Sync (a unit struct).
-pub(crate) static FREED: Type = unsafe { Type::untraced::<Freed>("fing: freed slot", true, true) };
+pub(crate) static FREED: Type =
+    unsafe { Type::untraced::<Freed>("fing: freed slot", true, true) }.kept_at_zero();
 
 /// The value type of [`FREED`] (never made).
 struct Freed;

@@ -554,20 +554,28 @@ pub(crate) fn with_section<R>(api: &str, f: impl FnOnce(&Local) -> R) -> R {
     }
     // SAFETY: as in `try_local`.
     let l = unsafe { &*p };
-    if l.holds_world.get() {
-        in_collection(api);
-    }
-    let outermost = l.depth.get() == 0;
+    let outermost = !l.holds_world.get() && l.depth.get() == 0;
     if outermost {
         l.slot.enter();
         l.depth.set(1);
+    } else if l.depth.get() == 0 {
+        // The collector's thread (it never has a section: `enter` refuses it one).
+        in_collection(api);
     }
+    // Allocation drops no handle, so nothing dies in this section: the plain leave, not
+    // `leave_outermost`'s look at the dying list (which holds objects here only when a
+    // destructor allocates: `destroy`'s loop, further up the stack, takes them).
     struct Leave<'a>(&'a Local, bool);
     impl Drop for Leave<'_> {
         #[inline]
         fn drop(&mut self) {
             if self.1 {
-                self.0.leave_outermost();
+                debug_assert!(
+                    !self.0.has_dying() || self.0.destroying.get(),
+                    "fing::world: an allocation doomed an object"
+                );
+                self.0.depth.set(0);
+                handshake::leave(&self.0.slot.active);
             }
         }
     }

@@ -16,7 +16,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::kind::Kind;
-use crate::ty::{Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
+use crate::ty::{AtZero, Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
 
 static NEXT_IDENT: AtomicU64 = AtomicU64::new(1);
 
@@ -73,6 +73,7 @@ impl TypeBuilder {
         t.drop = repr.drop;
         t.needs_drop = repr.needs_drop;
         t.handles_only_drop = repr.handles_only_drop;
+        t.at_zero = repr.at_zero;
         t.ptrmask = repr.ptrmask;
         t.send_sync = SendSync::Pointer;
         t.elem = Some(TypeRef::Static(elem));
@@ -99,6 +100,7 @@ impl TypeBuilder {
         t.noscan = len == 0 || elem.noscan;
         t.needs_drop = len > 0 && elem.needs_drop;
         t.handles_only_drop = len == 0 || elem.handles_only_drop;
+        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
         t.send_sync = SendSync::Structural;
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY
@@ -222,6 +224,7 @@ impl StructBuilder {
         t.noscan = self.fields.iter().all(|(_, f)| f.noscan);
         t.needs_drop = self.fields.iter().any(|(_, f)| f.needs_drop);
         t.handles_only_drop = self.fields.iter().all(|(_, f)| f.handles_only_drop);
+        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY
         } else {

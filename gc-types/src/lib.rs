@@ -40,7 +40,7 @@ pub use func::{CallError, FrameFn, Func};
 pub use kind::Kind;
 pub use trace::{AllowDrop, Trace, Tracer};
 pub use ty::{
-    DropFn, Field, Itab, Method, PtrMask, SendSync, TraceFn, Type, TypeIdent, TypeRef,
+    AtZero, DropFn, Field, Itab, Method, PtrMask, SendSync, TraceFn, Type, TypeIdent, TypeRef,
     WriteHandleFn,
 };
 pub use typed::Typed;

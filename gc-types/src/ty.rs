@@ -232,6 +232,30 @@ pub enum SendSync {
     Pointer,
 }
 
+/// What the heap does with an object of a type when its count reaches zero (gc-core's
+/// `mfree`), one byte read on the freeing path. Derived from the drop glue; `Keep` only
+/// for the heap's own markers of dead slots.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtZero {
+    /// Its drop only drops handles: freed in the dropping section.
+    Free,
+    /// Its drop runs user code: doomed, destroyed outside every section.
+    Doom,
+    /// Never freed at zero (a dead slot's marker type): left to the collector.
+    Keep,
+}
+
+impl AtZero {
+    pub(crate) const fn of(needs_drop: bool, handles_only_drop: bool) -> AtZero {
+        if needs_drop && !handles_only_drop {
+            AtZero::Doom
+        } else {
+            AtZero::Free
+        }
+    }
+}
+
 /// A runtime type descriptor. See the module documentation for its invariants.
 pub struct Type {
     pub(crate) ident: TypeIdent,
@@ -246,6 +270,7 @@ pub struct Type {
     pub(crate) drop: Option<DropFn>,
     pub(crate) needs_drop: bool,
     pub(crate) handles_only_drop: bool,
+    pub(crate) at_zero: AtZero,
     pub(crate) ptrmask: PtrMask,
     pub(crate) elem: Option<TypeRef>,
     pub(crate) len: usize,
@@ -275,6 +300,7 @@ impl Type {
             drop: None,
             needs_drop: false,
             handles_only_drop: true,
+            at_zero: AtZero::Free,
             ptrmask: PtrMask::EMPTY,
             elem: None,
             len: 0,
@@ -346,6 +372,7 @@ impl Type {
         }
         t.needs_drop = core::mem::needs_drop::<T>();
         t.handles_only_drop = T::HANDLES_ONLY_DROP;
+        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
         t.ptrmask = T::PTRMASK;
         t
     }
@@ -371,6 +398,7 @@ impl Type {
         }
         t.needs_drop = core::mem::needs_drop::<T>();
         t.handles_only_drop = !core::mem::needs_drop::<T>();
+        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
         t
     }
 
@@ -498,6 +526,19 @@ impl Type {
     #[inline]
     pub fn handles_only_drop(&self) -> bool {
         self.handles_only_drop
+    }
+    /// What the heap does with an object of this type when its count reaches zero.
+    #[doc(hidden)]
+    #[inline]
+    pub fn at_zero(&self) -> AtZero {
+        self.at_zero
+    }
+    /// Marks a descriptor as never freed at count zero (the heap's markers of dead slots;
+    /// safe: such objects are left to the collector).
+    #[doc(hidden)]
+    pub const fn kept_at_zero(mut self) -> Type {
+        self.at_zero = AtZero::Keep;
+        self
     }
     /// Element type of a pointer, array or slice.
     pub fn elem(&self) -> Option<&'static Type> {
