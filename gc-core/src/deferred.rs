@@ -20,6 +20,27 @@
 //! `head` only makes the ring look fuller. The loom model below checks that every drop is
 //! applied exactly once.
 
+/// Objects whose counts are to be lowered by one each: a thread's spill (`release`), a
+/// plain vector behind its slot's lock.
+#[derive(Default)]
+pub(crate) struct Spilled(Vec<NonNull<u8>>);
+
+// SAFETY: each entry is a count on a heap object that some thread must lower; whichever
+// thread holds the world or the owner's section does it (the decrement is atomic).
+unsafe impl Send for Spilled {}
+
+impl Spilled {
+    /// Adds `more` (emptying it).
+    pub(crate) fn append(&mut self, more: &mut Vec<NonNull<u8>>) {
+        self.0.append(more);
+    }
+
+    /// Takes every entry out.
+    pub(crate) fn take(&mut self) -> Vec<NonNull<u8>> {
+        core::mem::take(&mut self.0)
+    }
+}
+
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicPtr, AtomicUsize};
 #[cfg(not(loom))]
@@ -28,7 +49,11 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize};
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-/// Drops a thread may record before it applies them itself.
+/// Drops a thread may record before it applies them itself: the drops it can make while a
+/// collection runs without waiting for it (a full ring makes its next drop wait to apply
+/// it). 256 pointers are 2 KiB per thread; a pause of a few milliseconds rarely sees more
+/// drops from one thread, and each collection drains every ring, so a larger one would
+/// cost every collection more reading.
 pub(crate) const RING: usize = 256;
 
 pub(crate) struct Ring<const CAP: usize = RING> {

@@ -89,7 +89,7 @@ struct FarCell<U: ?Sized + 'static> {
 impl<U: ?Sized + 'static> FarCell<U> {
     /// The cell whose object header is at `obj`.
     fn at(obj: NonNull<u8>) -> *const FarCell<U> {
-        let off = crate::mspan::data_offset(core::mem::align_of::<FarCell<U>>());
+        let off = crate::slot::data_offset(core::mem::align_of::<FarCell<U>>());
         obj.as_ptr().wrapping_add(off).cast::<FarCell<U>>()
     }
 }
@@ -344,7 +344,7 @@ impl<T: ?Sized + 'static> Clone for Gc<T> {
     fn clone(&self) -> Gc<T> {
         if let Some(obj) = self.counted() {
             // SAFETY: `obj` is the header of an object this handle keeps allocated.
-            let old = unsafe { obj.cast::<crate::mspan::Header>().as_ref() }
+            let old = unsafe { obj.cast::<crate::slot::Header>().as_ref() }
                 .count
                 .fetch_add(1, Ordering::Relaxed);
             if old >= u32::MAX / 2 {
@@ -367,7 +367,7 @@ impl<T: ?Sized + 'static> Drop for Gc<T> {
     #[inline]
     fn drop(&mut self) {
         if let Some(obj) = self.counted() {
-            crate::mgcsweep::release(obj);
+            crate::release::release(obj);
         }
     }
 }

@@ -36,9 +36,10 @@ use crate::handle::Gc;
 use crate::malloc::Plan;
 use crate::mcache::MCache;
 use crate::mheap::PageHeap;
-use crate::mspan::{Header, Span};
+use crate::mspan::Span;
 use crate::mstats::MemStats;
 use crate::sizeclasses::TABLE;
+use crate::slot::Header;
 use crate::world;
 
 /// A span shared by raw pointer (spans are only borrowed shared; see mspan).
@@ -426,7 +427,7 @@ impl HeapInner {
         wait: bool,
         budget: Duration,
         api: &str,
-    ) -> Option<Vec<crate::mdrop::Doomed>> {
+    ) -> Option<Vec<crate::slot::Doomed>> {
         let world = world::stop(wait, budget, api)?;
         self.gc_wanted.store(false, Ordering::Relaxed);
         let doomed = crate::mgc::run(self, &world, api);

@@ -23,6 +23,7 @@
 mod cell;
 mod deferred;
 mod handle;
+mod handoff;
 mod handshake;
 mod heap;
 mod malloc;
@@ -39,7 +40,9 @@ mod mgcsweep;
 mod mheap;
 mod mspan;
 mod mstats;
+mod release;
 mod sizeclasses;
+mod slot;
 mod spin;
 mod world;
 
@@ -56,14 +59,14 @@ pub use mfinal::{
     keep_alive, set_finalizer, wait_finalizers, wait_finalizers_timeout, FinalizerError,
     FinalizerStuck, Outcome,
 };
-pub use mspan::MAX_ALIGN;
 pub use mstats::MemStats;
+pub use slot::MAX_ALIGN;
 
 /// Items only generated code may name.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::handle::{gc_from_raw_parts, Gc, GcPointer, GcTarget};
-    pub use crate::mspan::MAX_ALIGN;
+    pub use crate::slot::MAX_ALIGN;
     pub use gc_types::__private::*;
     pub use gc_types::{
         AllowDrop, Field, Itab, Kind, Method, PtrMask, SendSync, Trace, Tracer, Type, TypeIdent,

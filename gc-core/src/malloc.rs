@@ -10,8 +10,9 @@ use gc_types::Trace;
 
 use crate::heap::{lock, HeapInner};
 use crate::mcache::{MCache, TINY_SIZE};
-use crate::mspan::{data_offset, Header, SpanClass};
+use crate::mspan::SpanClass;
 use crate::sizeclasses::{class_for, PAGE_SIZE};
+use crate::slot::{data_offset, Header};
 
 impl HeapInner {
     /// Allocates a slot for a value of `size` bytes and alignment `align`: returns the
@@ -102,7 +103,7 @@ impl<T: Trace> Plan<T> {
     /// The size class (`None`: a large object).
     /// Refuses, at compile time, an alignment fing does not honour.
     pub(crate) const ALIGN_OK: () = assert!(
-        Self::ALIGN <= crate::mspan::MAX_ALIGN,
+        Self::ALIGN <= crate::slot::MAX_ALIGN,
         "fing::Heap::alloc: this type's alignment is above fing::MAX_ALIGN (16 MiB)"
     );
     pub(crate) const CLASS: Option<usize> = class_for(

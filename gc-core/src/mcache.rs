@@ -6,7 +6,7 @@
 //! Freed slots: each class keeps a list of slots this thread freed, linked through the
 //! word after each slot's header; allocation takes from it first. A listed slot stays
 //! allocated in its span's bitmap, with a header that says it is dead (count zero, type
-//! [`FREED`](crate::mspan::FREED)): the collector sees an object that nothing points to,
+//! [`FREED`](crate::slot::FREED)): the collector sees an object that nothing points to,
 //! with no edges and no destructor. A collection forgets every list when it flushes the
 //! caches, and its sweep frees the listed slots with the rest of the garbage.
 //!
@@ -18,8 +18,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::heap::{HeapInner, SpanPtr, Totals};
-use crate::mspan::{Header, SpanClass, HEADER};
+use crate::mspan::SpanClass;
 use crate::sizeclasses::TABLE;
+use crate::slot::{Header, HEADER};
 
 /// Bytes of a tiny block's payload (Go's maxTinySize).
 pub(crate) const TINY_SIZE: usize = 16;

@@ -8,8 +8,9 @@
 use core::ptr::NonNull;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
-use crate::mspan::{Span, SpanClass, HEADER};
+use crate::mspan::{Span, SpanClass};
 use crate::sizeclasses::{PAGE_SIZE, TABLE};
+use crate::slot::HEADER;
 
 impl HeapInner {
     /// A span of class `spc` with a free slot: from the central list, or new pages.

@@ -12,7 +12,7 @@
 //! frees its slot, and keeps it as a root), and it is listed with its real type
 //! ([`Doomed`]). Then, outside every section, [`destroy`] runs each destructor (a panic is
 //! caught, counted in `MemStats::destructor_panics` and reported on stderr), and finally,
-//! in one section, writes [`FREED`](crate::mspan::FREED) into each header and gives small
+//! in one section, writes [`FREED`](crate::slot::FREED) into each header and gives small
 //! slots to the thread's free lists (as `mfree` does; the others are freed by the next
 //! sweep).
 //!
@@ -65,7 +65,6 @@
 //! destructor takes makes them wait for each other, as dropping the last `Arc` of a value
 //! whose `Drop` takes a lock the dropping thread holds does.
 
-use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -73,58 +72,9 @@ use std::time::Instant;
 
 use gc_types::Type;
 
-use crate::mfinal::handoff::{Handoff, Queue};
-use crate::mgcmark::header;
-use crate::mspan::{data_offset, FREED, HEADER};
-use crate::world::Local;
-
-/// The type in the header of a doomed object until its destructor has run: no edges, no
-/// destructor (the collector never reads the value, which another thread is dropping).
-// SAFETY: the marker value type is never made: no value of it holds a handle; it is
-// Send and Sync (a unit struct).
-pub(crate) static DYING: Type =
-    unsafe { Type::untraced::<Dying>("fing: object being dropped", true, true) }.kept_at_zero();
-
-/// The value type of [`DYING`] (never made).
-struct Dying;
-
-/// A doomed object: its header and its real type.
-pub(crate) struct Doomed {
-    pub(crate) obj: NonNull<u8>,
-    pub(crate) ty: &'static Type,
-}
-
-// SAFETY: a doomed object belongs to whoever holds its `Doomed` (no handle to it is left
-// that could be used), and its type was `Send` to be allocated.
-unsafe impl Send for Doomed {}
-
-/// Does dropping a value of `ty` run code other than handle drops?
-#[inline]
-pub(crate) fn runs_user_code(ty: &Type) -> bool {
-    ty.needs_drop() && !ty.handles_only_drop()
-}
-
-/// Dooms `obj` (count zero, type `ty`, this thread in a section): its destructor runs
-/// once this thread is outside every section.
-pub(crate) fn doom(l: &Local, obj: NonNull<u8>, ty: &'static Type) {
-    // SAFETY: `obj` heads an allocated object whose count just reached zero: no handle to
-    // it is left, so no one else reads or writes its header's type now.
-    unsafe { header(obj.as_ptr()) }
-        .ty
-        .store((&DYING as *const Type).cast_mut(), Ordering::Relaxed);
-    l.push_dying(Doomed { obj, ty });
-}
-
-/// Dooms an object a collection found dead (world stopped).
-///
-/// # Safety
-/// `obj` heads an allocated, unreachable object of type `ty`, marked by this cycle.
-pub(crate) unsafe fn doom_in_collection(obj: NonNull<u8>) {
-    // SAFETY: the caller's contract; the world is stopped.
-    unsafe { header(obj.as_ptr()) }
-        .ty
-        .store((&DYING as *const Type).cast_mut(), Ordering::Relaxed);
-}
+use crate::handoff::{Handoff, Queue};
+use crate::slot::{data_offset, header, Doomed, FREED, HEADER};
+use crate::world::{Local, Role};
 
 /// Runs the destructors of `batch` (objects a collection doomed) and of every object that
 /// dies on this thread meanwhile (`l`'s dying list), then frees their slots. Outside
@@ -212,7 +162,7 @@ fn finish(l: &Local, done: &mut Vec<Doomed>) {
             });
             return;
         }
-        crate::world::apply_deferred(l);
+        crate::release::apply_deferred(l);
         let from = done.len().saturating_sub(FINISH_EVERY);
         // SAFETY: this thread's caches, in its section; no other borrow is live.
         let caches = unsafe { &mut *l.caches.get() };
@@ -254,7 +204,7 @@ fn free_slot(caches: &mut Vec<Box<crate::mcache::MCache>>, d: &Doomed) {
 /// goes to the drop thread instead, and nothing is waited for (see the module docs); on
 /// the drop thread, nothing is waited for either (it would wait for itself).
 pub(crate) fn destroy_now(batch: Vec<Doomed>, ticket: u64) {
-    if crate::mfinal::on_finalizer_thread() {
+    if crate::world::role() == Role::Finalizer {
         destroy_later(batch);
         return;
     }
@@ -368,13 +318,9 @@ static DROPS: std::sync::LazyLock<Handoff<Batches>> =
 /// Batches the drop thread finished, ever, and the condition variable that says so.
 static DONE: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
-std::thread_local! {
-    static ON_DROP_THREAD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
-}
-
 /// Is this the drop thread?
-pub(crate) fn on_drop_thread() -> bool {
-    ON_DROP_THREAD.with(|f| f.get())
+fn on_drop_thread() -> bool {
+    crate::world::role() == Role::Drop
 }
 
 fn start() {
@@ -390,7 +336,7 @@ fn start() {
 /// The drop thread: takes every queued batch and destroys (or finishes) it, in order,
 /// counting each in `DONE` as it ends.
 fn run() {
-    ON_DROP_THREAD.with(|f| f.set(true));
+    crate::world::set_role(Role::Drop);
     while let Some(batches) = DROPS.take() {
         crate::world::with_local(|l| {
             for b in batches {

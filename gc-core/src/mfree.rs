@@ -46,9 +46,10 @@ use core::sync::atomic::{fence, Ordering};
 
 use gc_types::{AtZero, PtrMask, Type};
 
-use crate::mgcmark::header;
 use crate::mheap::{arena_of_cached, Arena};
-use crate::mspan::{data_offset, Span, FREED, HEADER};
+use crate::mspan::Span;
+use crate::slot::header;
+use crate::slot::{data_offset, Doomed, FREED, HEADER};
 use crate::world::{pause, stop_requested, Local};
 use gc_types::word::{object_bits, object_of};
 
@@ -74,7 +75,7 @@ pub(crate) fn lower(l: &Local, obj: NonNull<u8>) {
 /// block: its count holds its allocator's reserve, and that thread may still add to it.
 /// The caller is in a mutator section (no collector counts meanwhile).
 #[inline(always)]
-fn lower_count(h: &crate::mspan::Header) -> Option<*const Type> {
+fn lower_count(h: &crate::slot::Header) -> Option<*const Type> {
     // The type is written before any handle to the object exists and stays until it is
     // freed, which needs this count.
     let ty = h.ty.load(Ordering::Relaxed).cast_const();
@@ -230,7 +231,9 @@ fn doom_if_destroyable(
         return;
     };
     if !s.has_specials.load(Ordering::Relaxed) {
-        crate::mdrop::doom(l, obj, ty);
+        // SAFETY: `obj`'s count just reached zero, in this thread's section: no handle to
+        // it is left.
+        l.push_dying(unsafe { Doomed::doom(obj, ty) });
     }
 }
 
@@ -297,7 +300,7 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
         unsafe {
             core::ptr::write_bytes(
                 obj.as_ptr().wrapping_add(value),
-                crate::mgcsweep::POISON,
+                crate::slot::POISON,
                 s.elem_size - value,
             )
         };

@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
-use crate::mdrop::Doomed;
+use crate::slot::Doomed;
 use crate::world::StoppedWorld;
 use crate::{mgcmark, mgcsweep};
 
@@ -29,7 +29,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) -> 
         unsafe { (*c.as_ptr()).flush() };
     }
     // Every thread's deferred drops first: the counts are then exact as of the stop.
-    crate::world::drain_deferred(world);
+    crate::release::drain_deferred(world);
     let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     let before = heap.heap_live.load(Ordering::Relaxed);
 
@@ -60,8 +60,9 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) -> 
     // it goes).
     let queued = crate::mfinal::counters().0 - queued_before;
     for d in &doomed {
-        // SAFETY: `mark_doomed` listed allocated, unreachable objects it marked.
-        unsafe { crate::mdrop::doom_in_collection(d.obj) };
+        // SAFETY: `mark_doomed` listed allocated, unreachable objects, and the world is
+        // stopped.
+        unsafe { crate::slot::set_dying(d.obj) };
     }
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
 

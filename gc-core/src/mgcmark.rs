@@ -31,19 +31,9 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use gc_types::{PtrMask, Tracer, Type};
 
 use crate::heap::{HeapInner, SpanPtr};
-use crate::mdrop::Doomed;
 use crate::mheap::{arena_of_cached, span_of, Arena};
-use crate::mspan::{data_offset, Header, Span};
-
-/// The header of the object at `slot`.
-///
-/// # Safety
-/// `slot` must be the start of an allocated object slot.
-#[inline]
-pub(crate) unsafe fn header<'a>(slot: *mut u8) -> &'a Header {
-    // SAFETY: allocated slots start with an initialised header (malloc writes it first).
-    unsafe { &*slot.cast::<Header>() }
-}
+use crate::mspan::Span;
+use crate::slot::{data_offset, header, Doomed};
 
 /// Calls `f` with every handle target of the object at `slot`.
 ///
@@ -143,7 +133,7 @@ pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) -> bool {
 /// were found reaching themselves (only searched for with `check_finalizers`).
 pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
     let mut stack: Vec<*mut u8> = Vec::new();
-    let dying = (&crate::mdrop::DYING as *const Type).cast_mut();
+    let dying = (&crate::slot::DYING as *const Type).cast_mut();
     for s in spans {
         let s = s.get();
         s.for_each_allocated(|i| {
@@ -166,7 +156,7 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
     // queues its finalizers). Its edges count as live ones: the object survives this cycle.
     // `FIN_SCANNED` in its scratch count says its edges are being counted here, so that
     // marking it later (from another finalizable object) does not count them again.
-    crate::mfinal::for_each_scannable_object_with_records(spans, |s, obj| {
+    for_each_scannable_object_with_records(spans, |s, obj| {
         // SAFETY: a record's object is allocated.
         let h = unsafe { header(obj.as_ptr()) };
         let r = h.gc_refs.load(Ordering::Relaxed);
@@ -239,7 +229,7 @@ pub(crate) fn mark_doomed(heap: &HeapInner, spans: &[SpanPtr]) -> Vec<Doomed> {
             let Some(ty) = (unsafe { h.ty.load(Ordering::Relaxed).as_ref() }) else {
                 return;
             };
-            if !crate::mdrop::runs_user_code(ty) {
+            if !crate::slot::runs_user_code(ty) {
                 return;
             }
             s.mark(i);
@@ -320,5 +310,24 @@ fn drain(heap: &HeapInner, stack: &mut Vec<*mut u8>, t: &mut Tracer) {
         // SAFETY: only allocated slots are pushed (marked ones, or unmarked objects with
         // finalizers); the world is stopped.
         unsafe { for_each_edge(slot, t, edge) };
+    }
+}
+
+/// Calls `f` with each span that holds records of objects that can point to others, and
+/// each record's object (repeated for a tiny block with several): the marker scans the
+/// unmarked ones. Noscan spans are skipped without reading their records: their objects
+/// point nowhere, so the scan has nothing to mark. World stopped.
+fn for_each_scannable_object_with_records(
+    spans: &[SpanPtr],
+    mut f: impl FnMut(&'static Span, NonNull<u8>),
+) {
+    for s in spans
+        .iter()
+        .map(|s| s.get())
+        .filter(|s| !s.spc.noscan() && s.has_specials.load(Ordering::Relaxed))
+    {
+        for r in s.specials.lock().iter() {
+            f(s, r.object(s));
+        }
     }
 }

@@ -18,19 +18,15 @@
 //! allocated, dead (type `FREED`: no edges, no destructor, count zero): the flush of the
 //! thread caches forgot their free lists, and pass 2 frees them with the rest.
 
-use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use gc_types::Type;
 
 use crate::heap::{lock, HeapInner, SpanPtr};
-use crate::mgcmark::{header, FIN_SCANNED};
-use crate::mheap::arena_of;
-use crate::mspan::{data_offset, HEADER};
+use crate::mgcmark::FIN_SCANNED;
+use crate::slot::{data_offset, header, HEADER, POISON};
 
-/// The byte freed values are overwritten with in debug builds.
-pub(crate) const POISON: u8 = 0xde;
-use crate::world::{self, StoppedWorld};
+use crate::world::{StoppedWorld, Sweeping};
 
 pub(crate) struct Swept {
     pub(crate) freed_objects: u64,
@@ -44,7 +40,7 @@ pub(crate) fn sweep(
     cross_heap: bool,
 ) -> Swept {
     let mut freed = 0u64;
-    world.set_sweeping(heap.id);
+    world.set_sweeping(Sweeping::Heap(heap.id));
     for s in spans {
         let s = s.get();
         if !cross_heap && !cfg!(debug_assertions) {
@@ -70,7 +66,7 @@ pub(crate) fn sweep(
                 // SAFETY: a non-null header type is the `&'static Type` malloc stored.
                 let ty: &'static Type = unsafe { &*ty };
                 debug_assert!(
-                    !crate::mdrop::runs_user_code(ty),
+                    !crate::slot::runs_user_code(ty),
                     "fing::sweep: a garbage {ty} with a destructor was not marked for the drop batch"
                 );
                 if cross_heap && ty.needs_drop() {
@@ -89,7 +85,7 @@ pub(crate) fn sweep(
             }
         });
     }
-    world.set_sweeping(0);
+    world.set_sweeping(Sweeping::No);
 
     heap.reset_central();
     let mut keep = Vec::with_capacity(spans.len());
@@ -138,49 +134,10 @@ pub(crate) fn sweep(
 /// (what marking left in `gc_refs`, less the finalizer-scan bit), and `gc_refs` goes back
 /// to zero, the invariant outside a cycle.
 #[inline]
-fn settle(h: &crate::mspan::Header) {
+fn settle(h: &crate::slot::Header) {
     let r = h.gc_refs.load(Ordering::Relaxed);
     if r != 0 {
         h.count.fetch_sub(r & !FIN_SCANNED, Ordering::Relaxed);
         h.gc_refs.store(0, Ordering::Relaxed);
     }
-}
-
-/// Drops one count a handle held on `obj` (the `Drop` of a heap handle): on a mutator
-/// thread, now (recorded for later while a collector holds or wants the world: see
-/// `world::drop_as_mutator`); on the collector's thread, as the sweep says.
-#[inline]
-pub(crate) fn release(obj: NonNull<u8>) {
-    if !world::drop_as_mutator(obj) {
-        release_slow(obj);
-    }
-}
-
-/// `release` on the collector's thread, or on a thread whose fing state is destroyed.
-/// (Out of line: the mutator's path stays small.)
-#[cold]
-#[inline(never)]
-fn release_slow(obj: NonNull<u8>) {
-    match world::collector_sweeping() {
-        // Dropped with garbage (a handles-only value dropped for its handles into other
-        // heaps): its count was settled by the sweep, unless it points into another heap.
-        Some(sweeping) => {
-            if sweeping == 0
-                || arena_of(obj.as_ptr() as usize).is_none_or(|a| a.heap_id != sweeping)
-            {
-                drop_count(obj);
-            }
-        }
-        None => world::drop_orphan(obj),
-    }
-}
-
-/// Lowers `obj`'s count by one with the world stopped, or at thread exit (an object whose
-/// count reaches zero is left to the sweep).
-pub(crate) fn drop_count(obj: NonNull<u8>) {
-    // SAFETY: `obj` is the header of an object a handle counted on; the count being
-    // dropped kept it allocated until now.
-    unsafe { header(obj.as_ptr()) }
-        .count
-        .fetch_sub(1, Ordering::Release);
 }

@@ -19,13 +19,15 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use crate::mem;
-use crate::mspan::{Span, HEADER};
+use crate::mspan::Span;
 use crate::sizeclasses::PAGE_SIZE;
+use crate::slot::{HEADER, MAX_ALIGN};
 
 pub(crate) const ARENA_SHIFT: usize = 26;
 pub(crate) const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
 const ADDR_BITS: usize = 47;
 const _: () = assert!(ADDR_BITS <= gc_types::word::TAG_SHIFT as usize);
+const _: () = assert!(MAX_ALIGN <= ARENA_SIZE / 2);
 const MAP_LEN: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
 
 pub(crate) struct Arena {

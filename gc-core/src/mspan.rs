@@ -1,9 +1,7 @@
 //! `Span` (Go's mspan): a run of pages cut into objects of one size, with its allocation
 //! and mark bitmaps kept beside the objects, never inside them.
 //!
-//! Every object slot starts with a [`Header`]: the handle count, the collector's scratch
-//! count, and the object's type (null for a tiny block, which holds only noscan data). The
-//! value follows at [`data_offset`] of its alignment.
+//! Its slots are `slot`'s: a header, then the value.
 //!
 //! Spans are shared through raw pointers and only ever borrowed shared: their mutable
 //! state is atomics used with relaxed loads and stores (plain moves), written by one owner
@@ -13,61 +11,13 @@
 //! `find_object` may read them from any thread; mark bits are written by the collector
 //! only, with the world stopped.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use gc_types::Type;
+use gc_types::{Func, Type};
 
 use crate::mbitmap::{bitmap, for_each_set};
 use crate::sizeclasses::PAGE_SIZE;
-
-/// The header in front of every object.
-#[repr(C)]
-pub(crate) struct Header {
-    /// Handles that count on this object: handles outside the heap plus handles stored in
-    /// heap objects.
-    pub(crate) count: AtomicU32,
-    /// The collector's scratch: `count` minus the references found inside the heap. Only
-    /// touched with the world stopped.
-    pub(crate) gc_refs: AtomicU32,
-    /// The object's type; null for a tiny block.
-    pub(crate) ty: AtomicPtr<Type>,
-}
-
-/// The type in the header of a slot whose object was freed when its count fell to zero
-/// (`mfree`), until the slot is reused or swept: no edges, no destructor,
-/// so every pass of the collector treats it as an unreachable object with nothing to do.
-// SAFETY: the marker value type is never made: no value of it holds a handle; it is
-// Send and Sync (a unit struct).
-pub(crate) static FREED: Type =
-    unsafe { Type::untraced::<Freed>("fing: freed slot", true, true) }.kept_at_zero();
-
-/// The value type of [`FREED`] (never made).
-struct Freed;
-
-/// Size of the header.
-pub(crate) const HEADER: usize = core::mem::size_of::<Header>();
-const _: () = assert!(HEADER == 16, "Header layout: count, gc_refs, type pointer");
-
-/// Where the value starts in an object of alignment `align`: right after the header, or
-/// at the first multiple of `align` after it in a slot aligned to `align` (up to a page:
-/// small classes and page-aligned large spans give such slots). A value aligned to more
-/// than a page starts right after its header again: its large span puts the header at the
-/// end of its first page, and the value at the next page, which is aligned as needed
-/// (`PageHeap::alloc_aligned`). So a value is never more than a page from its header, as
-/// a near handle needs (`gc_types::word::MAX_NEAR`).
-#[inline]
-pub(crate) const fn data_offset(align: usize) -> usize {
-    if align > HEADER && align <= PAGE_SIZE {
-        align
-    } else {
-        HEADER
-    }
-}
-
-/// The largest alignment fing honours; a type aligned to more does not compile into an
-/// allocation (`Plan`).
-pub const MAX_ALIGN: usize = 1 << 24;
-const _: () = assert!(MAX_ALIGN <= crate::mheap::ARENA_SIZE / 2);
 
 /// A span class: size class and the noscan bit (Go's spanClass). Class 0 is a large
 /// object in a span of its own.
@@ -109,7 +59,7 @@ pub(crate) struct Span {
     /// Finalizer records of objects in this span, sorted by the address each was set on
     /// (Go's specials list). Locked by `set_finalizer`; the collector takes it with the
     /// world stopped.
-    pub(crate) specials: crate::spin::SpinLock<Vec<crate::mfinal::Record>>,
+    pub(crate) specials: crate::spin::SpinLock<Vec<Record>>,
     /// Does `specials` hold anything? (Lets the collector skip the lock.)
     pub(crate) has_specials: AtomicBool,
     /// Arena-map identity of the owning heap.
@@ -303,6 +253,36 @@ impl Span {
         self.alloc_count.store(live, Ordering::Relaxed);
         self.free_index.store(0, Ordering::Relaxed);
         live
+    }
+}
+
+/// A finalizer waiting for its object to die (Go's finalizer special), and once its
+/// object is found dead, the same 48 bytes as an entry of the queue (Go's finalizer),
+/// which then holds one count on the object. The object itself is not stored: it is the
+/// slot of the span that `ptr` lies in (row 5 puts `ptr` at the start of the object's
+/// value, or inside a tiny block).
+pub(crate) struct Record {
+    /// The address the finalizer was set on: raw, as a record must not keep its object
+    /// alive.
+    pub(crate) ptr: *const u8,
+    pub(crate) func: Func,
+    /// The object's pointer type.
+    pub(crate) obj_ty: &'static Type,
+}
+
+// SAFETY: `ptr` is an address inside a heap object, only read; `Func` is Send; a queued
+// entry's count on its object is a handle's, and handles to Send + Sync objects may move
+// between threads (row 11 checked the object type).
+unsafe impl Send for Record {}
+
+// The queue's blocks hold 85 of them; set, resurrection and the queue move them whole.
+const _: () = assert!(core::mem::size_of::<Record>() == 48);
+
+impl Record {
+    /// The header of the object this record's address lies in, in span `s`.
+    pub(crate) fn object(&self, s: &Span) -> NonNull<u8> {
+        NonNull::new(s.slot(s.index_of(self.ptr as usize)))
+            .expect("fing::mfinal: a record outside its span")
     }
 }
 

@@ -46,20 +46,19 @@
 //!   A lock biased to the setting thread (plain stores, `membarrier` to revoke) was built
 //!   twice and measured no faster: the section it needs and its busy flag cost as much.
 
-pub(crate) mod handoff;
 mod queue;
 mod reflectcall;
 mod thread;
 
 use core::fmt;
-use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 use gc_types::rules::{finalizer_param, ParamMatch};
 use gc_types::{Func, Itab, Kind, Type, Value};
 
 use crate::mheap::span_of;
-use crate::mspan::{data_offset, HEADER};
+use crate::mspan::Record;
+use crate::slot::{data_offset, HEADER};
 
 pub(crate) use thread::on_finalizer_thread;
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
@@ -179,36 +178,6 @@ pub(crate) fn conv(obj_ty: &'static Type, param: &'static Type) -> Option<Conv> 
         ParamMatch::EmptyInterface => Conv::Value,
         ParamMatch::Interface(itab) => Conv::Iface(itab),
     })
-}
-
-/// A finalizer waiting for its object to die (Go's finalizer special), and once its
-/// object is found dead, the same 48 bytes as an entry of the queue (Go's finalizer),
-/// which then holds one count on the object. The object itself is not stored: it is the
-/// slot of the span that `ptr` lies in (row 5 puts `ptr` at the start of the object's
-/// value, or inside a tiny block).
-pub(crate) struct Record {
-    /// The address the finalizer was set on: raw, as a record must not keep its object
-    /// alive.
-    pub(crate) ptr: *const u8,
-    pub(crate) func: Func,
-    /// The object's pointer type.
-    pub(crate) obj_ty: &'static Type,
-}
-
-// SAFETY: `ptr` is an address inside a heap object, only read; `Func` is Send; a queued
-// entry's count on its object is a handle's, and handles to Send + Sync objects may move
-// between threads (row 11 checked the object type).
-unsafe impl Send for Record {}
-
-// The queue's blocks hold 85 of them; set, resurrection and the queue move them whole.
-const _: () = assert!(core::mem::size_of::<Record>() == 48);
-
-impl Record {
-    /// The header of the object this record's address lies in, in span `s`.
-    pub(crate) fn object(&self, s: &crate::mspan::Span) -> NonNull<u8> {
-        NonNull::new(s.slot(s.index_of(self.ptr as usize)))
-            .expect("fing::mfinal: a record outside its span")
-    }
 }
 
 /// Sets (or, with a nil finalizer, removes) the finalizer of the object `obj` points to,
@@ -376,7 +345,7 @@ fn locate(
 fn starts_value(ptr: *const u8, objw: *mut u8) -> bool {
     // SAFETY: `objw` is the header of an allocated object (`locate` checked) that the
     // caller's handle keeps alive.
-    let ty = unsafe { crate::mgcmark::header(objw) }
+    let ty = unsafe { crate::slot::header(objw) }
         .ty
         .load(Ordering::Relaxed);
     let data = if ty.is_null() {
@@ -498,25 +467,6 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
     core::hint::black_box(x);
 }
 
-/// Calls `f` with each span that holds records of objects that can point to others, and
-/// each record's object (repeated for a tiny block with several): the marker scans the
-/// unmarked ones. Noscan spans are skipped without reading their records: their objects
-/// point nowhere, so the scan has nothing to mark. World stopped.
-pub(crate) fn for_each_scannable_object_with_records(
-    spans: &[crate::heap::SpanPtr],
-    mut f: impl FnMut(&'static crate::mspan::Span, NonNull<u8>),
-) {
-    for s in spans
-        .iter()
-        .map(|s| s.get())
-        .filter(|s| !s.spc.noscan() && s.has_specials.load(Ordering::Relaxed))
-    {
-        for r in s.specials.lock().iter() {
-            f(s, r.object(s));
-        }
-    }
-}
-
 /// The sweeper's first step (Go's two-pass rule): every object with records that marking
 /// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
 /// all its records are queued, each entry holding one count on it. World stopped; the
@@ -535,7 +485,7 @@ pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
             let i = index(r);
             s.mark(i);
             // SAFETY: a record's object is allocated (records go only with their object).
-            let count = &unsafe { crate::mgcmark::header(s.slot(i)) }.count;
+            let count = &unsafe { crate::slot::header(s.slot(i)) }.count;
             // A plain increment: the object was unreachable, so no other thread holds a
             // handle to it (the finalizer thread gets it only once it is queued), and the
             // world is stopped.

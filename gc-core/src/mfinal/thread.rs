@@ -7,13 +7,14 @@
 //! type; the thread goes on with the next. `wait_finalizers()` returns once the queue is
 //! empty and no finalizer is running.
 
+use crate::world::Role;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::handoff::{Handoff, Queue};
 use super::queue::{Blocks, FinQueue};
 use super::reflectcall;
+use crate::handoff::{Handoff, Queue};
 
 /// The type of the object whose finalizer is running (null: none), for the timeout's
 /// report; written by the thread without the lock.
@@ -86,15 +87,10 @@ pub(crate) fn enqueue(batch: FinQueue) {
     }
 }
 
-std::thread_local! {
-    /// Set on the finalizer thread: `wait_finalizers` there would wait for itself.
-    static ON_FINALIZER_THREAD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
-}
-
 fn run() {
-    ON_FINALIZER_THREAD.with(|f| f.set(true));
+    crate::world::set_role(Role::Finalizer);
     // Batches come while their collection is still running: drops must not wait for it.
-    crate::world::spill_drops();
+    crate::release::spill_drops();
     let mut inv = reflectcall::Invoker::default();
     while let Some(batch) = FING.take() {
         // `RUN` is published every 256 finalizers and at the end of the batch (before the
@@ -125,14 +121,14 @@ fn run() {
         let empty = unsafe { batch.run_each(run_one) };
         RUN.fetch_add(ran, Ordering::Relaxed);
         RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
-        crate::world::flush_held();
+        crate::release::flush_held();
         FING.finished(|q| q.recycle(empty));
     }
 }
 
-/// Is this the finalizer thread?
+/// Is this the finalizer thread? (`wait_finalizers` there would wait for itself.)
 pub(crate) fn on_finalizer_thread() -> bool {
-    ON_FINALIZER_THREAD.with(|f| f.get())
+    crate::world::role() == Role::Finalizer
 }
 
 /// Blocks until every queued finalizer has run and the finalizer thread is idle, and

@@ -1,0 +1,297 @@
+//! A thread's fing state ([`Local`]) and how code reaches it: `try_local` in one load of
+//! a constant thread-local (`CURRENT`), which points at the lazily made `LOCAL`, or at a
+//! temporary `Local` for a thread whose own is already destroyed.
+//!
+//! A thread's `Local` is a thread-local, destroyed at thread exit, maybe before other
+//! thread-locals that hold handles (first touched before fing's). What such a destructor
+//! does (drop a handle, allocate, borrow a cell) runs with a temporary `Local` of its own
+//! (`with_temporary`): a slot registered for the call and retired after, so nothing is
+//! lost and nothing panics.
+
+use core::cell::Cell;
+use std::sync::Arc;
+
+use super::{lock, Role, Slot, WORLD};
+use crate::mspan::Span;
+
+/// What the collector's thread is doing to the heaps, for the handle drops its sweep
+/// makes (`release`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Sweeping {
+    /// Not sweeping (or not the collector).
+    No,
+    /// Sweeping the heap with this id: a handle into it that is dropped now points at an
+    /// object whose count the sweep settles, unless it dies in this cycle.
+    Heap(u64),
+}
+
+/// A thread's fing state. Only its own thread touches it (the collector reaches its
+/// caches through the heaps' registries, and its slot through `World::slots`, with the
+/// world stopped).
+pub(crate) struct Local {
+    /// This thread's slot in the handshake, shared with the collector.
+    pub(crate) slot: Arc<Slot>,
+    /// Sections this thread is in (0: none; only the outermost touches the slot).
+    pub(crate) depth: Cell<u32>,
+    /// This thread is the collector, and holds the stopped world.
+    pub(crate) holds_world: Cell<bool>,
+    /// What this thread's collection is doing (`Sweeping::No` outside one).
+    pub(crate) sweeping: Cell<Sweeping>,
+    /// This thread's allocation caches, one per heap it allocated from. Boxed so that each
+    /// keeps its address: the heap's registry points at it.
+    #[allow(clippy::vec_box)]
+    pub(crate) caches: core::cell::UnsafeCell<Vec<Box<crate::mcache::MCache>>>,
+    /// Set on a thread that must not wait for a collection to drop handles (the finalizer
+    /// thread): with its ring full and the world stopped, drops go to its slot's
+    /// `spilled` instead.
+    pub(crate) spills: Cell<bool>,
+    /// Inside a chain of frees at count zero (`mfree`), and the objects it has yet to
+    /// free.
+    pub(crate) freeing: Cell<bool>,
+    /// Set while the current section is one `drop_as_mutator` opened for itself, which a
+    /// chain of frees may leave and enter again (`pause`).
+    pub(crate) pausable: Cell<bool>,
+    pub(crate) chain: core::cell::UnsafeCell<Vec<(core::ptr::NonNull<u8>, &'static Span)>>,
+    /// Objects whose count reached zero on this thread and whose destructors run user
+    /// code: destroyed (`mdrop::destroy`) as soon as the thread is outside every section
+    /// (at the end of the drop's own section, or of the `GcCell` guard's it was made in).
+    pub(crate) dying: core::cell::UnsafeCell<Vec<crate::slot::Doomed>>,
+    /// Set while this thread runs destructors (`mdrop::destroy`): the end of a section
+    /// leaves new dying objects to that loop instead of starting another.
+    pub(crate) destroying: Cell<bool>,
+    /// Drops a thread that `spills` made with its ring full while the world was stopped:
+    /// applied with its ring in its next section of its own, or handed to its slot's
+    /// spill when it finishes a batch (`flush_held`), or at its exit. (A plain vector: one lock per
+    /// batch, not per drop. A collection that runs meanwhile does not see them, and
+    /// keeps their objects: a count too high never frees anything early.)
+    pub(crate) held: core::cell::UnsafeCell<Vec<core::ptr::NonNull<u8>>>,
+    /// A temporary `Local` (`with_temporary`, `enter_temporary`).
+    temporary: bool,
+}
+
+impl Local {
+    fn new() -> Local {
+        super::fences::init();
+        let slot = Arc::new(Slot::new());
+        lock(&WORLD.slots).push(slot.clone());
+        Local {
+            slot,
+            depth: Cell::new(0),
+            holds_world: Cell::new(false),
+            sweeping: Cell::new(Sweeping::No),
+            caches: core::cell::UnsafeCell::new(Vec::new()),
+            spills: Cell::new(false),
+            freeing: Cell::new(false),
+            pausable: Cell::new(false),
+            chain: core::cell::UnsafeCell::new(Vec::new()),
+            dying: core::cell::UnsafeCell::new(Vec::new()),
+            destroying: Cell::new(false),
+            held: core::cell::UnsafeCell::new(Vec::new()),
+            temporary: false,
+        }
+    }
+
+    /// A temporary `Local`, boxed: `CURRENT` points at it while it lives.
+    pub(super) fn temporary() -> Box<Local> {
+        let mut l = Box::new(Local::new());
+        l.temporary = true;
+        l
+    }
+
+    /// Leaves this thread's outermost section, then destroys what died in it (user code
+    /// runs outside every section: see `mdrop`).
+    #[inline]
+    pub(crate) fn leave_outermost(&self) {
+        self.depth.set(0);
+        self.slot.leave();
+        if self.has_dying() {
+            self.destroy_dying();
+        }
+    }
+
+    /// Are objects waiting for their destructors on this thread?
+    #[inline]
+    pub(crate) fn has_dying(&self) -> bool {
+        // SAFETY: `dying` is this thread's, and no reference to it outlives a call.
+        !unsafe { &*self.dying.get() }.is_empty()
+    }
+
+    /// Runs the dying objects' destructors, unless this thread is already doing so further
+    /// up its stack (that loop takes them).
+    #[cold]
+    #[inline(never)]
+    fn destroy_dying(&self) {
+        if self.destroying.get() {
+            return;
+        }
+        if super::role() == Role::Finalizer {
+            // The finalizer thread runs finalizers only: a destructor there could not
+            // wait for finalizers, and would hold up the ones queued behind it.
+            crate::mdrop::destroy_dying_later(self);
+        } else {
+            crate::mdrop::destroy(self, Vec::new());
+        }
+    }
+
+    /// Takes the next dying object, if any.
+    pub(crate) fn pop_dying(&self) -> Option<crate::slot::Doomed> {
+        // SAFETY: as in `has_dying`.
+        unsafe { &mut *self.dying.get() }.pop()
+    }
+
+    /// Adds a dying object (in a section: see `mfree`).
+    pub(crate) fn push_dying(&self, d: crate::slot::Doomed) {
+        // SAFETY: as in `has_dying`.
+        unsafe { &mut *self.dying.get() }.push(d);
+    }
+
+    /// Enters a section on this thread's own slot (depth 0 to 1), waiting while a
+    /// collector holds the world.
+    pub(crate) fn enter_outermost(&self) {
+        debug_assert_eq!(self.depth.get(), 0);
+        self.slot.enter();
+        self.depth.set(1);
+    }
+
+    /// `enter_outermost` if the world is free now; `false` (nothing entered) if a
+    /// collector holds or wants it.
+    pub(crate) fn try_enter_outermost(&self) -> bool {
+        debug_assert_eq!(self.depth.get(), 0);
+        let entered = self.slot.try_enter();
+        if entered {
+            self.depth.set(1);
+        }
+        entered
+    }
+
+    /// Is this a temporary `Local` (its thread's own is destroyed)?
+    pub(crate) fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    /// The held drops, taken out.
+    pub(crate) fn take_held(&self) -> Vec<core::ptr::NonNull<u8>> {
+        // SAFETY: `held` is this thread's, and no reference to it outlives a call.
+        core::mem::take(unsafe { &mut *self.held.get() })
+    }
+
+    /// Has this thread held drops?
+    pub(crate) fn holds_drops(&self) -> bool {
+        // SAFETY: as in `take_held`.
+        !unsafe { &*self.held.get() }.is_empty()
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // Thread exit (or the end of a temporary `Local`): apply the deferred drops, run
+        // the destructors they call for, and hand the caches' spans back, in sections of
+        // this slot. `CURRENT` still points here meanwhile, so what those destructors do
+        // (drop more handles: a long list) goes through this `Local`, and its dying list,
+        // in constant stack; it is cleared last.
+        self.enter_outermost();
+        crate::release::apply_all(self);
+        self.leave_outermost();
+        let caches = core::mem::take(self.caches.get_mut());
+        self.enter_outermost();
+        for c in caches {
+            c.retire();
+        }
+        self.leave_outermost();
+        lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
+        if self.is_current() {
+            CURRENT.with(|c| c.set(core::ptr::null()));
+        }
+    }
+}
+
+impl Local {
+    /// Is this the thread's `LOCAL` (not a temporary one)?
+    fn is_current(&self) -> bool {
+        core::ptr::eq(CURRENT.with(Cell::get), self)
+    }
+}
+
+/// Runs `f` with a temporary `Local`, for a thread whose `LOCAL` is already destroyed (a
+/// handle dropped, or a value allocated, by another thread-local's destructor at thread
+/// exit). It registers a slot of its own for the call and retires it after: costly, and
+/// only ever on that path.
+///
+/// The temporary is `CURRENT` while it lives, so that the fing calls its work makes (the
+/// destructors it runs drop handles) use it rather than make temporaries of their own,
+/// one inside the other.
+#[cold]
+#[inline(never)]
+pub(crate) fn with_temporary<R>(f: impl FnOnce(&Local) -> R) -> R {
+    // Boxed: it must not move while `CURRENT` points at it (its drop included).
+    let l = Local::temporary();
+    CURRENT.with(|c| c.set(&*l));
+    let r = f(&l);
+    drop(l);
+    r
+}
+
+thread_local! {
+    /// This thread's `Local`, made on first use.
+    static LOCAL: Local = Local::new();
+    /// The `Local` this thread uses: `LOCAL`'s address from its first use until its
+    /// destructor ends, or a temporary's while one lives (after `LOCAL` is gone), null
+    /// otherwise: a thread-local with a constant initialiser and no destructor, which the
+    /// hot paths read with one load (`LOCAL` itself costs a lazy-initialisation check and
+    /// a call).
+    pub(super) static CURRENT: Cell<*const Local> = const { Cell::new(core::ptr::null()) };
+}
+
+/// Runs `f` with this thread's `Local`; `None` once it has been destroyed (thread exit).
+#[inline(always)]
+pub(crate) fn try_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    let p = CURRENT.with(Cell::get);
+    if p.is_null() {
+        return try_local_slow(f);
+    }
+    // SAFETY: `CURRENT` holds the address of a live `Local`: `LOCAL`'s, set on its first
+    // use (below) and cleared last thing in its `Local::drop`, or a boxed temporary's
+    // (`with_temporary`, `enter_temporary`), cleared by its drop, before its box is freed.
+    Some(f(unsafe { &*p }))
+}
+
+#[cold]
+#[inline(never)]
+fn try_local_slow<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| {
+            CURRENT.with(|c| c.set(l));
+            f(l)
+        })
+        .ok()
+}
+
+/// Runs `f` with this thread's `Local`.
+///
+/// # Panics
+/// During or after the thread-local's destruction.
+#[inline(always)]
+pub(crate) fn local<R>(f: impl FnOnce(&Local) -> R) -> R {
+    try_local(f).expect("fing::world: the thread's world slot is already destroyed")
+}
+
+/// Does this thread hold a mutator section?
+pub(crate) fn in_section() -> bool {
+    try_local(|l| l.depth.get() > 0).unwrap_or(false)
+}
+
+/// Could this thread run a collection now: it has its fing state, holds no section and
+/// is not the collector?
+pub(crate) fn can_collect() -> bool {
+    try_local(|l| l.depth.get() == 0 && !l.holds_world.get()).unwrap_or(false)
+}
+
+/// Runs `f` with this thread's `Local`, or a temporary one if it is destroyed.
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> R {
+    // `try_local` consumes `f` only when it has a `Local`; keep it for the fallback.
+    let mut f = Some(f);
+    match try_local(|l| (f.take().expect("once"))(l)) {
+        Some(r) => r,
+        None => with_temporary(f.take().expect("not called")),
+    }
+}

@@ -1,0 +1,194 @@
+//! The world lock: mutators and the collector exclude each other.
+//!
+//! One per process, shared by every heap: a collection of any heap stops handle drops,
+//! allocations and `GcCell` writes everywhere for its (short) pause. The shared side is a
+//! *mutator section*; the exclusive side is the collector's stopped world.
+//!
+//! Implementation: each thread owns a [`Slot`] (its own cache line) with an `active`
+//! flag. Entering a section stores `active = true` and then reads the global `stop` flag;
+//! the collector stores `stop = true` and then reads every slot. This is Dekker's
+//! handshake: with a full fence between each side's store and load, at least one side
+//! sees the other, so a mutator never runs a section while the collector believes the
+//! world is stopped. The handshake itself is `handshake` (checked by a loom model), its
+//! fences `fences`. A mutator that sees `stop` backs out and waits on a condition variable
+//! until the collector resumes the world. Sections nest per thread (a depth counter); only
+//! the outermost touches the slot.
+//!
+//! The parts:
+//! - `local`: a thread's fing state ([`Local`]: its slot, section depth, caches, dying
+//!   list), reached through a thread-local, and made temporarily for a thread whose own
+//!   is already destroyed;
+//! - `section`: entering and leaving sections ([`enter`], [`with_section`]), and the
+//!   panic of a fing call made from inside a collection;
+//! - `stop`: the collector's side ([`stop`], [`StoppedWorld`]);
+//! - `fences`: the handshake's fences.
+//!
+//! What needs a section: lowering a count (it must not fall while the collector counts),
+//! allocating (the mcache and spans), writing through a `GcCell` (the collector reads
+//! cells without locks). Dropping a handle outside a section has a path of its own that
+//! never waits for a collection (`release`). Cloning a handle needs no section: a clone
+//! only raises a count, and a thread can only clone handles to objects reachable from
+//! handles it holds, which are roots for as long as it cannot drop them (that needs a
+//! section); a raised count can only make the collector keep more.
+//!
+//! No user code runs inside a section or with the world stopped. An object whose count
+//! reaches zero in a section and whose destructor is user code is only doomed, and its
+//! thread runs the destructor as it leaves its outermost section
+//! (`Local::leave_outermost` calls `mdrop`: one of the two calls this module makes
+//! upward, the other being the thread-exit path, `Local::drop`, which applies the
+//! thread's deferred drops through `release`). With the world stopped only `Trace` impls
+//! run: the collector's own thread (`holds_world`) refuses every fing call that needs a
+//! section or the world, or could wait for a thread that waits for the world (a `GcCell`
+//! borrow that finds a writer), with a panic that says so (`in_collection`), instead of
+//! waiting for itself.
+//!
+//! Invariants: `stop` is true exactly while a collector owns or is acquiring the world;
+//! while a collector owns it, no slot is active; a thread that holds a section cannot
+//! stop the world (it would wait for itself): `collect()` panics there and
+//! allocation-triggered collections are skipped.
+//!
+//! Lock order: `World::collector`, then `World::slots`; `World::resume` is taken alone.
+
+mod fences;
+mod local;
+mod section;
+mod stop;
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::deferred::{Ring, Spilled};
+use crate::handshake;
+use crate::spin::SpinLock;
+
+pub(crate) use local::{
+    can_collect, in_section, local, try_local, with_local, with_temporary, Local, Sweeping,
+};
+pub(crate) use section::{
+    assert_not_collecting, enter, pause, stop_requested, with_section, Section,
+};
+pub(crate) use stop::{collector_sweeping, stop, StoppedWorld};
+
+/// A thread's part of the handshake, and its deferred drops, which a collector applies.
+#[repr(align(128))]
+pub(crate) struct Slot {
+    /// In a section (the handshake's mutator flag).
+    active: AtomicBool,
+    /// This thread's deferred handle drops (`release`).
+    pub(crate) ring: Ring,
+    /// Drops the thread held (`Local::held`), handed over after a batch: applied by the
+    /// next collection with the world stopped, or by the thread at exit.
+    pub(crate) spilled: SpinLock<Spilled>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            active: AtomicBool::new(false),
+            ring: Ring::new(),
+            spilled: SpinLock::new(Spilled::default()),
+        }
+    }
+
+    /// The mutator's side of the handshake: publish `active`, then read `stop`. Returns
+    /// whether the world is free (if not, `active` is withdrawn and the caller waits).
+    #[inline]
+    pub(crate) fn try_enter(&self) -> bool {
+        handshake::try_enter(&self.active, &WORLD.stop, fences::mutator_fence)
+    }
+
+    /// `try_enter`, waiting while a collector holds or wants the world.
+    #[inline]
+    pub(crate) fn enter(&self) {
+        while !self.try_enter() {
+            wait_for_resume();
+        }
+    }
+
+    /// Ends the section `try_enter` began.
+    #[inline]
+    pub(crate) fn leave(&self) {
+        handshake::leave(&self.active);
+    }
+}
+
+/// The process's one world.
+struct World {
+    /// A collector holds or wants the world (the handshake's collector flag).
+    stop: AtomicBool,
+    /// Mutators waiting for the world to resume: a collector lets them in before it stops
+    /// the world again, so back-to-back collections cannot starve them.
+    waiters: AtomicUsize,
+    /// Every thread's slot (registered by `Local::new`, removed by its drop).
+    slots: Mutex<Vec<Arc<Slot>>>,
+    /// With `resumed`: where mutators wait for the world to resume.
+    resume: Mutex<()>,
+    resumed: Condvar,
+    /// Held by the collector that owns (or is acquiring) the world: one at a time.
+    collector: Mutex<()>,
+}
+
+static WORLD: World = World {
+    stop: AtomicBool::new(false),
+    waiters: AtomicUsize::new(0),
+    slots: Mutex::new(Vec::new()),
+    resume: Mutex::new(()),
+    resumed: Condvar::new(),
+    collector: Mutex::new(()),
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves no broken state behind (they guard
+    // lists and handshakes, not data), so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every thread's slot, for the collector (world stopped) to apply their deferred drops.
+pub(crate) fn for_each_slot(_world: &StoppedWorld, f: impl FnMut(&Arc<Slot>)) {
+    lock(&WORLD.slots).iter().for_each(f);
+}
+
+#[cold]
+fn wait_for_resume() {
+    WORLD.waiters.fetch_add(1, Ordering::SeqCst);
+    let mut g = lock(&WORLD.resume);
+    while WORLD.stop.load(Ordering::SeqCst) {
+        g = WORLD
+            .resumed
+            .wait_timeout(g, Duration::from_millis(10))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    drop(g);
+    WORLD.waiters.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// What a thread is to fing: its own two threads behave differently from mutators.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    /// Any thread of the program.
+    Mutator,
+    /// `fing-finalizer` (mfinal): runs finalizers only; what dies there is destroyed on
+    /// the drop thread.
+    Finalizer,
+    /// `fing-drop` (mdrop): runs the destructors handed to it.
+    Drop,
+}
+
+thread_local! {
+    /// This thread's `Role` (constant-initialised, no destructor: readable at thread exit).
+    static ROLE: Cell<Role> = const { Cell::new(Role::Mutator) };
+}
+
+/// This thread's role.
+#[inline]
+pub(crate) fn role() -> Role {
+    ROLE.with(Cell::get)
+}
+
+/// Makes this thread one of fing's own (at its start).
+pub(crate) fn set_role(r: Role) {
+    ROLE.with(|c| c.set(r));
+}

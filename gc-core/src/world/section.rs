@@ -1,0 +1,174 @@
+//! Mutator sections: [`enter`] (a guard, for API calls that need one: `GcCell` writes,
+//! `set_finalizer`), [`with_section`] (the allocation path's, in one thread-local access),
+//! and [`pause`] (a long chain of frees lets a waiting collector run). Leaving the
+//! outermost section runs the destructors of what died in it (`Local::leave_outermost`).
+//!
+//! A fing call that needs a section, made on the collector's own thread (from a `Trace`
+//! impl, with the world stopped), panics ([`in_collection`]) instead of waiting for
+//! itself.
+
+use super::local::{try_local, with_temporary, Local, CURRENT};
+use super::WORLD;
+use core::cell::Cell;
+use core::sync::atomic::Ordering;
+
+/// A mutator section, held while the guard lives.
+pub(crate) struct Section {
+    /// The temporary `Local` of a thread whose own is destroyed (see `with_temporary`).
+    temp: Option<Box<Local>>,
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+/// Panics for a fing call made while this thread holds the stopped world: from a `Trace`
+/// impl, the only user code the collector runs with the world stopped.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn in_collection(api: &str) -> ! {
+    panic!(
+        "{api}: called from inside a collection (a Trace impl runs while the world is \
+         stopped, and must not call into fing: it would wait for itself or change what \
+         the collector is reading)"
+    )
+}
+
+/// Enters a mutator section (waits while a collector owns the world). `api` names the
+/// caller for the panic on the collector's own thread (see `in_collection`).
+#[inline]
+pub(crate) fn enter(api: &str) -> Section {
+    let entered = try_local(|l| {
+        if l.holds_world.get() {
+            in_collection(api);
+        }
+        let d = l.depth.get();
+        if d == 0 {
+            l.slot.enter();
+        }
+        l.depth.set(d + 1);
+    });
+    match entered {
+        Some(()) => Section {
+            temp: None,
+            _not_send: core::marker::PhantomData,
+        },
+        None => enter_temporary(),
+    }
+}
+
+/// `enter` on a thread whose `Local` is destroyed: a section of a temporary one, which
+/// the guard owns.
+#[cold]
+#[inline(never)]
+fn enter_temporary() -> Section {
+    let l = Local::temporary();
+    // `CURRENT` until the guard drops it (see `with_temporary`).
+    CURRENT.with(|c| c.set(&*l));
+    l.enter_outermost();
+    Section {
+        temp: Some(l),
+        _not_send: core::marker::PhantomData,
+    }
+}
+
+impl Drop for Section {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(t) = &self.temp {
+            t.leave_outermost();
+            return;
+        }
+        // `try_local`: the guard was made with this thread's `Local`, which outlives it
+        // unless another thread-local's destructor holds the guard; then the section
+        // ended with the `Local` (`Local::drop` leaves it).
+        let _ = try_local(|l| {
+            let d = l.depth.get() - 1;
+            if d == 0 {
+                l.leave_outermost();
+            } else {
+                l.depth.set(d);
+            }
+        });
+    }
+}
+
+/// Panics if this thread holds the stopped world (see `in_collection`).
+pub(crate) fn assert_not_collecting(api: &str) {
+    if try_local(|l| l.holds_world.get()).unwrap_or(false) {
+        in_collection(api);
+    }
+}
+
+/// Runs `f` inside a mutator section with this thread's `Local`, in one thread-local
+/// access (the allocation path; `api` names it for the panic inside a collection).
+#[inline]
+pub(crate) fn with_section<R>(api: &str, f: impl FnOnce(&Local) -> R) -> R {
+    let p = CURRENT.with(Cell::get);
+    if p.is_null() {
+        return with_section_slow(api, f);
+    }
+    // SAFETY: as in `try_local`.
+    let l = unsafe { &*p };
+    let outermost = !l.holds_world.get() && l.depth.get() == 0;
+    if outermost {
+        l.slot.enter();
+        l.depth.set(1);
+    } else if l.depth.get() == 0 {
+        // The collector's thread (it never has a section: `enter` refuses it one).
+        in_collection(api);
+    }
+    // Allocation drops no handle, so nothing dies in this section: the plain leave, not
+    // `leave_outermost`'s look at the dying list (which holds objects here only when a
+    // destructor allocates: `destroy`'s loop, further up the stack, takes them).
+    struct Leave<'a>(&'a Local, bool);
+    impl Drop for Leave<'_> {
+        #[inline]
+        fn drop(&mut self) {
+            if self.1 {
+                debug_assert!(
+                    !self.0.has_dying() || self.0.destroying.get(),
+                    "fing::world: an allocation doomed an object"
+                );
+                self.0.depth.set(0);
+                self.0.slot.leave();
+            }
+        }
+    }
+    let _leave = Leave(l, outermost);
+    f(l)
+}
+
+/// `with_section` before the thread's first use of its `Local` (made here), or after its
+/// destruction (a temporary one).
+#[cold]
+#[inline(never)]
+fn with_section_slow<R>(api: &str, f: impl FnOnce(&Local) -> R) -> R {
+    if try_local(|_| ()).is_some() {
+        return with_section(api, f);
+    }
+    with_temporary(|l| {
+        l.enter_outermost();
+        let r = f(l);
+        l.leave_outermost();
+        r
+    })
+}
+
+/// Does a collector hold or want the world? (A long run of work inside a section checks it
+/// to pause.)
+#[inline]
+pub(crate) fn stop_requested() -> bool {
+    WORLD.stop.load(Ordering::Relaxed)
+}
+
+/// Leaves `l`'s section and enters it again, letting a waiting collector run in between:
+/// `pin(true)` runs before leaving, `pin(false)` after entering again. Only in a section
+/// that is `pausable`, whose owner holds no state the collector must not see.
+pub(crate) fn pause(l: &Local, pin: impl Fn(bool)) {
+    debug_assert!(l.pausable.get() && l.depth.get() == 1);
+    pin(true);
+    l.depth.set(0);
+    l.slot.leave();
+    l.slot.enter();
+    l.depth.set(1);
+    pin(false);
+}

@@ -1,0 +1,132 @@
+//! The collector's side of the world lock: [`stop`] raises `stop`, makes every thread
+//! fence (`fences::heavy_fence`) and waits for every slot to go inactive; the
+//! [`StoppedWorld`] guard resumes the world when dropped.
+
+use core::marker::PhantomData;
+use core::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+use super::local::{in_section, local, try_local, Sweeping};
+use super::section::in_collection;
+use super::{fences, handshake, lock, WORLD};
+
+/// If this thread holds the stopped world: what it is sweeping. `None` if it does not, or
+/// if its `Local` is destroyed.
+pub(crate) fn collector_sweeping() -> Option<Sweeping> {
+    try_local(|l| l.holds_world.get().then(|| l.sweeping.get())).flatten()
+}
+
+/// The stopped world, owned by this thread while the guard lives.
+pub(crate) struct StoppedWorld {
+    _collector: MutexGuard<'static, ()>,
+    _not_send: PhantomData<*const ()>,
+}
+
+/// Stops the world. With `wait` (`collect()`), keeps trying until every section has
+/// ended; without (an allocation), gives up (`None`) if another collection is running or
+/// the sections do not drain within `budget`.
+///
+/// A waiting collector never holds the world up while it waits: if the sections do not
+/// drain within a millisecond, it lowers `STOP` (the mutators it blocked go on), backs off
+/// and tries again. Otherwise a thread holding a `GcCell` write guard while waiting for a
+/// thread that wants to allocate would deadlock all three.
+///
+/// # Panics
+/// If this thread holds a mutator section (it would wait for itself).
+pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
+    match try_local(|l| l.holds_world.get()) {
+        Some(true) => in_collection(api),
+        Some(false) => {}
+        None if wait => panic!(
+            "{api}: called from a thread-local destructor after this thread's fing state \
+             was destroyed: a collection needs it"
+        ),
+        None => return None,
+    }
+    if in_section() {
+        assert!(
+            !wait,
+            "{api}: called while this thread holds a mutator section (a GcCell write guard); \
+             drop the guard first, or the collection would wait for this thread forever"
+        );
+        return None;
+    }
+    let collector = if wait {
+        lock(&WORLD.collector)
+    } else {
+        match WORLD.collector.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    };
+    let mut backoff = Duration::from_micros(100);
+    fences::init();
+    loop {
+        // Let mutators woken by the last resume in first (bounded: 2 ms).
+        let t = Instant::now();
+        while WORLD.waiters.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_millis(2) {
+            std::thread::yield_now();
+        }
+        handshake::raise_stop(&WORLD.stop, fences::heavy_fence);
+        if drained(budget) {
+            local(|l| l.holds_world.set(true));
+            return Some(StoppedWorld {
+                _collector: collector,
+                _not_send: PhantomData,
+            });
+        }
+        resume();
+        if !wait {
+            return None;
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Waits up to `budget` for every slot to be inactive.
+fn drained(budget: Duration) -> bool {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        if handshake::all_idle(lock(&WORLD.slots).iter().map(|s| &s.active)) {
+            return true;
+        }
+        if start.elapsed() > budget {
+            return false;
+        }
+        spins += 1;
+        if spins < 32 {
+            core::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn resume() {
+    let _g = lock(&WORLD.resume);
+    WORLD.stop.store(false, Ordering::SeqCst);
+    WORLD.resumed.notify_all();
+}
+
+impl StoppedWorld {
+    /// Marks the sweep phase on the collector's thread (`Sweeping::Heap(id)`, then
+    /// `Sweeping::No` when it is over): handle drops then skip targets that die in this
+    /// cycle.
+    pub(crate) fn set_sweeping(&self, s: Sweeping) {
+        local(|l| l.sweeping.set(s));
+    }
+}
+
+impl Drop for StoppedWorld {
+    fn drop(&mut self) {
+        local(|l| {
+            l.holds_world.set(false);
+            l.sweeping.set(Sweeping::No);
+        });
+        resume();
+    }
+}
