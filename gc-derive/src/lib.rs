@@ -12,6 +12,8 @@ use proc_macro::TokenStream;
 mod attr;
 mod derive;
 mod interface;
+#[cfg(test)]
+mod snapshots;
 
 /// Derives `Trace` and `Typed` (the runtime type descriptor) for a struct or enum.
 ///
