@@ -1,15 +1,28 @@
 //! `#[fing::interface]`: makes `Gc<dyn Trait>` an interface type (kind interface, named
 //! after the trait, with its method set), and gives the conversion from an itab and a data
 //! pointer to the trait object.
+//!
+//! The same two steps as the derive, in one file (the checked input is just the crate
+//! path and the trait): `check` parses the arguments and refuses a generic trait or one
+//! without `Send + Sync` among its supertraits (owning every message; the arguments'
+//! errors come alone, the trait's are gathered), and `emit` writes the trait back
+//! unchanged followed by the `unsafe impl GcTarget for dyn Trait`, whose soundness rests
+//! on what `check` established.
 
 use proc_macro2::TokenStream;
 use quote::quote;
 use syn::spanned::Spanned;
-use syn::{ItemTrait, TraitItem, TypeParamBound};
+use syn::{ItemTrait, Path, TraitItem, TypeParamBound};
 
 use crate::attr::{self, Errors};
 
 pub(crate) fn expand(args: TokenStream, item: ItemTrait) -> syn::Result<TokenStream> {
+    let krate = check(args, &item)?;
+    Ok(emit(&krate, &item))
+}
+
+/// The crate path, once the arguments parse and the trait can be an interface type.
+fn check(args: TokenStream, item: &ItemTrait) -> syn::Result<Path> {
     let krate = attr::interface_args(args)?.unwrap_or_else(attr::default_crate);
     let mut errs = Errors::default();
     if !item.generics.params.is_empty() {
@@ -40,7 +53,11 @@ pub(crate) fn expand(args: TokenStream, item: ItemTrait) -> syn::Result<TokenStr
         );
     }
     errs.finish()?;
+    Ok(krate)
+}
 
+/// The trait, then its `GcTarget` impl.
+fn emit(krate: &Path, item: &ItemTrait) -> TokenStream {
     let name = &item.ident;
     let methods = item.items.iter().filter_map(|i| match i {
         TraitItem::Fn(f) => {
@@ -49,7 +66,7 @@ pub(crate) fn expand(args: TokenStream, item: ItemTrait) -> syn::Result<TokenStr
         }
         _ => None,
     });
-    Ok(quote! {
+    quote! {
         #item
 
         #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
@@ -75,5 +92,5 @@ pub(crate) fn expand(args: TokenStream, item: ItemTrait) -> syn::Result<TokenStr
                 }
             }
         };
-    })
+    }
 }

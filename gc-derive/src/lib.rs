@@ -1,17 +1,26 @@
 //! gc-derive: `#[derive(Trace)]` and `#[fing::interface]`.
 //!
-//! Pipeline, per macro: parse the `#[gc(...)]` attributes (module `attr`), check the input
-//! (errors are gathered and reported together, each spanned at its cause; the macro never
-//! panics), then expand. Everything emitted sits inside `const _: () = { ... }`, is
-//! `#[automatically_derived]`, names items only through `<crate>::__private` (the crate
-//! path is `::fing` unless `#[gc(crate = "...")]` says otherwise), and has a SAFETY
-//! comment above each `unsafe impl` saying why it is sound.
+//! Pipeline, per macro, in the shape of serde_derive: check, then emit.
+//! - Check (`derive::check`, `interface::check`) parses the `#[gc(...)]` attributes
+//!   (module `attr`) and validates the input into a small model (`derive::model`; for an
+//!   interface, the crate path and the trait). It owns every diagnostic: errors are
+//!   gathered and reported together, each spanned at its cause; the macro never panics.
+//! - Emit (`derive::emit`, `interface::emit`) turns the model into tokens and reports
+//!   nothing. Everything emitted sits inside `const _: () = { ... }`, is
+//!   `#[automatically_derived]`, names items only through `<crate>::__private` (the crate
+//!   path is `::fing` unless `#[gc(crate = "...")]` says otherwise), and has a SAFETY
+//!   comment above each `unsafe impl` (in this crate's source) saying why it is sound.
+//!
+//! The expansions of a set of inputs are snapshot-tested (module `snapshots`, files under
+//! `tests/snapshots`; re-bless with `FING_UPDATE_SNAPSHOTS=1 cargo test -p gc-derive`).
 
 use proc_macro::TokenStream;
 
 mod attr;
 mod derive;
 mod interface;
+#[cfg(test)]
+mod snapshots;
 
 /// Derives `Trace` and `Typed` (the runtime type descriptor) for a struct or enum.
 ///
