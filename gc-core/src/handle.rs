@@ -173,7 +173,7 @@ impl<T: ?Sized + 'static> Gc<T> {
     #[cold]
     #[inline(never)]
     fn far(ptr: *const T, obj: NonNull<u8>, owner: Gc<u8>) -> Gc<T> {
-        let heap = crate::heap::heap_of(obj)
+        let heap = crate::mheap::heap_of(obj)
             .expect("fing::Gc::map: the object a heap handle counts on is in no heap");
         // (A retired heap too: its objects live on while handles keep them.)
         let cell = core::mem::ManuallyDrop::new(heap.alloc(FarCell { owner, addr: ptr }));

@@ -1,253 +1,47 @@
-//! `Heap`: the public face of a heap (allocation, collection, statistics) and `HeapInner`,
-//! which owns a heap's spans: the central lists (Go's mcentral, one list of spans with free
-//! slots per span class), the list of every in-use span, the registry of thread caches,
-//! and the pacing state.
+//! The API layer: [`Heap`] (allocation, collection, statistics), `Gc::new`, and what a
+//! heap's life takes beyond its state (`mheap`): the pacer's collections, retiring a
+//! heap and reusing it. Everything here may collect, so it sits above the collector.
 //!
-//! Allocation, in order (Go's mallocgc): zero-sized values need no memory; tiny noscan
-//! values without drop glue share a 16-byte block; small values take a slot of their size
-//! class from the thread's cache (refilled from the central list, or from new pages);
-//! large values get a span of their own. Every path runs inside a mutator section.
+//! Allocation, in order (Go's mallocgc): zero-sized values need no memory; then, if the
+//! pacer asked for a collection, one is tried (`maybe_collect`); then, inside a mutator
+//! section, tiny noscan values without drop glue share a 16-byte block, small values take
+//! a slot of their size class from the thread's cache (refilled from the central list, or
+//! from new pages), and large values get a span of their own (`malloc`). Out of room, a
+//! collection and one retry (`retry`).
 //!
-//! Lifetime: a `Heap` is a counted reference to its `HeapInner` (`Clone` adds one). The
-//! `HeapInner` itself is never freed: thread caches, handles and the arena map refer to
-//! it by `&'static`, and none of them can be recalled from other threads. When the last
-//! `Heap` goes, the heap is *retired*: a collection frees what no handle keeps, its free
-//! pages go back to the OS, and it waits in a list. `Heap::new` takes a retired heap with
-//! no object left (again, the arenas already reserved) before it reserves new ones, so a
-//! process that makes and drops heaps keeps its address space bounded by the most heaps
-//! it ever had alive at once. A retired heap with live objects keeps them (handles do not
-//! need a `Heap`) until they die. The default heap is never retired.
+//! Lifetime: a `Heap` is a counted reference to its `MHeap` (`Clone` adds one). When the
+//! last `Heap` goes, the heap is *retired*: a collection frees what no handle keeps, its
+//! free pages go back to the OS, and it waits in a list. `Heap::new` takes a retired heap
+//! with no object left (again, the arenas already reserved) before it reserves new ones,
+//! so a process that makes and drops heaps keeps its address space bounded by the most
+//! heaps it ever had alive at once. A retired heap with live objects keeps them (handles
+//! do not need a `Heap`) until they die. The default heap is never retired.
 //!
-//! Lock order: mutator section, then a central list, then `all_spans`, then the page heap
-//! (`RETIRED` is taken before a heap's locks, never while holding them).
-//! The collector, with the world stopped, holds `all_spans` and the page heap while it
-//! rebuilds the central lists: no mutator holds a central list then, and `stats()` (which
-//! runs outside sections) holds one lock at a time.
-//! The collector takes them with the world stopped, when no one else holds any.
+//! Lock order: `RETIRED` is taken alone (never while holding a heap's lock); a heap's own
+//! locks are ordered in `mheap`'s docs.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use core::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use gc_types::{Trace, Type};
 
 use crate::handle::Gc;
 use crate::malloc::Plan;
-use crate::mcache::MCache;
-use crate::mheap::PageHeap;
-use crate::mspan::Span;
-use crate::mstats::MemStats;
-use crate::sizeclasses::TABLE;
+use crate::mheap::{first_goal, lock, HeapConfig, MHeap};
+use crate::mstats::{Counters, MemStats};
 use crate::slot::Header;
 use crate::world;
 
-/// A span shared by raw pointer (spans are only borrowed shared; see mspan).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SpanPtr(pub(crate) NonNull<Span>);
-
-// SAFETY: spans are shared between threads by design; their mutable state is atomics with
-// one writer at a time (module docs of mspan).
-unsafe impl Send for SpanPtr {}
-
-impl SpanPtr {
-    #[inline]
-    pub(crate) fn get(self) -> &'static Span {
-        // SAFETY: a SpanPtr is made from a leaked box and freed only by the collector with
-        // the world stopped, after it is removed from every list and cache.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-/// How a heap paces its collections and reports them.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct HeapConfig {
-    /// Collect when the heap has grown by this percentage over the live heap of the last
-    /// collection (Go's GOGC); `None` turns automatic collection off. Default: the
-    /// `FING_GOGC` environment variable (a number or `off`), else 100.
-    pub gogc: Option<u32>,
-    /// The heap size below which no automatic collection starts. Default 4 MiB.
-    pub min_heap: usize,
-    /// Print one line per collection to stderr. Default: `FING_TRACE` contains `gc`.
-    pub trace: bool,
-    /// Report finalizable objects that reach themselves (a cycle through them: their
-    /// finalizer never runs and they are never freed), on stderr and in
-    /// `MemStats::finalizer_cycles` (Go's `GODEBUG=checkfinalizers`). Costs a search per
-    /// such object per collection. Default: `FING_DEBUG` contains `checkfinalizers`.
-    pub check_finalizers: bool,
-    /// A hard limit on the heap's size: bytes of pages in spans (`MemStats::heap_in_use`).
-    /// An allocation that needs more first collects (waiting for the world, unless this
-    /// thread holds a `GcCell` write guard), then fails: `Heap::try_alloc` returns an [`AllocError`], `Heap::alloc`
-    /// panics. Default: none.
-    pub max_heap: Option<usize>,
-}
-
-impl Default for HeapConfig {
-    fn default() -> HeapConfig {
-        HeapConfig {
-            gogc: parse_gogc(std::env::var("FING_GOGC").ok().as_deref()),
-            min_heap: 4 << 20,
-            trace: env_lists("FING_TRACE", "gc"),
-            check_finalizers: env_lists("FING_DEBUG", "checkfinalizers"),
-            max_heap: None,
-        }
-    }
-}
-
-/// Does the comma-separated list in environment variable `var` contain `word`?
-fn env_lists(var: &str, word: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v.split(',').any(|x| x.trim() == word))
-}
-
-/// The goal of a new heap's first collection.
-fn first_goal(config: &HeapConfig) -> usize {
-    match config.gogc {
-        Some(_) => config.min_heap,
-        None => usize::MAX,
-    }
-}
-
-/// `FING_GOGC`: a percentage, or `off`; unset or unreadable means 100 (Go's default).
-fn parse_gogc(v: Option<&str>) -> Option<u32> {
-    match v.map(str::trim) {
-        Some(v) if v.eq_ignore_ascii_case("off") => None,
-        Some(v) => Some(v.parse().unwrap_or(100)),
-        None => Some(100),
-    }
-}
-
-pub(crate) struct Counters {
-    pub(crate) num_gc: u64,
-    pub(crate) pause_total: Duration,
-    pub(crate) last_pause: Duration,
-    /// Bytes of live slots after the last sweep.
-    pub(crate) live_bytes: usize,
-    /// What no live cache counts: retired caches' totals, large objects' bytes, and the
-    /// sweeps' frees (`totals` adds the live caches and the large objects' count).
-    pub(crate) base: Totals,
-    /// Bytes allocated and freed in total (`totals`) at the last collection.
-    pub(crate) bytes_at_gc: u64,
-    pub(crate) free_bytes_at_gc: u64,
-    /// Finalizable objects found reaching themselves (with `check_finalizers`).
-    pub(crate) finalizer_cycles: u64,
-    /// What `totals` said when the heap was last reused (`Heap::new`): its statistics
-    /// start from there.
-    pub(crate) zero: Totals,
-}
-
-/// Objects and bytes allocated and freed: a cache's, or a heap's (`HeapInner::totals`).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Totals {
-    pub(crate) mallocs: u64,
-    pub(crate) bytes: u64,
-    pub(crate) frees: u64,
-    pub(crate) free_bytes: u64,
-}
-
-impl core::ops::AddAssign for Totals {
-    fn add_assign(&mut self, o: Totals) {
-        self.mallocs += o.mallocs;
-        self.bytes += o.bytes;
-        self.frees += o.frees;
-        self.free_bytes += o.free_bytes;
-    }
-}
-
-pub(crate) struct HeapInner {
-    pub(crate) id: u64,
-    /// Replaced only when a retired heap with no object is reused (`Heap::new`).
-    config: Mutex<HeapConfig>,
-    /// `Heap` values referring to this heap; the last one's drop retires it.
-    handles: AtomicUsize,
-    /// Destructors that panicked (mdrop), ever.
-    pub(crate) destructor_panics: AtomicU64,
-    pub(crate) pages: Mutex<PageHeap>,
-    pub(crate) central: Box<[Mutex<Vec<SpanPtr>>]>,
-    pub(crate) all_spans: Mutex<Vec<SpanPtr>>,
-    pub(crate) caches: Mutex<Vec<NonNull<MCache>>>,
-    /// Bytes in spans handed to caches since the last collection, plus live bytes then.
-    pub(crate) heap_live: AtomicUsize,
-    pub(crate) next_gc: AtomicUsize,
-    gc_wanted: AtomicBool,
-    pub(crate) counters: Mutex<Counters>,
-    pub(crate) large_mallocs: AtomicU64,
-    /// Span requests refused by `HeapConfig::max_heap`, ever (tells an `AllocError` why).
-    pub(crate) limit_refusals: AtomicU64,
-    pub(crate) started: Instant,
-}
-
-// SAFETY: the raw pointers in the registry are only dereferenced by the collector with the
-// world stopped, or by their owner thread; everything else is behind mutexes or atomics.
-unsafe impl Sync for HeapInner {}
-// SAFETY: as above.
-unsafe impl Send for HeapInner {}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // These mutexes guard lists whose every update is completed before unlocking; a panic
-    // elsewhere cannot leave them half-written, so poisoning is ignored.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
-
-/// Every heap made so far (a `HeapInner` lives for the rest of the process).
-static HEAPS: Mutex<Vec<&'static HeapInner>> = Mutex::new(Vec::new());
-
 /// Heaps whose last `Heap` was dropped, for `Heap::new` to reuse once empty.
-static RETIRED: Mutex<Vec<&'static HeapInner>> = Mutex::new(Vec::new());
+static RETIRED: Mutex<Vec<&'static MHeap>> = Mutex::new(Vec::new());
 
-/// The heap whose arena holds `obj`: where `Gc::map` allocates a far handle's cell.
-pub(crate) fn heap_of(obj: NonNull<u8>) -> Option<&'static HeapInner> {
-    let id = crate::mheap::arena_of(obj.as_ptr() as usize)?.heap_id;
-    let heaps = lock(&HEAPS);
-    heaps.iter().find(|h| h.id == id).copied()
-}
-
-impl HeapInner {
-    fn new(config: HeapConfig) -> &'static HeapInner {
-        let id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
-        let inner: &'static HeapInner = Box::leak(Box::new(HeapInner {
-            id,
-            config: Mutex::new(config),
-            handles: AtomicUsize::new(1),
-            destructor_panics: AtomicU64::new(0),
-            pages: Mutex::new(PageHeap::new(id)),
-            central: (0..2 * TABLE.len).map(|_| Mutex::new(Vec::new())).collect(),
-            all_spans: Mutex::new(Vec::new()),
-            caches: Mutex::new(Vec::new()),
-            heap_live: AtomicUsize::new(0),
-            next_gc: AtomicUsize::new(first_goal(&config)),
-            gc_wanted: AtomicBool::new(false),
-            counters: Mutex::new(Counters {
-                num_gc: 0,
-                pause_total: Duration::ZERO,
-                last_pause: Duration::ZERO,
-                live_bytes: 0,
-                base: Totals::default(),
-                bytes_at_gc: 0,
-                free_bytes_at_gc: 0,
-                finalizer_cycles: 0,
-                zero: Totals::default(),
-            }),
-            large_mallocs: AtomicU64::new(0),
-            limit_refusals: AtomicU64::new(0),
-            started: Instant::now(),
-        }));
-        lock(&HEAPS).push(inner);
-        inner
-    }
-
-    /// The configuration.
-    pub(crate) fn config(&self) -> HeapConfig {
-        *lock(&self.config)
-    }
-
-    /// A retired heap with no object left, made new under `config`; `None` if there is
+impl MHeap {
     /// none. Each call also collects one retired heap that still had objects, in turn, so
     /// one whose objects died since becomes reusable. Its destructors go to the drop
     /// thread: `Heap::new` runs no user code and waits for no one's.
-    fn reuse(config: HeapConfig) -> Option<&'static HeapInner> {
+    fn reuse(config: HeapConfig) -> Option<&'static MHeap> {
         let mut retired = lock(&RETIRED);
         if let Some(i) = retired.iter().position(|h| h.is_empty()) {
             let h = retired.swap_remove(i);
@@ -294,11 +88,6 @@ impl HeapInner {
         self.is_empty()
     }
 
-    /// Does the heap hold no object at all (no span in use)?
-    fn is_empty(&self) -> bool {
-        lock(&self.pages).in_use == 0
-    }
-
     /// Makes an empty retired heap a new heap: `config`, statistics from zero, one `Heap`.
     fn renew(&'static self, config: HeapConfig) {
         *lock(&self.config) = config;
@@ -308,7 +97,7 @@ impl HeapInner {
         self.destructor_panics.store(0, Ordering::Relaxed);
         self.limit_refusals.store(0, Ordering::Relaxed);
         let mut k = lock(&self.counters);
-        let zero = self.totals(&k);
+        let zero = crate::mcache::totals(self, &k);
         *k = Counters {
             num_gc: 0,
             pause_total: Duration::ZERO,
@@ -333,62 +122,6 @@ impl HeapInner {
             self.release_all();
         }
         lock(&RETIRED).push(self);
-    }
-
-    /// Gives every free page back to the OS.
-    fn release_all(&self) {
-        lock(&self.pages).release_free(0, true);
-    }
-
-    pub(crate) fn grew(&self, bytes: usize) {
-        let live = self.heap_live.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if live >= self.next_gc.load(Ordering::Relaxed) {
-            self.gc_wanted.store(true, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn retire_cache(&self, c: &MCache) {
-        lock(&self.counters).base += c.totals();
-        lock(&self.caches).retain(|p| !core::ptr::eq(p.as_ptr(), c));
-    }
-
-    /// This thread's cache for this heap among `caches` (made and registered on first
-    /// use).
-    #[inline(always)]
-    #[allow(clippy::vec_box)] // the boxes keep each cache's address: the registry points at it
-    fn cache<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
-        // The heap allocated from last is first: a thread that has used many heaps (a
-        // test per heap) does not search them all on every allocation. The caches are
-        // boxed, so reordering moves no cache (the registry points at them).
-        if caches.first().is_some_and(|c| c.heap_id == self.id) {
-            return &mut caches[0];
-        }
-        self.cache_slow(caches)
-    }
-
-    /// This thread's cache for this heap among `caches`, made if there is none (for
-    /// slots freed on a thread that never allocated here: mdrop).
-    #[allow(clippy::vec_box)]
-    pub(crate) fn cache_for<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
-        self.cache(caches)
-    }
-
-    /// `cache` when this heap's is not first: found and moved first, or made.
-    #[cold]
-    #[inline(never)]
-    #[allow(clippy::vec_box)]
-    fn cache_slow<'l>(&'static self, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
-        match caches.iter().skip(1).position(|c| c.heap_id == self.id) {
-            Some(i) => caches.swap(0, i + 1),
-            None => {
-                let mut c = Box::new(MCache::new(self));
-                lock(&self.caches).push(NonNull::from(&mut *c));
-                caches.push(c);
-                let last = caches.len() - 1;
-                caches.swap(0, last);
-            }
-        }
-        &mut caches[0]
     }
 
     /// Runs an automatic collection if the pacer asked for one and the world can be had
@@ -445,22 +178,9 @@ impl HeapInner {
         crate::mdrop::destroy_now(batch, ticket);
     }
 
-    /// Objects and bytes allocated and freed ever, over every cache (live and retired),
-    /// large objects and sweeps.
-    pub(crate) fn totals(&self, k: &Counters) -> Totals {
-        let mut t = k.base;
-        t.mallocs += self.large_mallocs.load(Ordering::Relaxed);
-        for c in lock(&self.caches).iter() {
-            // SAFETY: registered caches live until they retire, which removes them from the
-            // registry under this lock; the counters are atomics.
-            t += unsafe { c.as_ref() }.totals();
-        }
-        t
-    }
-
     pub(crate) fn stats(&self) -> MemStats {
         let k = lock(&self.counters);
-        let t = self.totals(&k);
+        let t = crate::mcache::totals(self, &k);
         let in_use = lock(&self.all_spans).iter().map(|s| s.get().bytes()).sum();
         let pages = lock(&self.pages);
         MemStats {
@@ -497,7 +217,7 @@ impl HeapInner {
 /// with for as long as handles keep them. `Heap::new` may collect a retired heap to reuse
 /// it; it runs no destructors itself (the drop thread does).
 pub struct Heap {
-    pub(crate) inner: &'static HeapInner,
+    pub(crate) inner: &'static MHeap,
 }
 
 impl Clone for Heap {
@@ -531,20 +251,20 @@ impl Eq for Heap {}
 
 /// The default heap, made on first use with `HeapConfig::default()`.
 #[inline]
-pub(crate) fn default_inner() -> &'static HeapInner {
+pub(crate) fn default_inner() -> &'static MHeap {
     // One load on the allocation path (`Gc::new`); the `OnceLock` makes it once.
-    static MADE: AtomicPtr<HeapInner> = AtomicPtr::new(core::ptr::null_mut());
+    static MADE: AtomicPtr<MHeap> = AtomicPtr::new(core::ptr::null_mut());
     #[cold]
-    fn make() -> &'static HeapInner {
+    fn make() -> &'static MHeap {
         static DEFAULT: OnceLock<Heap> = OnceLock::new();
         let h = DEFAULT
             .get_or_init(|| Heap::new(HeapConfig::default()))
             .inner;
-        MADE.store((h as *const HeapInner).cast_mut(), Ordering::Release);
+        MADE.store((h as *const MHeap).cast_mut(), Ordering::Release);
         h
     }
     match NonNull::new(MADE.load(Ordering::Acquire)) {
-        // SAFETY: `MADE` holds null or the default heap's `&'static HeapInner`.
+        // SAFETY: `MADE` holds null or the default heap's `&'static MHeap`.
         Some(p) => unsafe { p.as_ref() },
         None => make(),
     }
@@ -554,7 +274,7 @@ impl Heap {
     /// A new heap of its own (a retired one with no object left, if there is one: see
     /// the type's docs).
     pub fn new(config: HeapConfig) -> Heap {
-        let inner = HeapInner::reuse(config).unwrap_or_else(|| HeapInner::new(config));
+        let inner = MHeap::reuse(config).unwrap_or_else(|| MHeap::new(config));
         Heap { inner }
     }
 
@@ -617,7 +337,7 @@ impl Heap {
     }
 }
 
-impl HeapInner {
+impl MHeap {
     /// `Heap::alloc`.
     #[inline]
     pub(crate) fn alloc<T: Trace + Send + 'static>(&'static self, value: T) -> Gc<T> {
@@ -687,7 +407,7 @@ impl HeapInner {
             // vector is live (the collector reaches caches only through the registry, with
             // the world stopped), and this borrow ends with the closure.
             let caches = unsafe { &mut *l.caches.get() };
-            let cache = self.cache(caches);
+            let cache = crate::mcache::cache(self, caches);
             let Some((hdr, data)) = self.malloc(cache, Plan::<T>::REQUEST) else {
                 return Err(value);
             };
@@ -719,7 +439,7 @@ impl HeapInner {
 pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
     // In a section: no sweep frees the span while it is read.
     let _section = world::enter("fing::find_object");
-    let (s, _, slot) = crate::mheap::find_object(addr as usize)?;
+    let (s, _, slot) = crate::mpagealloc::find_object(addr as usize)?;
     Some((NonNull::new(slot)?, s.elem_size))
 }
 
@@ -789,18 +509,3 @@ impl<T> core::fmt::Display for AllocError<T> {
 }
 
 impl<T> std::error::Error for AllocError<T> {}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_gogc;
-
-    #[test]
-    fn gogc_from_the_environment() {
-        assert_eq!(parse_gogc(None), Some(100));
-        assert_eq!(parse_gogc(Some("50")), Some(50));
-        assert_eq!(parse_gogc(Some(" 400 ")), Some(400));
-        assert_eq!(parse_gogc(Some("off")), None);
-        assert_eq!(parse_gogc(Some("OFF")), None);
-        assert_eq!(parse_gogc(Some("lots")), Some(100));
-    }
-}

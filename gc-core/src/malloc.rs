@@ -8,13 +8,13 @@ use core::sync::atomic::Ordering;
 
 use gc_types::Trace;
 
-use crate::heap::{lock, HeapInner};
 use crate::mcache::{MCache, TINY_SIZE};
+use crate::mheap::{lock, MHeap};
 use crate::mspan::SpanClass;
 use crate::sizeclasses::{class_for, PAGE_SIZE};
 use crate::slot::{data_offset, Header};
 
-impl HeapInner {
+impl MHeap {
     /// Allocates a slot for a value of `size` bytes and alignment `align`: returns the
     /// object's header and the value's address. Inside a section. Inlined into each
     /// `alloc::<T>`, where the request is a constant: the tiny, small or large path is

@@ -17,8 +17,12 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::heap::{HeapInner, SpanPtr, Totals};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::mheap::MHeap;
 use crate::mspan::SpanClass;
+use crate::mspan::SpanPtr;
+use crate::mstats::{Counters, Totals};
 use crate::sizeclasses::TABLE;
 use crate::slot::{Header, HEADER};
 
@@ -33,7 +37,7 @@ const fn tiny_reserve(size: usize, align: usize) -> u32 {
 }
 
 pub(crate) struct MCache {
-    pub(crate) heap: &'static HeapInner,
+    pub(crate) heap: &'static MHeap,
     /// Per span class: the span to allocate from, and the freed slots.
     alloc: Vec<ClassCache>,
     /// Header of the current tiny block, the next free offset in its payload, the objects
@@ -83,7 +87,7 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl MCache {
-    pub(crate) fn new(heap: &'static HeapInner) -> MCache {
+    pub(crate) fn new(heap: &'static MHeap) -> MCache {
         MCache {
             heap,
             alloc: (0..2 * TABLE.len).map(|_| ClassCache::default()).collect(),
@@ -289,17 +293,107 @@ impl MCache {
     }
 
     /// Thread exit: flush, fold the counters into the heap, and leave its registry.
-    pub(crate) fn retire(mut self: Box<Self>) {
+    pub(crate) fn retire(&mut self) {
         self.flush();
-        self.heap.retire_cache(&self);
+        // Both locks at once, in order: `stats()` sees these totals in `base` or in the
+        // registry, never in both or neither.
+        let mut k = crate::mheap::lock(&self.heap.counters);
+        let mut r = registry();
+        k.base += self.totals();
+        r.retain(|p| !core::ptr::eq(p.as_ptr(), self));
     }
+}
+
+/// Every thread cache of every heap, for the collector (which flushes a heap's caches with
+/// the world stopped) and `stats()` (which sums their counters). Go reaches its mcaches
+/// through its Ps; fing's caches belong to threads it does not know, so each registers
+/// here on first use and leaves when it retires. A registered cache lives until then.
+/// Lock order: after a heap's `counters`, before its `all_spans`.
+struct Registry(Mutex<Vec<NonNull<MCache>>>);
+
+// SAFETY: the pointers are only dereferenced by the collector with the world stopped (no
+// owner is in a section then), or for the counters, which are atomics; a cache leaves the
+// registry, under its lock, before it is freed.
+unsafe impl Sync for Registry {}
+
+static REGISTRY: Registry = Registry(Mutex::new(Vec::new()));
+
+fn registry() -> MutexGuard<'static, Vec<NonNull<MCache>>> {
+    // Every update completes before unlocking: poisoning is ignored.
+    REGISTRY.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This thread's cache for `heap` among `caches` (made and registered on first use).
+#[inline(always)]
+#[allow(clippy::vec_box)] // the boxes keep each cache's address: the registry points at it
+pub(crate) fn cache<'l>(heap: &'static MHeap, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
+    // The heap allocated from last is first: a thread that has used many heaps (a test
+    // per heap) does not search them all on every allocation. The caches are boxed, so
+    // reordering moves no cache (the registry points at them).
+    if caches.first().is_some_and(|c| c.heap_id == heap.id) {
+        return &mut caches[0];
+    }
+    cache_slow(heap, caches)
+}
+
+/// `cache` when this heap's is not first: found and moved first, or made.
+#[cold]
+#[inline(never)]
+#[allow(clippy::vec_box)]
+fn cache_slow<'l>(heap: &'static MHeap, caches: &'l mut Vec<Box<MCache>>) -> &'l mut MCache {
+    match caches.iter().skip(1).position(|c| c.heap_id == heap.id) {
+        Some(i) => caches.swap(0, i + 1),
+        None => {
+            let mut c = Box::new(MCache::new(heap));
+            registry().push(NonNull::from(&mut *c));
+            caches.push(c);
+            let last = caches.len() - 1;
+            caches.swap(0, last);
+        }
+    }
+    &mut caches[0]
+}
+
+/// Flushes every cache of `heap` (`MCache::flush`): the collector's first step.
+///
+/// # Safety
+/// The world is stopped, by this thread.
+pub(crate) unsafe fn flush_all(heap: &MHeap) {
+    let caches: Vec<NonNull<MCache>> = registry()
+        .iter()
+        .copied()
+        // SAFETY: as in `totals`.
+        .filter(|c| unsafe { c.as_ref() }.heap_id == heap.id)
+        .collect();
+    for c in caches {
+        // SAFETY: the world is stopped (the caller's contract), so no cache's owner is
+        // inside a section, and a registered cache lives until it retires (which needs a
+        // section).
+        unsafe { (*c.as_ptr()).flush() };
+    }
+}
+
+/// Objects and bytes `heap` allocated and freed ever, over every cache (live and retired),
+/// large objects and sweeps; `k` is its counters, locked.
+pub(crate) fn totals(heap: &MHeap, k: &Counters) -> Totals {
+    let mut t = k.base;
+    t.mallocs += heap.large_mallocs.load(Ordering::Relaxed);
+    for c in registry().iter() {
+        // SAFETY: registered caches live until they retire, which removes them from the
+        // registry under this lock; the counters are atomics.
+        let c = unsafe { c.as_ref() };
+        if c.heap_id == heap.id {
+            t += c.totals();
+        }
+    }
+    t
 }
 
 /// A reused slot will hold an object whose destructor the sweeper must run: its span
 /// must say so.
 #[cold]
 fn note_sweep_drop(slot: NonNull<u8>) {
-    crate::mheap::span_of(slot.as_ptr() as usize)
+    crate::mpagealloc::span_of(slot.as_ptr() as usize)
         .expect("fing::mcache: a listed slot lies in no span")
         .note_sweep_drop();
 }

@@ -125,7 +125,7 @@ fn run_destructor(d: &Doomed) {
             "fing: a destructor of {} panicked; the object is freed anyway",
             d.ty
         );
-        if let Some(h) = crate::heap::heap_of(d.obj) {
+        if let Some(h) = crate::mheap::heap_of(d.obj) {
             h.destructor_panics.fetch_add(1, Ordering::Relaxed);
         }
         drop_payload(payload);
@@ -180,7 +180,7 @@ fn free_slot(caches: &mut Vec<Box<crate::mcache::MCache>>, d: &Doomed) {
     let h = unsafe { header(d.obj.as_ptr()) };
     let last = h.count.load(Ordering::Acquire) == 0;
     h.ty.store((&FREED as *const Type).cast_mut(), Ordering::Release);
-    let Some(s) = crate::mheap::span_of(d.obj.as_ptr() as usize) else {
+    let Some(s) = crate::mpagealloc::span_of(d.obj.as_ptr() as usize) else {
         return;
     };
     let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
@@ -189,7 +189,7 @@ fn free_slot(caches: &mut Vec<Box<crate::mcache::MCache>>, d: &Doomed) {
     }
     let cache = match caches.iter().position(|c| c.heap_id == s.heap_id) {
         Some(i) => Some(&mut *caches[i]),
-        None => crate::heap::heap_of(d.obj).map(|h| h.cache_for(caches)),
+        None => crate::mheap::heap_of(d.obj).map(|h| crate::mcache::cache(h, caches)),
     };
     if let Some(c) = cache {
         // SAFETY: the slot is dead (count zero, `FREED`), of class `s.spc` in `c`'s heap,

@@ -46,7 +46,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use gc_types::{AtZero, PtrMask, Type};
 
-use crate::mheap::{arena_of_cached, Arena};
+use crate::mpagealloc::{arena_of_cached, Arena};
 use crate::mspan::Span;
 use crate::slot::header;
 use crate::slot::{data_offset, Doomed, FREED, HEADER};

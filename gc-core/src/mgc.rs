@@ -13,21 +13,18 @@ use core::sync::atomic::Ordering;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use crate::heap::{lock, HeapInner, SpanPtr};
+use crate::mheap::{lock, MHeap};
+use crate::mspan::SpanPtr;
 use crate::slot::Doomed;
 use crate::world::StoppedWorld;
 use crate::{mgcmark, mgcsweep};
 
 /// Runs one cycle with the world stopped; returns the garbage whose destructors run user
 /// code, doomed, for the caller to destroy once the world resumes (mdrop).
-pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) -> Vec<Doomed> {
+pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<Doomed> {
     let t0 = Instant::now();
-    let caches = lock(&heap.caches).clone();
-    for c in caches {
-        // SAFETY: the world is stopped, so no cache's owner is inside a section, and a
-        // registered cache lives until it retires (which needs a section).
-        unsafe { (*c.as_ptr()).flush() };
-    }
+    // SAFETY: `world` says this thread stopped the world.
+    unsafe { crate::mcache::flush_all(heap) };
     // Every thread's deferred drops first: the counts are then exact as of the stop.
     crate::release::drain_deferred(world);
     let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
@@ -82,7 +79,7 @@ pub(crate) fn run(heap: &'static HeapInner, world: &StoppedWorld, api: &str) -> 
     k.pause_total += pause;
     k.last_pause = pause;
     k.live_bytes = live;
-    let t = heap.totals(&k);
+    let t = crate::mcache::totals(heap, &k);
     k.bytes_at_gc = t.bytes;
     k.free_bytes_at_gc = t.free_bytes;
     let n = k.num_gc;

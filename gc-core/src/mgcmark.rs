@@ -30,9 +30,10 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use gc_types::{PtrMask, Tracer, Type};
 
-use crate::heap::{HeapInner, SpanPtr};
-use crate::mheap::{arena_of_cached, span_of, Arena};
+use crate::mheap::MHeap;
+use crate::mpagealloc::{arena_of_cached, span_of, Arena};
 use crate::mspan::Span;
+use crate::mspan::SpanPtr;
 use crate::slot::{data_offset, header, Doomed};
 
 /// Calls `f` with every handle target of the object at `slot`.
@@ -103,7 +104,7 @@ pub(crate) fn abandon(spans: &[SpanPtr]) {
 }
 
 /// Pass 1. Returns whether any edge pointed into another heap.
-pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) -> bool {
+pub(crate) fn count_refs(heap: &MHeap, spans: &[SpanPtr]) -> bool {
     let mut t = Tracer::new();
     let mut cross_heap = false;
     // Edges usually land in the arena of the last one: remember its address range.
@@ -131,7 +132,7 @@ pub(crate) fn count_refs(heap: &HeapInner, spans: &[SpanPtr]) -> bool {
 
 /// Pass 2: marks from the roots, then Go's markfin; returns how many finalizable objects
 /// were found reaching themselves (only searched for with `check_finalizers`).
-pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
+pub(crate) fn mark(heap: &MHeap, spans: &[SpanPtr]) -> u64 {
     let mut stack: Vec<*mut u8> = Vec::new();
     let dying = (&crate::slot::DYING as *const Type).cast_mut();
     for s in spans {
@@ -203,7 +204,7 @@ pub(crate) fn mark(heap: &HeapInner, spans: &[SpanPtr]) -> u64 {
 /// that a finalizable object reachable only from such garbage is queued in this cycle,
 /// as Go queues it (to Go, the holder is plain garbage): reaching it here only keeps it
 /// allocated, already marked. The caller dooms the listed objects.
-pub(crate) fn mark_doomed(heap: &HeapInner, spans: &[SpanPtr]) -> Vec<Doomed> {
+pub(crate) fn mark_doomed(heap: &MHeap, spans: &[SpanPtr]) -> Vec<Doomed> {
     let (mut stack, mut t) = (Vec::new(), Tracer::new());
     let mut doomed = Vec::new();
     let mut with_records = Vec::new();
@@ -247,7 +248,7 @@ pub(crate) fn mark_doomed(heap: &HeapInner, spans: &[SpanPtr]) -> Vec<Doomed> {
 }
 
 /// Is `obj` reachable from its own fields? (A search with its own visited set; debug only.)
-fn reaches_itself(heap: &HeapInner, obj: NonNull<u8>, t: &mut Tracer) -> bool {
+fn reaches_itself(heap: &MHeap, obj: NonNull<u8>, t: &mut Tracer) -> bool {
     let mut seen = std::collections::HashSet::new();
     let mut todo = vec![obj.as_ptr()];
     while let Some(slot) = todo.pop() {
@@ -281,7 +282,7 @@ pub(crate) const FIN_SCANNED: u32 = 1 << 31;
 /// Traces the stack's objects to a fixpoint: each edge into this heap takes one off its
 /// target's `gc_refs` and marks it; newly marked scan objects are pushed, except those
 /// the finalizer scan already pushed (`FIN_SCANNED`).
-fn drain(heap: &HeapInner, stack: &mut Vec<*mut u8>, t: &mut Tracer) {
+fn drain(heap: &MHeap, stack: &mut Vec<*mut u8>, t: &mut Tracer) {
     // Consecutive edges usually land in the same span: remember the last one.
     let mut last: Option<&'static Span> = None;
     while let Some(slot) = stack.pop() {

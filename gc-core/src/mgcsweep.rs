@@ -22,8 +22,9 @@ use core::sync::atomic::Ordering;
 
 use gc_types::Type;
 
-use crate::heap::{lock, HeapInner, SpanPtr};
 use crate::mgcmark::FIN_SCANNED;
+use crate::mheap::{lock, MHeap};
+use crate::mspan::SpanPtr;
 use crate::slot::{data_offset, header, HEADER, POISON};
 
 use crate::world::{StoppedWorld, Sweeping};
@@ -34,7 +35,7 @@ pub(crate) struct Swept {
 }
 
 pub(crate) fn sweep(
-    heap: &'static HeapInner,
+    heap: &'static MHeap,
     world: &StoppedWorld,
     spans: &[SpanPtr],
     cross_heap: bool,
@@ -87,7 +88,7 @@ pub(crate) fn sweep(
     }
     world.set_sweeping(Sweeping::No);
 
-    heap.reset_central();
+    heap.central.reset();
     let mut keep = Vec::with_capacity(spans.len());
     let mut live_bytes = 0;
     // `all_spans` is held until it no longer lists the spans freed here: `stats()` reads
@@ -110,7 +111,7 @@ pub(crate) fn sweep(
         }
         live_bytes += live * s.elem_size;
         if s.has_free() {
-            heap.push_central(sp);
+            heap.central.push(sp);
         }
         keep.push(sp);
     }

@@ -1,338 +1,276 @@
-//! The page heap (Go's mheap): arenas of OS memory, free page runs inside them, and the
-//! arena map that turns any address into its arena, span and object (`find_object`).
+//! A heap's state (Go's `mheap`): its pages, central lists and spans, its pacing state and
+//! counters, and the registry of every heap. The operations that need the collector
+//! (collecting, retiring and reusing a heap) are the API layer's (`heap`); thread caches
+//! keep their own registry (`mcache`).
 //!
-//! Arenas are `ARENA_SIZE`-aligned reservations (bigger ones for huge objects); the arena
-//! map, one entry per `ARENA_SIZE` of the 47-bit address space, is a lazily mapped, zeroed
-//! table (16 MiB of address space, touched only where arenas are). Each arena has a span
-//! pointer per page: every page of an in-use span points at the span, every other page is
-//! null. Free runs live per arena (never spanning two), coalesce when freed, and are given
-//! back to the OS at the end of a collection once they have stayed free through a whole
-//! cycle (`release_free`).
+//! `MHeap`'s methods live in the layer that owns each job, as Go's do: its state and spans
+//! here, the allocation paths in `malloc`, collecting and retiring in `heap`.
 //!
-//! Locking: a heap's `PageHeap` sits behind its mutex; the arena map's entries and the
-//! per-page span pointers are atomics, written under that mutex or with the world stopped,
-//! read from anywhere.
+//! Lifetime: an `MHeap` is never freed: thread caches, handles and the arena map refer to
+//! it by `&'static`, and none of them can be recalled from other threads. A `Heap` (the
+//! API) counts the references to it (`handles`); when the last goes, the heap is retired
+//! and may be reused (`heap`'s module docs).
+//!
+//! Lock order, for the locks of one heap: `counters`, then the cache registry (`mcache`),
+//! then `all_spans`, then `pages`. A central list (`MCentral`) is taken alone, as is
+//! `HEAPS`. Every lock here guards lists whose every update is completed before unlocking:
+//! poisoning is ignored (`lock`).
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, Ordering};
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
-use crate::mem;
-use crate::mspan::Span;
-use crate::sizeclasses::PAGE_SIZE;
-use crate::slot::{HEADER, MAX_ALIGN};
+use crate::mcentral::MCentral;
+use crate::mpagealloc::PageHeap;
+use crate::mspan::{Span, SpanClass, SpanPtr};
+use crate::mstats::Counters;
+use crate::sizeclasses::{PAGE_SIZE, TABLE};
+use crate::slot::HEADER;
 
-pub(crate) const ARENA_SHIFT: usize = 26;
-pub(crate) const ARENA_SIZE: usize = 1 << ARENA_SHIFT;
-const ADDR_BITS: usize = 47;
-const _: () = assert!(ADDR_BITS <= gc_types::word::TAG_SHIFT as usize);
-const _: () = assert!(MAX_ALIGN <= ARENA_SIZE / 2);
-const MAP_LEN: usize = 1 << (ADDR_BITS - ARENA_SHIFT);
-
-pub(crate) struct Arena {
-    pub(crate) base: *mut u8,
-    pub(crate) heap_id: u64,
-    spans: Box<[AtomicPtr<Span>]>,
+/// How a heap paces its collections and reports them.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct HeapConfig {
+    /// Collect when the heap has grown by this percentage over the live heap of the last
+    /// collection (Go's GOGC); `None` turns automatic collection off. Default: the
+    /// `FING_GOGC` environment variable (a number or `off`), else 100.
+    pub gogc: Option<u32>,
+    /// The heap size below which no automatic collection starts. Default 4 MiB.
+    pub min_heap: usize,
+    /// Print one line per collection to stderr. Default: `FING_TRACE` contains `gc`.
+    pub trace: bool,
+    /// Report finalizable objects that reach themselves (a cycle through them: their
+    /// finalizer never runs and they are never freed), on stderr and in
+    /// `MemStats::finalizer_cycles` (Go's `GODEBUG=checkfinalizers`). Costs a search per
+    /// such object per collection. Default: `FING_DEBUG` contains `checkfinalizers`.
+    pub check_finalizers: bool,
+    /// A hard limit on the heap's size: bytes of pages in spans (`MemStats::heap_in_use`).
+    /// An allocation that needs more first collects (waiting for the world, unless this
+    /// thread holds a `GcCell` write guard), then fails: `Heap::try_alloc` returns an [`AllocError`], `Heap::alloc`
+    /// panics. Default: none.
+    pub max_heap: Option<usize>,
 }
 
-/// What a free run's pages are (see `PageHeap::release_free`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Pages {
-    /// Freed since the last collection ended: resident, and likely to be filled again
-    /// before the next one.
-    Fresh,
-    /// Free through a whole cycle, still resident.
-    Aged,
-    /// Given back to the OS (they read as zero and cost no resident memory).
-    Released,
-}
-
-/// Free runs of one arena: start page index -> (pages, what they are).
-type FreeRuns = BTreeMap<usize, (usize, Pages)>;
-
-fn arena_map() -> &'static [AtomicPtr<Arena>] {
-    static MAP: OnceLock<usize> = OnceLock::new();
-    let bytes = MAP_LEN * core::mem::size_of::<AtomicPtr<Arena>>();
-    let p = *MAP.get_or_init(|| {
-        mem::reserve_aligned(bytes)
-            .expect("fing: cannot reserve the arena map")
-            .as_ptr() as usize
-    });
-    // SAFETY: `p` is a zeroed mapping of `bytes` bytes that lives forever; a zeroed
-    // `AtomicPtr` is a valid null pointer.
-    unsafe { core::slice::from_raw_parts(p as *const AtomicPtr<Arena>, MAP_LEN) }
-}
-
-/// The arena containing `addr`, if any heap has one there.
-#[inline]
-pub(crate) fn arena_of(addr: usize) -> Option<&'static Arena> {
-    let i = addr >> ARENA_SHIFT;
-    if i >= MAP_LEN {
-        return None;
-    }
-    let a = arena_map()[i].load(Ordering::Acquire);
-    // SAFETY: arenas are never freed once published in the map.
-    NonNull::new(a).map(|a| unsafe { a.as_ref() })
-}
-
-/// `arena_of`, remembering the last arena found (any address within `ARENA_SIZE` of its
-/// base is in it; larger arenas fall back to the map past that).
-#[inline]
-pub(crate) fn arena_of_cached(
-    addr: usize,
-    last: &mut Option<&'static Arena>,
-) -> Option<&'static Arena> {
-    if let Some(a) = *last {
-        if addr.wrapping_sub(a.base as usize) < ARENA_SIZE {
-            return Some(a);
+impl Default for HeapConfig {
+    fn default() -> HeapConfig {
+        HeapConfig {
+            gogc: parse_gogc(std::env::var("FING_GOGC").ok().as_deref()),
+            min_heap: 4 << 20,
+            trace: env_lists("FING_TRACE", "gc"),
+            check_finalizers: env_lists("FING_DEBUG", "checkfinalizers"),
+            max_heap: None,
         }
     }
-    let a = arena_of(addr)?;
-    *last = Some(a);
-    Some(a)
 }
 
-impl Arena {
-    /// The in-use span containing `addr`, an address in this arena, if any.
-    #[inline]
-    pub(crate) fn span_at(&self, addr: usize) -> Option<&'static Span> {
-        let page = (addr - self.base as usize) / PAGE_SIZE;
-        let s = self.spans.get(page)?.load(Ordering::Acquire);
-        // SAFETY: a span pointer in the map points at a live span: it is cleared (with the
-        // world stopped) before the span is freed.
-        NonNull::new(s).map(|s| unsafe { s.as_ref() })
+/// Does the comma-separated list in environment variable `var` contain `word`?
+fn env_lists(var: &str, word: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v.split(',').any(|x| x.trim() == word))
+}
+
+/// The goal of a new heap's first collection.
+pub(crate) fn first_goal(config: &HeapConfig) -> usize {
+    match config.gogc {
+        Some(_) => config.min_heap,
+        None => usize::MAX,
     }
 }
 
-/// The in-use span containing `addr`, if any.
-#[inline]
-pub(crate) fn span_of(addr: usize) -> Option<&'static Span> {
-    arena_of(addr)?.span_at(addr)
+/// `FING_GOGC`: a percentage, or `off`; unset or unreadable means 100 (Go's default).
+fn parse_gogc(v: Option<&str>) -> Option<u32> {
+    match v.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(v.parse().unwrap_or(100)),
+        None => Some(100),
+    }
 }
 
-/// Go's `findObject`: the span, slot index and header address of the allocated object
-/// whose slot contains `addr`. An address inside an object's header is the first byte past
-/// the end of the previous object's value, so it belongs to that previous object (never
-/// to the next one): a handle to one past the end of an object keeps that object, not its
-/// neighbour.
-pub(crate) fn find_object(addr: usize) -> Option<(&'static Span, usize, *mut u8)> {
-    let s = span_of(addr)?;
-    let mut i = s.index_of(addr);
-    if i >= s.nelems {
-        return None;
-    }
-    // Before the first slot of an over-aligned large object's span: no object's.
-    let off = addr.checked_sub(s.slot(i) as usize)?;
-    if off < HEADER {
-        // The slot's first byte is one past the end of the previous slot; the rest of the
-        // header is no value's address.
-        if off == 0 && i > 0 {
-            i -= 1;
-        } else {
-            return None;
-        }
-    }
-    s.is_allocated(i).then(|| (s, i, s.slot(i)))
+/// A heap's state (Go's `mheap`): never freed (see the module docs).
+pub(crate) struct MHeap {
+    /// The heap's identity in the arena map (arenas and spans carry it), from 1.
+    pub(crate) id: u64,
+    /// Replaced only when a retired heap with no object is reused (`Heap::new`).
+    pub(crate) config: Mutex<HeapConfig>,
+    /// `Heap` values referring to this heap; the last one's drop retires it.
+    pub(crate) handles: AtomicUsize,
+    /// Destructors that panicked (mdrop), ever.
+    pub(crate) destructor_panics: AtomicU64,
+    /// Free page runs and the arenas they lie in. Lock order: last (`stats()` takes it
+    /// holding `counters`); `new_span` releases it before it takes `all_spans`.
+    pub(crate) pages: Mutex<PageHeap>,
+    /// Spans with free slots, per class (locked per list, never with another lock held).
+    pub(crate) central: MCentral,
+    /// Every in-use span. Lock order: after `counters`, before `pages`.
+    pub(crate) all_spans: Mutex<Vec<SpanPtr>>,
+    /// Bytes in spans handed to caches since the last collection, plus live bytes then
+    /// (the pacer's measure of the heap).
+    pub(crate) heap_live: AtomicUsize,
+    /// The pacer's goal: a collection is wanted once `heap_live` reaches it.
+    pub(crate) next_gc: AtomicUsize,
+    /// `heap_live` passed `next_gc`: the next allocation tries to collect.
+    pub(crate) gc_wanted: AtomicBool,
+    /// Statistics kept under a lock. Lock order: first of a heap's locks (`stats()` holds
+    /// it while it reads the cache registry, `all_spans` and `pages`).
+    pub(crate) counters: Mutex<Counters>,
+    /// Large objects allocated, ever.
+    pub(crate) large_mallocs: AtomicU64,
+    /// Span requests refused by `HeapConfig::max_heap`, ever (tells an `AllocError` why).
+    pub(crate) limit_refusals: AtomicU64,
+    /// When the heap was made (`MemStats`' pause accounting).
+    pub(crate) started: Instant,
 }
 
-/// A heap's pages.
-pub(crate) struct PageHeap {
-    heap_id: u64,
-    arenas: Vec<(&'static Arena, FreeRuns)>,
-    /// Bytes reserved from the OS.
-    pub(crate) sys: usize,
-    /// Bytes in free runs given back to the OS.
-    pub(crate) released: usize,
-    /// Bytes of pages in spans (what `HeapConfig::max_heap` limits).
-    pub(crate) in_use: usize,
+// SAFETY: the spans behind `SpanPtr`s are shared by design (mspan: atomics with one writer
+// at a time); everything else is behind mutexes or atomics.
+unsafe impl Sync for MHeap {}
+// SAFETY: as above.
+unsafe impl Send for MHeap {}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // These mutexes guard lists whose every update is completed before unlocking; a panic
+    // elsewhere cannot leave them half-written, so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-// SAFETY: the arenas are owned by the page heap (and, once published, by the process); all
-// access goes through the heap's mutex or happens with the world stopped.
-unsafe impl Send for PageHeap {}
+static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
-impl PageHeap {
-    pub(crate) fn new(heap_id: u64) -> PageHeap {
-        PageHeap {
-            heap_id,
-            arenas: Vec::new(),
-            sys: 0,
-            released: 0,
-            in_use: 0,
-        }
-    }
+/// Every heap made so far (an `MHeap` lives for the rest of the process). Taken alone.
+static HEAPS: Mutex<Vec<&'static MHeap>> = Mutex::new(Vec::new());
 
-    fn grow(&mut self, npages: usize) -> Option<usize> {
-        let size = (npages * PAGE_SIZE).next_power_of_two().max(ARENA_SIZE);
-        let base = mem::reserve_aligned(size)?.as_ptr();
-        // The arena map and the handle word (gc_types::word) both take addresses to fit
-        // in `ADDR_BITS`; user-space addresses do on every target fing supports.
-        assert!(
-            (base as usize).checked_add(size).is_some_and(|end| end <= 1 << ADDR_BITS),
-            "fing::Heap: the OS placed an arena at {base:p}, past the 2^{ADDR_BITS} bytes handles can address"
-        );
-        let pages = size / PAGE_SIZE;
-        let mut free = BTreeMap::new();
-        free.insert(0, (pages, Pages::Released));
-        let arena: &'static Arena = Box::leak(Box::new(Arena {
-            base,
-            heap_id: self.heap_id,
-            spans: (0..pages)
-                .map(|_| AtomicPtr::new(core::ptr::null_mut()))
-                .collect(),
+/// The heap whose arena holds `obj`: where `Gc::map` allocates a far handle's cell.
+pub(crate) fn heap_of(obj: NonNull<u8>) -> Option<&'static MHeap> {
+    let id = crate::mpagealloc::arena_of(obj.as_ptr() as usize)?.heap_id;
+    let heaps = lock(&HEAPS);
+    heaps.iter().find(|h| h.id == id).copied()
+}
+
+impl MHeap {
+    pub(crate) fn new(config: HeapConfig) -> &'static MHeap {
+        let id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
+        let inner: &'static MHeap = Box::leak(Box::new(MHeap {
+            id,
+            config: Mutex::new(config),
+            handles: AtomicUsize::new(1),
+            destructor_panics: AtomicU64::new(0),
+            pages: Mutex::new(PageHeap::new(id)),
+            central: MCentral::new(),
+            all_spans: Mutex::new(Vec::new()),
+            heap_live: AtomicUsize::new(0),
+            next_gc: AtomicUsize::new(first_goal(&config)),
+            gc_wanted: AtomicBool::new(false),
+            counters: Mutex::new(Counters::default()),
+            large_mallocs: AtomicU64::new(0),
+            limit_refusals: AtomicU64::new(0),
+            started: Instant::now(),
         }));
-        let map = arena_map();
-        for i in 0..size >> ARENA_SHIFT {
-            map[(base as usize >> ARENA_SHIFT) + i]
-                .store((arena as *const Arena).cast_mut(), Ordering::Release);
+        lock(&HEAPS).push(inner);
+        inner
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> HeapConfig {
+        *lock(&self.config)
+    }
+
+    /// Does the heap hold no object at all (no span in use)?
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.pages).in_use == 0
+    }
+
+    /// Gives every free page back to the OS.
+    pub(crate) fn release_all(&self) {
+        lock(&self.pages).release_free(0, true);
+    }
+
+    /// `bytes` more of the heap are in use (spans handed to caches, large objects): the
+    /// pacer asks for a collection once `heap_live` reaches its goal.
+    pub(crate) fn grew(&self, bytes: usize) {
+        let live = self.heap_live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if live >= self.next_gc.load(Ordering::Relaxed) {
+            self.gc_wanted.store(true, Ordering::Relaxed);
         }
-        self.arenas.push((arena, free));
-        self.sys += size;
-        self.released += size;
-        Some(self.arenas.len() - 1)
     }
 
-    /// Takes `npages` contiguous pages. `None` if the OS has no more memory.
-    pub(crate) fn alloc(&mut self, npages: usize) -> Option<*mut u8> {
-        let p = self.alloc_pages(npages, 1)?;
-        self.in_use += npages * PAGE_SIZE;
-        Some(p)
-    }
-
-    /// Takes `npages` contiguous pages whose second page starts at a multiple of `align`
-    /// (a power of two above the page size, at most `MAX_ALIGN`): a large object aligned
-    /// to more than a page has its header end the first page (see `mspan::data_offset`).
-    pub(crate) fn alloc_aligned(&mut self, npages: usize, align: usize) -> Option<*mut u8> {
-        debug_assert!(align.is_power_of_two() && align > PAGE_SIZE && npages >= 2);
-        let p = self.alloc_pages(npages, align / PAGE_SIZE)?;
-        self.in_use += npages * PAGE_SIZE;
-        Some(p)
-    }
-
-    /// `npages` pages whose second page's index in its arena is a multiple of `step` (1:
-    /// any run; arenas are aligned to at least `ARENA_SIZE`, so an index multiple is an
-    /// address multiple).
-    fn alloc_pages(&mut self, npages: usize, step: usize) -> Option<*mut u8> {
-        for (arena, free) in self.arenas.iter_mut() {
-            if let Some(p) = Self::take(arena, free, npages, step, &mut self.released) {
-                return Some(p);
+    /// A span of class `spc` with a free slot: from the central list, or new pages.
+    pub(crate) fn take_span(&'static self, spc: SpanClass) -> Option<SpanPtr> {
+        let s = match self.central.pop(spc) {
+            Some(s) => s,
+            None => {
+                let class = TABLE.classes[spc.index() >> 1];
+                self.new_span(class.npages, class.size, spc, 0)?
             }
-        }
-        let i = self.grow(if step == 1 { npages } else { npages + step })?;
-        let (arena, free) = &mut self.arenas[i];
-        Self::take(arena, free, npages, step, &mut self.released)
+        };
+        let span = s.get();
+        self.grew((span.nelems - span.alloc_count()) * span.elem_size);
+        Some(s)
     }
 
-    /// The first place for `npages` pages (see `alloc_pages`) in the free runs of one
-    /// arena, taken out of its run (what is left on either side stays free).
-    fn take(
-        arena: &Arena,
-        free: &mut FreeRuns,
+    /// A span of `npages` new pages cut into slots of `elem_size` bytes. `align`: for a
+    /// large object aligned to more than a page, the alignment of the page after its first
+    /// (its value's, whose header ends the first page); else 0.
+    /// (Go's `mheap.alloc`.)
+    pub(crate) fn new_span(
+        &'static self,
         npages: usize,
-        step: usize,
-        released: &mut usize,
-    ) -> Option<*mut u8> {
-        // The first page at or after `start` whose next page's index is a multiple of
-        // `step` (`start` itself when `step` is 1).
-        let place = |start: usize| (start + 1).next_multiple_of(step) - 1;
-        let (&start, &(n, rel)) = free
-            .iter()
-            .find(|(&start, &(n, _))| place(start) + npages <= start + n)?;
-        let at = place(start);
-        free.remove(&start);
-        if at > start {
-            free.insert(start, (at - start, rel));
-        }
-        if start + n > at + npages {
-            free.insert(at + npages, (start + n - at - npages, rel));
-        }
-        if rel == Pages::Released {
-            *released -= npages * PAGE_SIZE;
-        }
-        Some(arena.base.wrapping_add(at * PAGE_SIZE))
-    }
-
-    /// Publishes `span` as the owner of its pages.
-    pub(crate) fn set_span(&self, span: &Span, ptr: *mut Span) {
-        let arena = arena_of(span.base as usize).expect("fing::mheap: span outside the heap");
-        let first = (span.base as usize - arena.base as usize) / PAGE_SIZE;
-        for p in &arena.spans[first..first + span.npages] {
-            p.store(ptr, Ordering::Release);
-        }
-    }
-
-    /// Returns a span's pages (after it was unpublished with a null `set_span`).
-    pub(crate) fn free(&mut self, base: *mut u8, npages: usize) {
-        self.in_use -= npages * PAGE_SIZE;
-        let a = arena_of(base as usize).expect("fing::mheap: free outside the heap");
-        let (arena, free) = self
-            .arenas
-            .iter_mut()
-            .find(|(x, _)| core::ptr::eq(*x, a))
-            .expect("fing::mheap: free of another heap's pages");
-        let mut start = (base as usize - arena.base as usize) / PAGE_SIZE;
-        let mut n = npages;
-        if let Some((&ps, &(pn, prel))) = free.range(..start).next_back() {
-            if ps + pn == start {
-                free.remove(&ps);
-                if prel == Pages::Released {
-                    self.released -= pn * PAGE_SIZE;
-                }
-                start = ps;
-                n += pn;
+        elem_size: usize,
+        spc: SpanClass,
+        align: usize,
+    ) -> Option<SpanPtr> {
+        let mut pages = lock(&self.pages);
+        if let Some(limit) = self.config().max_heap {
+            if pages
+                .in_use
+                .saturating_add(npages.saturating_mul(PAGE_SIZE))
+                > limit
+            {
+                self.limit_refusals
+                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                return None;
             }
         }
-        if let Some(&(nn, nrel)) = free.get(&(start + n)) {
-            free.remove(&(start + n));
-            if nrel == Pages::Released {
-                self.released -= nn * PAGE_SIZE;
-            }
-            n += nn;
-        }
-        // A merged run is fresh: its released part reads as zero, and is given back
-        // again with the rest once the run has aged.
-        free.insert(start, (n, Pages::Fresh));
+        let (base, first) = if align > PAGE_SIZE {
+            (pages.alloc_aligned(npages, align)?, PAGE_SIZE - HEADER)
+        } else {
+            (pages.alloc(npages)?, 0)
+        };
+        let span = Box::new(Span::new(
+            base,
+            npages,
+            elem_size - first,
+            first,
+            spc,
+            self.id,
+        ));
+        let ptr = Box::into_raw(span);
+        // SAFETY: `ptr` was just made from a box.
+        pages.set_span(unsafe { &*ptr }, ptr);
+        drop(pages);
+        // SAFETY: as above, non-null.
+        let s = SpanPtr(unsafe { NonNull::new_unchecked(ptr) });
+        lock(&self.all_spans).push(s);
+        Some(s)
     }
 
-    /// Gives free runs back to the OS (Go's scavenger, run at the end of each collection).
-    /// A run freed by this collection is kept for one cycle: the pages a burst of garbage
-    /// leaves are what the next burst of allocation fills, and giving them back now would
-    /// only fault them in again (in the 1M-finalizer cycle, a third of the allocation
-    /// time). So, like Go's background scavenger, which gives pages back some time after
-    /// they were freed, this gives back runs that stayed free through a whole cycle,
-    /// keeping up to `retain` bytes of free resident pages (counting the fresh ones): the
-    /// pacer will fill about that much before the next cycle.
-    ///
-    /// With `all` (a retired heap), every free run goes back, fresh or not.
-    pub(crate) fn release_free(&mut self, retain: usize, all: bool) {
-        let mut kept: usize = self
-            .arenas
-            .iter()
-            .flat_map(|(_, free)| free.values())
-            .filter(|run| run.1 == Pages::Fresh)
-            .map(|run| run.0 * PAGE_SIZE)
-            .sum();
-        for (arena, free) in self.arenas.iter_mut() {
-            for (&start, run) in free.iter_mut() {
-                match run.1 {
-                    Pages::Released => continue,
-                    Pages::Fresh if !all => {
-                        run.1 = Pages::Aged;
-                        continue;
-                    }
-                    Pages::Fresh | Pages::Aged => {}
-                }
-                let bytes = run.0 * PAGE_SIZE;
-                if kept + bytes <= retain {
-                    kept += bytes;
-                    continue;
-                }
-                // SAFETY: a free run holds no object and lies inside the arena's mapping.
-                unsafe { mem::release(arena.base.wrapping_add(start * PAGE_SIZE), bytes) };
-                run.1 = Pages::Released;
-                self.released += bytes;
-            }
+    /// A cache gives back a span it allocated from.
+    pub(crate) fn return_span(&self, s: SpanPtr) {
+        if s.get().has_free() {
+            self.central.push(s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_gogc;
+
+    #[test]
+    fn gogc_from_the_environment() {
+        assert_eq!(parse_gogc(None), Some(100));
+        assert_eq!(parse_gogc(Some("50")), Some(50));
+        assert_eq!(parse_gogc(Some(" 400 ")), Some(400));
+        assert_eq!(parse_gogc(Some("off")), None);
+        assert_eq!(parse_gogc(Some("OFF")), None);
+        assert_eq!(parse_gogc(Some("lots")), Some(100));
     }
 }

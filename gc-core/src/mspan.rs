@@ -19,6 +19,23 @@ use gc_types::{Func, Type};
 use crate::mbitmap::{bitmap, for_each_set};
 use crate::sizeclasses::PAGE_SIZE;
 
+/// A span shared by raw pointer (spans are only borrowed shared; see mspan).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SpanPtr(pub(crate) NonNull<Span>);
+
+// SAFETY: spans are shared between threads by design; their mutable state is atomics with
+// one writer at a time (module docs of mspan).
+unsafe impl Send for SpanPtr {}
+
+impl SpanPtr {
+    #[inline]
+    pub(crate) fn get(self) -> &'static Span {
+        // SAFETY: a SpanPtr is made from a leaked box and freed only by the collector with
+        // the world stopped, after it is removed from every list and cache.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 /// A span class: size class and the noscan bit (Go's spanClass). Class 0 is a large
 /// object in a span of its own.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -53,3 +53,42 @@ pub struct MemStats {
     /// caught and reported on stderr, and the object is freed anyway.
     pub destructor_panics: u64,
 }
+
+/// A heap's statistics kept under its `counters` lock.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) num_gc: u64,
+    pub(crate) pause_total: Duration,
+    pub(crate) last_pause: Duration,
+    /// Bytes of live slots after the last sweep.
+    pub(crate) live_bytes: usize,
+    /// What no live cache counts: retired caches' totals, large objects' bytes, and the
+    /// sweeps' frees (`totals` adds the live caches and the large objects' count).
+    pub(crate) base: Totals,
+    /// Bytes allocated and freed in total (`totals`) at the last collection.
+    pub(crate) bytes_at_gc: u64,
+    pub(crate) free_bytes_at_gc: u64,
+    /// Finalizable objects found reaching themselves (with `check_finalizers`).
+    pub(crate) finalizer_cycles: u64,
+    /// What `totals` said when the heap was last reused (`Heap::new`): its statistics
+    /// start from there.
+    pub(crate) zero: Totals,
+}
+
+/// Objects and bytes allocated and freed: a cache's, or a heap's (`mcache::totals`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Totals {
+    pub(crate) mallocs: u64,
+    pub(crate) bytes: u64,
+    pub(crate) frees: u64,
+    pub(crate) free_bytes: u64,
+}
+
+impl core::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Totals) {
+        self.mallocs += o.mallocs;
+        self.bytes += o.bytes;
+        self.frees += o.frees;
+        self.free_bytes += o.free_bytes;
+    }
+}

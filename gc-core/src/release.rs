@@ -23,7 +23,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use crate::mheap::arena_of;
+use crate::mpagealloc::arena_of;
 use crate::slot::header;
 use crate::world::{
     collector_sweeping, for_each_slot, local, try_local, with_temporary, Local, StoppedWorld,

@@ -56,7 +56,8 @@ use core::sync::atomic::Ordering;
 use gc_types::rules::{finalizer_param, ParamMatch};
 use gc_types::{Func, Itab, Kind, Type, Value};
 
-use crate::mheap::span_of;
+use crate::handle::Gc;
+use crate::mpagealloc::span_of;
 use crate::mspan::Record;
 use crate::slot::{data_offset, HEADER};
 
@@ -272,7 +273,7 @@ pub(crate) fn set_typed<T, F>(
 ) -> Result<Outcome, FinalizerError>
 where
     T: gc_types::Trace + Send + Sync + 'static,
-    F: FnOnce(crate::handle::Gc<T>) + Send + 'static,
+    F: FnOnce(Gc<T>) + Send + 'static,
 {
     let elem = <T as gc_types::Typed>::TYPE;
     let span = match locate(core::mem::size_of::<T>(), elem.is_noscan(), ptr, objw) {
@@ -282,7 +283,7 @@ where
     match f {
         None => Ok(remove(span, ptr)),
         Some(f) => {
-            let oty = <crate::handle::Gc<T> as gc_types::Typed>::TYPE;
+            let oty = <Gc<T> as gc_types::Typed>::TYPE;
             insert(span, ptr, || Func::new(f), oty, true)
         }
     }
@@ -455,7 +456,7 @@ fn handle_words(v: &Value) -> (*const u8, *mut u8) {
     // SAFETY: a pointer-kind value holds a handle to a sized element: one handle word,
     // whatever the element, which a `Gc<u8>` reads the same way; the value lives for the
     // call, and the reference does not outlive it.
-    let h = unsafe { &*v.as_ptr().cast::<crate::handle::Gc<u8>>() };
+    let h = unsafe { &*v.as_ptr().cast::<Gc<u8>>() };
     h.parts()
 }
 
@@ -471,7 +472,7 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
 /// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
 /// all its records are queued, each entry holding one count on it. World stopped; the
 /// entries are handed to the finalizer thread in parts as they are gathered.
-pub(crate) fn resurrect(spans: &[crate::heap::SpanPtr]) -> queue::FinQueue {
+pub(crate) fn resurrect(spans: &[crate::mspan::SpanPtr]) -> queue::FinQueue {
     let mut out = thread::batch();
     for s in spans
         .iter()

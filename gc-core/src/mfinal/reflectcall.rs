@@ -56,7 +56,7 @@ impl Invoker {
         match self.span {
             Some((base, bytes, s)) if a.wrapping_sub(base) < bytes => s,
             _ => {
-                let s = crate::mheap::span_of(a)
+                let s = crate::mpagealloc::span_of(a)
                     .expect("fing::reflectcall: a queued object outside the heap");
                 self.span = Some((s.base as usize, s.bytes(), s));
                 s

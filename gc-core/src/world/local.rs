@@ -194,7 +194,7 @@ impl Drop for Local {
         self.leave_outermost();
         let caches = core::mem::take(self.caches.get_mut());
         self.enter_outermost();
-        for c in caches {
+        for mut c in caches {
             c.retire();
         }
         self.leave_outermost();
