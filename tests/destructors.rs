@@ -572,6 +572,10 @@ fn chains_of_destructors_racing_collections() {
     }
     done.store(true, Ordering::SeqCst);
     collector.join().unwrap();
+    // The mutators' own automatic collections handed their batches to the drop thread,
+    // maybe after the collector's last `collect()` began (which waits only for batches
+    // of before its call): wait for those too.
+    h.wait_finalizers();
     let mut cur = Some(keep.clone());
     let mut n = 0;
     while let Some(c) = cur {
