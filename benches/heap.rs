@@ -1,7 +1,7 @@
-//! The costs fing's design decides (DESIGN §4): allocating a 32-byte traced object (with
-//! the collections it triggers, amortised) against `Box::new`; cloning and dropping a
-//! handle against `Arc`; a full collection of a heap of 1 000 000 live objects (the mark
-//! rate, in objects per second).
+//! The costs fing's design decides (docs/design.md, "The rooting model"): allocating a
+//! 32-byte traced object (with the collections it triggers, amortised) against
+//! `Box::new`; cloning and dropping a handle against `Arc`; a full collection of a heap of
+//! 1 000 000 live objects (the mark rate, in objects per second).
 //!
 //! `cargo bench --bench heap`
 

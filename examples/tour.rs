@@ -25,7 +25,7 @@ pub trait Closer: Send + Sync {
 
 /// A file: a descriptor and a link to the next open file (C layout, so that `next` sits
 /// inside the object, not at its start).
-#[derive(Trace)]
+#[derive(Debug, Trace)]
 #[gc(implements(Closer))]
 #[repr(C)]
 pub struct File {
@@ -40,14 +40,14 @@ impl Closer for File {
 }
 
 /// Plain data: no handles, so the collector never scans it (noscan).
-#[derive(Trace)]
+#[derive(Debug, Trace)]
 pub struct Stat {
     size: u64,
     name: String,
 }
 
 /// Go's `type Tintptr *int`: a named pointer type.
-#[derive(Trace)]
+#[derive(Debug, Trace)]
 #[gc(pointer)]
 #[repr(transparent)]
 pub struct Tintptr(Gc<i64>);
@@ -329,7 +329,7 @@ fn finalizers(heap: &Heap) {
 }
 
 /// A file in a ring: the cycle the collector must find.
-#[derive(Trace)]
+#[derive(Debug, Trace)]
 struct Ring {
     fd: i32,
     next: GcCell<Option<Gc<Ring>>>,

@@ -1,52 +1,122 @@
 //! fing: a garbage-collected heap for Rust with Go-style, reflection-checked finalizers.
 //!
-//! Users depend on this crate alone. It re-exports the reflection model (gc-types), the
-//! macros (gc-derive) and the heap (gc-core). See the README for what works today and
-//! DESIGN §7 for the API contract.
+//! A [`Gc<T>`](Gc) is a counted handle to an object in a heap, like an `Arc<T>`: it is
+//! `Send` and `Sync` when `T` is, it has no lifetime, and the object is freed when its last
+//! handle goes. Cycles of handles are found by a collection ([`collect`], or one the heap
+//! runs as it grows). A finalizer is set on one object at run time
+//! ([`Gc::set_finalizer`], or [`set_finalizer`] with run-time values, Go's
+//! `runtime.SetFinalizer`), its argument type checked against the object's type; it runs
+//! on one dedicated thread, in dependency order, after a collection has found the object
+//! unreachable and resurrected it for one cycle.
 //!
 //! ```
-//! use fing::{Gc, Kind, Trace, Type, Value};
-//!
-//! #[derive(Trace)]
-//! struct File { fd: i32, next: Option<Gc<File>> }
-//!
-//! let ty = Type::of::<Gc<File>>();
-//! assert_eq!(ty.kind(), Kind::Pointer);
-//! assert_eq!(ty.to_string(), "Gc<rust_out::File>");
-//! assert_eq!(ty.elem().unwrap().size(), std::mem::size_of::<File>());
-//!
-//! static ROOT: File = File { fd: 0, next: None };
-//! let v = Value::from(Gc::from_static(&ROOT));
-//! assert_eq!(v.type_of().to_string(), "Gc<rust_out::File>");
-//! ```
-//!
-//! Finalizers, typed and dynamic (the README's example):
-//!
-//! ```
-//! use fing::{Func, Gc, Outcome, Trace, Value};
+//! use fing::{Func, Gc, GcCell, Outcome, Trace, Value};
 //!
 //! #[fing::interface]
-//! pub trait Closer: Send + Sync { fn close(&self); }
+//! pub trait Closer: Send + Sync {
+//!     fn close(&self);
+//! }
 //!
 //! #[derive(Trace)]
 //! #[gc(implements(Closer))]
-//! struct File { fd: i32, next: Option<Gc<File>> }
+//! struct File {
+//!     fd: i32,
+//!     next: GcCell<Option<Gc<File>>>,
+//! }
 //!
-//! impl Closer for File { fn close(&self) {} }
+//! impl Closer for File {
+//!     fn close(&self) {}
+//! }
 //!
 //! # fn main() -> Result<(), fing::FinalizerError> {
-//! let f = Gc::new(File { fd: 3, next: None });
-//! f.set_finalizer(|f: Gc<File>| f.close())?;
-//! let g = Gc::new(File { fd: 4, next: None });
+//! let before = fing::stats().finalizers_run;
+//! let g = Gc::new(File { fd: 4, next: GcCell::new(None) });
+//! // Dynamic: the parameter is an interface the object implements (Go's rules, at run time).
 //! let out = fing::set_finalizer(Value::from(g.clone()), Func::new(|c: Gc<dyn Closer>| c.close()))?;
 //! assert_eq!(out, Outcome::Set);
+//! let f = Gc::new(File { fd: 3, next: GcCell::new(Some(g.clone())) });
+//! f.set_finalizer(|f: Gc<File>| f.close())?; // typed: the compiler checks the parameter
 //! drop((f, g));
+//! // `f` points to `g`: `f`'s finalizer runs first, and `g` stays alive for it.
 //! fing::collect();
 //! fing::wait_finalizers();
-//! assert!(fing::stats().finalizers_run >= 2);
+//! assert_eq!(fing::stats().finalizers_run - before, 1);
+//! // `f` is gone now: the next collection finds `g`.
+//! fing::collect();
+//! fing::wait_finalizers();
+//! assert_eq!(fing::stats().finalizers_run - before, 2);
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # The page
+//!
+//! - Handles and cells: [`Gc`], [`GcCell`] (the mutable cell the collector can trust) with
+//!   its guards and errors.
+//! - What the heap knows about types: [`Trace`] (derive it: it also derives [`Typed`], the
+//!   type descriptor), [`Type`], [`Kind`], [`Value`] (Go's `interface{}`), [`Func`] (a
+//!   function value), and [`macro@interface`] for traits usable as finalizer parameters.
+//! - Heaps: [`Heap`] and [`HeapConfig`] for a heap of one's own, [`collect`] and [`stats`]
+//!   for the default heap, [`MemStats`], [`AllocError`].
+//! - Finalizers: [`set_finalizer`] (its docs hold the whole contract),
+//!   [`wait_finalizers`], [`keep_alive`], [`Outcome`], [`FinalizerError`].
+//! - [`reflect`]: building types at run time, and Go's type rules; [`frame`]: calling
+//!   functions through frames (what an interpreter implements for its own functions).
+//!
+//! How fing is built (its layers, the rooting model, the world lock, freeing at count
+//! zero, the collection cycle, the finalizer path) is `docs/design.md` in the repository.
 
-pub use gc_core::*;
+pub use gc_core::{
+    collect, keep_alive, set_finalizer, stats, wait_finalizers, wait_finalizers_timeout,
+    AllocError, AllowDrop, BorrowError, BorrowMutError, FinalizerError, FinalizerStuck, Func, Gc,
+    GcCell, GcRef, GcRefMut, Heap, HeapConfig, Holder, Kind, MemStats, Outcome, Trace, Tracer,
+    Type, Typed, Value, MAX_ALIGN,
+};
 pub use gc_derive::{interface, Trace};
+
+/// Run-time types: what an interpreter uses to describe its own values to the heap and to
+/// the `set_finalizer` checks, and Go's type rules.
+///
+/// [`TypeBuilder`] makes pointer, array, slice, func and struct types at run time, checked
+/// as it builds them (the one safe way to make a [`Type`]); the collector then
+/// traces objects of a built struct type by its pointer mask. [`rules`] are Go's
+/// identity, assignability and finalizer-parameter rules over descriptors.
+pub mod reflect {
+    pub use gc_core::{
+        rules, Field, Itab, Method, PtrMask, SendSync, StructBuilder, TypeBuilder, TypeIdent,
+        TypeRef, WriteHandleFn,
+    };
+}
+
+/// Calling function values through frames (Go's `reflectcall` frames).
+///
+/// A [`Func`] is called with its arguments laid out in a frame
+/// ([`FrameLayout`]: Go's layout, each slot aligned, results after the arguments); a
+/// function an interpreter defines implements [`FrameFn`] and reads its arguments from,
+/// and writes its results to, a [`Frame`]. [`FrameBuf`] is a reusable frame. A call that
+/// cannot be made ends in a [`CallError`] or [`FrameError`], never a panic.
+pub mod frame {
+    pub use gc_core::{results_size, CallError, Frame, FrameBuf, FrameError, FrameFn, FrameLayout};
+}
+
+// Earlier paths of the items now in `reflect` and `frame`, kept so that code written
+// against them still builds; the public page shows each item once, in its module.
+#[doc(hidden)]
+pub use frame::{results_size, CallError, Frame, FrameBuf, FrameError, FrameFn, FrameLayout};
+#[doc(hidden)]
+pub use reflect::{
+    rules, Field, Itab, Method, PtrMask, SendSync, StructBuilder, TypeBuilder, TypeIdent, TypeRef,
+};
+
+/// Test hooks (Go's `export_test.go`): not part of the API.
+#[doc(hidden)]
+pub use gc_core::{find_object, resident_bytes, GcTarget};
+
+/// Items only generated code may name.
+#[doc(hidden)]
+pub use gc_core::__private;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,7 +1,7 @@
 //! Run-pass derive cases: derived descriptors agree with the compiler's layout, the noscan
 //! bit is right for nested and generic types, type strings are Go-like.
 
-#![allow(missing_docs, dead_code)]
+#![allow(missing_docs, dead_code, missing_debug_implementations)]
 
 use std::collections::HashMap;
 use std::mem::{align_of, offset_of, size_of};

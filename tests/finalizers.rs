@@ -1,4 +1,5 @@
-//! Finalizers through the public API, against Go's rules (reference/go-finalizers.md):
+//! Finalizers through the public API, against Go's rules (the check table and sections of
+//! `set_finalizer`'s docs):
 //! every check of `set_finalizer` in order, one-cycle resurrection, A-before-B order,
 //! cycles never finalized, re-arming, tiny blocks, interface and empty-interface
 //! parameters, panics contained, an interpreter's function as a finalizer.

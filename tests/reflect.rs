@@ -2,7 +2,7 @@
 //! handle types (the cases of Go's TestFinalizerType), values holding handles, function
 //! values, and types an interpreter builds at run time.
 
-#![allow(missing_docs, dead_code)]
+#![allow(missing_docs, dead_code, missing_debug_implementations)]
 
 use fing::rules::{finalizer_param, identical, ParamMatch};
 use fing::{Frame, FrameFn, Func, Gc, Kind, Trace, Type, TypeBuilder, Typed, Value};

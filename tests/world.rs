@@ -1,4 +1,4 @@
-//! The world lock's hazards (DESIGN §4), each shown with real threads: blocked threads
+//! The world lock's hazards (docs/design.md), each shown with real threads: blocked threads
 //! holding handles, cell guards against collections, clones racing drops and collections,
 //! and a four-thread stress run checking every structure after every collection.
 

@@ -17,7 +17,7 @@
 //! that queued readers behind a waiting writer would deadlock there). Threads that must
 //! wait spin briefly, then park on one of a few shared condition variables.
 //!
-//! Consequences (DESIGN §4): a thread holding a write guard must not wait for another
+//! Consequences: a thread holding a write guard must not wait for another
 //! thread's collection (`collect()` on it panics and says why); an allocation under a write
 //! guard never collects. Keep write guards short.
 

@@ -1,5 +1,5 @@
-//! `Gc<T>`: the counted handle (DESIGN §4), and `GcTarget`, which gives `Gc<T>` its type
-//! descriptor.
+//! `Gc<T>`: the counted handle, and `GcTarget`, which gives `Gc<T>` its type descriptor.
+//! What a user reads is on `Gc` itself; this is how it is made.
 //!
 //! Representation (`#[repr(transparent)]` over one pointer, fixed: the pointer masks, the
 //! frame invoker and the named pointer newtypes rely on it): a handle word as
@@ -22,9 +22,8 @@
 //!   object the map came from. Only `Deref` of such a handle pays for it: one load from
 //!   the cell, out of line.
 //!
-//! Two-word handles (address, object) were the first design: they made every link two
-//! words and a node with two links 48 bytes, which kept binary-trees 1.22x slower than
-//! `Box` (its nodes are 32-byte malloc chunks). With one word a node is 32 bytes.
+//! One word, not an (address, object) pair: a node with two links is then 32 bytes, a
+//! 32-byte slot like `Box`'s malloc chunk; two words made it 48.
 //!
 //! Invariants: the address a handle points at is valid for reads of a `T` for as long as
 //! the handle lives (a static outside the heap; for a heap handle, the object it counts
@@ -42,7 +41,60 @@ use core::sync::atomic::Ordering;
 use gc_types::word;
 use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
 
-/// A handle to a value in fing's heap (or, from [`Gc::from_static`], outside it).
+/// A counted handle to a value in a fing heap: fing's `Arc`.
+///
+/// [`Gc::new`] moves a value into the default heap ([`Heap::alloc`](crate::Heap::alloc)
+/// into another) and gives the first handle; `clone` makes another handle to the same
+/// object, and adds one to its count. A handle is one word (`Option<Gc<T>>` too), with no
+/// lifetime: it can be stored anywhere, inside other heap objects (where the collector
+/// finds it, through the object type's [`Trace`] impl) or outside the heap.
+///
+/// # Thread safety
+///
+/// `Gc<T>` is `Send` and `Sync` exactly when `T` is `Send` and `Sync`, as `Arc<T>` is: a
+/// handle gives `&T` on whichever thread holds it, and the last handle may be dropped on
+/// any thread. Counts are atomic. Mutation goes through a cell: [`GcCell`](crate::GcCell)
+/// (a `RefCell` that is `Sync`, and the one place the collector lets a handle field be
+/// overwritten), or atomics and locks in `T`.
+///
+/// # When the object is freed
+///
+/// When its count reaches zero: on the thread that drops the last handle, right there,
+/// with everything only it kept alive (a list frees in constant stack), as `Arc` does.
+/// If `T`'s destructor runs code of its own (a `String` field, a `Drop` impl through
+/// `unsafe impl AllowDrop`), it runs on that thread too, once the thread is outside fing's
+/// short internal sections. Objects with a finalizer, objects in a span with one, tiny
+/// objects (noscan values under 16 bytes share a block) and large objects whose
+/// destructor only drops handles are freed by the next collection instead.
+///
+/// # Cycles
+///
+/// A cycle of handles keeps its counts above zero. A collection ([`collect`](crate::collect),
+/// or one the heap runs as it grows past its goal, Go's `GOGC`) finds objects that no
+/// handle outside the heap reaches, cycles included, and frees them. A cycle through an
+/// object with a finalizer is never freed (Go's rule: the finalizer could not be given an
+/// object whose referents are already gone); see [`set_finalizer`](crate::set_finalizer).
+///
+/// # Deref behaviour
+///
+/// `Gc<T>` dereferences to `&T`, so `T`'s methods are called on the handle directly. The
+/// handle's own operations are associated functions, called as `Gc::ptr_eq(&a, &b)`, so
+/// that they never shadow a method of `T`: [`ptr_eq`](Gc::ptr_eq),
+/// [`as_ptr`](Gc::as_ptr), [`is_in_heap`](Gc::is_in_heap),
+/// [`object_addr`](Gc::object_addr), [`same_object`](Gc::same_object). The methods that
+/// are methods ([`map`](Gc::map), [`set_finalizer`](Gc::set_finalizer),
+/// [`clear_finalizer`](Gc::clear_finalizer)) are the ones Go spells on a pointer.
+///
+/// # Equality, order, hashing
+///
+/// As `Arc`'s: `==`, `<` and `Hash` compare the values, through `Deref`, and `Debug` and
+/// `Display` print the value. Identity is [`Gc::ptr_eq`] (the same address) or
+/// [`Gc::same_object`] (the same object, whatever interior address); `{:p}` prints the
+/// address. (Every Rust collector we compared, `Rc` and `Arc` do the same; comparing by
+/// address would make `Gc<str>`-like keys in a map differ from their values.)
+///
+/// A derived `Debug` of a type with a cycle of handles recurses without end, as it does
+/// for `Arc`.
 #[repr(transparent)]
 pub struct Gc<T: ?Sized + 'static> {
     /// The handle word (module docs) as the data half of a pointer to `T`.
@@ -394,11 +446,74 @@ impl<T: ?Sized + fmt::Display + 'static> fmt::Display for Gc<T> {
     }
 }
 
+impl<T: ?Sized + 'static> fmt::Pointer for Gc<T> {
+    /// The address the handle points at.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Pointer::fmt(&self.addr(), f)
+    }
+}
+
+impl<T: ?Sized + PartialEq + 'static> PartialEq for Gc<T> {
+    /// Compares the values (`Gc::ptr_eq` compares addresses).
+    #[inline]
+    fn eq(&self, other: &Gc<T>) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: ?Sized + Eq + 'static> Eq for Gc<T> {}
+
+impl<T: ?Sized + PartialOrd + 'static> PartialOrd for Gc<T> {
+    #[inline]
+    fn partial_cmp(&self, other: &Gc<T>) -> Option<core::cmp::Ordering> {
+        (**self).partial_cmp(&**other)
+    }
+}
+
+impl<T: ?Sized + Ord + 'static> Ord for Gc<T> {
+    #[inline]
+    fn cmp(&self, other: &Gc<T>) -> core::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl<T: ?Sized + core::hash::Hash + 'static> core::hash::Hash for Gc<T> {
+    /// Hashes the value, as `==` compares it.
+    #[inline]
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl<T: ?Sized + 'static> AsRef<T> for Gc<T> {
+    #[inline]
+    fn as_ref(&self) -> &T {
+        self
+    }
+}
+
+impl<T: ?Sized + 'static> core::borrow::Borrow<T> for Gc<T> {
+    #[inline]
+    fn borrow(&self) -> &T {
+        self
+    }
+}
+
 impl<T: Trace + Send + Sync + 'static> Gc<T> {
-    /// Sets the finalizer of the object this handle points to: Go's `SetFinalizer` with the
-    /// checks the compiler cannot make (rows 3–6 and 10 of DESIGN §6; the rest are types).
+    /// Sets the finalizer of the object this handle points to: Go's `SetFinalizer`, typed.
     /// `f` runs once, on the finalizer thread, after a collection finds the object
-    /// unreachable; the object is resurrected for it (see `fing::set_finalizer`).
+    /// unreachable; the object is resurrected for it. The whole contract (ordering,
+    /// cycles, tiny objects, what is guaranteed at exit) is
+    /// [`set_finalizer`](crate::set_finalizer)'s.
+    ///
+    /// The compiler checks what the types say (rows 2, 7, 8, 9 and 11 of that table:
+    /// `f`'s one parameter is `Gc<T>`, `T` is `Send + Sync`, `f` is `Send`); the rest are
+    /// checked as for any caller: a value outside the heap or zero-sized is a no-op
+    /// ([`Outcome::NotInHeap`](crate::Outcome::NotInHeap),
+    /// [`Outcome::ZeroSized`](crate::Outcome::ZeroSized)), a handle from
+    /// [`map`](Gc::map) not at its object's start is refused unless the object is tiny,
+    /// and a second finalizer at the same address is refused
+    /// ([`FinalizerError::AlreadySet`](crate::FinalizerError::AlreadySet)).
     pub fn set_finalizer<F: FnOnce(Gc<T>) + Send + 'static>(
         &self,
         f: F,
@@ -433,10 +548,12 @@ pub unsafe fn gc_from_raw_parts<T: ?Sized>(ptr: *const T, obj: NonNull<u8>) -> G
 
 /// What `Gc<Self>` is, as a type: for every sized `Trace` type an unnamed pointer type
 /// with element `Self`; for `dyn Trait` of a `#[fing::interface]` trait, an interface type.
+/// (Glue: implemented for every `Trace` type, and by `#[fing::interface]`.)
 ///
 /// # Safety
 /// `GC_TYPE` must describe `Gc<Self>` exactly ([`Typed`]'s contract), with kind pointer
 /// and element `Self`, or kind interface.
+#[doc(hidden)]
 pub unsafe trait GcTarget: 'static {
     /// The descriptor of `Gc<Self>`.
     const GC_TYPE: &'static Type;

@@ -72,7 +72,6 @@ impl MHeap {
         span.next_free()
             .expect("fing::malloc: fresh large span is full");
         if sweep_drop {
-            // Before, the sweep of a large object skipped its destructor in release builds.
             span.note_sweep_drop();
         }
         self.grew(span.bytes());

@@ -110,7 +110,8 @@ pub(crate) fn destroy(l: &Local, mut batch: Vec<Doomed>) {
 }
 
 /// Objects whose slots are freed in one section (their destructors have run): a long list
-/// frees in parts, and a waiting collector waits for one part at most.
+/// frees in parts, and a waiting collector waits for one part at most (256 slots, a few
+/// microseconds of freeing).
 const FINISH_EVERY: usize = 256;
 
 /// Runs one doomed object's destructor, outside every section. A panic is caught and

@@ -1,6 +1,6 @@
 //! Roots and marking (Go's mgcmark), with the world stopped.
 //!
-//! Roots are found by trial subtraction (DESIGN §4), counted without a copy pass. Outside a
+//! Roots are found by trial subtraction, counted without a copy pass. Outside a
 //! collection every object's scratch `gc_refs` is zero. Then:
 //!
 //! 1. [`count_refs`]: trace every allocated object once; each handle found inside the heap

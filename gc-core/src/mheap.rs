@@ -47,8 +47,8 @@ pub struct HeapConfig {
     pub check_finalizers: bool,
     /// A hard limit on the heap's size: bytes of pages in spans (`MemStats::heap_in_use`).
     /// An allocation that needs more first collects (waiting for the world, unless this
-    /// thread holds a `GcCell` write guard), then fails: `Heap::try_alloc` returns an [`AllocError`], `Heap::alloc`
-    /// panics. Default: none.
+    /// thread holds a `GcCell` write guard), then fails: `Heap::try_alloc` returns an
+    /// [`AllocError`](crate::AllocError), `Heap::alloc` panics. Default: none.
     pub max_heap: Option<usize>,
 }
 

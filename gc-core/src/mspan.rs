@@ -276,7 +276,7 @@ impl Span {
 /// A finalizer waiting for its object to die (Go's finalizer special), and once its
 /// object is found dead, the same 48 bytes as an entry of the queue (Go's finalizer),
 /// which then holds one count on the object. The object itself is not stored: it is the
-/// slot of the span that `ptr` lies in (row 5 puts `ptr` at the start of the object's
+/// slot of the span that `ptr` lies in (row 5 of `set_finalizer`'s check table puts `ptr` at the start of the object's
 /// value, or inside a tiny block).
 pub(crate) struct Record {
     /// The address the finalizer was set on: raw, as a record must not keep its object

@@ -16,7 +16,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::kind::Kind;
-use crate::ty::{AtZero, Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
+use crate::ty::{Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
 
 static NEXT_IDENT: AtomicU64 = AtomicU64::new(1);
 
@@ -36,6 +36,7 @@ fn leak_str(s: &str) -> &'static str {
 }
 
 /// Builds type descriptors at run time. See the module documentation.
+#[derive(Debug)]
 pub struct TypeBuilder;
 
 impl TypeBuilder {
@@ -71,9 +72,7 @@ impl TypeBuilder {
         t.noscan = repr.noscan;
         t.trace = repr.trace;
         t.drop = repr.drop;
-        t.needs_drop = repr.needs_drop;
-        t.handles_only_drop = repr.handles_only_drop;
-        t.at_zero = repr.at_zero;
+        t.set_drop_glue(repr.needs_drop, repr.handles_only_drop);
         t.ptrmask = repr.ptrmask;
         t.send_sync = SendSync::Pointer;
         t.elem = Some(TypeRef::Static(elem));
@@ -98,9 +97,10 @@ impl TypeBuilder {
         t.elem = Some(TypeRef::Static(elem));
         t.len = len;
         t.noscan = len == 0 || elem.noscan;
-        t.needs_drop = len > 0 && elem.needs_drop;
-        t.handles_only_drop = len == 0 || elem.handles_only_drop;
-        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
+        t.set_drop_glue(
+            len > 0 && elem.needs_drop,
+            len == 0 || elem.handles_only_drop,
+        );
         t.send_sync = SendSync::Structural;
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY
@@ -175,6 +175,7 @@ fn repeat_mask(elem: &Type, len: usize) -> PtrMask {
 }
 
 /// Builds a struct type field by field. See [`TypeBuilder::structure`].
+#[derive(Debug)]
 pub struct StructBuilder {
     name: Option<&'static str>,
     fields: Vec<(&'static str, &'static Type)>,
@@ -222,9 +223,10 @@ impl StructBuilder {
         let mut t = fresh(Kind::Struct, size, align);
         t.name = self.name;
         t.noscan = self.fields.iter().all(|(_, f)| f.noscan);
-        t.needs_drop = self.fields.iter().any(|(_, f)| f.needs_drop);
-        t.handles_only_drop = self.fields.iter().all(|(_, f)| f.handles_only_drop);
-        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
+        t.set_drop_glue(
+            self.fields.iter().any(|(_, f)| f.needs_drop),
+            self.fields.iter().all(|(_, f)| f.handles_only_drop),
+        );
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY
         } else {

@@ -56,6 +56,7 @@ pub mod __private {
     /// Compile-time questions about a concrete type, answered by inherent associated
     /// constants that exist only when the bound holds, with the trait constants below as
     /// the fallback (method-resolution priority of inherent items).
+    #[derive(Debug)]
     pub struct Probe<T: ?Sized>(PhantomData<T>);
 
     /// Fallback: not `Send`.

@@ -10,7 +10,8 @@
 //! - [`is_empty_interface`] is true of `Value` alone.
 //! - [`find_itab`]: the object is a pointer whose element declares it implements the
 //!   interface (`#[gc(implements(...))]`).
-//! - [`finalizer_param`]: row 9 of DESIGN §6, all four in Go's order.
+//! - [`finalizer_param`]: row 9 of the check table in gc-core's `set_finalizer`
+//!   docs, all four in Go's order.
 
 use crate::kind::Kind;
 use crate::ty::{Itab, Type, TypeRef};

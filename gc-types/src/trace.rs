@@ -7,7 +7,7 @@
 //! for roots, mark the target while it marks). One monomorphic push per edge, no dynamic
 //! dispatch.
 //!
-//! Soundness (DESIGN §4): a handle that `trace` forgets only keeps its target alive
+//! Soundness: a handle that `trace` forgets only keeps its target alive
 //! longer, since its count then looks like a reference from outside the heap. A handle
 //! reported that the value does not own, or reported twice, makes a live object look
 //! unreferenced: that is why `Trace` is an `unsafe trait`, why it is not implemented for
@@ -70,6 +70,14 @@ pub unsafe trait Trace: Typed {
 #[derive(Default)]
 pub struct Tracer {
     edges: Vec<NonNull<u8>>,
+}
+
+impl core::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("edges", &self.edges.len())
+            .finish()
+    }
 }
 
 impl Tracer {

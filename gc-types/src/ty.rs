@@ -156,8 +156,9 @@ impl fmt::Debug for Itab {
 
 /// Where the handles of a value are, word by word (Go's pointer bitmap).
 ///
-/// Bit `i` set means the `i`-th pointer-sized word of the value holds an object
-/// reference: null, or the address of a heap object (the `obj` word of a handle).
+/// Bit `i` set means the `i`-th pointer-sized word of the value is a handle word (see
+/// [`word`](crate::word)), or null (a `None` of `Option<Gc<T>>`): the collector decodes
+/// the object it counts on from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PtrMask {
     /// The layout does not allow a mask (handles behind a tag, a `Vec`, …): trace by
@@ -313,6 +314,15 @@ impl Type {
             implements: &[],
         }
     }
+
+    /// Sets what dropping a value does: `needs_drop` (there is drop glue at all) and
+    /// `handles_only_drop` (it only drops handles), and so `at_zero`, which the freeing
+    /// path reads instead of the two: the one place the three are set together.
+    pub(crate) const fn set_drop_glue(&mut self, needs_drop: bool, handles_only_drop: bool) {
+        self.needs_drop = needs_drop;
+        self.handles_only_drop = handles_only_drop;
+        self.at_zero = AtZero::of(needs_drop, handles_only_drop);
+    }
 }
 
 /// Traces a `T` in place.
@@ -370,13 +380,12 @@ impl Type {
         if core::mem::needs_drop::<T>() {
             t.drop = Some(drop_thunk::<T> as DropFn);
         }
-        t.needs_drop = core::mem::needs_drop::<T>();
-        t.handles_only_drop = T::HANDLES_ONLY_DROP;
-        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
+        t.set_drop_glue(core::mem::needs_drop::<T>(), T::HANDLES_ONLY_DROP);
         t.ptrmask = T::PTRMASK;
         t
     }
 
+    #[doc(hidden)]
     /// The descriptor of a `#[gc(untraced)]` field's type: opaque, never traced, named
     /// by its source text, with the Send/Sync answers the derive computed for it.
     ///
@@ -396,16 +405,17 @@ impl Type {
         if core::mem::needs_drop::<T>() {
             t.drop = Some(drop_thunk::<T> as DropFn);
         }
-        t.needs_drop = core::mem::needs_drop::<T>();
-        t.handles_only_drop = !core::mem::needs_drop::<T>();
-        t.at_zero = AtZero::of(t.needs_drop, t.handles_only_drop);
+        t.set_drop_glue(core::mem::needs_drop::<T>(), !core::mem::needs_drop::<T>());
         t
     }
 
     // The builder methods are safe: an owned `Type` is only ever made by the `unsafe`
     // constructors above (it is neither `Clone` nor `Default`, and descriptors are handed
-    // out as `&'static Type`), whose contract covers what the caller then sets.
+    // out as `&'static Type`), whose contract covers what the caller then sets. All but
+    // `named` are the derive's glue, hidden from the docs: a hand-written `Typed` impl
+    // (for a hand-written `Trace`) names its struct with `rust` and `named`.
 
+    #[doc(hidden)]
     /// Sets the identity (for descriptors that stand for a type other than the Rust type
     /// they were made from, as a variadic signature does).
     pub const fn with_ident(mut self, ident: TypeIdent) -> Type {
@@ -417,36 +427,43 @@ impl Type {
         self.name = Some(name);
         self
     }
+    #[doc(hidden)]
     /// Sets the type arguments shown after the name (`Option<i32>`).
     pub const fn with_args(mut self, args: &'static [TypeRef]) -> Type {
         self.args = args;
         self
     }
+    #[doc(hidden)]
     /// Sets how Send/Sync is answered.
     pub const fn with_send_sync(mut self, s: SendSync) -> Type {
         self.send_sync = s;
         self
     }
+    #[doc(hidden)]
     /// Sets the element type (pointer, array, slice).
     pub const fn with_elem(mut self, elem: TypeRef) -> Type {
         self.elem = Some(elem);
         self
     }
+    #[doc(hidden)]
     /// Sets the array length.
     pub const fn with_len(mut self, len: usize) -> Type {
         self.len = len;
         self
     }
+    #[doc(hidden)]
     /// Sets the fields (struct, tuple).
     pub const fn with_fields(mut self, fields: &'static [Field]) -> Type {
         self.fields = fields;
         self
     }
+    #[doc(hidden)]
     /// Sets the variant names (enum).
     pub const fn with_variants(mut self, variants: &'static [&'static str]) -> Type {
         self.variants = variants;
         self
     }
+    #[doc(hidden)]
     /// Sets the signature (func).
     pub const fn with_signature(
         mut self,
@@ -459,11 +476,13 @@ impl Type {
         self.variadic = variadic;
         self
     }
+    #[doc(hidden)]
     /// Sets the method set (interface).
     pub const fn with_methods(mut self, methods: &'static [Method]) -> Type {
         self.methods = methods;
         self
     }
+    #[doc(hidden)]
     /// Sets the interfaces the type implements.
     pub const fn with_implements(mut self, itabs: &'static [Itab]) -> Type {
         self.implements = itabs;

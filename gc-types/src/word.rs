@@ -16,9 +16,9 @@
 //!
 //! So the object a handle counts on is always `address - tag` for a non-zero tag, one
 //! subtraction with no branch on the kind of handle; only `Deref` of a far handle reads
-//! its cell. Why one word: two-word handles made a node of two links 48 bytes, against a
-//! `Box` node's 32-byte malloc chunk, and the memory traffic that added was what kept
-//! binary-trees slower than `Box` (issue 3's profile).
+//! its cell. Why one word: a node of two links is then a 32-byte slot, like a `Box` node's
+//! malloc chunk; two-word handles made it 48, and that memory traffic is what kept
+//! binary-trees slower than `Box`.
 //!
 //! The address takes the low 48 bits: user-space addresses on x86-64 and AArch64 Linux,
 //! macOS and Windows are below 2^47 (2^48 with 52-bit AArch64 only on request), which

@@ -2,7 +2,8 @@
 //! (Go's finalizer specials), the queue of blocks and runs, the finalizer thread,
 //! `keep_alive`.
 //!
-//! Semantics are Go's (reference/go-finalizers.md, DESIGN §5–§6):
+//! Semantics are Go's, as `set_finalizer`'s docs state them (the rows below are that
+//! check table's):
 //! - A record is kept outside the heap, per object, keyed by the exact address it was set
 //!   on (so each tiny object in a 16-byte block has its own). It holds the object by raw
 //!   address, never by a counted handle (or the object could never die), and the
@@ -19,7 +20,7 @@
 //!   finalizer that panics is caught, counted and reported; the thread goes on.
 //!   `wait_finalizers()` blocks until the queue is empty and the thread idle.
 //!
-//! Costs (what the 1M-finalizer benchmark taught; see the README's speed section):
+//! Costs (choices the 1M-finalizer benchmark forced; docs/log.md has the measurements):
 //! - A record is 48 bytes (address, `Func`, object type): its object is the slot the
 //!   address lies in, and row 9's conversion is asked again when it runs. A span's records
 //!   sit in a sorted `Vec` under a spin lock (`spin`), appended in allocation order.
@@ -42,9 +43,9 @@
 //!   than they were written in, and each read waited on a store-forwarding stall: a
 //!   third of both `set_finalizer` and the thread's time per finalizer.
 //! - The invoker keeps row 9's answer for the last (signature, object type) pair.
-//! - The span lock's compare-and-swap is now the largest part of a typed `set_finalizer`.
-//!   A lock biased to the setting thread (plain stores, `membarrier` to revoke) was built
-//!   twice and measured no faster: the section it needs and its busy flag cost as much.
+//! - The span lock's compare-and-swap is the largest part of a typed `set_finalizer`. A
+//!   lock biased to the setting thread (plain stores, `membarrier` to revoke) measured no
+//!   faster: the section it needs and its busy flag cost as much (docs/log.md).
 
 mod queue;
 mod reflectcall;
@@ -181,10 +182,84 @@ pub(crate) fn conv(obj_ty: &'static Type, param: &'static Type) -> Option<Conv> 
     })
 }
 
-/// Sets (or, with a nil finalizer, removes) the finalizer of the object `obj` points to,
-/// with Go's `runtime.SetFinalizer` checks in Go's order (DESIGN §6). The finalizer runs
-/// on the finalizer thread after a collection finds the object unreachable, with the
-/// object resurrected for it; see the module docs for ordering, cycles and tiny objects.
+/// Sets the finalizer of the object `obj` points to, or with a nil `finalizer` removes it:
+/// Go's `runtime.SetFinalizer`, with run-time values ([`Gc::set_finalizer`] is the typed
+/// form, whose checks the compiler makes where the types answer them).
+///
+/// `obj` is a [`Value`] holding a handle (`Value::from(gc.clone())`), or a named pointer
+/// type's value; `finalizer` is a [`Func`] of one parameter (any results, ignored), or
+/// [`Value::nil()`](Value::nil) to remove.
+///
+/// # The checks, in Go's order
+///
+/// | # | if | then |
+/// |---|---|---|
+/// | 1 | `obj` is nil | [`FinalizerError::NilObject`]: `first argument is nil` |
+/// | 2 | `obj` is not of pointer kind | [`FinalizerError::NotPointer`]: `first argument is {T}, not pointer` |
+/// | 3 | the element is zero-sized | nothing, [`Outcome::ZeroSized`] (it may share its address with others) |
+/// | 4 | `obj` points outside every heap ([`Gc::from_static`]) | nothing, [`Outcome::NotInHeap`] |
+/// | 5 | `obj` is not at the start of its object's value, unless the element type is noscan and under 16 bytes (a tiny object) | [`FinalizerError::NotAtBlockStart`]: `pointer not at beginning of allocated block` |
+/// | 6 | `finalizer` is nil | the finalizer set at exactly this address is removed (if any), [`Outcome::Removed`] |
+/// | 7 | `finalizer` is not a func | [`FinalizerError::NotFunction`]: `second argument is {F}, not a function` |
+/// | 8 | it has not exactly one parameter, or is variadic | [`FinalizerError::CannotPass`]: `cannot pass {T} to finalizer {F}` |
+/// | 9 | the parameter is not: `T` itself; a pointer type with `T`'s element where one of the two is unnamed; the empty interface (`Value`); an interface `T` implements | [`FinalizerError::CannotPass`], as above |
+/// | 10 | a finalizer is already set at this address | [`FinalizerError::AlreadySet`]: `finalizer already set` |
+/// | 11 | `T` is not `Send + Sync` | [`FinalizerError::NotSendSync`]: `{T} is not Send + Sync; its finalizer would run on another thread` |
+/// | — | otherwise | the record is added, the finalizer thread started if it was not, [`Outcome::Set`] |
+///
+/// Each error's `Display` is `fing::set_finalizer: ` and the text above, with the type
+/// strings filled in; nothing is recorded. (One more, of fing's own: a signature whose
+/// results are too large for any frame, [`FinalizerError::FrameTooLarge`].) Where Go
+/// aborts the program, fing returns the error.
+///
+/// # When the finalizer runs
+///
+/// After a collection finds the object unreachable: no handle outside the heap reaches it,
+/// directly or through other objects. The collection then *resurrects* it: the object and
+/// everything it reaches stay allocated, the record is removed, and the finalizer is
+/// queued with a handle to the object. One thread, `fing-finalizer`, runs the queue, one
+/// finalizer at a time, in no promised order; a finalizer that must run long should hand
+/// its work to a thread of its own. When it has run and dropped its handle, the object is
+/// an ordinary object again: the next collection (or its count reaching zero) frees it,
+/// unless the finalizer stored a handle somewhere or set a new finalizer on it.
+///
+/// A finalizer that panics is caught, counted (`MemStats::finalizers_panicked`) and
+/// reported on stderr; the thread goes on. [`wait_finalizers`] blocks until the queue is
+/// empty (Go has no such call).
+///
+/// Setting the finalizer *synchronizes before* its call (Go's memory model): what the
+/// setting thread wrote before the call is visible to the finalizer. Nothing else does: a
+/// finalizer that reads state other threads change needs a lock or atomics.
+///
+/// # Order and cycles
+///
+/// If A points to B and both have finalizers and are otherwise unreachable, only A's runs;
+/// B stays alive for it, and B's runs in the collection after A is freed. So finalizers
+/// run in dependency order. A cycle through an object with a finalizer is never freed and
+/// its finalizer never runs (there is no order to run it in): break the cycle, or put the
+/// finalizer on an object outside it. [`HeapConfig::check_finalizers`](crate::HeapConfig::check_finalizers) reports such
+/// objects (Go's `GODEBUG=checkfinalizers`).
+///
+/// # Tiny objects
+///
+/// Noscan values under 16 bytes share 16-byte blocks (the tiny allocator). A block is
+/// freed whole: the finalizer of an unreachable tiny object may never run while another
+/// object in its block stays reachable, and all the finalizers of a block run in the same
+/// collection. Each tiny object's address is its own key (rows 5 and 10).
+///
+/// # Not guaranteed
+///
+/// That a finalizer runs at all: not for objects still reachable at exit (fing, like Go,
+/// runs no finalizers when the process exits), not for objects in cycles, not soon (only
+/// after a collection). Use finalizers to release what the program could not release
+/// otherwise, not for work that must happen.
+///
+/// # Keeping an object alive
+///
+/// A handle keeps its object alive, and Rust's borrows keep the handle for as long as a
+/// reference from it is used, so Go's early-finalization hazard needs raw pointers here:
+/// code that keeps an address from the object (an fd, a pointer into it) past the point
+/// where it drops or moves the handle calls [`keep_alive`] after its last use.
 pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome, FinalizerError> {
     // Row 1.
     if obj.is_nil() {
@@ -197,30 +272,30 @@ pub fn set_finalizer(obj: Value, finalizer: impl Into<Value>) -> Result<Outcome,
             ty: oty.to_string(),
         });
     }
-    let (ptr, objw) = handle_words(&obj);
+    let (ptr, header) = handle_parts(&obj);
     let finalizer = finalizer.into();
     let fin = (!finalizer.is_nil()).then_some(finalizer);
     // `obj` lives (and keeps its object alive) until the checks and the record are done.
-    let r = set_raw(oty, ptr, objw, fin);
+    let r = set_raw(oty, ptr, header, fin);
     drop(obj);
     r
 }
 
-/// Rows 3–11 for a handle given as its parts: the address `ptr` and the object `objw`
-/// (null outside the heap),
-/// of pointer type `oty`, and a finalizer (`None`: nil). The caller keeps the object alive
+/// Rows 3–11 for a handle given as its parts: the address `ptr` and the header of the
+/// object `obj` (null outside the heap), of pointer type `oty`, and a finalizer (`None`:
+/// nil). The caller keeps the object alive
 /// during the call (it holds a handle).
 fn set_raw(
     oty: &'static Type,
     ptr: *const u8,
-    objw: *mut u8,
+    obj: *mut u8,
     fin: Option<Value>,
 ) -> Result<Outcome, FinalizerError> {
     let elem = oty
         .elem()
         .expect("fing::set_finalizer: pointer type without an element");
     // Rows 3 to 5.
-    let span = match locate(elem.size(), elem.is_noscan(), ptr, objw) {
+    let span = match locate(elem.size(), elem.is_noscan(), ptr, obj) {
         Ok(span) => span,
         Err(early) => return early.answer(),
     };
@@ -268,7 +343,7 @@ fn set_raw(
 #[inline]
 pub(crate) fn set_typed<T, F>(
     ptr: *const u8,
-    objw: *mut u8,
+    obj: *mut u8,
     f: Option<F>,
 ) -> Result<Outcome, FinalizerError>
 where
@@ -276,7 +351,7 @@ where
     F: FnOnce(Gc<T>) + Send + 'static,
 {
     let elem = <T as gc_types::Typed>::TYPE;
-    let span = match locate(core::mem::size_of::<T>(), elem.is_noscan(), ptr, objw) {
+    let span = match locate(core::mem::size_of::<T>(), elem.is_noscan(), ptr, obj) {
         Ok(span) => span,
         Err(early) => return early.answer(),
     };
@@ -308,14 +383,14 @@ impl Early {
     }
 }
 
-/// Rows 3–5 for an object of element size `size`: the span the object `objw` is in, or
+/// Rows 3–5 for an object of element size `size`: the span the object `obj` is in, or
 /// why the call stops there.
 #[inline]
 fn locate(
     size: usize,
     noscan: bool,
     ptr: *const u8,
-    objw: *mut u8,
+    obj: *mut u8,
 ) -> Result<&'static crate::mspan::Span, Early> {
     // Row 3.
     if size == 0 {
@@ -323,7 +398,7 @@ fn locate(
     }
     // Row 4: outside the heap the object is null (`Gc::parts`), and no heap's (an arena
     // exists only once its heap has claimed it, so a span implies a heap).
-    let Some(span) = span_of(objw as usize).filter(|s| s.is_allocated(s.index_of(objw as usize)))
+    let Some(span) = span_of(obj as usize).filter(|s| s.is_allocated(s.index_of(obj as usize)))
     else {
         return Err(Early::NotInHeap);
     };
@@ -331,29 +406,29 @@ fn locate(
     // value over-aligned, that address would be padding, where no handle points); an
     // address inside the object of a tiny-eligible type is allowed. Only other addresses
     // need the object's type, a read of its header (a cache miss in a loop of sets).
-    let off = (ptr as usize).wrapping_sub(objw as usize);
-    if off == HEADER || (noscan && size < 16 && off < span.elem_size) || starts_value(ptr, objw) {
+    let off = (ptr as usize).wrapping_sub(obj as usize);
+    if off == HEADER || (noscan && size < 16 && off < span.elem_size) || starts_value(ptr, obj) {
         Ok(span)
     } else {
         Err(Early::NotAtBlockStart)
     }
 }
 
-/// Row 5's slow part: is `ptr` where the value of the object `objw` (allocated, kept
+/// Row 5's slow part: is `ptr` where the value of the object `obj` (allocated, kept
 /// alive by the caller) starts?
 #[cold]
 #[inline(never)]
-fn starts_value(ptr: *const u8, objw: *mut u8) -> bool {
-    // SAFETY: `objw` is the header of an allocated object (`locate` checked) that the
+fn starts_value(ptr: *const u8, obj: *mut u8) -> bool {
+    // SAFETY: `obj` is the header of an allocated object (`locate` checked) that the
     // caller's handle keeps alive.
-    let ty = unsafe { crate::slot::header(objw) }
+    let ty = unsafe { crate::slot::header(obj) }
         .ty
         .load(Ordering::Relaxed);
     let data = if ty.is_null() {
-        objw.wrapping_add(HEADER)
+        obj.wrapping_add(HEADER)
     } else {
         // SAFETY: a non-null header type is the `&'static Type` malloc stored.
-        objw.wrapping_add(data_offset(unsafe { &*ty }.align()))
+        obj.wrapping_add(data_offset(unsafe { &*ty }.align()))
     };
     ptr == data.cast_const()
 }
@@ -452,7 +527,7 @@ fn insert_slow(
 /// The parts of a handle held in a pointer-kind `Value`: the address it points at and the
 /// object it counts on, null outside the heap (gc-core's `Gc` representation, which named
 /// pointer newtypes share).
-fn handle_words(v: &Value) -> (*const u8, *mut u8) {
+fn handle_parts(v: &Value) -> (*const u8, *mut u8) {
     // SAFETY: a pointer-kind value holds a handle to a sized element: one handle word,
     // whatever the element, which a `Gc<u8>` reads the same way; the value lives for the
     // call, and the reference does not outlive it.
@@ -462,7 +537,9 @@ fn handle_words(v: &Value) -> (*const u8, *mut u8) {
 
 /// Keeps `x` (and what it keeps) alive until this call: Go's `runtime.KeepAlive`. A
 /// finalizer may run as soon as the last handle to its object is gone; call this after
-/// the last use that needs the object.
+/// the last use that needs the object, when that use goes through something other than
+/// the handle (a raw pointer, a file descriptor the object owns). It does not synchronize
+/// with the finalizer (see [`set_finalizer`]).
 #[inline(never)]
 pub fn keep_alive<T: ?Sized>(x: &T) {
     core::hint::black_box(x);
@@ -544,7 +621,9 @@ pub(crate) fn resurrect(spans: &[crate::mspan::SpanPtr]) -> queue::FinQueue {
 pub(crate) const PREFETCH_AHEAD: usize = 8;
 
 /// Entries a collection gathers before it hands them to the finalizer thread, which runs
-/// them while the collection goes on (as Go's sweeper wakes the finalizer goroutine).
+/// them while the collection goes on (as Go's sweeper wakes the finalizer goroutine):
+/// 16 blocks, 1 360 entries, so a million finalizers take the hand-off's lock some 700
+/// times while the thread starts on the first ones early in the sweep.
 const HANDOFF_EVERY: usize = 16 * queue::PER_BLOCK;
 
 /// Hands a cycle's resurrected finalizers to the finalizer thread.

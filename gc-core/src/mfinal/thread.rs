@@ -170,6 +170,7 @@ fn assert_not_in_finalizer(api: &str) {
 
 /// A finalizer that did not finish in time: the type of the object it was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FinalizerStuck {
     /// The object's type (`Gc<demo::File>`), or `None` if the thread was between
     /// finalizers with some still queued.

@@ -61,10 +61,14 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
             Err(std::sync::TryLockError::WouldBlock) => return None,
         }
     };
+    // A failed attempt backs off 100 µs, doubling to 10 ms: short enough that `collect()`
+    // behind a burst of sections starts soon after it, long enough that mutators blocked
+    // by the raised flag get a time slice between attempts.
     let mut backoff = Duration::from_micros(100);
     fences::init();
     loop {
-        // Let mutators woken by the last resume in first (bounded: 2 ms).
+        // Let mutators woken by the last resume in first (bounded: 2 ms, so back-to-back
+        // collections cannot starve them, nor a mutator that never wakes stall this one).
         let t = Instant::now();
         while WORLD.waiters.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_millis(2) {
             std::thread::yield_now();
@@ -97,6 +101,8 @@ fn drained(budget: Duration) -> bool {
         if start.elapsed() > budget {
             return false;
         }
+        // A section is short (an allocation, a drop): spin a little before yielding the
+        // core to a mutator that may hold one.
         spins += 1;
         if spins < 32 {
             core::hint::spin_loop();
