@@ -322,3 +322,30 @@ fn a_traced_type_with_its_own_drop_takes_the_unsafe_impl() {
     h.collect();
     assert_eq!(LOGGED.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// A type whose only generic parameter is a const: its Send/Sync is answered from its
+/// parts and its alignment checked where it is allocated, as for a type-generic one (the
+/// derive once treated it as non-generic and named it without its argument).
+#[derive(Trace)]
+struct Ring<const N: usize> {
+    slots: [u64; N],
+    next: Option<Gc<Ring<N>>>,
+}
+
+#[test]
+fn const_generic_types_derive() {
+    let r = Gc::new(Ring::<3> {
+        slots: [1, 2, 3],
+        next: None,
+    });
+    let s = Gc::new(Ring::<3> {
+        slots: [4, 5, 6],
+        next: Some(r.clone()),
+    });
+    assert_eq!(s.next.as_ref().unwrap().slots, [1, 2, 3]);
+    let ty = Type::of::<Ring<3>>();
+    assert_eq!(ty.size(), std::mem::size_of::<Ring<3>>());
+    assert!(ty.is_send_sync());
+    assert!(!ty.is_noscan());
+    assert_ne!(ty.ident(), Type::of::<Ring<4>>().ident());
+}

@@ -63,6 +63,9 @@ pub(crate) fn container(attrs: &[Attribute], errs: &mut Errors) -> Container {
                 }
                 c.pointer = Some(m.path.span());
             } else if m.path.is_ident("unsafe_allow_drop") {
+                if c.allow_drop {
+                    return Err(m.error("duplicate `unsafe_allow_drop`"));
+                }
                 c.allow_drop = true;
             } else if m.path.is_ident("untraced") {
                 return Err(m.error("`untraced` goes on a field, not on the type"));

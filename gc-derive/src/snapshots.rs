@@ -249,6 +249,12 @@ cases! {
                 next: Option<Box<Self>>,
             }
         }
+        const_generic: {
+            pub struct Ring<const N: usize> {
+                slots: [Option<Gc<Item>>; N],
+                next: Option<Gc<Ring<N>>>,
+            }
+        }
         recursive_enum: {
             pub enum List {
                 Nil,

@@ -190,7 +190,7 @@ fn typed_impl(input: &Input, bounded: &Generics) -> TokenStream {
     let name = &input.name;
     let (impl_g, ty_g, where_c) = bounded.split_for_impl();
     let opts = &input.opts;
-    let generic = !input.type_params.is_empty();
+    let generic = input.is_generic();
 
     let kind = match (&input.data, opts.pointer) {
         (_, true) => quote!(Pointer),
@@ -377,7 +377,7 @@ fn drop_guard(input: &Input, bounded: &Generics) -> TokenStream {
 /// A type fing could never allocate is refused where it is declared (for a generic one,
 /// where it is allocated: `Heap::alloc`'s own check).
 fn align_check(input: &Input) -> TokenStream {
-    if !input.type_params.is_empty() {
+    if input.is_generic() {
         return quote!();
     }
     let name = &input.name;

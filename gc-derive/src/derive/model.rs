@@ -49,6 +49,15 @@ pub(super) enum Data {
     Enum(Vec<Variant>),
 }
 
+impl Input {
+    /// Has the type type or const parameters? (Then the compiler cannot answer questions
+    /// about `Self` once for all its instances: Send/Sync is answered from the parts, and
+    /// the alignment is checked where it is allocated.)
+    pub(super) fn is_generic(&self) -> bool {
+        !self.type_params.is_empty() || self.generics.const_params().next().is_some()
+    }
+}
+
 impl Data {
     /// Every field of the type in declaration order (an enum's variant by variant).
     pub(super) fn fields(&self) -> Vec<&Field> {
