@@ -77,10 +77,11 @@ pub use gc_derive::{interface, Trace};
 /// Run-time types: what an interpreter uses to describe its own values to the heap and to
 /// the `set_finalizer` checks, and Go's type rules.
 ///
-/// [`TypeBuilder`] makes pointer, array, slice, func and struct types at run time, checked
-/// as it builds them (the one safe way to make a [`Type`]); the collector then
-/// traces objects of a built struct type by its pointer mask. [`rules`] are Go's
-/// identity, assignability and finalizer-parameter rules over descriptors.
+/// [`TypeBuilder`] makes pointer, array, func, interface and struct types at run time,
+/// checked as it builds them (the one safe way to make a [`Type`]): `Value`s and `Func`s
+/// of built types, and finalizer signatures an interpreter defines, are checked and
+/// called by them. [`rules`] are Go's identity, assignability and finalizer-parameter
+/// rules over descriptors.
 pub mod reflect {
     pub use gc_core::{
         rules, Field, Itab, Method, PtrMask, SendSync, StructBuilder, TypeBuilder, TypeIdent,

@@ -413,9 +413,9 @@ impl<T: ?Sized + 'static> Clone for Gc<T> {
 
 impl<T: ?Sized + 'static> Drop for Gc<T> {
     /// Takes one from the object's count, inside a mutator section (or, while a collector
-    /// holds the world, records the drop for later). At zero, an object whose type has no
-    /// destructor beyond its handles is freed here, with what only it kept alive; any
-    /// other object is freed by a later collection.
+    /// holds the world, records the drop for later). At zero the object is freed here,
+    /// with what only it kept alive, its destructor run once this thread is outside its
+    /// sections; except the objects `Gc`'s docs list, which the next collection frees.
     #[inline]
     fn drop(&mut self) {
         if let Some(obj) = self.counted() {
@@ -506,7 +506,7 @@ impl<T: Trace + Send + Sync + 'static> Gc<T> {
     /// cycles, tiny objects, what is guaranteed at exit) is
     /// [`set_finalizer`](crate::set_finalizer)'s.
     ///
-    /// The compiler checks what the types say (rows 2, 7, 8, 9 and 11 of that table:
+    /// The compiler checks what the types say (rows 1, 2, 7, 8, 9 and 11 of that table:
     /// `f`'s one parameter is `Gc<T>`, `T` is `Send + Sync`, `f` is `Send`); the rest are
     /// checked as for any caller: a value outside the heap or zero-sized is a no-op
     /// ([`Outcome::NotInHeap`](crate::Outcome::NotInHeap),

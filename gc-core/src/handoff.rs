@@ -1,9 +1,10 @@
-//! The hand-off between the collector, the finalizer thread and `wait_finalizers` (Go's
-//! finq lock, fing, and the "finalizer wait" park), generic over the queue so that the
-//! loom models below check this very code with a counter for a queue.
+//! The hand-off between a producer, a worker thread and its waiters (Go's finq lock,
+//! fing, and the "finalizer wait" park), generic over the queue so that the loom models
+//! below check this very code with a counter for a queue. Two instances: the finalizer
+//! queue (mfinal) and the drop thread's batches (mdrop).
 //!
-//! - `push` (the collector, once per cycle that found work): appends under the lock, then
-//!   wakes the thread.
+//! - `push` (the collector, every `HANDOFF_EVERY` finalizers it resurrects, or a batch of
+//!   destructors for the drop thread): appends under the lock, then wakes the thread.
 //! - `take` (the thread): waits while the queue is empty, announcing idleness each time
 //!   it finds it so; then takes the whole queue and records the batch as in flight.
 //! - `finished` (the thread, after running a batch): nothing is in flight any more.

@@ -38,6 +38,7 @@ use crate::world;
 static RETIRED: Mutex<Vec<&'static MHeap>> = Mutex::new(Vec::new());
 
 impl MHeap {
+    /// A retired heap with no object left, made new under `config`; `None` if there is
     /// none. Each call also collects one retired heap that still had objects, in turn, so
     /// one whose objects died since becomes reusable. Its destructors go to the drop
     /// thread: `Heap::new` runs no user code and waits for no one's.
@@ -286,8 +287,9 @@ impl Heap {
         Heap { inner }
     }
 
-    /// Moves `value` into the heap. May run a collection first if the pacer asks for one
-    /// and no other thread is in a mutator section at that moment (it never waits).
+    /// Moves `value` into the heap. May run a collection first if the pacer asks for one:
+    /// it waits for the world a bounded time (200 µs, up to 20 ms the further the heap is
+    /// past its goal) and skips the collection if the world cannot be had by then.
     ///
     /// # Panics
     /// Where `try_alloc` returns an error: past `HeapConfig::max_heap`, or when the OS

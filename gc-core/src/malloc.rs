@@ -1,6 +1,6 @@
 //! Allocation paths (Go's mallocgc): what allocating a `T` takes is decided at compile time
-//! ([`Plan`]: tiny, a size class, or large, and whether the sweeper must run its
-//! destructor); then the tiny block or a slot of the class comes from the thread's cache,
+//! ([`Plan`]: tiny, a size class, or large, and whether its destructor runs user code,
+//! which marks its span for `mgcmark::mark_doomed`); then the tiny block or a slot of the class comes from the thread's cache,
 //! or a large object gets a span of its own.
 
 use core::ptr::NonNull;
@@ -99,17 +99,17 @@ impl<T: Trace> Plan<T> {
         && Self::SIZE > 0
         && Self::SIZE < TINY_SIZE
         && Self::ALIGN <= 8;
-    /// The size class (`None`: a large object).
     /// Refuses, at compile time, an alignment fing does not honour.
     pub(crate) const ALIGN_OK: () = assert!(
         Self::ALIGN <= crate::slot::MAX_ALIGN,
         "fing::Heap::alloc: this type's alignment is above fing::MAX_ALIGN (16 MiB)"
     );
+    /// The size class (`None`: a large object).
     pub(crate) const CLASS: Option<usize> = class_for(
         data_offset(Self::ALIGN) + Self::SIZE,
         if Self::ALIGN > 8 { Self::ALIGN } else { 8 },
     );
-    /// Must the sweeper run its destructor?
+    /// Does its destructor run user code (so its span is marked `needs_sweep_drop`)?
     pub(crate) const SWEEP_DROP: bool = core::mem::needs_drop::<T>() && !T::HANDLES_ONLY_DROP;
     pub(crate) const REQUEST: Request = Request {
         class: Self::CLASS,

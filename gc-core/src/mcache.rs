@@ -138,7 +138,7 @@ impl MCache {
     }
 
     /// A fresh slot of span class `spc`: returns its address (the header goes there).
-    /// `sweep_drop`: the object's destructor must run when it dies (marks the span).
+    /// `sweep_drop`: the object's destructor runs user code (marks the span).
     ///
     /// Counting is Go's: a span's free slots count as allocated when the cache takes the
     /// span, and the ones left unused are taken back when it gives the span back, so the
@@ -389,8 +389,8 @@ pub(crate) fn totals(heap: &MHeap, k: &Counters) -> Totals {
     t
 }
 
-/// A reused slot will hold an object whose destructor the sweeper must run: its span
-/// must say so.
+/// A reused slot will hold an object whose destructor runs user code: its span must say
+/// so.
 #[cold]
 fn note_sweep_drop(slot: NonNull<u8>) {
     crate::mpagealloc::span_of(slot.as_ptr() as usize)

@@ -6,7 +6,8 @@
 //!
 //! `collect()` is Go's `runtime.GC()`: when it returns, marking and sweeping are done.
 //! Collections triggered by allocation run the same cycle but only if the world can be
-//! had at once (`world::stop(false)`); otherwise the pacer's request stays up and the next
+//! had within a short budget (`world::stop(false, ...)`: 200 µs to 20 ms, longer the
+//! further the heap is past its goal); otherwise the pacer's request stays up and the next
 //! allocation past it tries again.
 
 use core::sync::atomic::Ordering;

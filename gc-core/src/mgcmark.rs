@@ -10,14 +10,20 @@
 //!    list of a million nodes marks in constant stack). Every edge *from a live object*
 //!    takes one back off its target's `gc_refs`, so afterwards a live object's `gc_refs`
 //!    counts exactly the references held by garbage.
-//! 3. The sweeper subtracts that remainder from each live object's `count` and zeroes
-//!    `gc_refs` (restoring the invariant), so the handles inside garbage never need to be
-//!    dropped one by one.
+//! 3. [`mark_doomed`], after the finalizers' resurrection (mfinal): garbage whose
+//!    destructor runs user code is marked, with what it reaches, for its destructor.
+//!
+//! The sweeper then subtracts the remainder from each live object's `count` and zeroes
+//! `gc_refs` (restoring the invariant), so the handles inside garbage never need to be
+//! dropped one by one.
 //!
 //! `count` may grow during the cycle (clones need no section); roots are objects whose
 //! `count` is not `gc_refs`, so a concurrent clone only adds roots, and the final
-//! subtraction is atomic. A `Trace` impl that over-reports makes `gc_refs` exceed `count`:
-//! that too reads as "not equal", a root, never a wrong free.
+//! subtraction is atomic. A `Trace` impl that under-reports (forgets a handle) only makes
+//! its target look referenced from outside: a root, kept. One that over-reports (a handle
+//! it does not own, or one twice) can make `gc_refs` equal `count` for an object that is
+//! referenced from outside, and so free a live object: that is why `Trace` is an
+//! `unsafe trait` (`gc_types::trace`).
 //!
 //! Edges are found by pointer mask where the type has one (a loop over the mask's bits, no
 //! call), else by the type's trace function; both decode handle words with

@@ -68,8 +68,9 @@ pub(crate) struct Span {
     /// Allocated objects as of the last refill, flush or sweep (not kept up to date by
     /// the fast path; see `recount`).
     alloc_count: AtomicUsize,
-    /// Set once any object whose destructor the sweeper must run was allocated here;
-    /// spans without it skip their garbage in the sweep.
+    /// Set once any object whose destructor runs user code was allocated here: a
+    /// collection looks for such garbage (`mgcmark::mark_doomed`) only in these spans.
+    /// (The name is older than `mdrop`: the sweeper used to run those destructors.)
     needs_sweep_drop: AtomicBool,
     alloc_bits: Box<[AtomicU64]>,
     mark_bits: Box<[AtomicU64]>,

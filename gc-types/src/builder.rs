@@ -8,7 +8,8 @@
 //! - pointer types, sharing the representation (size, drop and trace glue) of a Rust
 //!   handle type such as `Gc<()>`: every handle has the same representation whatever it
 //!   points to;
-//! - arrays and func signatures.
+//! - arrays, func signatures, and interfaces (a method set, for an interpreter's own
+//!   interface types).
 //!
 //! Every built type gets a fresh identity and lives for the rest of the process (it is
 //! leaked, as Go's types are): build each type once and keep the reference.

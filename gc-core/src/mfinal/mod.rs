@@ -15,7 +15,8 @@
 //!   are queued in this cycle, each with the address it was set on (Go's two-pass rule of
 //!   2015). A queued entry holds a counted handle: the queue is a root until the finalizer
 //!   has run, and the object can die in a later cycle.
-//! - One finalizer thread, started on the first `set_finalizer` that adds a record, runs
+//! - One finalizer thread, started on the first `set_finalizer` that passes rows 1–9 (as
+//!   Go's `createfing`, before the already-set check), runs
 //!   the queue's finalizers one at a time through the frame invoker (reflectcall). A
 //!   finalizer that panics is caught, counted and reported; the thread goes on.
 //!   `wait_finalizers()` blocks until the queue is empty and the thread idle.

@@ -45,12 +45,12 @@ pub(crate) struct Local {
     /// thread): with its ring full and the world stopped, drops go to its slot's
     /// `spilled` instead.
     pub(crate) spills: Cell<bool>,
-    /// Inside a chain of frees at count zero (`mfree`), and the objects it has yet to
-    /// free.
+    /// Inside a chain of frees at count zero (`mfree`).
     pub(crate) freeing: Cell<bool>,
     /// Set while the current section is one `drop_as_mutator` opened for itself, which a
     /// chain of frees may leave and enter again (`pause`).
     pub(crate) pausable: Cell<bool>,
+    /// The objects a chain of frees has yet to free, with their spans (`mfree`).
     pub(crate) chain: core::cell::UnsafeCell<Vec<(core::ptr::NonNull<u8>, &'static Span)>>,
     /// Objects whose count reached zero on this thread and whose destructors run user
     /// code: destroyed (`mdrop::destroy`) as soon as the thread is outside every section

@@ -1,5 +1,5 @@
 //! Mutator sections: [`enter`] (a guard, for API calls that need one: `GcCell` writes,
-//! `set_finalizer`), [`with_section`] (the allocation path's, in one thread-local access),
+//! `find_object`), [`with_section`] (the allocation path's, in one thread-local access),
 //! and [`pause`] (a long chain of frees lets a waiting collector run). Leaving the
 //! outermost section runs the destructors of what died in it (`Local::leave_outermost`).
 //!
