@@ -133,13 +133,20 @@ fn run_destructor(d: &Doomed) {
     }
 }
 
-/// Drops a caught panic's payload, whose own `Drop` may panic: that second panic is caught
-/// too, and its payload forgotten (as std's thread runtime does with a payload that panics
-/// on drop).
+/// Drops a caught panic's payload, whose own `Drop` may panic: that panic is caught too and
+/// its payload dropped in turn, and so on; a chain longer than `MAX_PAYLOAD_CHAIN` (each
+/// payload's drop panicking anew) is cut by forgetting the last payload, as std's thread
+/// runtime forgets a payload that panics on drop.
 pub(crate) fn drop_payload(payload: Box<dyn core::any::Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        core::mem::forget(again);
+    const MAX_PAYLOAD_CHAIN: usize = 8;
+    let mut p = payload;
+    for _ in 0..MAX_PAYLOAD_CHAIN {
+        match catch_unwind(AssertUnwindSafe(move || drop(p))) {
+            Ok(()) => return,
+            Err(again) => p = again,
+        }
     }
+    core::mem::forget(p);
 }
 
 /// Frees the slots of objects whose destructors have run, `FINISH_EVERY` per section:
