@@ -11,7 +11,8 @@
 //! caches, and its sweep frees the listed slots with the rest of the garbage.
 //!
 //! Ownership: the cache is reached through its thread's `Local`, inside a mutator section,
-//! and by the collector with the world stopped (through the heap's registry, to flush it).
+//! and by the collector with the world stopped (through the cache registry below, to
+//! flush it).
 //! The two never overlap: the collector owns the world only when no section is active.
 
 use core::ptr::NonNull;

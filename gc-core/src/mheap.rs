@@ -11,9 +11,12 @@
 //! API) counts the references to it (`handles`); when the last goes, the heap is retired
 //! and may be reused (`heap`'s module docs).
 //!
-//! Lock order, for the locks of one heap: `counters`, then the cache registry (`mcache`),
-//! then `all_spans`, then `pages`. A central list (`MCentral`) is taken alone, as is
-//! `HEAPS`. Every lock here guards lists whose every update is completed before unlocking:
+//! Lock order: a heap's `counters`, then the process's cache registry (`mcache`), then
+//! the heap's `all_spans`, then its `pages`; `config` is a leaf (taken under `pages` by
+//! `new_span`, and alone elsewhere). A mutator takes a central list (`MCentral`) alone;
+//! the sweep pushes onto central lists while it holds `all_spans` and `pages`, which is
+//! safe because the world is stopped then (no mutator holds a list). `HEAPS` is taken
+//! alone. Every lock here guards lists whose every update is completed before unlocking:
 //! poisoning is ignored (`lock`).
 
 use core::ptr::NonNull;
@@ -99,7 +102,7 @@ pub(crate) struct MHeap {
     /// Free page runs and the arenas they lie in. Lock order: last (`stats()` takes it
     /// holding `counters`); `new_span` releases it before it takes `all_spans`.
     pub(crate) pages: Mutex<PageHeap>,
-    /// Spans with free slots, per class (locked per list, never with another lock held).
+    /// Spans with free slots, per class (locked per list; see the lock order).
     pub(crate) central: MCentral,
     /// Every in-use span. Lock order: after `counters`, before `pages`.
     pub(crate) all_spans: Mutex<Vec<SpanPtr>>,

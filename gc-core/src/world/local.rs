@@ -38,7 +38,7 @@ pub(crate) struct Local {
     /// What this thread's collection is doing (`Sweeping::No` outside one).
     pub(crate) sweeping: Cell<Sweeping>,
     /// This thread's allocation caches, one per heap it allocated from. Boxed so that each
-    /// keeps its address: the heap's registry points at it.
+    /// keeps its address: the cache registry (`mcache`) points at it.
     #[allow(clippy::vec_box)]
     pub(crate) caches: core::cell::UnsafeCell<Vec<Box<crate::mcache::MCache>>>,
     /// Set on a thread that must not wait for a collection to drop handles (the finalizer
