@@ -139,7 +139,7 @@ fn free_at_zero(l: &Local, obj: NonNull<u8>, ty: *const Type) {
         let caches = unsafe { &mut *l.caches.get() };
         if let Some(c) = caches.iter_mut().find(|c| c.heap_id == s.heap_id) {
             // SAFETY: `free_one` left `o` a dead slot of class `s.spc` in `c`'s heap, at
-            // least a header and a word long (`freeable`), owned by no one.
+            // least a header and a word long (`at_zero`), owned by no one.
             unsafe { c.push_free(s.spc, o) };
         }
         n = n.wrapping_add(1);
@@ -174,13 +174,18 @@ fn join_chain(
     // Pairs with the `Release` decrements of the other handles' drops: what their threads
     // wrote to the object (a finalizer record, a cell) is visible here.
     fence(Ordering::Acquire);
-    let Some((span, ty)) = freeable(obj, ty, arena) else {
-        doom_if_destroyable(l, obj, ty, arena);
-        return false;
-    };
-    prefetch_edges(obj, ty);
-    chain(l).push((obj, span));
-    true
+    match at_zero(obj, ty, arena) {
+        AtZeroHere::Chain(span, ty) => {
+            prefetch_edges(obj, ty);
+            chain(l).push((obj, span));
+            true
+        }
+        AtZeroHere::Doom(ty) => {
+            doom_unless_recorded(l, obj, ty, arena);
+            false
+        }
+        AtZeroHere::Leave => false,
+    }
 }
 
 /// This thread's chain of objects to free.
@@ -191,46 +196,57 @@ fn chain(l: &Local) -> &mut Vec<(NonNull<u8>, &'static Span)> {
     unsafe { &mut *l.chain.get() }
 }
 
-/// The span and type of `obj` (count zero, header type `ty`) if it may be freed here, in
-/// the chain (see the module docs): a small object whose destructor only drops handles
-/// (`AtZero::Free`), outside spans with finalizer records. The freeing path's one test per
-/// object: a dead slot's type (`DYING`, `FREED`) says `AtZero::Keep`, a type whose
-/// destructor runs user code `AtZero::Doom` (`doom_if_destroyable`).
-#[inline]
-fn freeable(
-    obj: NonNull<u8>,
-    ty: *const Type,
-    arena: &mut Option<&'static Arena>,
-) -> Option<(&'static Span, &'static Type)> {
-    // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
-    let ty: &'static Type = unsafe { ty.as_ref() }?;
-    if ty.at_zero() != AtZero::Free {
-        return None;
-    }
-    let addr = obj.as_ptr() as usize;
-    let s = arena_of_cached(addr, arena)?.span_at(addr)?;
-    let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
-    (small && !s.has_specials.load(Ordering::Relaxed)).then_some((s, ty))
+/// What becomes of an object whose count reached zero on this thread.
+enum AtZeroHere {
+    /// Freed here, in the chain: its span and type.
+    Chain(&'static Span, &'static Type),
+    /// Its destructor runs user code: doomed, unless its span has finalizer records.
+    Doom(&'static Type),
+    /// Left to the collector.
+    Leave,
 }
 
-/// `obj` (count zero, header type `ty`) is not for the chain: if its destructor runs user
-/// code and its span has no finalizer records, it is doomed, to be destroyed once this
-/// thread is outside every section (mdrop); else it is left to the collector.
-#[cold]
-#[inline(never)]
-fn doom_if_destroyable(
-    l: &Local,
-    obj: NonNull<u8>,
-    ty: *const Type,
-    arena: &mut Option<&'static Arena>,
-) {
+/// What becomes of `obj` (count zero, header type `ty`; see the module docs): a small
+/// object whose destructor only drops handles (`AtZero::Free`), outside spans with
+/// finalizer records, joins the chain; a type whose destructor runs user code
+/// (`AtZero::Doom`) is doomed; the rest (a dead slot's marker type says `AtZero::Keep`, a
+/// tiny block has no type) are left. The freeing path's one test per object is the type's
+/// `at_zero` byte.
+#[inline]
+fn at_zero(obj: NonNull<u8>, ty: *const Type, arena: &mut Option<&'static Arena>) -> AtZeroHere {
     // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
     let Some(ty) = (unsafe { ty.as_ref() }) else {
-        return;
+        return AtZeroHere::Leave;
     };
-    if ty.at_zero() != AtZero::Doom {
-        return;
+    match ty.at_zero() {
+        AtZero::Free => {
+            let addr = obj.as_ptr() as usize;
+            let Some(s) = arena_of_cached(addr, arena).and_then(|a| a.span_at(addr)) else {
+                return AtZeroHere::Leave;
+            };
+            let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
+            if small && !s.has_specials.load(Ordering::Relaxed) {
+                AtZeroHere::Chain(s, ty)
+            } else {
+                AtZeroHere::Leave
+            }
+        }
+        AtZero::Doom => AtZeroHere::Doom(ty),
+        AtZero::Keep => AtZeroHere::Leave,
     }
+}
+
+/// Dooms `obj` (count zero, type `ty`, whose destructor runs user code), to be destroyed
+/// once this thread is outside every section (mdrop), unless its span has finalizer
+/// records: then it is left to the collector, which may have to resurrect it.
+#[cold]
+#[inline(never)]
+fn doom_unless_recorded(
+    l: &Local,
+    obj: NonNull<u8>,
+    ty: &'static Type,
+    arena: &mut Option<&'static Arena>,
+) {
     let addr = obj.as_ptr() as usize;
     let Some(s) = arena_of_cached(addr, arena).and_then(|a| a.span_at(addr)) else {
         return;
@@ -269,13 +285,13 @@ fn for_each_mask_word(
     }
 }
 
-/// Frees one object that `freeable` accepted: drops its value, adding the targets that
+/// Frees one object that `at_zero` put on the chain: drops its value, adding the targets that
 /// reach zero to the chain, and marks the slot dead. The caller lists the slot.
 #[inline(always)]
 fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'static Arena>) {
     // SAFETY: `obj` heads an allocated object with count zero: nothing else refers to it.
     let h = unsafe { header(obj.as_ptr()) };
-    // SAFETY: `freeable` read a `&'static Type` here; no one has written the header since.
+    // SAFETY: `at_zero` read a `&'static Type` here; no one has written the header since.
     let ty: &'static Type = unsafe { &*h.ty.load(Ordering::Relaxed) };
     if ty.needs_drop() {
         if let PtrMask::Small(m) = ty.ptrmask() {
@@ -294,7 +310,7 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
         } else {
             let data = obj.as_ptr().wrapping_add(data_offset(ty.align()));
             // SAFETY: the value is valid and unreachable: dropped once, here. Its
-            // destructor only drops handles (`freeable`), so no user code runs here; the
+            // destructor only drops handles (`at_zero`), so no user code runs here; the
             // handles' drops come back through `lower` and join the chain.
             unsafe { ty.drop_value(data) };
         }
