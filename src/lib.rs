@@ -51,8 +51,8 @@
 //!
 //! # The page
 //!
-//! - Handles and cells: [`Gc`], [`GcCell`] (the mutable cell the collector can trust) with
-//!   its guards and errors.
+//! - Handles and cells: [`Gc`], [`Weak`] (a handle that does not keep its object), [`GcCell`]
+//!   (the mutable cell the collector can trust) with its guards and errors.
 //! - What the heap knows about types: [`Trace`] (derive it: it also derives [`Typed`], the
 //!   type descriptor), [`Type`], [`Kind`], [`Value`] (Go's `interface{}`), [`Func`] (a
 //!   function value), and [`macro@interface`] for traits usable as finalizer parameters.
@@ -70,7 +70,7 @@ pub use gc_core::{
     collect, keep_alive, set_finalizer, stats, wait_finalizers, wait_finalizers_timeout,
     AllocError, AllowDrop, BorrowError, BorrowMutError, FinalizerError, FinalizerStuck, Func, Gc,
     GcCell, GcRef, GcRefMut, Heap, HeapConfig, Holder, Kind, MemStats, Outcome, Trace, Tracer,
-    Type, Typed, Value, MAX_ALIGN,
+    Type, Typed, Value, Weak, MAX_ALIGN,
 };
 pub use gc_derive::{interface, Trace};
 

@@ -2,7 +2,8 @@
 //! `support/model_engine.rs` (allocate objects, tiny objects and 16 KiB-aligned ones,
 //! relink through a `GcCell`, clone, drop, register handles globally, leave one in a
 //! thread's `thread_local!` at its exit, set a plain, resurrecting or re-arming
-//! finalizer, clear one, collect, wait for finalizers; every object's destructor takes a
+//! finalizer, clear one, make, upgrade and drop weak handles, collect, wait for
+//! finalizers; every object's destructor takes a
 //! lock mutators hold while allocating, may allocate, and may drop a registry entry) run
 //! against fing and against a plain model of reachability and Go's finalizer rules; the
 //! engine's docs list what each step checks.
@@ -42,6 +43,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::ClearFinalizer { at, tiny }),
         2 => Just(Op::Collect),
         1 => Just(Op::Wait),
+        2 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::Downgrade { at, tiny }),
+        2 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::Upgrade { at, tiny }),
+        1 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::DropWeak { at, tiny }),
     ]
 }
 

@@ -64,8 +64,9 @@ use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
 /// If `T`'s destructor runs code of its own (a `String` field, a `Drop` impl through
 /// `unsafe impl AllowDrop`), it runs on that thread too, once the thread is outside fing's
 /// short internal sections. Objects with a finalizer, objects in a span with one, tiny
-/// objects (noscan values under 16 bytes share a block) and large objects whose
-/// destructor only drops handles are freed by the next collection instead.
+/// objects (noscan values under 16 bytes share a block), large objects whose destructor
+/// only drops handles, and objects that ever had a weak handle ([`Weak`](crate::Weak)) are
+/// freed by the next collection instead.
 ///
 /// # Cycles
 ///
@@ -82,8 +83,9 @@ use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
 /// that they never shadow a method of `T`: [`ptr_eq`](Gc::ptr_eq),
 /// [`as_ptr`](Gc::as_ptr), [`is_in_heap`](Gc::is_in_heap),
 /// [`object_addr`](Gc::object_addr), [`same_object`](Gc::same_object). The methods that
-/// are methods ([`map`](Gc::map), [`set_finalizer`](Gc::set_finalizer),
-/// [`clear_finalizer`](Gc::clear_finalizer)) are the ones Go spells on a pointer.
+/// are methods ([`map`](Gc::map), [`downgrade`](Gc::downgrade),
+/// [`set_finalizer`](Gc::set_finalizer), [`clear_finalizer`](Gc::clear_finalizer)) are
+/// the ones Go spells on a pointer.
 ///
 /// # Equality, order, hashing
 ///
@@ -117,6 +119,19 @@ impl<T: Trace + Send + 'static> Gc<T> {
 }
 
 impl<T: 'static> Gc<T> {
+    /// The handle whose word is `w` (a weak handle's upgrade).
+    ///
+    /// # Safety
+    /// `w` must be a handle word (module docs) made for a `T` at its address, and the
+    /// object it counts on (if any) must already count this handle.
+    #[inline]
+    pub(crate) unsafe fn from_word(w: NonNull<u8>) -> Gc<T> {
+        Gc {
+            word: w.cast(),
+            _owns: PhantomData,
+        }
+    }
+
     /// A handle to a zero-sized value: it needs no memory and is never collected (Go's
     /// `zerobase`).
     pub(crate) fn zero_sized() -> Gc<T> {
@@ -252,13 +267,13 @@ impl<T: ?Sized + 'static> Gc<T> {
 
     /// The handle word, without `T`'s metadata.
     #[inline(always)]
-    fn thin(&self) -> *const u8 {
+    pub(crate) fn thin(&self) -> *const u8 {
         self.word.as_ptr().cast::<u8>().cast_const()
     }
 
     /// The object this handle counts on (a far handle's cell), if it is in a heap.
     #[inline(always)]
-    fn counted(&self) -> Option<NonNull<u8>> {
+    pub(crate) fn counted(&self) -> Option<NonNull<u8>> {
         // SAFETY: `word` is a handle word (module invariant).
         unsafe { word::object_of(self.thin()) }
     }

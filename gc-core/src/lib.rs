@@ -41,12 +41,13 @@
 //! 18. `release`: a handle drop's path, deferred while a collector runs.
 //! 19. `mdrop`: destructors, outside every section; the drop thread.
 //! 20. `handle`: `Gc<T>`.
-//! 21. `mgcmark`: roots by trial subtraction, marking.
-//! 22. `mgcsweep`: sweeping.
-//! 23. `mfinal`: finalizers.
-//! 24. `mgc`: the collection cycle.
-//! 25. `cell`: `GcCell`.
-//! 26. `heap`: the API layer: `Heap`, `collect`, the pacer's collections, retiring heaps.
+//! 21. `weak`: weak handles, and their part in a collection.
+//! 22. `mgcmark`: roots by trial subtraction, marking.
+//! 23. `mgcsweep`: sweeping.
+//! 24. `mfinal`: finalizers.
+//! 25. `mgc`: the collection cycle.
+//! 26. `cell`: `GcCell`.
+//! 27. `heap`: the API layer: `Heap`, `collect`, the pacer's collections, retiring heaps.
 //!
 //! The calls upward, each where the lower layer hands work to policy above it:
 //! - `world` → `mdrop`: leaving the outermost section runs the destructors of what died
@@ -85,6 +86,7 @@ mod release;
 mod sizeclasses;
 mod slot;
 mod spin;
+mod weak;
 mod world;
 
 pub use cell::{BorrowError, BorrowMutError, GcCell, GcRef, GcRefMut, Holder};
@@ -103,6 +105,7 @@ pub use mfinal::{
 pub use mheap::HeapConfig;
 pub use mstats::MemStats;
 pub use slot::MAX_ALIGN;
+pub use weak::Weak;
 
 /// Items only generated code may name.
 #[doc(hidden)]

@@ -28,6 +28,8 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
     unsafe { crate::mcache::flush_all(heap) };
     // Every thread's deferred drops first: the counts are then exact as of the stop.
     crate::release::drain_deferred(world);
+    // Weak handles' counts are references from inside the heap (weak).
+    crate::weak::before_mark(heap);
     let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     let before = heap.heap_live.load(Ordering::Relaxed);
 
@@ -39,6 +41,8 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
     let traced = catch_unwind(AssertUnwindSafe(|| {
         let cross_heap = mgcmark::count_refs(heap, &spans);
         let fin_cycles = mgcmark::mark(heap, &spans);
+        // Before resurrection: a weak handle goes nil when its finalizers are queued.
+        crate::weak::after_mark(heap);
         crate::mfinal::enqueue(crate::mfinal::resurrect(&spans));
         let doomed = mgcmark::mark_doomed(heap, &spans);
         (cross_heap, fin_cycles, doomed)

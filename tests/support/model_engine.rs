@@ -11,7 +11,9 @@
 //! touched before fing's and exits (its drop comes after fing's thread state is gone);
 //! map handles into an object (near) and into its name's buffer (far, through a cell),
 //! and drop them; set a finalizer (plain, resurrecting its object into a global, or
-//! re-arming itself once) or clear one; `collect()`; `wait_finalizers()`. A collection
+//! re-arming itself once) or clear one; make a weak handle of an object or a tiny object,
+//! upgrade one (a handle it gives back becomes a root), drop one; `collect()`;
+//! `wait_finalizers()`. A collection
 //! does not wait for its finalizers: they run on the finalizer thread while the next
 //! operations mutate the heap, and are checked at the next `Wait` or `Collect`.
 //!
@@ -32,6 +34,10 @@
 //!   objects, in dependency order (the model queues B only in the cycle that frees A when
 //!   A points to B), never one in a cycle through a finalizable object; tiny objects are
 //!   queued when their whole block is unreachable, all records of the block at once;
+//! - every upgrade gives the object exactly when the model says its weak handle is live:
+//!   a weak handle goes nil in the collection whose marking leaves its object (or tiny
+//!   block) unmarked, whether the object is then freed or resurrected for its finalizer,
+//!   and stays nil;
 //! - every object still reachable has its id, its token and its links intact (freed memory
 //!   is poisoned in debug builds, so a wrong free shows at the next check, not later), and
 //!   so has every object a destructor made.
@@ -45,7 +51,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak};
 
 type Log = Arc<Mutex<Vec<u64>>>;
 
@@ -199,7 +205,16 @@ pub enum Op {
     Collect,
     /// `wait_finalizers()`.
     Wait,
+    /// Make a weak handle of an object (`tiny`: of a tiny object).
+    Downgrade { at: usize, tiny: bool },
+    /// Upgrade a weak handle; a handle it gives becomes a root.
+    Upgrade { at: usize, tiny: bool },
+    /// Drop a weak handle.
+    DropWeak { at: usize, tiny: bool },
 }
+
+/// How many kinds of operation `Op::decode` tells apart.
+const KINDS: u8 = 17;
 
 impl Op {
     /// Decodes one operation from fuzzer bytes (`None` when they run out).
@@ -211,7 +226,7 @@ impl Op {
         }
         let opt = |x: u8| (x & 0x80 == 0).then_some((x & 0x7f) as usize);
         let k = byte(b)?;
-        Some(match k % 14 {
+        Some(match k % KINDS {
             0 => Op::Alloc {
                 links: [opt(byte(b)?), opt(byte(b)?)],
                 leaf: opt(byte(b)?),
@@ -220,7 +235,7 @@ impl Op {
             1 => Op::AllocTiny,
             2 => Op::Link {
                 from: byte(b)? as usize,
-                slot: (k as usize / 14) % 2,
+                slot: (k / KINDS) as usize % 2,
                 to: opt(byte(b)?),
             },
             3 => Op::Leaf {
@@ -236,7 +251,7 @@ impl Op {
             6 => Op::SetFinalizer {
                 at: byte(b)? as usize,
                 tiny: k >= 128,
-                mode: [Mode::Plain, Mode::Resurrect, Mode::Rearm][(k as usize / 14) % 3],
+                mode: [Mode::Plain, Mode::Resurrect, Mode::Rearm][(k / KINDS) as usize % 3],
             },
             7 => Op::ClearFinalizer {
                 at: byte(b)? as usize,
@@ -250,7 +265,19 @@ impl Op {
             12 => Op::AllocBig {
                 link: opt(byte(b)?),
             },
-            _ => Op::DropBig(byte(b)? as usize),
+            13 => Op::DropBig(byte(b)? as usize),
+            14 => Op::Downgrade {
+                at: byte(b)? as usize,
+                tiny: k >= 128,
+            },
+            15 => Op::Upgrade {
+                at: byte(b)? as usize,
+                tiny: k >= 128,
+            },
+            _ => Op::DropWeak {
+                at: byte(b)? as usize,
+                tiny: k >= 128,
+            },
         })
     }
 }
@@ -286,6 +313,9 @@ pub struct World {
     unregisters: BTreeMap<u64, u64>,
     /// Queued by the last collection, not yet checked against what ran.
     pending: BTreeSet<u64>,
+    /// Weak handles, each with its object's id and whether the model says it is nil.
+    weaks: Vec<(u64, Weak<Obj>, bool)>,
+    tiny_weaks: Vec<(u64, Weak<Tiny>, bool)>,
 }
 
 impl Default for World {
@@ -404,6 +434,8 @@ impl World {
             model_registry: Vec::new(),
             unregisters: BTreeMap::new(),
             pending: BTreeSet::new(),
+            weaks: Vec::new(),
+            tiny_weaks: Vec::new(),
         }
     }
 
@@ -577,6 +609,66 @@ impl World {
             Op::ClearFinalizer { at, tiny } => self.arm(at, tiny, None),
             Op::Collect => self.collect_and_check(),
             Op::Wait => self.sync(),
+            Op::Downgrade { at, tiny: false } => {
+                if let Some(i) = Self::pick(n, at) {
+                    let g = &self.roots[i];
+                    self.weaks.push((g.id, g.downgrade(), false));
+                }
+            }
+            Op::Downgrade { at, tiny: true } => {
+                if let Some(i) = Self::pick(nt, at) {
+                    let g = &self.tiny_roots[i];
+                    self.tiny_weaks.push((g.id, g.downgrade(), false));
+                }
+            }
+            Op::Upgrade { at, tiny: false } => {
+                if let Some(i) = Self::pick(self.weaks.len(), at) {
+                    let (id, w, nil) = &self.weaks[i];
+                    match w.upgrade() {
+                        Some(g) => {
+                            assert!(
+                                !nil,
+                                "a weak handle of {id} upgraded after the model cleared it"
+                            );
+                            assert_eq!(g.id, *id, "a weak handle upgraded to another object");
+                            self.roots.push(g);
+                        }
+                        None => assert!(
+                            nil,
+                            "a weak handle of {id} is nil while the model has it live"
+                        ),
+                    }
+                }
+            }
+            Op::Upgrade { at, tiny: true } => {
+                if let Some(i) = Self::pick(self.tiny_weaks.len(), at) {
+                    let (id, w, nil) = &self.tiny_weaks[i];
+                    match w.upgrade() {
+                        Some(g) => {
+                            assert!(
+                                !nil,
+                                "a weak handle of tiny {id} upgraded after the model cleared it"
+                            );
+                            assert_eq!(g.id, *id, "a weak handle upgraded to another tiny object");
+                            self.tiny_roots.push(g);
+                        }
+                        None => assert!(
+                            nil,
+                            "a weak handle of tiny {id} is nil while the model has it live"
+                        ),
+                    }
+                }
+            }
+            Op::DropWeak { at, tiny: false } => {
+                if let Some(i) = Self::pick(self.weaks.len(), at) {
+                    self.weaks.swap_remove(i);
+                }
+            }
+            Op::DropWeak { at, tiny: true } => {
+                if let Some(i) = Self::pick(self.tiny_weaks.len(), at) {
+                    self.tiny_weaks.swap_remove(i);
+                }
+            }
         }
     }
 
@@ -716,6 +808,33 @@ impl World {
             .collect();
 
         self.heap.collect();
+
+        // A weak handle goes nil when marking leaves its object unmarked (queued or
+        // freed), and stays nil.
+        let now_nil = |id: &u64, nil: bool| {
+            nil || !marked(
+                id,
+                self.model
+                    .get(id)
+                    .expect("a live weak handle's object is in the model"),
+            )
+        };
+        for (id, w, nil) in &mut self.weaks {
+            *nil = now_nil(id, *nil);
+            assert_eq!(
+                w.upgrade().is_none(),
+                *nil,
+                "weak handle of {id} after a collection"
+            );
+        }
+        for (id, w, nil) in &mut self.tiny_weaks {
+            *nil = now_nil(id, *nil);
+            assert_eq!(
+                w.upgrade().is_none(),
+                *nil,
+                "weak handle of tiny {id} after a collection"
+            );
+        }
 
         let dropped = std::mem::take(&mut *self.shared.dropped.lock().unwrap());
         let dropped_set: BTreeSet<u64> = dropped.iter().copied().collect();

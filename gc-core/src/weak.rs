@@ -1,0 +1,446 @@
+//! Weak handles (Go's `weak.Pointer`; its cells are mheap's `getOrAddWeakHandle`).
+//!
+//! A [`Weak<T>`] is one word: a pointer to a [`WeakCell`], which holds the handle word
+//! the weak handles upgrade to (null once cleared) and a count of the weak handles that
+//! point at it. Cells are kept outside the heap, in one process-wide table keyed by the
+//! address the handle points at, so that weak handles made from handles with the same
+//! address share a cell and compare equal (Go dedups them the same way); made from two
+//! objects, they have two cells and never compare equal, before or after the objects die
+//! (a cell outlives the objects as long as a weak handle refers to it).
+//!
+//! How a cell keeps its object without keeping it alive: the cell counts once on the
+//! object its word counts on (a "weak count"), from the first downgrade until it is
+//! cleared. So an object with weak handles never reaches count zero and is never freed
+//! by a mutator (`mfree`): the collector frees it, as it frees every object in Go. The
+//! collector treats the weak count as a reference from inside the heap:
+//! - [`before_mark`] (world stopped, before the roots are found) adds one to `gc_refs`
+//!   per cell, so a weak count alone never makes its object a root; and it drops the
+//!   cells no weak handle refers to any more, with their weak count;
+//! - [`after_mark`] (after marking, before the finalizers' resurrection): a cell whose
+//!   object is marked takes its one back off `gc_refs`, as an edge from a live object
+//!   would (the sweep then leaves the object's count alone); every other cell is cleared
+//!   and leaves the table, and its one stays in `gc_refs`, so the sweep takes the weak
+//!   count off an object a finalizer resurrects (and garbage is freed whatever its count).
+//!
+//! Clearing there gives Go's semantics: a weak handle goes nil in the cycle that finds
+//! its object unreachable, before the object's finalizers are queued (so it stays nil
+//! even if a finalizer resurrects the object, and a resurrected object is never seen
+//! through a weak handle), and before the cycle frees it.
+//!
+//! Why it is sound:
+//! - An upgrade adds to the count of an object that a cell still names. It does so in a
+//!   mutator section, so no collection runs meanwhile, and a cell is cleared only with the
+//!   world stopped: the object is allocated while the cell names it (its weak count keeps
+//!   it from count zero, and the collector clears the cell before freeing it). This is
+//!   Go's issue 69210 (an upgrade during marking must not hand out an object the cycle
+//!   then frees), solved by not letting the two overlap.
+//! - A count of one is then never "the dropped handle's alone" for an object with weak
+//!   handles (its weak count is one more), so `mfree`'s plain store of zero stays valid.
+//! - A cell's memory is freed when its count of references reaches zero: one per weak
+//!   handle, plus one while the table lists it. The table's is dropped only with the
+//!   world stopped, and a downgrade that finds a listed cell adds to it in a section, so a
+//!   listed cell is never freed under a downgrade.
+//!
+//! Costs: a downgrade takes a section and a lock of one of the table's shards (dashmap);
+//! an upgrade takes a section and adds one to a count; a clone or drop of a weak handle
+//! is one atomic operation on its cell. Each collection walks the whole table once in
+//! each of its two passes. An object whose weak handles are all gone keeps its weak count
+//! until the next collection, and is freed by that collection rather than at count zero.
+//! Weak handles to a value outside the heap (`Gc::from_static`, a zero-sized value)
+//! never go nil; their cells are dropped like the others once no weak handle is left.
+
+use core::fmt;
+use core::hash::{BuildHasherDefault, Hash, Hasher};
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use gc_types::{word, Kind, Trace, Tracer, Type, TypeRef, Typed};
+
+use crate::handle::Gc;
+use crate::mheap::MHeap;
+use crate::mpagealloc::{arena_of, span_of};
+use crate::slot::header;
+
+/// What the weak handles made from handles with one address share.
+struct WeakCell {
+    /// The handle word the weak handles upgrade to; null once cleared.
+    word: AtomicPtr<u8>,
+    /// Weak handles to this cell, plus one while the table lists it.
+    refs: AtomicUsize,
+}
+
+/// A cell in the table.
+#[derive(Clone, Copy)]
+struct CellPtr(NonNull<WeakCell>);
+
+// SAFETY: a cell's fields are atomics, and its memory is freed only by whoever drops its
+// last reference (module docs): the pointer may be shared with and sent to any thread.
+unsafe impl Send for CellPtr {}
+// SAFETY: as above.
+unsafe impl Sync for CellPtr {}
+
+/// Hashes an address: Fibonacci hashing, folded so that the low bits (which hashbrown
+/// indexes by) depend on the high ones (addresses are aligned, their low bits constant).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_usize(self.0 as usize ^ b as usize);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        let h = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type Table = DashMap<usize, CellPtr, BuildHasherDefault<AddrHasher>>;
+
+static TABLE: OnceLock<Table> = OnceLock::new();
+
+fn table() -> &'static Table {
+    TABLE.get_or_init(Table::default)
+}
+
+/// Drops one reference to the cell at `c`, freeing it with the last.
+fn release_cell(c: NonNull<WeakCell>) {
+    // SAFETY: the caller holds one of the cell's references, so it is allocated.
+    if unsafe { c.as_ref() }.refs.fetch_sub(1, Ordering::Release) == 1 {
+        // Every other reference's use happened before its drop (`Release`), and so
+        // before this free.
+        fence(Ordering::Acquire);
+        // SAFETY: cells are leaked boxes (`Gc::downgrade`); this was the last reference.
+        drop(unsafe { Box::from_raw(c.as_ptr()) });
+    }
+}
+
+/// A weak handle (Go's `weak.Pointer[T]`): names an object without keeping it alive.
+///
+/// [`upgrade`](Weak::upgrade) gives a [`Gc<T>`] while the object lives, and `None` once
+/// a collection has found it unreachable: from the cycle that queues its finalizers or
+/// frees it on, even if a finalizer resurrects it. A weak handle made from a handle to a
+/// value outside the heap ([`Gc::from_static`]) never goes nil.
+///
+/// One word. Weak handles made from handles with the same address are equal (and hash
+/// alike), whichever handle and however many times; made from different addresses they
+/// are never equal, before or after their objects die. A weak handle made from an
+/// interior handle ([`Gc::map`]) upgrades to that interior address.
+///
+/// An object that ever had a weak handle is freed by a collection, not when its last
+/// handle goes (see `Gc`'s "When the object is freed").
+///
+/// ```
+/// use fing::{Gc, Heap, HeapConfig, Weak};
+/// let heap = Heap::new(HeapConfig::default());
+/// let strong = heap.alloc(7u64);
+/// let weak: Weak<u64> = strong.downgrade();
+/// assert_eq!(weak.upgrade().as_deref(), Some(&7));
+/// assert_eq!(weak, strong.downgrade());
+/// drop(strong);
+/// heap.collect();
+/// assert!(weak.upgrade().is_none());
+/// ```
+pub struct Weak<T: 'static> {
+    cell: Option<NonNull<WeakCell>>,
+    _t: PhantomData<Gc<T>>,
+}
+
+// SAFETY: a weak handle gives a `Gc<T>` on the thread that upgrades it, so it may cross
+// threads exactly when `Gc<T>` may: `T` is Send and Sync. Its cell is shared safely
+// (`CellPtr`).
+unsafe impl<T: Send + Sync> Send for Weak<T> {}
+// SAFETY: as above; `&Weak<T>` only reads the cell's atomics.
+unsafe impl<T: Send + Sync> Sync for Weak<T> {}
+
+impl<T: 'static> Weak<T> {
+    /// A weak handle that names nothing (Go's zero `weak.Pointer`): it never upgrades.
+    pub const fn new() -> Weak<T> {
+        Weak {
+            cell: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// A handle to the object, if it is still alive (Go's `Value`). Waits while a
+    /// collection holds the world.
+    pub fn upgrade(&self) -> Option<Gc<T>> {
+        // SAFETY: this weak handle holds a reference to its cell.
+        let cell = unsafe { self.cell?.as_ref() };
+        let w = NonNull::new(cell.word.load(Ordering::Acquire))?;
+        // SAFETY: a cell's word is a handle word (`Gc::downgrade` stored it).
+        if unsafe { word::object_of(w.as_ptr()) }.is_none() {
+            // Outside the heap: counts on nothing, never cleared.
+            // SAFETY: the word was made for a `T` at its address (downgrade of a `Gc<T>`,
+            // or of a handle to the same address, which holds a `T` there too) and
+            // counts on nothing.
+            return Some(unsafe { Gc::from_word(w) });
+        }
+        let _section = crate::world::enter("fing::Weak::upgrade");
+        // In the section: a cell is cleared only with the world stopped, so what is read
+        // now holds until the section ends.
+        let w = NonNull::new(cell.word.load(Ordering::Acquire))?;
+        // SAFETY: an uncleared cell's word counts on an allocated object (module docs).
+        let obj = unsafe { word::object_of(w.as_ptr()) }
+            .expect("fing::Weak::upgrade: a heap handle's word stopped counting on its object");
+        // SAFETY: as above: `obj` heads an allocated object.
+        let old = unsafe { header(obj.as_ptr()) }
+            .count
+            .fetch_add(1, Ordering::Relaxed);
+        if old >= u32::MAX / 2 {
+            // As `Gc::clone`: leaked handles; stop before the count wraps.
+            std::process::abort();
+        }
+        // SAFETY: the word was made for a `T` at its address (see above), and its object
+        // now counts this handle.
+        Some(unsafe { Gc::from_word(w) })
+    }
+}
+
+impl<T: 'static> Gc<T> {
+    /// A weak handle to what this handle points at (Go's `weak.Make`). See [`Weak`].
+    ///
+    /// The first weak handle of an address takes a lock of the process's table of weak
+    /// handles and allocates a small cell outside the heap; the next ones share it.
+    pub fn downgrade(&self) -> Weak<T> {
+        let w = self.thin();
+        let addr = Gc::as_ptr(self).cast::<u8>().addr();
+        // No collection meanwhile: it could clear or drop the cell found here.
+        let _section = crate::world::enter("fing::Gc::downgrade");
+        let cell = match table().entry(addr) {
+            Entry::Occupied(e) => {
+                let c = *e.get();
+                // SAFETY: a listed cell is allocated (the table holds a reference).
+                unsafe { c.0.as_ref() }.refs.fetch_add(1, Ordering::Relaxed);
+                c
+            }
+            Entry::Vacant(v) => {
+                if let Some(obj) = self.counted() {
+                    // The cell's weak count (module docs); this handle keeps `obj` alive.
+                    // SAFETY: `obj` heads the object this handle counts on.
+                    unsafe { header(obj.as_ptr()) }
+                        .count
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let c = CellPtr(NonNull::from(Box::leak(Box::new(WeakCell {
+                    word: AtomicPtr::new(w.cast_mut()),
+                    refs: AtomicUsize::new(2),
+                }))));
+                v.insert(c);
+                c
+            }
+        };
+        Weak {
+            cell: Some(cell.0),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: 'static> Clone for Weak<T> {
+    fn clone(&self) -> Weak<T> {
+        if let Some(c) = self.cell {
+            // SAFETY: this weak handle holds a reference to its cell.
+            let old = unsafe { c.as_ref() }.refs.fetch_add(1, Ordering::Relaxed);
+            if old >= usize::MAX / 2 {
+                std::process::abort();
+            }
+        }
+        Weak {
+            cell: self.cell,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: 'static> Drop for Weak<T> {
+    /// Drops the weak handle's reference to its cell: one atomic operation; never waits.
+    fn drop(&mut self) {
+        if let Some(c) = self.cell {
+            release_cell(c);
+        }
+    }
+}
+
+impl<T: 'static> Default for Weak<T> {
+    fn default() -> Weak<T> {
+        Weak::new()
+    }
+}
+
+impl<T: 'static> PartialEq for Weak<T> {
+    /// Made from handles with the same address (or both nil)?
+    fn eq(&self, other: &Weak<T>) -> bool {
+        self.cell == other.cell
+    }
+}
+
+impl<T: 'static> Eq for Weak<T> {}
+
+impl<T: 'static> Hash for Weak<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.cell.hash(state);
+    }
+}
+
+impl<T: 'static> fmt::Debug for Weak<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.cell.is_some() {
+            "(Weak)"
+        } else {
+            "(Weak: nil)"
+        })
+    }
+}
+
+// SAFETY: `Type::rust::<Weak<T>>` takes size, align, identity and drop glue from the
+// compiler and the `Trace` impl below; opaque, named `Weak` with argument `T`, so Send and
+// Sync are answered from `T` (structurally), and `is_send_sync` (both) agrees with the
+// impls above.
+unsafe impl<T: Trace> Typed for Weak<T> {
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Weak<T>>(Kind::Opaque) }
+        .named("Weak")
+        .with_args(&[TypeRef::of::<T>()]);
+}
+
+// SAFETY: a weak handle holds no count on its object, so it has no handle to report:
+// noscan. Its drop releases its cell, which is not a handle drop, so `HANDLES_ONLY_DROP`
+// stays false: garbage that holds one is destroyed (mdrop) and the cell released, never
+// skipped by the sweep.
+unsafe impl<T: Trace> Trace for Weak<T> {
+    const NO_SCAN: bool = true;
+    fn trace(&self, _tracer: &mut Tracer) {}
+}
+
+/// Is `obj`, a heap object's header, in `heap`?
+fn in_heap(obj: NonNull<u8>, heap: &MHeap) -> bool {
+    arena_of(obj.as_ptr() as usize).is_some_and(|a| a.heap_id == heap.id)
+}
+
+/// The object a cell's word counts on, and whether the cell is `heap`'s to process (a
+/// cell outside every heap is processed by every heap's collection).
+fn cell_object(cell: &WeakCell, heap: &MHeap) -> (Option<NonNull<u8>>, bool) {
+    let w = cell.word.load(Ordering::Relaxed);
+    // SAFETY: a listed cell's word is a handle word whose object its weak count keeps
+    // allocated.
+    let obj = unsafe { word::object_of(w) };
+    (obj, obj.is_none_or(|o| in_heap(o, heap)))
+}
+
+/// Before the roots are found, with the world stopped: drops the cells of `heap` no weak
+/// handle refers to any more, with their weak counts, and counts every other cell's weak
+/// count as a reference from inside the heap (module docs).
+pub(crate) fn before_mark(heap: &MHeap) {
+    let Some(t) = TABLE.get() else { return };
+    t.retain(|_, c| {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { c.0.as_ref() };
+        let (obj, ours) = cell_object(cell, heap);
+        if !ours {
+            return true;
+        }
+        if cell.refs.load(Ordering::Acquire) == 1 {
+            // The table's reference alone: no weak handle is left, and none can be made
+            // (a downgrade needs a section).
+            if let Some(o) = obj {
+                crate::release::drop_count(o);
+            }
+            release_cell(c.0);
+            return false;
+        }
+        if let Some(o) = obj {
+            // SAFETY: `o` heads an allocated object (its weak count keeps it); world stopped.
+            let h = unsafe { header(o.as_ptr()) };
+            h.gc_refs
+                .store(h.gc_refs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        true
+    });
+}
+
+/// After marking, before resurrection, with the world stopped: keeps the cells of
+/// `heap` whose object is marked and clears the others (module docs). Returns how many
+/// were cleared.
+pub(crate) fn after_mark(heap: &MHeap) -> u64 {
+    let Some(t) = TABLE.get() else { return 0 };
+    let mut cleared = 0;
+    t.retain(|_, c| {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { c.0.as_ref() };
+        let (Some(o), true) = cell_object(cell, heap) else {
+            return true;
+        };
+        let s = span_of(o.as_ptr() as usize)
+            .expect("fing::collect: a weak cell's object is in no span");
+        // SAFETY: `o` heads an allocated object (its weak count keeps it); world stopped.
+        let h = unsafe { header(o.as_ptr()) };
+        if s.is_marked(s.index_of(o.as_ptr() as usize)) {
+            h.gc_refs
+                .store(h.gc_refs.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            return true;
+        }
+        cell.word.store(core::ptr::null_mut(), Ordering::Release);
+        cleared += 1;
+        release_cell(c.0);
+        false
+    });
+    cleared
+}
+
+/// Cells in the table (for tests).
+#[cfg(test)]
+pub(crate) fn cells() -> usize {
+    TABLE.get().map_or(0, DashMap::len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cell's references on their own (a static's weak handles need no heap, so this
+    /// also runs under Miri): shared by address, counted by clones and drops, freed with
+    /// the last reference once a collection drops the table's.
+    #[test]
+    fn cells_of_statics_are_shared_by_address_and_released() {
+        static A: [u64; 2] = [1, 2];
+        let a = Gc::from_static(&A);
+        let w1 = a.downgrade();
+        let w2 = w1.clone();
+        let w3 = Gc::from_static(&A).downgrade();
+        assert!(w1 == w2 && w2 == w3);
+        let c = w1.cell.expect("a cell");
+        // SAFETY: `w1` holds a reference to the cell.
+        assert_eq!(
+            unsafe { c.as_ref() }.refs.load(Ordering::Relaxed),
+            4,
+            "three and the table's"
+        );
+        assert_eq!(w3.upgrade().map(|g| g[1]), Some(2));
+        let second: Gc<u64> = a.map(|a| &a[1]);
+        assert_ne!(second.downgrade().cell, w1.cell, "another address");
+        let first: Gc<u64> = a.map(|a| &a[0]);
+        assert_eq!(
+            first.downgrade().cell,
+            w1.cell,
+            "the same address, another type"
+        );
+        drop((w1, w2));
+        // SAFETY: `w3` holds a reference to the cell.
+        assert_eq!(unsafe { c.as_ref() }.refs.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            w3.upgrade().map(|g| g[0]),
+            Some(1),
+            "a static's never goes nil"
+        );
+        assert!(cells() >= 1);
+    }
+}
