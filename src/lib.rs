@@ -58,8 +58,9 @@
 //!   function value), and [`macro@interface`] for traits usable as finalizer parameters.
 //! - Heaps: [`Heap`] and [`HeapConfig`] for a heap of one's own, [`collect`] and [`stats`]
 //!   for the default heap, [`MemStats`], [`AllocError`].
-//! - Finalizers: [`set_finalizer`] (its docs hold the whole contract),
-//!   [`wait_finalizers`], [`keep_alive`], [`Outcome`], [`FinalizerError`].
+//! - Finalizers and cleanups: [`set_finalizer`] (its docs hold the whole contract),
+//!   [`Gc::add_cleanup`] and [`add_cleanup`] with [`Cleanup`], [`wait_finalizers`],
+//!   [`keep_alive`], [`Outcome`], [`FinalizerError`].
 //! - [`reflect`]: building types at run time, and Go's type rules; [`frame`]: calling
 //!   functions through frames (what an interpreter implements for its own functions).
 //!
@@ -67,10 +68,10 @@
 //! zero, the collection cycle, the finalizer path) is `docs/design.md` in the repository.
 
 pub use gc_core::{
-    collect, keep_alive, set_finalizer, stats, wait_finalizers, wait_finalizers_timeout,
-    AllocError, AllowDrop, BorrowError, BorrowMutError, FinalizerError, FinalizerStuck, Func, Gc,
-    GcCell, GcRef, GcRefMut, Heap, HeapConfig, Holder, Kind, MemStats, Outcome, Trace, Tracer,
-    Type, Typed, Value, Weak, MAX_ALIGN,
+    add_cleanup, collect, keep_alive, set_finalizer, stats, wait_finalizers,
+    wait_finalizers_timeout, AllocError, AllowDrop, BorrowError, BorrowMutError, Cleanup,
+    FinalizerError, FinalizerStuck, Func, Gc, GcCell, GcRef, GcRefMut, Heap, HeapConfig, Holder,
+    Kind, MemStats, Outcome, Trace, Tracer, Type, Typed, Value, Weak, MAX_ALIGN,
 };
 pub use gc_derive::{interface, Trace};
 

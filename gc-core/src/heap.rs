@@ -184,6 +184,10 @@ impl MHeap {
         let t = crate::mcache::totals(self, &k);
         let in_use = lock(&self.all_spans).iter().map(|s| s.get().bytes()).sum();
         let pages = lock(&self.pages);
+        // The finalizer thread's counts include cleanups, published in batches: a
+        // snapshot may see a cleanup's count before the thread's.
+        let (cleanups_queued, cleanups_run) = crate::mfinal::cleanup_counters();
+        let (queued, run, panicked) = crate::mfinal::counters();
         MemStats {
             heap_alloc: (k.live_bytes as u64 + (t.bytes - k.bytes_at_gc))
                 .saturating_sub(t.free_bytes - k.free_bytes_at_gc) as usize,
@@ -202,9 +206,11 @@ impl MHeap {
             last_pause: k.last_pause,
             finalizer_cycles: k.finalizer_cycles,
             destructor_panics: self.destructor_panics.load(Ordering::Relaxed),
-            finalizers_queued: crate::mfinal::counters().0,
-            finalizers_run: crate::mfinal::counters().1,
-            finalizers_panicked: crate::mfinal::counters().2,
+            finalizers_queued: queued.saturating_sub(cleanups_queued),
+            finalizers_run: run.saturating_sub(cleanups_run),
+            finalizers_panicked: panicked,
+            cleanups_queued,
+            cleanups_run,
         }
     }
 }

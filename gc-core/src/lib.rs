@@ -99,8 +99,8 @@ pub use handle::{Gc, GcTarget};
 pub use heap::{collect, find_object, stats, AllocError, Heap};
 pub use mem::resident_bytes;
 pub use mfinal::{
-    keep_alive, set_finalizer, wait_finalizers, wait_finalizers_timeout, FinalizerError,
-    FinalizerStuck, Outcome,
+    add_cleanup, keep_alive, set_finalizer, wait_finalizers, wait_finalizers_timeout, Cleanup,
+    FinalizerError, FinalizerStuck, Outcome,
 };
 pub use mheap::HeapConfig;
 pub use mstats::MemStats;

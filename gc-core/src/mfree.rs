@@ -17,8 +17,9 @@
 //!   section, where user code may do anything a mutator does.
 //!
 //! Left to the collector: tiny blocks (the current block may still be filling); large
-//! objects whose destructor only drops handles; objects in a span with finalizer records
-//! (one of them may be this object's, and then it must be resurrected, not freed).
+//! objects whose destructor only drops handles; objects in a span with finalizer or cleanup
+//! records (one of them may be this object's: it must be resurrected, or its cleanups
+//! queued, not freed here).
 //!
 //! Freeing an object:
 //! - drops its value. For a type with a pointer mask, that means lowering the counts of
@@ -200,7 +201,8 @@ fn chain(l: &Local) -> &mut Vec<(NonNull<u8>, &'static Span)> {
 enum AtZeroHere {
     /// Freed here, in the chain: its span and type.
     Chain(&'static Span, &'static Type),
-    /// Its destructor runs user code: doomed, unless its span has finalizer records.
+    /// Its destructor runs user code: doomed, unless its span has finalizer or cleanup
+    /// records.
     Doom(&'static Type),
     /// Left to the collector.
     Leave,
@@ -208,7 +210,7 @@ enum AtZeroHere {
 
 /// What becomes of `obj` (count zero, header type `ty`; see the module docs): a small
 /// object whose destructor only drops handles (`AtZero::Free`), outside spans with
-/// finalizer records, joins the chain; a type whose destructor runs user code
+/// finalizer or cleanup records, joins the chain; a type whose destructor runs user code
 /// (`AtZero::Doom`) is doomed; the rest (a dead slot's marker type says `AtZero::Keep`, a
 /// tiny block has no type) are left. The freeing path's one test per object is the type's
 /// `at_zero` byte.
@@ -225,7 +227,7 @@ fn at_zero(obj: NonNull<u8>, ty: *const Type, arena: &mut Option<&'static Arena>
                 return AtZeroHere::Leave;
             };
             let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
-            if small && !s.has_specials.load(Ordering::Relaxed) {
+            if small && !s.has_records() {
                 AtZeroHere::Chain(s, ty)
             } else {
                 AtZeroHere::Leave
@@ -238,7 +240,8 @@ fn at_zero(obj: NonNull<u8>, ty: *const Type, arena: &mut Option<&'static Arena>
 
 /// Dooms `obj` (count zero, type `ty`, whose destructor runs user code), to be destroyed
 /// once this thread is outside every section (mdrop), unless its span has finalizer
-/// records: then it is left to the collector, which may have to resurrect it.
+/// or cleanup records: then it is left to the collector, which may have to resurrect it
+/// or queue its cleanups.
 #[cold]
 #[inline(never)]
 fn doom_unless_recorded(
@@ -251,7 +254,7 @@ fn doom_unless_recorded(
     let Some(s) = arena_of_cached(addr, arena).and_then(|a| a.span_at(addr)) else {
         return;
     };
-    if !s.has_specials.load(Ordering::Relaxed) {
+    if !s.has_records() {
         // SAFETY: `obj`'s count just reached zero, in this thread's section: no handle to
         // it is left.
         l.push_dying(unsafe { Doomed::doom(obj, ty) });

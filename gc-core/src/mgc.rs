@@ -43,7 +43,10 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
         let fin_cycles = mgcmark::mark(heap, &spans);
         // Before resurrection: a weak handle goes nil when its finalizers are queued.
         crate::weak::after_mark(heap);
-        crate::mfinal::enqueue(crate::mfinal::resurrect(&spans));
+        let mut queue = crate::mfinal::resurrect(&spans);
+        // After resurrection: what is still unmarked is freed by this cycle.
+        crate::mfinal::queue_cleanups(&spans, &mut queue);
+        crate::mfinal::enqueue(queue);
         let doomed = mgcmark::mark_doomed(heap, &spans);
         (cross_heap, fin_cycles, doomed)
     }));

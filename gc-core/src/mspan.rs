@@ -80,6 +80,12 @@ pub(crate) struct Span {
     pub(crate) specials: crate::spin::SpinLock<Vec<Record>>,
     /// Does `specials` hold anything? (Lets the collector skip the lock.)
     pub(crate) has_specials: AtomicBool,
+    /// Cleanup records of objects in this span (Go's cleanup specials), in the order they
+    /// were added. Locked by `add_cleanup` and `Cleanup::stop`; the collector takes it
+    /// with the world stopped.
+    pub(crate) cleanups: crate::spin::SpinLock<Vec<CleanupRecord>>,
+    /// Does `cleanups` hold anything?
+    pub(crate) has_cleanups: AtomicBool,
     /// Arena-map identity of the owning heap.
     pub(crate) heap_id: u64,
 }
@@ -115,6 +121,8 @@ impl Span {
             mark_bits: bitmap(nelems),
             specials: crate::spin::SpinLock::new(Vec::new()),
             has_specials: AtomicBool::new(false),
+            cleanups: crate::spin::SpinLock::new(Vec::new()),
+            has_cleanups: AtomicBool::new(false),
             heap_id,
         }
     }
@@ -244,6 +252,13 @@ impl Span {
         for_each_set(&self.alloc_bits, f);
     }
 
+    /// Does the span hold finalizer or cleanup records? (Its objects are then left to the
+    /// collector: `mfree`.)
+    #[inline]
+    pub(crate) fn has_records(&self) -> bool {
+        self.has_specials.load(Ordering::Relaxed) || self.has_cleanups.load(Ordering::Relaxed)
+    }
+
     /// Is any object marked? Collector only.
     pub(crate) fn any_marked(&self) -> bool {
         self.mark_bits
@@ -295,6 +310,23 @@ unsafe impl Send for Record {}
 
 // The queue's blocks hold 85 of them; set, resurrection and the queue move them whole.
 const _: () = assert!(core::mem::size_of::<Record>() == 48);
+
+/// A cleanup (`Gc::add_cleanup`) of the object in whose slot `ptr` lies. Like a
+/// finalizer record it names its object by raw address, so it does not keep it alive; its
+/// function, which owns the cleanup's argument, holds counted handles, which are roots.
+pub(crate) struct CleanupRecord {
+    /// The address the cleanup was added on (any address inside the object).
+    pub(crate) ptr: *const u8,
+    /// The cleanup's identity for `Cleanup::stop`, unique in the process, never zero.
+    pub(crate) id: u64,
+    /// The cleanup with its argument: a one-parameter closure taking `()`.
+    pub(crate) func: Func,
+}
+
+// SAFETY: as for `Record`: `ptr` is only compared and never read through; `Func` is Send.
+unsafe impl Send for CleanupRecord {}
+
+const _: () = assert!(core::mem::size_of::<CleanupRecord>() == 48);
 
 impl Record {
     /// The header of the object this record's address lies in, in span `s`.

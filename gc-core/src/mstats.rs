@@ -44,8 +44,13 @@ pub struct MemStats {
     pub finalizers_queued: u64,
     /// Finalizers run, ever (including those that panicked).
     pub finalizers_run: u64,
-    /// Finalizers that panicked (caught and reported; the thread went on).
+    /// Finalizers and cleanups that panicked (caught and reported; the thread went on).
     pub finalizers_panicked: u64,
+    /// Cleanups queued by collections, ever (the process's, all heaps; Go's
+    /// `/gc/cleanups/queued`).
+    pub cleanups_queued: u64,
+    /// Cleanups run, ever (including those that panicked).
+    pub cleanups_run: u64,
     /// With `HeapConfig::check_finalizers`: finalizable objects found reaching themselves
     /// (each report counts once per collection that finds it).
     pub finalizer_cycles: u64,

@@ -48,6 +48,7 @@
 //!   lock biased to the setting thread (plain stores, `membarrier` to revoke) measured no
 //!   faster: the section it needs and its busy flag cost as much (docs/log.md).
 
+mod cleanup;
 mod queue;
 mod reflectcall;
 mod thread;
@@ -63,6 +64,8 @@ use crate::mpagealloc::span_of;
 use crate::mspan::Record;
 use crate::slot::{data_offset, HEADER};
 
+pub(crate) use cleanup::queue_cleanups;
+pub use cleanup::{add_cleanup, Cleanup};
 pub(crate) use thread::on_finalizer_thread;
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
 
@@ -119,11 +122,52 @@ pub enum FinalizerError {
         /// The finalizer's type.
         finalizer: String,
     },
+    /// `fing::add_cleanup: ptr is nil`
+    CleanupNilObject,
+    /// `fing::add_cleanup: ptr is {ty}, not pointer`
+    CleanupNotPointer {
+        /// The object's type.
+        ty: String,
+    },
+    /// `fing::add_cleanup: cleanup is {ty}, not a function of one argument`
+    CleanupNotFunction {
+        /// The cleanup's type.
+        ty: String,
+    },
+    /// `fing::add_cleanup: cannot pass arg of type {arg} to cleanup {cleanup}`
+    CleanupCannotPass {
+        /// The argument's type.
+        arg: String,
+        /// The cleanup's type.
+        cleanup: String,
+    },
+    /// `fing::add_cleanup: {ty} is not Send + Sync; the cleanup runs on another thread`
+    CleanupNotSendSync {
+        /// The argument's type.
+        ty: String,
+    },
+    /// `fing::add_cleanup: ptr is equal to arg, cleanup will never run` (the argument, a
+    /// handle, would keep the object alive)
+    ArgIsObject,
+    /// `fing::add_cleanup: ptr is within arg, cleanup will never run` (the argument is a
+    /// handle into the object: Go's wording)
+    ArgWithinObject,
 }
 
 impl fmt::Display for FinalizerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("fing::set_finalizer: ")?;
+        use FinalizerError::*;
+        let api = match self {
+            CleanupNilObject
+            | CleanupNotPointer { .. }
+            | CleanupNotFunction { .. }
+            | CleanupCannotPass { .. }
+            | CleanupNotSendSync { .. }
+            | ArgIsObject
+            | ArgWithinObject => "fing::add_cleanup: ",
+            _ => "fing::set_finalizer: ",
+        };
+        f.write_str(api)?;
         match self {
             FinalizerError::NilObject => f.write_str("first argument is nil"),
             FinalizerError::NotPointer { ty } => write!(f, "first argument is {ty}, not pointer"),
@@ -147,6 +191,19 @@ impl fmt::Display for FinalizerError {
                 f,
                 "cannot lay out a frame for finalizer {finalizer}: it is larger than isize::MAX bytes"
             ),
+            CleanupNilObject => f.write_str("ptr is nil"),
+            CleanupNotPointer { ty } => write!(f, "ptr is {ty}, not pointer"),
+            CleanupNotFunction { ty } => {
+                write!(f, "cleanup is {ty}, not a function of one argument")
+            }
+            CleanupCannotPass { arg, cleanup } => {
+                write!(f, "cannot pass arg of type {arg} to cleanup {cleanup}")
+            }
+            CleanupNotSendSync { ty } => {
+                write!(f, "{ty} is not Send + Sync; the cleanup runs on another thread")
+            }
+            ArgIsObject => f.write_str("ptr is equal to arg, cleanup will never run"),
+            ArgWithinObject => f.write_str("ptr is within arg, cleanup will never run"),
         }
     }
 }
@@ -530,10 +587,19 @@ fn insert_slow(
 /// object it counts on, null outside the heap (gc-core's `Gc` representation, which named
 /// pointer newtypes share).
 fn handle_parts(v: &Value) -> (*const u8, *mut u8) {
-    // SAFETY: a pointer-kind value holds a handle to a sized element: one handle word,
-    // whatever the element, which a `Gc<u8>` reads the same way; the value lives for the
-    // call, and the reference does not outlive it.
-    let h = unsafe { &*v.as_ptr().cast::<Gc<u8>>() };
+    // SAFETY: a pointer-kind value holds a handle to a sized element, and lives for the
+    // call.
+    unsafe { handle_parts_at(v.as_ptr()) }
+}
+
+/// `handle_parts` of the handle at `p`.
+///
+/// # Safety
+/// `p` must point to a live handle to a sized element (a value of a pointer-kind type:
+/// one handle word, whatever the element, which a `Gc<u8>` reads the same way).
+unsafe fn handle_parts_at(p: *const u8) -> (*const u8, *mut u8) {
+    // SAFETY: the caller's contract; the reference does not outlive the call.
+    let h = unsafe { &*p.cast::<Gc<u8>>() };
     h.parts()
 }
 
@@ -634,6 +700,15 @@ pub(crate) fn enqueue(batch: queue::FinQueue) {
 }
 
 /// Finalizers queued, run and panicked since the process started (all heaps).
+/// Cleanups queued and run since the process started (all heaps).
+pub(crate) fn cleanup_counters() -> (u64, u64) {
+    (
+        cleanup::QUEUED.load(Ordering::Relaxed),
+        cleanup::RUN.load(Ordering::Relaxed),
+    )
+}
+
+/// Finalizers (with cleanups) queued, run and panicked since the process started.
 pub(crate) fn counters() -> (u64, u64, u64) {
     (
         thread::QUEUED.load(Ordering::Relaxed),

@@ -100,10 +100,18 @@ fn run() {
         let run_one = |f: *mut super::queue::Finalizer| {
             // SAFETY: `run_each` hands out initialised entries.
             let ty = unsafe { (*f).obj_ty };
+            let is_cleanup = core::ptr::eq(ty, &super::cleanup::CLEANUP);
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // SAFETY: the entry is `run_each`'s to hand over, and `call` takes it over.
-                unsafe { reflectcall::call(&mut inv, f) }
+                if is_cleanup {
+                    // SAFETY: the entry is `run_each`'s to hand over; a cleanup's holds
+                    // only its function (no object, no count), which `run` takes over.
+                    unsafe { super::cleanup::run(&mut (*f).func) }
+                } else {
+                    // SAFETY: the entry is `run_each`'s to hand over, and `call` takes it
+                    // over.
+                    unsafe { reflectcall::call(&mut inv, f) }
+                }
             }));
             ran += 1;
             if ran == 256 {
@@ -111,7 +119,11 @@ fn run() {
             }
             if let Err(payload) = r {
                 PANICKED.fetch_add(1, Ordering::Relaxed);
-                eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
+                if is_cleanup {
+                    eprintln!("fing: a cleanup panicked; the finalizer thread goes on");
+                } else {
+                    eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
+                }
                 // A payload whose own drop panics must not end the thread.
                 crate::mdrop::drop_payload(payload);
             }

@@ -1,0 +1,345 @@
+//! Cleanups (Go 1.24's `runtime.AddCleanup`, mcleanup.go): functions run after an object
+//! becomes unreachable, without the object.
+//!
+//! A cleanup is a record in its object's span (`Span::cleanups`, beside the finalizer
+//! records): the address it was added on, a process-unique id for [`Cleanup::stop`], and
+//! a `Func` that owns the cleanup's function and argument. Like a finalizer record it
+//! names its object by raw address, so it never keeps it alive; unlike one it holds no
+//! way to reach the object, and the collector neither scans nor resurrects an object for
+//! its cleanups. So objects in cycles get their cleanups, and a cleanup runs in the
+//! cycle that frees its object:
+//! - marking, resurrection and the finalizer scan ignore cleanup records;
+//! - after resurrection ([`queue_cleanups`]), every record whose object is still unmarked
+//!   goes to the finalizer thread's queue, as an entry whose object type is [`CLEANUP`]
+//!   and whose address is null (the object is freed by this very sweep: nothing may read
+//!   it again). An object with a finalizer was just resurrected, so its cleanups stay
+//!   until a later cycle finds it unreachable with no finalizer left: a cleanup runs after
+//!   the object's finalizer, two cycles on (Go's `TestCleanupAfterFinalizer`);
+//! - objects in a span with cleanup records are not freed at count zero (`mfree`), as for
+//!   finalizer records: the collector must see them die.
+//!
+//! The cleanup's argument lives in the `Func`'s body (a closure `move |()| f(arg)`: inline
+//! when the function and argument fit two words, as a handle does), outside the heap, so
+//! its handles are counted and are roots: if the argument (or the function's captures)
+//! reaches the object, the object is never collected and the cleanup never runs (Go's
+//! rule). `add_cleanup` refuses the direct cases with Go's messages (an argument that is
+//! a handle to the object, or into it); [`HeapConfig::check_finalizers`] reports the rest
+//! of what the argument reaches (the function's captures are opaque to the collector: a
+//! Rust closure has no descriptor).
+//!
+//! Cleanups run on the finalizer thread, in the order they were queued, after the
+//! finalizers queued before them; `wait_finalizers()` waits for them too. A panicking
+//! cleanup is caught and counted with the finalizers' panics.
+//!
+//! [`HeapConfig::check_finalizers`]: crate::HeapConfig::check_finalizers
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use gc_types::rules::{identical, is_empty_interface};
+use gc_types::{Func, Kind, Trace, Type, Value};
+
+use super::{queue, thread, FinalizerError, HANDOFF_EVERY};
+use crate::handle::Gc;
+use crate::mpagealloc::span_of;
+use crate::mspan::{CleanupRecord, Record, SpanPtr};
+
+/// The object type of a queued cleanup's entry: the finalizer thread calls it without an
+/// object.
+// SAFETY: the marker value type is never made: no value of it holds a handle; it is Send
+// and Sync (a unit struct).
+pub(crate) static CLEANUP: Type = unsafe { Type::untraced::<CleanupMarker>("cleanup", true, true) };
+
+/// The value type of [`CLEANUP`] (never made).
+struct CleanupMarker;
+
+/// Cleanups queued and run since the process started (all heaps); included in the
+/// finalizer thread's own counts too.
+pub(crate) static QUEUED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static RUN: AtomicU64 = AtomicU64::new(0);
+
+/// The last cleanup id handed out (ids start at 1: 0 is the no-op `Cleanup`).
+static LAST_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A cleanup added with [`Gc::add_cleanup`] or [`add_cleanup`]: a handle to cancel it
+/// (Go's `runtime.Cleanup`). Copying it copies the handle, not the cleanup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cleanup {
+    /// The address the cleanup was added on.
+    ptr: usize,
+    /// Its id; 0 for a cleanup that was never recorded (an object outside the heap).
+    id: u64,
+}
+
+impl Cleanup {
+    /// The cleanup of an object that is never collected (outside the heap, zero-sized):
+    /// nothing to run, nothing to stop.
+    const NOOP: Cleanup = Cleanup { ptr: 0, id: 0 };
+
+    /// Cancels the cleanup (Go's `Cleanup.Stop`). Idempotent; does nothing once the
+    /// cleanup has been queued (its object was found unreachable) or has run, and nothing
+    /// for a cleanup of an object outside the heap. To be sure it cancels, keep the object
+    /// alive across the call ([`keep_alive`](crate::keep_alive) on a handle to it).
+    ///
+    /// The cancelled function and its argument are dropped here, on this thread.
+    pub fn stop(&self) {
+        if self.id == 0 {
+            return;
+        }
+        // No collection meanwhile: the sweep may free the span this address lies in.
+        let _section = crate::world::enter("fing::Cleanup::stop");
+        // The object may be gone and its slot or span reused: the id tells its record.
+        let Some(s) = span_of(self.ptr) else { return };
+        if !s.has_cleanups.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut records = s.cleanups.lock();
+        let removed = records
+            .iter()
+            .position(|r| r.id == self.id)
+            .map(|i| records.remove(i));
+        s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
+        drop(records);
+        // Dropping the function runs user code (its captures' and argument's destructors),
+        // which may add or stop cleanups in this span: after the lock.
+        drop(removed);
+    }
+}
+
+impl<T: ?Sized + 'static> Gc<T> {
+    /// Adds a cleanup (Go's `runtime.AddCleanup`): once the object this handle counts on
+    /// is found unreachable, `f(arg)` runs on the finalizer thread, in the collection
+    /// cycle that frees the object. The object is not passed, so it is not resurrected:
+    /// objects in cycles get their cleanups. Several cleanups may be added to one object,
+    /// on its start or on interior handles; each runs once, in no specified order.
+    ///
+    /// If `arg` or `f` reaches the object, the object is never collected and the cleanup
+    /// never runs: an `arg` that is a handle to this address is refused with
+    /// [`FinalizerError::ArgIsObject`] (`fing::add_cleanup: ptr is equal to arg, cleanup
+    /// will never run`), one into the object with [`FinalizerError::ArgWithinObject`]
+    /// (unless the object is a tiny one, which shares its block). A handle outside the
+    /// heap ([`Gc::from_static`], a zero-sized value) is never collected: its cleanup is a
+    /// no-op that `stop` ignores.
+    ///
+    /// The rest is as for finalizers (see [`set_finalizer`](crate::set_finalizer)):
+    /// nothing runs at process exit; tiny objects share a block and its fate; use
+    /// [`keep_alive`](crate::keep_alive) where the object's last use is through a raw
+    /// pointer; [`wait_finalizers`](crate::wait_finalizers) waits for queued cleanups. A
+    /// cleanup that panics is caught and counted in `MemStats::finalizers_panicked`.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use fing::{Heap, HeapConfig};
+    /// static CLOSED: AtomicUsize = AtomicUsize::new(0);
+    /// let heap = Heap::new(HeapConfig::default());
+    /// let file = heap.alloc(3i64);
+    /// file.add_cleanup(3usize, |fd| { CLOSED.fetch_add(fd, Ordering::SeqCst); }).unwrap();
+    /// drop(file);
+    /// heap.collect();
+    /// heap.wait_finalizers();
+    /// assert_eq!(CLOSED.load(Ordering::SeqCst), 3);
+    /// ```
+    pub fn add_cleanup<S: Trace + Send + 'static>(
+        &self,
+        arg: S,
+        f: impl FnOnce(S) + Send + 'static,
+    ) -> Result<Cleanup, FinalizerError> {
+        let (ptr, obj) = self.parts();
+        if obj.is_null() {
+            return Ok(Cleanup::NOOP);
+        }
+        if S::TYPE.kind() == Kind::Pointer {
+            // SAFETY: `arg` is a value of a pointer-kind type (its descriptor's kind),
+            // alive for the call.
+            let (arg_ptr, arg_obj) = unsafe { super::handle_parts_at((&arg as *const S).cast()) };
+            check_arg(ptr, obj, arg_ptr, arg_obj)?;
+        }
+        Ok(record(ptr, obj, Func::new(move |(): ()| f(arg))))
+    }
+}
+
+/// Go's checks of the argument, for an argument that is a handle (`arg_ptr` into the
+/// object `arg_obj`, null outside the heap) and a cleanup on `ptr` in `obj`.
+fn check_arg(
+    ptr: *const u8,
+    obj: *mut u8,
+    arg_ptr: *const u8,
+    arg_obj: *mut u8,
+) -> Result<(), FinalizerError> {
+    if arg_ptr == ptr {
+        return Err(FinalizerError::ArgIsObject);
+    }
+    // Into the same object (but not a tiny block's: two tiny objects share it).
+    // SAFETY: `obj` heads the object the caller's handle keeps allocated.
+    let tiny = unsafe { crate::slot::header(obj) }
+        .ty
+        .load(Ordering::Relaxed)
+        .is_null();
+    if arg_obj == obj && !tiny {
+        return Err(FinalizerError::ArgWithinObject);
+    }
+    Ok(())
+}
+
+/// Records `func` as a cleanup of the object `obj` (which the caller's handle keeps
+/// allocated) at `ptr`.
+fn record(ptr: *const u8, obj: *mut u8, func: Func) -> Cleanup {
+    let s = span_of(obj as usize).expect("fing::add_cleanup: a heap object in no span");
+    thread::start();
+    let id = LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut records = s.cleanups.lock();
+    records.push(CleanupRecord { ptr, id, func });
+    // Before the lock is released: a collection that finds the records also finds the
+    // flag set (it takes the lock to read them).
+    s.has_cleanups.store(true, Ordering::Relaxed);
+    drop(records);
+    Cleanup {
+        ptr: ptr as usize,
+        id,
+    }
+}
+
+/// An argument `Value` of a type the checks found Send and Sync, moved into the cleanup.
+struct SendValue(Value);
+
+// SAFETY: `add_cleanup` wraps only values whose type `is_send_sync` (row 11's check):
+// such a value may move to the finalizer thread.
+unsafe impl Send for SendValue {}
+
+/// Adds a cleanup through reflection: Go's `runtime.AddCleanup(ptr, cleanup, arg)` with
+/// its checks done at run time. `obj` is a handle (a pointer-kind value), `cleanup` a
+/// function of one parameter (a [`Func`], or a `Value` holding one), and `arg` a value of that parameter's type (or of any type,
+/// for a parameter that is the empty interface `Value`), Send and Sync. The cleanup's
+/// results are dropped. See [`Gc::add_cleanup`] for the semantics.
+///
+/// Errors, each naming the types involved: [`FinalizerError::CleanupNilObject`],
+/// [`CleanupNotPointer`](FinalizerError::CleanupNotPointer),
+/// [`CleanupNotFunction`](FinalizerError::CleanupNotFunction),
+/// [`CleanupCannotPass`](FinalizerError::CleanupCannotPass),
+/// [`CleanupNotSendSync`](FinalizerError::CleanupNotSendSync),
+/// [`ArgIsObject`](FinalizerError::ArgIsObject),
+/// [`ArgWithinObject`](FinalizerError::ArgWithinObject).
+pub fn add_cleanup(
+    obj: Value,
+    cleanup: impl Into<Value>,
+    arg: Value,
+) -> Result<Cleanup, FinalizerError> {
+    let cleanup = cleanup.into();
+    if obj.is_nil() {
+        return Err(FinalizerError::CleanupNilObject);
+    }
+    let oty = obj.type_of();
+    if oty.kind() != Kind::Pointer {
+        return Err(FinalizerError::CleanupNotPointer {
+            ty: oty.to_string(),
+        });
+    }
+    let fty = cleanup.type_of();
+    if fty.kind() != Kind::Func || fty.params().len() != 1 || fty.is_variadic() {
+        return Err(FinalizerError::CleanupNotFunction {
+            ty: fty.to_string(),
+        });
+    }
+    let param = fty.params().next().expect("one parameter");
+    let aty = arg.type_of();
+    let boxed = if identical(aty, param) {
+        false
+    } else if is_empty_interface(param) {
+        true
+    } else {
+        return Err(FinalizerError::CleanupCannotPass {
+            arg: aty.to_string(),
+            cleanup: fty.to_string(),
+        });
+    };
+    if !aty.is_send_sync() {
+        return Err(FinalizerError::CleanupNotSendSync {
+            ty: aty.to_string(),
+        });
+    }
+    if gc_types::FrameLayout::of(fty).is_err() {
+        return Err(FinalizerError::CleanupNotFunction {
+            ty: fty.to_string(),
+        });
+    }
+    let (ptr, obj_header) = super::handle_parts(&obj);
+    if obj_header.is_null() {
+        return Ok(Cleanup::NOOP);
+    }
+    if aty.kind() == Kind::Pointer && !arg.is_nil() {
+        let (arg_ptr, arg_obj) = super::handle_parts(&arg);
+        check_arg(ptr, obj_header, arg_ptr, arg_obj)?;
+    }
+    let func = cleanup
+        .into_func()
+        .unwrap_or_else(|_| unreachable!("fing::add_cleanup: func kind without a Func"));
+    let arg = SendValue(if boxed { Value::new(arg) } else { arg });
+    let run = Func::new(move |(): ()| {
+        let arg = arg;
+        // The arguments were checked above, and a frame can be laid out: the call is
+        // made. (A panic in it is the cleanup's, caught by the finalizer thread.)
+        if let Err(e) = func.call(vec![arg.0]) {
+            panic!("fing::add_cleanup: the checked call failed: {e}");
+        }
+    });
+    let c = record(ptr, obj_header, run);
+    // `obj` kept the object alive until the record was made.
+    drop(obj);
+    Ok(c)
+}
+
+/// After resurrection, with the world stopped: queues the cleanups of every object left
+/// unmarked (it is freed by this cycle's sweep) into `out`, handing full parts to the
+/// finalizer thread as resurrection does. Returns how many were queued.
+pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u64 {
+    let mut n = 0;
+    for s in spans
+        .iter()
+        .map(|s| s.get())
+        .filter(|s| s.has_cleanups.load(Ordering::Relaxed))
+    {
+        let mut records = s.cleanups.lock();
+        let dead = |r: &CleanupRecord| !s.is_marked(s.index_of(r.ptr as usize));
+        if !records.iter().any(dead) {
+            continue;
+        }
+        for r in records.extract_if(.., |r| dead(r)) {
+            out.push(Record {
+                ptr: core::ptr::null(),
+                func: r.func,
+                obj_ty: &CLEANUP,
+            });
+            n += 1;
+        }
+        s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
+        drop(records);
+        if out.len >= HANDOFF_EVERY {
+            thread::enqueue(out.take_filled());
+        }
+    }
+    QUEUED.fetch_add(n, Ordering::Relaxed);
+    n
+}
+
+/// Runs a queued cleanup's function (the finalizer thread, for an entry of type
+/// [`CLEANUP`]).
+///
+/// # Safety
+/// `func` is a queued cleanup's function, which this call takes over: the caller neither
+/// uses nor drops it again (also if this unwinds).
+pub(crate) unsafe fn run(func: &mut Func) {
+    let mut unit = ();
+    // SAFETY: every cleanup's function is a one-parameter closure of `()` (`Func::new`
+    // above), and `unit` is a valid `()`; the caller's contract hands the function over.
+    let ran = unsafe { Func::call_unary_in_place(func, (&mut unit as *mut ()).cast()) };
+    if !ran {
+        // A closure too large to be held by value (the dynamic `add_cleanup`'s): through
+        // a frame. Not run above, so taken over here, once.
+        // SAFETY: the caller's contract: the function is this call's to take.
+        let func = unsafe { core::ptr::read(func) };
+        if let Err(e) = func.call(vec![Value::new(())]) {
+            panic!("fing::add_cleanup: a cleanup's call of its own signature failed: {e}");
+        }
+    }
+    // Only the finalizer thread writes it: no read-modify-write needed.
+    RUN.store(RUN.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
