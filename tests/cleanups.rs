@@ -221,6 +221,18 @@ fn an_argument_that_is_the_object_or_into_it_is_refused_with_gos_messages() {
         .add_cleanup(inner.clone(), |_: Gc<u64>| ())
         .unwrap_err();
     assert_eq!(e, FinalizerError::ArgIsObject);
+    // Held inside the argument: an `Option`, a tuple.
+    let e = r.add_cleanup(Some(r.clone()), |_| ()).unwrap_err();
+    assert_eq!(e, FinalizerError::ArgIsObject);
+    let e = r.add_cleanup((1u8, vec![r.clone()]), |_| ()).unwrap_err();
+    assert_eq!(e, FinalizerError::ArgWithinObject);
+    let e = fing::add_cleanup(
+        Value::from(r.clone()),
+        Func::new(|_: Option<Gc<Res>>| ()),
+        Value::new(Some(r.clone())),
+    )
+    .unwrap_err();
+    assert_eq!(e, FinalizerError::ArgIsObject);
     // Another object is fine.
     let other = res(&h, 2);
     r.add_cleanup(other, |_| ()).unwrap();

@@ -2,7 +2,8 @@
 //! `support/model_engine.rs` (allocate objects, tiny objects and 16 KiB-aligned ones,
 //! relink through a `GcCell`, clone, drop, register handles globally, leave one in a
 //! thread's `thread_local!` at its exit, set a plain, resurrecting or re-arming
-//! finalizer, clear one, make, upgrade and drop weak handles, collect, wait for
+//! finalizer, clear one, make, upgrade and drop weak handles, add
+//! cleanups (with a handle as argument) and stop them, collect, wait for
 //! finalizers; every object's destructor takes a
 //! lock mutators hold while allocating, may allocate, and may drop a registry entry) run
 //! against fing and against a plain model of reachability and Go's finalizer rules; the
@@ -46,6 +47,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::Downgrade { at, tiny }),
         2 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::Upgrade { at, tiny }),
         1 => (0usize..8, any::<bool>()).prop_map(|(at, tiny)| Op::DropWeak { at, tiny }),
+        2 => (0usize..8, any::<bool>(), idx()).prop_map(|(at, tiny, arg)| Op::AddCleanup { at, tiny, arg }),
+        1 => (0usize..8).prop_map(Op::StopCleanup),
     ]
 }
 

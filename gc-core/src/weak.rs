@@ -419,11 +419,8 @@ mod tests {
         assert!(w1 == w2 && w2 == w3);
         let c = w1.cell.expect("a cell");
         // SAFETY: `w1` holds a reference to the cell.
-        assert_eq!(
-            unsafe { c.as_ref() }.refs.load(Ordering::Relaxed),
-            4,
-            "three and the table's"
-        );
+        let refs = unsafe { c.as_ref() }.refs.load(Ordering::Relaxed);
+        assert_eq!(refs, 4, "three and the table's");
         assert_eq!(w3.upgrade().map(|g| g[1]), Some(2));
         let second: Gc<u64> = a.map(|a| &a[1]);
         assert_ne!(second.downgrade().cell, w1.cell, "another address");
@@ -435,7 +432,8 @@ mod tests {
         );
         drop((w1, w2));
         // SAFETY: `w3` holds a reference to the cell.
-        assert_eq!(unsafe { c.as_ref() }.refs.load(Ordering::Relaxed), 2);
+        let refs = unsafe { c.as_ref() }.refs.load(Ordering::Relaxed);
+        assert_eq!(refs, 2);
         assert_eq!(
             w3.upgrade().map(|g| g[0]),
             Some(1),

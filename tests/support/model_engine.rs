@@ -12,8 +12,9 @@
 //! map handles into an object (near) and into its name's buffer (far, through a cell),
 //! and drop them; set a finalizer (plain, resurrecting its object into a global, or
 //! re-arming itself once) or clear one; make a weak handle of an object or a tiny object,
-//! upgrade one (a handle it gives back becomes a root), drop one; `collect()`;
-//! `wait_finalizers()`. A collection
+//! upgrade one (a handle it gives back becomes a root), drop one; add a cleanup to an
+//! object or a tiny object, with a handle to another object as its argument (a root until
+//! the cleanup runs), and stop one; `collect()`; `wait_finalizers()`. A collection
 //! does not wait for its finalizers: they run on the finalizer thread while the next
 //! operations mutate the heap, and are checked at the next `Wait` or `Collect`.
 //!
@@ -38,6 +39,8 @@
 //!   a weak handle goes nil in the collection whose marking leaves its object (or tiny
 //!   block) unmarked, whether the object is then freed or resurrected for its finalizer,
 //!   and stays nil;
+//! - the cleanups that ran are exactly those of the objects the last collection freed
+//!   (not those it resurrected for a finalizer), each once, none that was stopped before;
 //! - every object still reachable has its id, its token and its links intact (freed memory
 //!   is poisoned in debug builds, so a wrong free shows at the next check, not later), and
 //!   so has every object a destructor made.
@@ -51,7 +54,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak};
+use fing::{Cleanup, Gc, GcCell, Heap, HeapConfig, Trace, Weak};
 
 type Log = Arc<Mutex<Vec<u64>>>;
 
@@ -211,10 +214,19 @@ pub enum Op {
     Upgrade { at: usize, tiny: bool },
     /// Drop a weak handle.
     DropWeak { at: usize, tiny: bool },
+    /// Add a cleanup to an object (`tiny`: a tiny object), with a handle to another object
+    /// as its argument or none.
+    AddCleanup {
+        at: usize,
+        tiny: bool,
+        arg: Option<usize>,
+    },
+    /// Stop a cleanup.
+    StopCleanup(usize),
 }
 
 /// How many kinds of operation `Op::decode` tells apart.
-const KINDS: u8 = 17;
+const KINDS: u8 = 19;
 
 impl Op {
     /// Decodes one operation from fuzzer bytes (`None` when they run out).
@@ -274,10 +286,16 @@ impl Op {
                 at: byte(b)? as usize,
                 tiny: k >= 128,
             },
-            _ => Op::DropWeak {
+            16 => Op::DropWeak {
                 at: byte(b)? as usize,
                 tiny: k >= 128,
             },
+            17 => Op::AddCleanup {
+                at: byte(b)? as usize,
+                tiny: k >= 128,
+                arg: opt(byte(b)?),
+            },
+            _ => Op::StopCleanup(byte(b)? as usize),
         })
     }
 }
@@ -316,6 +334,15 @@ pub struct World {
     /// Weak handles, each with its object's id and whether the model says it is nil.
     weaks: Vec<(u64, Weak<Obj>, bool)>,
     tiny_weaks: Vec<(u64, Weak<Tiny>, bool)>,
+    /// The cleanups added, by key (stopping one that ran or was queued is harmless).
+    cleanup_handles: Vec<(u64, Cleanup)>,
+    /// The model's armed cleanups: key -> (object id, argument's object id).
+    cleanups: BTreeMap<u64, (u64, Option<u64>)>,
+    /// Keys of the cleanups that ran, pushed by the cleanups themselves.
+    cleanups_ran: Log,
+    /// Queued by the last collection, not yet checked against what ran.
+    pending_cleanups: BTreeSet<u64>,
+    next_key: u64,
 }
 
 impl Default for World {
@@ -436,6 +463,11 @@ impl World {
             pending: BTreeSet::new(),
             weaks: Vec::new(),
             tiny_weaks: Vec::new(),
+            cleanup_handles: Vec::new(),
+            cleanups: BTreeMap::new(),
+            cleanups_ran: Arc::default(),
+            pending_cleanups: BTreeSet::new(),
+            next_key: 1,
         }
     }
 
@@ -669,7 +701,51 @@ impl World {
                     self.tiny_weaks.swap_remove(i);
                 }
             }
+            Op::AddCleanup { at, tiny, arg } => self.add_cleanup(at, tiny, arg),
+            Op::StopCleanup(i) => {
+                if let Some(i) = Self::pick(self.cleanup_handles.len(), i) {
+                    let (key, c) = self.cleanup_handles[i];
+                    c.stop();
+                    // Stopped if still armed; a queued or run cleanup is left as it is.
+                    self.cleanups.remove(&key);
+                }
+            }
         }
+    }
+
+    fn add_cleanup(&mut self, at: usize, tiny: bool, arg: Option<usize>) {
+        let arg = arg
+            .and_then(|i| Self::pick(self.roots.len(), i))
+            .map(|i| self.roots[i].clone());
+        let key = self.next_key;
+        let ran = self.cleanups_ran.clone();
+        let f = move |a: Option<Gc<Obj>>| {
+            ran.lock().unwrap().push(key);
+            drop(a);
+        };
+        let arg_id = arg.as_ref().map(|a| a.id);
+        let (id, r) = if tiny {
+            let Some(i) = Self::pick(self.tiny_roots.len(), at) else {
+                return;
+            };
+            let g = &self.tiny_roots[i];
+            (g.id, g.add_cleanup(arg, f))
+        } else {
+            let Some(i) = Self::pick(self.roots.len(), at) else {
+                return;
+            };
+            let g = &self.roots[i];
+            (g.id, g.add_cleanup(arg, f))
+        };
+        if arg_id == Some(id) {
+            let e = r.expect_err("a cleanup whose argument is its object");
+            assert_eq!(e, fing::FinalizerError::ArgIsObject);
+            return;
+        }
+        let c = r.expect("adding a cleanup");
+        self.next_key += 1;
+        self.cleanup_handles.push((key, c));
+        self.cleanups.insert(key, (id, arg_id));
     }
 
     fn arm(&mut self, at: usize, tiny: bool, mode: Option<Mode>) {
@@ -714,6 +790,7 @@ impl World {
             .chain(self.mapped.iter().map(|m| m.0))
             .chain(self.model_globals.iter().copied())
             .chain(registry.iter().copied())
+            .chain(self.cleanups.values().filter_map(|c| c.1))
             .collect()
     }
 
@@ -734,6 +811,14 @@ impl World {
     /// model's queued set ran, each once; then applies what they did to the model.
     fn sync(&mut self) {
         fing::wait_finalizers();
+        let ran = std::mem::take(&mut *self.cleanups_ran.lock().unwrap());
+        let ran_set: BTreeSet<u64> = ran.iter().copied().collect();
+        assert_eq!(ran.len(), ran_set.len(), "a cleanup ran twice: {ran:?}");
+        assert_eq!(
+            ran_set,
+            std::mem::take(&mut self.pending_cleanups),
+            "cleanups that ran vs the model's queued set"
+        );
         let ran = std::mem::take(&mut *self.ran.lock().unwrap());
         let ran_set: BTreeSet<u64> = ran.iter().copied().collect();
         assert_eq!(ran.len(), ran_set.len(), "a finalizer ran twice: {ran:?}");
@@ -853,6 +938,12 @@ impl World {
         // ... and what else was (at count zero, after the destructors of the garbage took
         // registry entries) is unreachable once those entries are gone, and had no
         // finalizer to run first.
+        for (k, (id, _)) in &self.cleanups {
+            assert!(
+                freed.contains(id) || !dropped_set.contains(id),
+                "object {id} with cleanup {k} was destroyed outside a collection"
+            );
+        }
         let later: BTreeSet<u64> = dropped_set.difference(&early).copied().collect();
         let registry = self.registry_after(&later);
         let live = self.closure(self.roots_with(&registry));
@@ -877,6 +968,18 @@ impl World {
         // An object whose finalizer ran and dropped its last handle may have been freed
         // since, by that drop, on the finalizer thread: `sync` finds it gone.
         self.pending = queued;
+        // The cleanups of what this cycle freed (an object with cleanups is never freed
+        // at count zero, so only `freed` has them).
+        let fired: Vec<u64> = self
+            .cleanups
+            .iter()
+            .filter(|(_, (id, _))| freed.contains(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in fired {
+            self.cleanups.remove(&k);
+            self.pending_cleanups.insert(k);
+        }
         self.check_intact();
     }
 
@@ -962,6 +1065,22 @@ impl World {
         }
     }
 
+    /// Collects until nothing changes, dropping what finalizers resurrect.
+    fn settle(&mut self) {
+        let mut last = usize::MAX;
+        while self.model.len() != last
+            || !self.pending.is_empty()
+            || !self.pending_cleanups.is_empty()
+        {
+            last = self.model.len();
+            self.sync();
+            self.globals.lock().unwrap().clear();
+            self.tiny_globals.lock().unwrap().clear();
+            self.model_globals.clear();
+            self.collect_and_check();
+        }
+    }
+
     /// Drops every handle and collects until nothing changes: every object is freed and
     /// every armed finalizer has run, each exactly once, except what Go's rule keeps
     /// forever: objects in or under a cycle through a finalizable object.
@@ -974,15 +1093,15 @@ impl World {
         let registry = std::mem::take(&mut *self.shared.registry.lock().unwrap());
         drop(registry);
         self.model_registry.clear();
-        let mut last = usize::MAX;
-        while self.model.len() != last || !self.pending.is_empty() {
-            last = self.model.len();
-            self.sync();
-            self.globals.lock().unwrap().clear();
-            self.tiny_globals.lock().unwrap().clear();
-            self.model_globals.clear();
-            self.collect_and_check();
+        self.settle();
+        // What is left may be kept by cleanups' arguments (an argument that reaches its
+        // own object keeps it forever, as in Go): stop those cleanups, and settle again.
+        for (key, c) in std::mem::take(&mut self.cleanup_handles) {
+            if self.cleanups.remove(&key).is_some() {
+                c.stop();
+            }
         }
+        self.settle();
         let children = |id: &u64| {
             let m = &self.model[id];
             m.links

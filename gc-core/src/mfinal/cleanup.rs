@@ -36,7 +36,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use gc_types::rules::{identical, is_empty_interface};
-use gc_types::{Func, Kind, Trace, Type, Value};
+use gc_types::{Func, Kind, PtrMask, Trace, Tracer, Type, Value};
 
 use super::{queue, thread, FinalizerError, HANDOFF_EVERY};
 use crate::handle::Gc;
@@ -147,14 +147,52 @@ impl<T: ?Sized + 'static> Gc<T> {
         if obj.is_null() {
             return Ok(Cleanup::NOOP);
         }
-        if S::TYPE.kind() == Kind::Pointer {
-            // SAFETY: `arg` is a value of a pointer-kind type (its descriptor's kind),
-            // alive for the call.
-            let (arg_ptr, arg_obj) = unsafe { super::handle_parts_at((&arg as *const S).cast()) };
-            check_arg(ptr, obj, arg_ptr, arg_obj)?;
-        }
+        // SAFETY: `arg` is a live `S`, whose descriptor `S::TYPE` is.
+        unsafe { check_arg_handles(S::TYPE, (&arg as *const S).cast(), ptr, obj) }?;
         Ok(record(ptr, obj, Func::new(move |(): ()| f(arg))))
     }
+}
+
+/// Go's checks of the argument, on every handle the argument holds itself (not what those
+/// reach: that is `check_finalizers`' job): a handle, an `Option` of one, a struct of them.
+/// Where the type's pointer mask says where its handles lie, each is read with its
+/// address (equal to `ptr`: `ArgIsObject`; else into `obj`: `ArgWithinObject`); else its
+/// `Trace` impl gives the objects its handles count on (`ArgWithinObject` for `obj`).
+///
+/// # Safety
+/// `base` must point to a live value of type `ty`.
+unsafe fn check_arg_handles(
+    ty: &'static Type,
+    base: *const u8,
+    ptr: *const u8,
+    obj: *mut u8,
+) -> Result<(), FinalizerError> {
+    if ty.is_noscan() {
+        return Ok(());
+    }
+    if let PtrMask::Small(mut m) = ty.ptrmask() {
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let at = base.wrapping_add(i * core::mem::size_of::<usize>());
+            // SAFETY: a mask word of a live value holds null or a handle word (the
+            // descriptor's invariant).
+            if unsafe { at.cast::<*const u8>().read() }.is_null() {
+                continue;
+            }
+            // SAFETY: as above: a live handle to a sized element, read in place.
+            let (arg_ptr, arg_obj) = unsafe { super::handle_parts_at(at) };
+            check_arg(ptr, obj, arg_ptr, arg_obj)?;
+        }
+        return Ok(());
+    }
+    let mut t = Tracer::new();
+    // SAFETY: the caller's contract: a live value of `ty`.
+    unsafe { ty.trace_value(base, &mut t) };
+    while let Some(e) = t.pop() {
+        check_arg(ptr, obj, core::ptr::null(), e.as_ptr())?;
+    }
+    Ok(())
 }
 
 /// Go's checks of the argument, for an argument that is a handle (`arg_ptr` into the
@@ -265,10 +303,8 @@ pub fn add_cleanup(
     if obj_header.is_null() {
         return Ok(Cleanup::NOOP);
     }
-    if aty.kind() == Kind::Pointer && !arg.is_nil() {
-        let (arg_ptr, arg_obj) = super::handle_parts(&arg);
-        check_arg(ptr, obj_header, arg_ptr, arg_obj)?;
-    }
+    // SAFETY: a `Value` holds a live value of its type.
+    unsafe { check_arg_handles(aty, arg.as_ptr(), ptr, obj_header) }?;
     let func = cleanup
         .into_func()
         .unwrap_or_else(|_| unreachable!("fing::add_cleanup: func kind without a Func"));

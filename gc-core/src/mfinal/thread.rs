@@ -104,9 +104,11 @@ fn run() {
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if is_cleanup {
+                    // SAFETY: `run_each` hands out initialised entries, read in place.
+                    let func = unsafe { &mut (*f).func };
                     // SAFETY: the entry is `run_each`'s to hand over; a cleanup's holds
                     // only its function (no object, no count), which `run` takes over.
-                    unsafe { super::cleanup::run(&mut (*f).func) }
+                    unsafe { super::cleanup::run(func) }
                 } else {
                     // SAFETY: the entry is `run_each`'s to hand over, and `call` takes it
                     // over.
