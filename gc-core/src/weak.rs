@@ -139,6 +139,7 @@ fn release_cell(c: NonNull<WeakCell>) {
 /// handle goes (see `Gc`'s "When the object is freed").
 ///
 /// ```
+/// # use gc_core as fing;
 /// use fing::{Gc, Heap, HeapConfig, Weak};
 /// let heap = Heap::new(HeapConfig::default());
 /// let strong = heap.alloc(7u64);

@@ -128,6 +128,7 @@ impl<T: ?Sized + 'static> Gc<T> {
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// # use gc_core as fing;
     /// use fing::{Heap, HeapConfig};
     /// static CLOSED: AtomicUsize = AtomicUsize::new(0);
     /// let heap = Heap::new(HeapConfig::default());
