@@ -6,7 +6,8 @@
 //! Go's parameter rules, function values called through frames, and types an interpreter
 //! builds at run time; then the heap those types live in: allocation, a collection, and
 //! its statistics; then finalizers: typed, dynamic, through an interface, in A-before-B
-//! order, on tiny objects, what each bad call returns, and the counters at the end.
+//! order, on tiny objects, what each bad call returns; weak handles and cleanups; and
+//! the counters at the end.
 
 use fing::rules::{finalizer_param, ParamMatch};
 use std::sync::{Arc, Mutex};
@@ -321,11 +322,83 @@ fn finalizers(heap: &Heap) {
         }
     }
 
+    weak_and_cleanups(heap, &log);
+
     let s = heap.stats();
     println!(
-        "\n11. MemStats: {} collections, {:?} paused; finalizers queued {}, run {}, panicked {}",
-        s.num_gc, s.pause_total, s.finalizers_queued, s.finalizers_run, s.finalizers_panicked
+        "\n13. MemStats: {} collections, {:?} paused; finalizers queued {}, run {}, panicked {}; cleanups queued {}, run {}",
+        s.num_gc,
+        s.pause_total,
+        s.finalizers_queued,
+        s.finalizers_run,
+        s.finalizers_panicked,
+        s.cleanups_queued,
+        s.cleanups_run
     );
+}
+
+fn weak_and_cleanups(heap: &Heap, log: &Arc<Mutex<Vec<String>>>) {
+    println!(
+        "\n11. Weak handles: nil once a collection finds the object unreachable, before its finalizer:"
+    );
+    let f = heap.alloc(File { fd: 40, next: None });
+    let w = f.downgrade();
+    println!(
+        "  while held: upgrade -> fd {:?}; equal to another downgrade: {}",
+        w.upgrade().map(|f| f.fd),
+        w == f.downgrade()
+    );
+    let l = log.clone();
+    let w2 = w.clone();
+    f.set_finalizer(move |f: Gc<File>| {
+        l.lock().unwrap().push(format!(
+            "finalizer of fd {} sees its weak handle: {:?}",
+            f.fd,
+            w2.upgrade().map(|f| f.fd)
+        ))
+    })
+    .unwrap();
+    drop(f);
+    settle(heap, || !log.lock().unwrap().is_empty());
+    println!(
+        "  {}",
+        log.lock().unwrap().drain(..).collect::<Vec<_>>().join("")
+    );
+    println!("  after: upgrade -> {:?}", w.upgrade().map(|f| f.fd));
+
+    println!(
+        "\n12. Cleanups: no object passed, so no resurrection; a cycle gets its cleanups in one collection:"
+    );
+    let a = heap.alloc(Ring {
+        fd: 50,
+        next: GcCell::new(None),
+    });
+    let b = heap.alloc(Ring {
+        fd: 51,
+        next: GcCell::new(Some(a.clone())),
+    });
+    a.next.set(Some(b.clone()));
+    for (x, fd) in [(&a, 50), (&b, 51)] {
+        let l = log.clone();
+        x.add_cleanup(fd, move |fd: i32| {
+            l.lock().unwrap().push(format!("closed fd {fd}"))
+        })
+        .unwrap();
+    }
+    let stopped = a
+        .add_cleanup((), |()| println!("  never printed: stopped"))
+        .unwrap();
+    stopped.stop();
+    println!(
+        "  an argument that is the object: {}",
+        a.add_cleanup(a.clone(), |_| ()).unwrap_err()
+    );
+    drop((a, b));
+    heap.collect();
+    fing::wait_finalizers();
+    let mut closed = log.lock().unwrap().drain(..).collect::<Vec<_>>();
+    closed.sort();
+    println!("  after one collection: {closed:?}");
 }
 
 /// A file in a ring: the cycle the collector must find.
