@@ -1,7 +1,9 @@
 //! Profiling aid: the 1 000 000-object finalizer cycle of `benches/finalizers.rs` with the
-//! time of each phase, several rounds on one heap.
+//! time of each phase, several rounds on one heap; `cleanup` times the same cycle with a
+//! cleanup per object (`Gc::add_cleanup`) instead of a finalizer. Its Go twin is
+//! `benches/go/fin_cycle.go`.
 //!
-//! `cargo run --release --example fin_cycle [n] [rounds] [leaf|linked]`
+//! `cargo run --release --example fin_cycle [n] [rounds] [leaf|linked] [finalizer|cleanup]`
 #![allow(missing_docs)]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -23,24 +25,31 @@ struct Linked {
     next: Option<Gc<Linked>>,
 }
 
-fn round<T: Trace + Send + Sync + 'static>(h: &Heap, n: u64, new: fn(u64) -> T) {
+fn round<T: Trace + Send + Sync + 'static>(h: &Heap, n: u64, new: fn(u64) -> T, cleanup: bool) {
     RAN.store(0, Ordering::Relaxed);
     let t0 = Instant::now();
     let objs: Vec<Gc<T>> = (0..n).map(|i| h.alloc(new(i))).collect();
     let t1 = Instant::now();
     for o in &objs {
-        o.set_finalizer(|_| {
-            RAN.fetch_add(1, Ordering::Relaxed);
-        })
-        .unwrap();
+        if cleanup {
+            o.add_cleanup((), |()| {
+                RAN.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        } else {
+            o.set_finalizer(|_| {
+                RAN.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        }
     }
     let t2 = Instant::now();
     drop(objs);
     let t3 = Instant::now();
-    let ran0 = h.stats().finalizers_run;
+    let ran0 = h.stats().finalizers_run + h.stats().cleanups_run;
     h.collect();
     let t4 = Instant::now();
-    let during = h.stats().finalizers_run - ran0;
+    let during = h.stats().finalizers_run + h.stats().cleanups_run - ran0;
     fing::wait_finalizers();
     let t5 = Instant::now();
     assert_eq!(RAN.load(Ordering::Relaxed), n as usize);
@@ -61,14 +70,15 @@ fn main() {
         .unwrap_or(1_000_000);
     let rounds: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let linked = args.next().as_deref() == Some("linked");
+    let cleanup = args.next().as_deref() == Some("cleanup");
     let mut c = HeapConfig::default();
     c.gogc = None;
     let h = Heap::new(c);
     for _ in 0..rounds {
         if linked {
-            round(&h, n, |id| Linked { id, next: None });
+            round(&h, n, |id| Linked { id, next: None }, cleanup);
         } else {
-            round(&h, n, |id| Leaf { id });
+            round(&h, n, |id| Leaf { id }, cleanup);
         }
     }
 }
