@@ -11,10 +11,23 @@
 //! - arrays, func signatures, and interfaces (a method set, for an interpreter's own
 //!   interface types).
 //!
-//! Every built type gets a fresh identity and lives for the rest of the process (it is
-//! leaked, as Go's types are): build each type once and keep the reference.
+//! A built type lives for the rest of the process (it is leaked, as Go's types are).
+//! Unnamed types are interned, as Go's `reflect.PointerTo`, `ArrayOf`, `FuncOf` and
+//! `StructOf` cache theirs: building a pointer, array, func or struct type again from the
+//! same parts (the same component types, by identity; the same field names, length,
+//! variadic flag) gives the same `&'static Type`, so an interpreter that builds its types
+//! per call does not leak, and the results compare identical by identity. A named type,
+//! a struct that declares interfaces and every interface type get a fresh identity each
+//! time (Go's named types are distinct).
+//!
+//! The intern table is a `DashMap` (sharded locks): interpreter threads that build types
+//! at once contend only when their keys share a shard, where one lock would serialise
+//! every build. A hit costs a hash of the parts and a shard's read lock.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use dashmap::DashMap;
 
 use crate::kind::Kind;
 use crate::ty::{Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
@@ -26,6 +39,39 @@ const WORD: usize = core::mem::size_of::<usize>();
 fn fresh(kind: Kind, size: usize, align: usize) -> Type {
     let ident = TypeIdent::Runtime(NEXT_IDENT.fetch_add(1, Ordering::Relaxed));
     Type::blank(ident, kind, size, align)
+}
+
+/// What an unnamed built type is made of: its intern key.
+#[derive(PartialEq, Eq, Hash)]
+enum Key {
+    Pointer {
+        repr: TypeIdent,
+        elem: TypeIdent,
+    },
+    Array {
+        elem: TypeIdent,
+        len: usize,
+    },
+    Func {
+        params: Box<[TypeIdent]>,
+        results: Box<[TypeIdent]>,
+        variadic: bool,
+    },
+    Struct {
+        fields: Box<[(Box<str>, TypeIdent)]>,
+    },
+}
+
+/// The built type for `key`, made by `make` (and leaked) the first time.
+fn intern(key: Key, make: impl FnOnce() -> Type) -> &'static Type {
+    static TABLE: OnceLock<DashMap<Key, &'static Type>> = OnceLock::new();
+    let table = TABLE.get_or_init(DashMap::new);
+    if let Some(t) = table.get(&key) {
+        return *t;
+    }
+    *table
+        .entry(key)
+        .or_insert_with(|| Box::leak(Box::new(make())))
 }
 
 fn leak<T>(v: Vec<T>) -> &'static [T] {
@@ -44,14 +90,15 @@ impl TypeBuilder {
     /// Starts a struct type; `name` makes it a named type.
     pub fn structure(name: Option<&str>) -> StructBuilder {
         StructBuilder {
-            name: name.map(leak_str),
+            name: name.map(str::to_owned),
             fields: Vec::new(),
             implements: Vec::new(),
         }
     }
 
     /// A pointer type to `elem` with the representation of `repr`, a Rust handle type
-    /// (`Type::of::<Gc<()>>()`). Named if `name` is given (Go's `type P *T`).
+    /// (`Type::of::<Gc<()>>()`). Named if `name` is given (Go's `type P *T`); an unnamed
+    /// one is interned (see the module docs).
     ///
     /// # Panics
     /// If `repr` is not a plain Rust handle type: an unnamed Rust type of pointer kind, one
@@ -68,21 +115,33 @@ impl TypeBuilder {
                 && repr.ptrmask == PtrMask::Small(1),
             "fing::TypeBuilder::pointer: {repr} is not a plain Rust handle type (Gc<T>)"
         );
-        let mut t = fresh(Kind::Pointer, repr.size, repr.align);
-        t.name = name.map(leak_str);
-        t.noscan = repr.noscan;
-        t.trace = repr.trace;
-        t.drop = repr.drop;
-        t.set_drop_glue(repr.needs_drop, repr.handles_only_drop);
-        t.ptrmask = repr.ptrmask;
-        t.send_sync = SendSync::Pointer;
-        t.elem = Some(TypeRef::Static(elem));
-        Box::leak(Box::new(t))
+        let make = || {
+            let mut t = fresh(Kind::Pointer, repr.size, repr.align);
+            t.name = name.map(leak_str);
+            t.noscan = repr.noscan;
+            t.trace = repr.trace;
+            t.drop = repr.drop;
+            t.set_drop_glue(repr.needs_drop, repr.handles_only_drop);
+            t.ptrmask = repr.ptrmask;
+            t.send_sync = SendSync::Pointer;
+            t.elem = Some(TypeRef::Static(elem));
+            t
+        };
+        match name {
+            Some(_) => Box::leak(Box::new(make())),
+            None => intern(
+                Key::Pointer {
+                    repr: repr.ident(),
+                    elem: elem.ident(),
+                },
+                make,
+            ),
+        }
     }
 
     /// An array type `[elem; len]`: element and length only, whatever the length (traced
     /// by mask when that fits in 64 words, else element by element, and dropped element by
-    /// element, by stride).
+    /// element, by stride). Interned.
     ///
     /// # Panics
     /// If the array's size overflows `isize`.
@@ -94,25 +153,34 @@ impl TypeBuilder {
             .unwrap_or_else(|| {
                 panic!("fing::TypeBuilder::array: [{elem}; {len}] is larger than isize::MAX bytes")
             });
-        let mut t = fresh(Kind::Array, size, elem.align);
-        t.elem = Some(TypeRef::Static(elem));
-        t.len = len;
-        t.noscan = len == 0 || elem.noscan;
-        t.set_drop_glue(
-            len > 0 && elem.needs_drop,
-            len == 0 || elem.handles_only_drop,
-        );
-        t.send_sync = SendSync::Structural;
-        t.ptrmask = if t.noscan {
-            PtrMask::EMPTY
-        } else {
-            repeat_mask(elem, len)
+        let make = || {
+            let mut t = fresh(Kind::Array, size, elem.align);
+            t.elem = Some(TypeRef::Static(elem));
+            t.len = len;
+            t.noscan = len == 0 || elem.noscan;
+            t.set_drop_glue(
+                len > 0 && elem.needs_drop,
+                len == 0 || elem.handles_only_drop,
+            );
+            t.send_sync = SendSync::Structural;
+            t.ptrmask = if t.noscan {
+                PtrMask::EMPTY
+            } else {
+                repeat_mask(elem, len)
+            };
+            t
         };
-        Box::leak(Box::new(t))
+        intern(
+            Key::Array {
+                elem: elem.ident(),
+                len,
+            },
+            make,
+        )
     }
 
     /// A func type (signature). A variadic signature's last parameter must be a slice
-    /// type (it is shown as `...T`).
+    /// type (it is shown as `...T`). Interned.
     ///
     /// # Panics
     /// If `variadic` is set and the last parameter is not of slice kind.
@@ -127,15 +195,26 @@ impl TypeBuilder {
                 "fing::TypeBuilder::func: a variadic signature ends with a slice parameter"
             );
         }
-        let mut t = fresh(Kind::Func, WORD, WORD);
-        t.params = leak(params.iter().map(|p| TypeRef::Static(p)).collect());
-        t.results = leak(results.iter().map(|r| TypeRef::Static(r)).collect());
-        t.variadic = variadic;
-        t.send_sync = SendSync::Known {
-            send: true,
-            sync: true,
+        let make = || {
+            let mut t = fresh(Kind::Func, WORD, WORD);
+            t.params = leak(params.iter().map(|p| TypeRef::Static(p)).collect());
+            t.results = leak(results.iter().map(|r| TypeRef::Static(r)).collect());
+            t.variadic = variadic;
+            t.send_sync = SendSync::Known {
+                send: true,
+                sync: true,
+            };
+            t
         };
-        Box::leak(Box::new(t))
+        let ids = |ts: &[&'static Type]| ts.iter().map(|t| t.ident()).collect();
+        intern(
+            Key::Func {
+                params: ids(params),
+                results: ids(results),
+                variadic,
+            },
+            make,
+        )
     }
 
     /// An interface type with the given method names (the empty set is `Value`'s, but a
@@ -178,15 +257,15 @@ fn repeat_mask(elem: &Type, len: usize) -> PtrMask {
 /// Builds a struct type field by field. See [`TypeBuilder::structure`].
 #[derive(Debug)]
 pub struct StructBuilder {
-    name: Option<&'static str>,
-    fields: Vec<(&'static str, &'static Type)>,
+    name: Option<String>,
+    fields: Vec<(String, &'static Type)>,
     implements: Vec<Itab>,
 }
 
 impl StructBuilder {
     /// Adds a field.
     pub fn field(mut self, name: &str, ty: &'static Type) -> StructBuilder {
-        self.fields.push((leak_str(name), ty));
+        self.fields.push((name.to_owned(), ty));
         self
     }
 
@@ -202,15 +281,30 @@ impl StructBuilder {
         self
     }
 
-    /// Lays the struct out and makes the descriptor.
+    /// Lays the struct out and makes the descriptor. An unnamed struct that declares no
+    /// interface is interned (see the module docs).
     pub fn build(self) -> &'static Type {
+        if self.name.is_some() || !self.implements.is_empty() {
+            return Box::leak(Box::new(self.make()));
+        }
+        let key = Key::Struct {
+            fields: self
+                .fields
+                .iter()
+                .map(|(n, t)| (n.as_str().into(), t.ident()))
+                .collect(),
+        };
+        intern(key, || self.make())
+    }
+
+    fn make(self) -> Type {
         let mut off = 0usize;
         let mut align = 1usize;
         let mut fields = Vec::with_capacity(self.fields.len());
         for (name, ty) in &self.fields {
             off = off.next_multiple_of(ty.align);
             fields.push(Field {
-                name,
+                name: leak_str(name),
                 offset: off,
                 ty: TypeRef::Static(ty),
                 untraced: false,
@@ -222,7 +316,7 @@ impl StructBuilder {
         }
         let size = off.next_multiple_of(align);
         let mut t = fresh(Kind::Struct, size, align);
-        t.name = self.name;
+        t.name = self.name.as_deref().map(leak_str);
         t.noscan = self.fields.iter().all(|(_, f)| f.noscan);
         t.set_drop_glue(
             self.fields.iter().any(|(_, f)| f.needs_drop),
@@ -235,7 +329,7 @@ impl StructBuilder {
         };
         t.fields = leak(fields);
         t.implements = leak(self.implements);
-        Box::leak(Box::new(t))
+        t
     }
 }
 
