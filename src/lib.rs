@@ -51,7 +51,8 @@
 //!
 //! # The page
 //!
-//! - Handles and cells: [`Gc`], [`Weak`] (a handle that does not keep its object), [`GcCell`]
+//! - Handles and cells: [`Gc`], [`Weak`] (a handle that does not keep its object),
+//!   [`Ephemeron`] and [`WeakMap`] (values kept exactly while their keys live), [`GcCell`]
 //!   (the mutable cell the collector can trust) with its guards and errors.
 //! - What the heap knows about types: [`Trace`] (derive it: it also derives [`Typed`], the
 //!   type descriptor), [`Type`], [`Kind`], [`Value`] (Go's `interface{}`), [`Func`] (a
@@ -70,8 +71,8 @@
 pub use gc_core::{
     add_cleanup, collect, keep_alive, set_finalizer, stats, wait_finalizers,
     wait_finalizers_timeout, AllocError, AllowDrop, BorrowError, BorrowMutError, Cleanup,
-    FinalizerError, FinalizerStuck, Func, Gc, GcCell, GcRef, GcRefMut, Heap, HeapConfig, Holder,
-    Kind, MemStats, Outcome, Trace, Tracer, Type, Typed, Value, Weak, MAX_ALIGN,
+    Ephemeron, FinalizerError, FinalizerStuck, Func, Gc, GcCell, GcRef, GcRefMut, Heap, HeapConfig,
+    Holder, Kind, MemStats, Outcome, Trace, Tracer, Type, Typed, Value, Weak, WeakMap, MAX_ALIGN,
 };
 pub use gc_derive::{interface, Trace};
 

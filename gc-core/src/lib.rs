@@ -41,7 +41,7 @@
 //! 18. `release`: a handle drop's path, deferred while a collector runs.
 //! 19. `mdrop`: destructors, outside every section; the drop thread.
 //! 20. `handle`: `Gc<T>`.
-//! 21. `weak`: weak handles, and their part in a collection.
+//! 21. `weak`: weak handles, ephemerons, `WeakMap`, and their part in a collection.
 //! 22. `mgcmark`: roots by trial subtraction, marking.
 //! 23. `mgcsweep`: sweeping.
 //! 24. `mfinal`: finalizers.
@@ -105,7 +105,7 @@ pub use mfinal::{
 pub use mheap::HeapConfig;
 pub use mstats::MemStats;
 pub use slot::MAX_ALIGN;
-pub use weak::Weak;
+pub use weak::{Ephemeron, Weak, WeakMap};
 
 /// Items only generated code may name.
 #[doc(hidden)]

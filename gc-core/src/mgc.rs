@@ -41,6 +41,12 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
     let traced = catch_unwind(AssertUnwindSafe(|| {
         let cross_heap = mgcmark::count_refs(heap, &spans);
         let fin_cycles = mgcmark::mark(heap, &spans);
+        // Ephemerons whose keys are marked keep their values, to a fixpoint (weak).
+        let mut values = Vec::new();
+        while crate::weak::ephemeron_round(heap, |v| values.push(v)) {
+            mgcmark::mark_and_drain(heap, &values);
+            values.clear();
+        }
         // Before resurrection: a weak handle goes nil when its finalizers are queued.
         crate::weak::after_mark(heap);
         let mut queue = crate::mfinal::resurrect(&spans);

@@ -253,6 +253,27 @@ pub(crate) fn mark_doomed(heap: &MHeap, spans: &[SpanPtr]) -> Vec<Doomed> {
     doomed
 }
 
+/// Marks the objects `objs` (headers of objects in this heap whose references from live
+/// holders were already taken off their `gc_refs`: ephemeron values, `weak`) and what
+/// they reach, as marking from roots does. World stopped.
+pub(crate) fn mark_and_drain(heap: &MHeap, objs: &[NonNull<u8>]) {
+    let mut stack = Vec::new();
+    for o in objs {
+        let Some(s) = span_of(o.as_ptr() as usize) else {
+            continue;
+        };
+        // SAFETY: `o` heads an allocated object of this heap (the caller's).
+        let r = unsafe { header(o.as_ptr()) }
+            .gc_refs
+            .load(Ordering::Relaxed);
+        let i = s.index_of(o.as_ptr() as usize);
+        if s.mark(i) && !s.spc.noscan() && r & FIN_SCANNED == 0 {
+            stack.push(s.slot(i));
+        }
+    }
+    drain(heap, &mut stack, &mut Tracer::new());
+}
+
 /// Is `obj` reachable from its own fields? (A search with its own visited set; debug only.)
 fn reaches_itself(heap: &MHeap, obj: NonNull<u8>, t: &mut Tracer) -> bool {
     let mut seen = std::collections::HashSet::new();

@@ -1,4 +1,5 @@
-//! Weak handles (Go's `weak.Pointer`; its cells are mheap's `getOrAddWeakHandle`).
+//! Weak handles (Go's `weak.Pointer`; its cells are mheap's `getOrAddWeakHandle`),
+//! ephemerons (boa_gc's `Ephemeron`, JavaScript's `WeakMap` entries) and [`WeakMap`].
 //!
 //! A [`Weak<T>`] is one word: a pointer to a [`WeakCell`], which holds the handle word
 //! the weak handles upgrade to (null once cleared) and a count of the weak handles that
@@ -40,6 +41,23 @@
 //!   handle, plus one while the table lists it. The table's is dropped only with the
 //!   world stopped, and a downgrade that finds a listed cell adds to it in a section, so a
 //!   listed cell is never freed under a downgrade.
+//!
+//! Ephemerons: an [`Ephemeron<K, V>`] is one word, a pointer to an `EphCell` kept in a
+//! process-wide registry: a reference to its key's weak cell, and a handle word for the
+//! value, which counts once on the value's object like a weak cell's weak count, and is
+//! counted as a reference from inside the heap the same way (`before_mark`). The value
+//! is kept alive exactly while the key is reachable from elsewhere:
+//! - after marking from the roots, [`ephemeron_round`] takes each ephemeron whose key is
+//!   marked, takes its value's one off `gc_refs` (an edge from a live holder) and hands
+//!   the value to the marker; the collector repeats until a round finds nothing new (a
+//!   value may reach the key of another ephemeron), the classic ephemeron fixpoint;
+//! - [`after_mark`] then clears every ephemeron not taken: its key is unreachable, so its
+//!   value is dropped with it (its one stays in `gc_refs`, which the sweep takes off a
+//!   value that is live for other reasons). A value pointing back to its key does not
+//!   keep the key: the value itself is reached only through the ephemeron.
+//!
+//! An ephemeron whose key lies outside this heap (another heap's object, a static) counts
+//! its key as alive in this heap's collections.
 //!
 //! Costs: a downgrade takes a section and a lock of one of the table's shards (dashmap);
 //! an upgrade takes a section and adds one to a count; a clone or drop of a weak handle
@@ -176,32 +194,10 @@ impl<T: 'static> Weak<T> {
     pub fn upgrade(&self) -> Option<Gc<T>> {
         // SAFETY: this weak handle holds a reference to its cell.
         let cell = unsafe { self.cell?.as_ref() };
-        let w = NonNull::new(cell.word.load(Ordering::Acquire))?;
-        // SAFETY: a cell's word is a handle word (`Gc::downgrade` stored it).
-        if unsafe { word::object_of(w.as_ptr()) }.is_none() {
-            // Outside the heap: counts on nothing, never cleared.
-            // SAFETY: the word was made for a `T` at its address (downgrade of a `Gc<T>`,
-            // or of a handle to the same address, which holds a `T` there too) and
-            // counts on nothing.
-            return Some(unsafe { Gc::from_word(w) });
-        }
-        let _section = crate::world::enter("fing::Weak::upgrade");
-        // In the section: a cell is cleared only with the world stopped, so what is read
-        // now holds until the section ends.
-        let w = NonNull::new(cell.word.load(Ordering::Acquire))?;
-        // SAFETY: an uncleared cell's word counts on an allocated object (module docs).
-        let obj = unsafe { word::object_of(w.as_ptr()) }
-            .expect("fing::Weak::upgrade: a heap handle's word stopped counting on its object");
-        // SAFETY: as above: `obj` heads an allocated object.
-        let old = unsafe { header(obj.as_ptr()) }
-            .count
-            .fetch_add(1, Ordering::Relaxed);
-        if old >= u32::MAX / 2 {
-            // As `Gc::clone`: leaked handles; stop before the count wraps.
-            std::process::abort();
-        }
-        // SAFETY: the word was made for a `T` at its address (see above), and its object
-        // now counts this handle.
+        let w = upgrade_word(&cell.word, "fing::Weak::upgrade")?;
+        // SAFETY: the word was made for a `T` at its address (a downgrade of a `Gc<T>`,
+        // or of a handle to the same address, which holds a `T` there too), and its
+        // object (if any) now counts this handle.
         Some(unsafe { Gc::from_word(w) })
     }
 }
@@ -302,6 +298,310 @@ impl<T: 'static> fmt::Debug for Weak<T> {
     }
 }
 
+/// What an ephemeron's handles share.
+struct EphCell {
+    /// A reference to the key's weak cell (one of its `refs`).
+    key: NonNull<WeakCell>,
+    /// The value's handle word, counted once on its object; null once cleared.
+    value: AtomicPtr<u8>,
+    /// Ephemeron handles, plus one while the registry lists the cell.
+    refs: AtomicUsize,
+    /// Set by the collection that found the key alive this cycle (`ephemeron_round`).
+    traced: core::sync::atomic::AtomicBool,
+}
+
+/// A cell in the registry.
+#[derive(Clone, Copy)]
+struct EphPtr(NonNull<EphCell>);
+
+// SAFETY: as for `CellPtr`: atomics, freed by whoever drops the last reference.
+unsafe impl Send for EphPtr {}
+// SAFETY: as above.
+unsafe impl Sync for EphPtr {}
+
+/// Every ephemeron cell. Pushed by `Ephemeron::new`; walked and pruned by collections
+/// with the world stopped.
+static EPHEMERONS: std::sync::Mutex<Vec<EphPtr>> = std::sync::Mutex::new(Vec::new());
+
+fn ephemerons() -> std::sync::MutexGuard<'static, Vec<EphPtr>> {
+    // Every update completes before unlocking: poisoning is ignored.
+    EPHEMERONS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Drops one reference to the ephemeron cell at `c`, freeing it (and its reference to
+/// its key's weak cell) with the last.
+fn release_eph(c: NonNull<EphCell>) {
+    // SAFETY: the caller holds one of the cell's references.
+    if unsafe { c.as_ref() }.refs.fetch_sub(1, Ordering::Release) == 1 {
+        fence(Ordering::Acquire);
+        // SAFETY: cells are leaked boxes (`Ephemeron::new`); this was the last reference.
+        let cell = unsafe { Box::from_raw(c.as_ptr()) };
+        release_cell(cell.key);
+    }
+}
+
+/// Adds one to the count of the object `word` counts on and returns the word as a
+/// handle's, if the word (a weak or ephemeron cell's) is not cleared. In a mutator
+/// section unless the word counts on nothing.
+fn upgrade_word(word: &AtomicPtr<u8>, api: &str) -> Option<NonNull<u8>> {
+    let w = NonNull::new(word.load(Ordering::Acquire))?;
+    // SAFETY: a cell's word is a handle word (stored from a handle).
+    if unsafe { word::object_of(w.as_ptr()) }.is_none() {
+        // Outside the heap: counts on nothing, never cleared.
+        return Some(w);
+    }
+    let _section = crate::world::enter(api);
+    // In the section: cells are cleared only with the world stopped, so what is read
+    // now holds until the section ends.
+    let w = NonNull::new(word.load(Ordering::Acquire))?;
+    // SAFETY: an uncleared cell's word counts on an allocated object (module docs).
+    let obj = unsafe { word::object_of(w.as_ptr()) }
+        .unwrap_or_else(|| panic!("{api}: a heap handle's word stopped counting on its object"));
+    // SAFETY: as above: `obj` heads an allocated object.
+    let old = unsafe { header(obj.as_ptr()) }
+        .count
+        .fetch_add(1, Ordering::Relaxed);
+    if old >= u32::MAX / 2 {
+        // As `Gc::clone`: leaked handles; stop before the count wraps.
+        std::process::abort();
+    }
+    Some(w)
+}
+
+/// An ephemeron (boa_gc's `Ephemeron`, a JavaScript `WeakMap` entry): a weak reference to
+/// a key and a reference to a value that keeps the value alive exactly while the key is
+/// alive from elsewhere, even when the value points back to the key (a weak-keyed map
+/// with strong values would keep such a pair forever).
+///
+/// Both go nil together, in the collection that finds the key unreachable (or queues its
+/// finalizers, as for [`Weak`]). One word; dropping the last clone of an ephemeron
+/// releases its value at the next collection.
+///
+/// ```
+/// # use gc_core as fing;
+/// use fing::{Ephemeron, Heap, HeapConfig};
+/// let heap = Heap::new(HeapConfig::default());
+/// let k = heap.alloc(7u64);
+/// // The value points back to its key.
+/// let e = Ephemeron::new(&k, heap.alloc(k.clone()));
+/// heap.collect();
+/// assert!(e.value().is_some(), "the key is alive: so is the value");
+/// drop(k);
+/// heap.collect();
+/// assert!(e.key().is_none() && e.value().is_none(), "both gone together");
+/// ```
+pub struct Ephemeron<K: 'static, V: 'static> {
+    cell: NonNull<EphCell>,
+    _t: PhantomData<(Gc<K>, Gc<V>)>,
+}
+
+// SAFETY: an ephemeron gives `Gc<K>` and `Gc<V>` on the thread that asks, so it may cross
+// threads when both handles may: `K` and `V` Send and Sync (the cell is atomics).
+unsafe impl<K: Send + Sync, V: Send + Sync> Send for Ephemeron<K, V> {}
+// SAFETY: as above; `&Ephemeron` only reads the cell's atomics.
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Ephemeron<K, V> {}
+
+impl<K: 'static, V: 'static> Ephemeron<K, V> {
+    /// An ephemeron of `key` (held weakly) and `value`.
+    pub fn new(key: &Gc<K>, value: Gc<V>) -> Ephemeron<K, V> {
+        let k = core::mem::ManuallyDrop::new(key.downgrade());
+        let key_cell = k.cell.expect("a downgrade has a cell");
+        // The value's count moves to the cell.
+        let v = core::mem::ManuallyDrop::new(value);
+        let cell = NonNull::from(Box::leak(Box::new(EphCell {
+            key: key_cell,
+            value: AtomicPtr::new(v.thin().cast_mut()),
+            refs: AtomicUsize::new(2),
+            traced: core::sync::atomic::AtomicBool::new(false),
+        })));
+        ephemerons().push(EphPtr(cell));
+        Ephemeron {
+            cell,
+            _t: PhantomData,
+        }
+    }
+
+    fn cell(&self) -> &EphCell {
+        // SAFETY: this handle holds a reference to its cell.
+        unsafe { self.cell.as_ref() }
+    }
+
+    /// The key, while it is alive (as [`Weak::upgrade`]).
+    pub fn key(&self) -> Option<Gc<K>> {
+        // SAFETY: the key's weak cell, which the ephemeron's cell holds a reference to.
+        let key = unsafe { self.cell().key.as_ref() };
+        let w = upgrade_word(&key.word, "fing::Ephemeron::key")?;
+        // SAFETY: the word was made for a `K` at its address (`new` downgraded a
+        // `Gc<K>`), and its object now counts this handle.
+        Some(unsafe { Gc::from_word(w) })
+    }
+
+    /// The value, while the key is alive (nil from the collection that finds the key
+    /// unreachable).
+    pub fn value(&self) -> Option<Gc<V>> {
+        let w = upgrade_word(&self.cell().value, "fing::Ephemeron::value")?;
+        // SAFETY: the word is a `Gc<V>`'s (`new`), and its object now counts this handle.
+        Some(unsafe { Gc::from_word(w) })
+    }
+}
+
+impl<K: 'static, V: 'static> Clone for Ephemeron<K, V> {
+    fn clone(&self) -> Ephemeron<K, V> {
+        if self.cell().refs.fetch_add(1, Ordering::Relaxed) >= usize::MAX / 2 {
+            std::process::abort();
+        }
+        Ephemeron {
+            cell: self.cell,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<K: 'static, V: 'static> Drop for Ephemeron<K, V> {
+    /// One atomic operation; the next collection releases the value of a cell no
+    /// ephemeron refers to any more.
+    fn drop(&mut self) {
+        release_eph(self.cell);
+    }
+}
+
+impl<K: 'static, V: 'static> fmt::Debug for Ephemeron<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(Ephemeron)")
+    }
+}
+
+// SAFETY: as for `Weak<T>`: opaque, named `Ephemeron` with arguments `K` and `V` (Send
+// and Sync structurally, as the impls above).
+unsafe impl<K: Trace, V: Trace> Typed for Ephemeron<K, V> {
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<Ephemeron<K, V>>(Kind::Opaque) }
+        .named("Ephemeron")
+        .with_args(&[TypeRef::of::<K>(), TypeRef::of::<V>()]);
+}
+
+// SAFETY: the ephemeron's count on its value is the collector's to account for (module
+// docs), never traced as an edge: noscan. Its drop releases its cell (not a handle drop),
+// so garbage holding one is destroyed, never skipped.
+unsafe impl<K: Trace, V: Trace> Trace for Ephemeron<K, V> {
+    const NO_SCAN: bool = true;
+    fn trace(&self, _tracer: &mut Tracer) {}
+}
+
+/// A map keyed by object identity whose entries live exactly while their key does
+/// (JavaScript's `WeakMap`, Lua's weak-keyed tables): each entry is an [`Ephemeron`].
+///
+/// An entry whose key dies goes in the collection that finds the key unreachable: `get`
+/// and `len` no longer see it, and its value is released (`len` and `prune` drop such
+/// entries). Keys are compared by address ([`Gc::ptr_eq`]).
+///
+/// ```
+/// # use gc_core as fing;
+/// // JavaScript:  const cache = new WeakMap(); cache.set(node, meta); cache.get(node);
+/// use fing::{Heap, HeapConfig, WeakMap};
+/// let heap = Heap::new(HeapConfig::default());
+/// let node = heap.alloc(1u64);
+/// let mut cache: WeakMap<u64, String> = WeakMap::new();
+/// cache.insert(&node, heap.alloc("meta".to_string()));
+/// assert_eq!(cache.get(&node).as_deref().map(String::as_str), Some("meta"));
+/// drop(node);
+/// heap.collect();
+/// assert_eq!(cache.len(), 0);
+/// ```
+pub struct WeakMap<K: 'static, V: 'static> {
+    entries: std::collections::HashMap<usize, Ephemeron<K, V>>,
+}
+
+impl<K: 'static, V: 'static> WeakMap<K, V> {
+    /// An empty map.
+    pub fn new() -> WeakMap<K, V> {
+        WeakMap {
+            entries: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The entry of `key`'s address, if it holds `key` itself (an entry whose key died
+    /// may hold an address a new object now has).
+    fn live(&self, key: &Gc<K>) -> Option<&Ephemeron<K, V>> {
+        let e = self.entries.get(&(Gc::as_ptr(key) as usize))?;
+        e.key().filter(|k| Gc::ptr_eq(k, key)).map(|_| e)
+    }
+
+    /// Sets `key`'s value; returns the value it replaces.
+    pub fn insert(&mut self, key: &Gc<K>, value: Gc<V>) -> Option<Gc<V>> {
+        let old = self.remove(key);
+        self.entries
+            .insert(Gc::as_ptr(key) as usize, Ephemeron::new(key, value));
+        old
+    }
+
+    /// `key`'s value.
+    pub fn get(&self, key: &Gc<K>) -> Option<Gc<V>> {
+        self.live(key)?.value()
+    }
+
+    /// Does the map hold `key`?
+    pub fn contains_key(&self, key: &Gc<K>) -> bool {
+        self.live(key).is_some()
+    }
+
+    /// Removes `key`'s entry; returns its value.
+    pub fn remove(&mut self, key: &Gc<K>) -> Option<Gc<V>> {
+        let addr = Gc::as_ptr(key) as usize;
+        let e = self.entries.remove(&addr)?;
+        match e.key() {
+            Some(k) if Gc::ptr_eq(&k, key) => e.value(),
+            _ => None,
+        }
+    }
+
+    /// Drops the entries whose key has died.
+    pub fn prune(&mut self) {
+        self.entries.retain(|_, e| e.key().is_some());
+    }
+
+    /// Entries whose key is alive (dropping the others).
+    pub fn len(&mut self) -> usize {
+        self.prune();
+        self.entries.len()
+    }
+
+    /// No entry with a live key?
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: 'static, V: 'static> Default for WeakMap<K, V> {
+    fn default() -> WeakMap<K, V> {
+        WeakMap::new()
+    }
+}
+
+impl<K: 'static, V: 'static> fmt::Debug for WeakMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WeakMap({} entries)", self.entries.len())
+    }
+}
+
+// SAFETY: opaque, named `WeakMap` with arguments `K` and `V`; its entries are ephemerons
+// (Send and Sync as `K` and `V` are), so structural Send/Sync agrees.
+unsafe impl<K: Trace, V: Trace> Typed for WeakMap<K, V> {
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type = &unsafe { Type::rust::<WeakMap<K, V>>(Kind::Opaque) }
+        .named("WeakMap")
+        .with_args(&[TypeRef::of::<K>(), TypeRef::of::<V>()]);
+}
+
+// SAFETY: as for `Ephemeron`: the entries' counts are the collector's (never edges), and
+// the map's drop releases its cells.
+unsafe impl<K: Trace, V: Trace> Trace for WeakMap<K, V> {
+    const NO_SCAN: bool = true;
+    fn trace(&self, _tracer: &mut Tracer) {}
+}
+
 // SAFETY: `Type::rust::<Weak<T>>` takes size, align, identity and drop glue from the
 // compiler and the `Trace` impl below; opaque, named `Weak` with argument `T`, so Send and
 // Sync are answered from `T` (structurally), and `is_send_sync` (both) agrees with the
@@ -341,6 +641,32 @@ fn cell_object(cell: &WeakCell, heap: &MHeap) -> (Option<NonNull<u8>>, bool) {
 /// handle refers to any more, with their weak counts, and counts every other cell's weak
 /// count as a reference from inside the heap (module docs).
 pub(crate) fn before_mark(heap: &MHeap) {
+    ephemerons().retain(|c| {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { c.0.as_ref() };
+        cell.traced.store(false, Ordering::Relaxed);
+        let w = cell.value.load(Ordering::Relaxed);
+        // SAFETY: an uncleared value word is a handle word whose object it counts on.
+        let obj = unsafe { word::object_of(w) };
+        if obj.is_some_and(|o| !in_heap(o, heap)) {
+            return true;
+        }
+        if cell.refs.load(Ordering::Acquire) == 1 {
+            // No ephemeron left: release the value, and the cell.
+            if let Some(o) = obj {
+                crate::release::drop_count(o);
+            }
+            release_eph(c.0);
+            return false;
+        }
+        if let Some(o) = obj {
+            // SAFETY: `o` heads an allocated object (the cell's count keeps it).
+            let h = unsafe { header(o.as_ptr()) };
+            h.gc_refs
+                .store(h.gc_refs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        true
+    });
     let Some(t) = TABLE.get() else { return };
     t.retain(|_, c| {
         // SAFETY: a listed cell is allocated.
@@ -372,8 +698,24 @@ pub(crate) fn before_mark(heap: &MHeap) {
 /// `heap` whose object is marked and clears the others (module docs). Returns how many
 /// were cleared.
 pub(crate) fn after_mark(heap: &MHeap) -> u64 {
-    let Some(t) = TABLE.get() else { return 0 };
     let mut cleared = 0;
+    for c in ephemerons().iter() {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { c.0.as_ref() };
+        let w = cell.value.load(Ordering::Relaxed);
+        // SAFETY: an uncleared value word is a handle word.
+        let obj = unsafe { word::object_of(w) };
+        if w.is_null()
+            || cell.traced.load(Ordering::Relaxed)
+            || obj.is_some_and(|o| !in_heap(o, heap))
+        {
+            continue;
+        }
+        // The key is unreachable: the value goes with it (its one stays in `gc_refs`).
+        cell.value.store(core::ptr::null_mut(), Ordering::Release);
+        cleared += 1;
+    }
+    let Some(t) = TABLE.get() else { return cleared };
     t.retain(|_, c| {
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
@@ -395,6 +737,57 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
         false
     });
     cleared
+}
+
+/// Is the key behind weak cell `k` alive in this cycle of `heap`: not cleared, and marked
+/// (a key outside this heap counts as alive)?
+fn key_alive(k: NonNull<WeakCell>, heap: &MHeap) -> bool {
+    // SAFETY: an ephemeron cell holds a reference to its key's weak cell.
+    let w = unsafe { k.as_ref() }.word.load(Ordering::Relaxed);
+    if w.is_null() {
+        return false;
+    }
+    // SAFETY: an uncleared weak cell's word is a handle word.
+    let Some(o) = (unsafe { word::object_of(w) }) else {
+        return true;
+    };
+    if !in_heap(o, heap) {
+        return true;
+    }
+    let s =
+        span_of(o.as_ptr() as usize).expect("fing::collect: a weak cell's object is in no span");
+    s.is_marked(s.index_of(o.as_ptr() as usize))
+}
+
+/// One round of the ephemeron fixpoint, after marking, with the world stopped: each
+/// ephemeron of `heap` not yet taken whose key is marked is taken, its value's one taken
+/// off `gc_refs`, and the value handed to `mark`. Returns whether any was taken (the
+/// collector marks what `mark` got, and runs another round).
+pub(crate) fn ephemeron_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -> bool {
+    let mut progress = false;
+    for c in ephemerons().iter() {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { c.0.as_ref() };
+        let w = cell.value.load(Ordering::Relaxed);
+        if w.is_null() || cell.traced.load(Ordering::Relaxed) {
+            continue;
+        }
+        // SAFETY: an uncleared value word is a handle word.
+        let obj = unsafe { word::object_of(w) };
+        if obj.is_some_and(|o| !in_heap(o, heap)) || !key_alive(cell.key, heap) {
+            continue;
+        }
+        cell.traced.store(true, Ordering::Relaxed);
+        progress = true;
+        if let Some(o) = obj {
+            // SAFETY: `o` heads an allocated object (the cell's count keeps it).
+            let h = unsafe { header(o.as_ptr()) };
+            h.gc_refs
+                .store(h.gc_refs.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            mark(o);
+        }
+    }
+    progress
 }
 
 /// Cells in the table (for tests).
