@@ -433,3 +433,34 @@ fn four_threads_lose_none_and_run_none_twice() {
     assert_eq!(ran.len(), expected.len(), "no stopped cleanup ran");
     drop(shared);
 }
+
+/// `check_finalizers` (Go 1.25's `checkfinalizers`): a cleanup whose argument reaches its
+/// own object through the heap is reported at each collection, and its object is never
+/// freed; one whose argument does not is not reported.
+#[test]
+fn check_finalizers_reports_an_argument_that_reaches_its_object() {
+    let mut c = HeapConfig::default();
+    c.gogc = None;
+    c.check_finalizers = true;
+    let h = Heap::new(c);
+    let r = res(&h, 1);
+    let holder = res(&h, 2);
+    *holder.next.borrow_mut() = Some(r.clone()); // the argument reaches `r`
+    let w = r.downgrade();
+    r.add_cleanup(holder, |_: Gc<Res>| ()).unwrap();
+    let fine = res(&h, 3);
+    fine.add_cleanup(res(&h, 4), |_: Gc<Res>| ()).unwrap();
+    drop((r, fine));
+    let before = h.stats().finalizer_cycles;
+    collect_and_wait(&h);
+    assert_eq!(
+        h.stats().finalizer_cycles,
+        before + 1,
+        "one report: the first cleanup's"
+    );
+    collect_and_wait(&h);
+    assert!(
+        w.upgrade().is_some(),
+        "never freed: its cleanup's argument keeps it"
+    );
+}

@@ -47,6 +47,11 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
             mgcmark::mark_and_drain(heap, &values);
             values.clear();
         }
+        let fin_cycles = if heap.config().check_finalizers {
+            fin_cycles + crate::mfinal::check_cleanups(heap, &spans)
+        } else {
+            fin_cycles
+        };
         // Before resurrection: a weak handle goes nil when its finalizers are queued.
         crate::weak::after_mark(heap);
         let mut queue = crate::mfinal::resurrect(&spans);

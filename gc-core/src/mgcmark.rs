@@ -276,11 +276,29 @@ pub(crate) fn mark_and_drain(heap: &MHeap, objs: &[NonNull<u8>]) {
 
 /// Is `obj` reachable from its own fields? (A search with its own visited set; debug only.)
 fn reaches_itself(heap: &MHeap, obj: NonNull<u8>, t: &mut Tracer) -> bool {
+    search(heap, vec![obj.as_ptr()], obj, t)
+}
+
+/// Is `target` one of `starts` (headers of objects of this heap), or reachable from them?
+/// (Debug only: `check_finalizers`' check of cleanups' arguments.) World stopped.
+pub(crate) fn reaches(heap: &MHeap, starts: &[NonNull<u8>], target: NonNull<u8>) -> bool {
+    starts.contains(&target)
+        || search(
+            heap,
+            starts.iter().map(|s| s.as_ptr()).collect(),
+            target,
+            &mut Tracer::new(),
+        )
+}
+
+/// Is `target` an edge of an object reachable from the objects in `todo` (scanned in
+/// turn, each once)?
+fn search(heap: &MHeap, mut todo: Vec<*mut u8>, target: NonNull<u8>, t: &mut Tracer) -> bool {
     let mut seen = std::collections::HashSet::new();
-    let mut todo = vec![obj.as_ptr()];
     while let Some(slot) = todo.pop() {
         let mut hit = false;
-        // SAFETY: only allocated objects are pushed (edges into this heap); world stopped.
+        // SAFETY: only allocated objects are pushed (edges into this heap, or the
+        // caller's); world stopped.
         unsafe {
             for_each_edge(slot, t, |e| {
                 let Some(s) = span_of(e.as_ptr() as usize) else {
@@ -289,7 +307,7 @@ fn reaches_itself(heap: &MHeap, obj: NonNull<u8>, t: &mut Tracer) -> bool {
                 if s.heap_id != heap.id {
                     return;
                 }
-                if e == obj {
+                if e == target {
                     hit = true;
                 } else if seen.insert(e.as_ptr()) && !s.spc.noscan() {
                     todo.push(e.as_ptr());

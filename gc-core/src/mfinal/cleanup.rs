@@ -22,10 +22,13 @@
 //! when the function and argument fit two words, as a handle does), outside the heap, so
 //! its handles are counted and are roots: if the argument (or the function's captures)
 //! reaches the object, the object is never collected and the cleanup never runs (Go's
-//! rule). `add_cleanup` refuses the direct cases with Go's messages (an argument that is
-//! a handle to the object, or into it); [`HeapConfig::check_finalizers`] reports the rest
-//! of what the argument reaches (the function's captures are opaque to the collector: a
-//! Rust closure has no descriptor).
+//! rule). `add_cleanup` refuses the direct cases with Go's messages (an argument that
+//! holds a handle to the object, or into it). With [`HeapConfig::check_finalizers`] (Go
+//! 1.25's `checkfinalizers`), `add_cleanup` also notes the objects the argument holds
+//! handles to (a probe, which the argument's own counts keep valid until the cleanup
+//! runs or is stopped), and every collection reports a live object reachable from a
+//! cleanup's argument through the heap, naming its type ([`check_cleanups`]). The
+//! function's own captures cannot be checked: a Rust closure has no descriptor.
 //!
 //! Cleanups run on the finalizer thread, in the order they were queued, after the
 //! finalizers queued before them; `wait_finalizers()` waits for them too. A panicking
@@ -33,7 +36,9 @@
 //!
 //! [`HeapConfig::check_finalizers`]: crate::HeapConfig::check_finalizers
 
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
 
 use gc_types::rules::{identical, is_empty_interface};
 use gc_types::{Func, Kind, PtrMask, Trace, Tracer, Type, Value};
@@ -56,6 +61,39 @@ struct CleanupMarker;
 /// finalizer thread's own counts too.
 pub(crate) static QUEUED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static RUN: AtomicU64 = AtomicU64::new(0);
+
+/// With `check_finalizers`: the objects each cleanup's argument holds handles to, by id.
+static PROBES: std::sync::Mutex<BTreeMap<u64, Vec<usize>>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Was a probe ever recorded? (Spares every other process the lock.)
+static PROBING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn probes() -> std::sync::MutexGuard<'static, BTreeMap<u64, Vec<usize>>> {
+    // Every update completes before unlocking: poisoning is ignored.
+    PROBES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The objects of the value at `base`, of type `ty`, holds handles to, if `obj`'s heap
+/// checks finalizers (`check_finalizers`).
+///
+/// # Safety
+/// `base` must point to a live value of type `ty`.
+unsafe fn probe(ty: &'static Type, base: *const u8, obj: *mut u8) -> Option<Vec<usize>> {
+    let heap = crate::mheap::heap_of(NonNull::new(obj)?)?;
+    if !heap.config().check_finalizers || ty.is_noscan() {
+        return None;
+    }
+    let mut t = Tracer::new();
+    // SAFETY: the caller's contract.
+    unsafe { ty.trace_value(base, &mut t) };
+    let mut out = Vec::new();
+    while let Some(e) = t.pop() {
+        out.push(e.as_ptr() as usize);
+    }
+    Some(out)
+}
 
 /// The last cleanup id handed out (ids start at 1: 0 is the no-op `Cleanup`).
 static LAST_ID: AtomicU64 = AtomicU64::new(0);
@@ -99,6 +137,9 @@ impl Cleanup {
             .map(|i| records.remove(i));
         s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
         drop(records);
+        if removed.is_some() {
+            probes().remove(&self.id);
+        }
         // Dropping the function runs user code (its captures' and argument's destructors),
         // which may add or stop cleanups in this span: after the lock.
         drop(removed);
@@ -148,9 +189,12 @@ impl<T: ?Sized + 'static> Gc<T> {
         if obj.is_null() {
             return Ok(Cleanup::NOOP);
         }
+        let base = (&arg as *const S).cast::<u8>();
         // SAFETY: `arg` is a live `S`, whose descriptor `S::TYPE` is.
-        unsafe { check_arg_handles(S::TYPE, (&arg as *const S).cast(), ptr, obj) }?;
-        Ok(record(ptr, obj, Func::new(move |(): ()| f(arg))))
+        unsafe { check_arg_handles(S::TYPE, base, ptr, obj) }?;
+        // SAFETY: as above.
+        let probe = unsafe { probe(S::TYPE, base, obj) };
+        Ok(record(ptr, obj, Func::new(move |(): ()| f(arg)), probe))
     }
 }
 
@@ -221,10 +265,14 @@ fn check_arg(
 
 /// Records `func` as a cleanup of the object `obj` (which the caller's handle keeps
 /// allocated) at `ptr`.
-fn record(ptr: *const u8, obj: *mut u8, func: Func) -> Cleanup {
+fn record(ptr: *const u8, obj: *mut u8, func: Func, probe: Option<Vec<usize>>) -> Cleanup {
     let s = span_of(obj as usize).expect("fing::add_cleanup: a heap object in no span");
     thread::start();
     let id = LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
+    if let Some(p) = probe {
+        PROBING.store(true, Ordering::Relaxed);
+        probes().insert(id, p);
+    }
     let mut records = s.cleanups.lock();
     records.push(CleanupRecord { ptr, id, func });
     // Before the lock is released: a collection that finds the records also finds the
@@ -306,6 +354,8 @@ pub fn add_cleanup(
     }
     // SAFETY: a `Value` holds a live value of its type.
     unsafe { check_arg_handles(aty, arg.as_ptr(), ptr, obj_header) }?;
+    // SAFETY: as above.
+    let probe = unsafe { probe(aty, arg.as_ptr(), obj_header) };
     let func = cleanup
         .into_func()
         .unwrap_or_else(|_| unreachable!("fing::add_cleanup: func kind without a Func"));
@@ -318,7 +368,7 @@ pub fn add_cleanup(
             panic!("fing::add_cleanup: the checked call failed: {e}");
         }
     });
-    let c = record(ptr, obj_header, run);
+    let c = record(ptr, obj_header, run, probe);
     // `obj` kept the object alive until the record was made.
     drop(obj);
     Ok(c)
@@ -329,6 +379,9 @@ pub fn add_cleanup(
 /// finalizer thread as resurrection does. Returns how many were queued.
 pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u64 {
     let mut n = 0;
+    // The probes of queued cleanups go with them (a mutator holding the lock is outside
+    // every section, and lets it go without waiting for the world).
+    let mut probes = PROBING.load(Ordering::Relaxed).then(probes);
     for s in spans
         .iter()
         .map(|s| s.get())
@@ -340,6 +393,9 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
             continue;
         }
         for r in records.extract_if(.., |r| dead(r)) {
+            if let Some(p) = probes.as_mut() {
+                p.remove(&r.id);
+            }
             out.push(Record {
                 ptr: core::ptr::null(),
                 func: r.func,
@@ -355,6 +411,53 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
     }
     QUEUED.fetch_add(n, Ordering::Relaxed);
     n
+}
+
+/// `check_finalizers` after marking, with the world stopped: reports each live object of
+/// `heap` that one of its cleanups' arguments reaches through the heap (the cleanup will
+/// never run), naming its type. Returns how many it found.
+pub(crate) fn check_cleanups(heap: &crate::mheap::MHeap, spans: &[SpanPtr]) -> u64 {
+    let probes = probes();
+    if probes.is_empty() {
+        return 0;
+    }
+    let mut found = 0;
+    for s in spans
+        .iter()
+        .map(|s| s.get())
+        .filter(|s| s.has_cleanups.load(Ordering::Relaxed))
+    {
+        for r in s.cleanups.lock().iter() {
+            let Some(p) = probes.get(&r.id) else { continue };
+            let i = s.index_of(r.ptr as usize);
+            if !s.is_marked(i) {
+                continue;
+            }
+            let obj = NonNull::new(s.slot(i)).expect("fing::collect: a slot at null");
+            // The probe's objects are allocated: the argument holds counts on them.
+            let starts: Vec<NonNull<u8>> = p
+                .iter()
+                .filter_map(|&a| NonNull::new(a as *mut u8))
+                .filter(|o| span_of(o.as_ptr() as usize).is_some_and(|t| t.heap_id == heap.id))
+                .collect();
+            if crate::mgcmark::reaches(heap, &starts, obj) {
+                found += 1;
+                // SAFETY: a marked slot is allocated.
+                let ty = unsafe { crate::slot::header(obj.as_ptr()) }
+                    .ty
+                    .load(Ordering::Relaxed);
+                // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
+                let ty = unsafe { ty.as_ref() };
+                eprintln!(
+                    "fing: checkfinalizers: a {} at {:p} is reachable from the argument of its \
+                     cleanup: the cleanup will never run and the object will never be freed",
+                    ty.map_or_else(|| "tiny block".to_string(), |t| t.to_string()),
+                    obj
+                );
+            }
+        }
+    }
+    found
 }
 
 /// Runs a queued cleanup's function (the finalizer thread, for an entry of type

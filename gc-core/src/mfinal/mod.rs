@@ -64,8 +64,8 @@ use crate::mpagealloc::span_of;
 use crate::mspan::Record;
 use crate::slot::{data_offset, HEADER};
 
-pub(crate) use cleanup::queue_cleanups;
 pub use cleanup::{add_cleanup, Cleanup};
+pub(crate) use cleanup::{check_cleanups, queue_cleanups};
 pub(crate) use thread::on_finalizer_thread;
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
 
