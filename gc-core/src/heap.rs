@@ -91,6 +91,7 @@ impl MHeap {
 
     /// Makes an empty retired heap a new heap: `config`, statistics from zero, one `Heap`.
     fn renew(&'static self, config: HeapConfig) {
+        crate::mheap::note_config(&config);
         *lock(&self.config) = config;
         self.next_gc.store(first_goal(&config), Ordering::Relaxed);
         self.heap_live.store(0, Ordering::Relaxed);

@@ -148,8 +148,25 @@ pub(crate) fn heap_of(obj: NonNull<u8>) -> Option<&'static MHeap> {
     heaps.iter().find(|h| h.id == id).copied()
 }
 
+/// Has any heap ever been configured with `check_finalizers`? (Lets `add_cleanup` skip
+/// looking its heap up when none has: the lookup takes `HEAPS`.)
+static ANY_CHECKS: AtomicBool = AtomicBool::new(false);
+
+/// Notes a configuration (see `ANY_CHECKS`).
+pub(crate) fn note_config(config: &HeapConfig) {
+    if config.check_finalizers {
+        ANY_CHECKS.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Might some heap check finalizers? (`false`: none ever did.)
+pub(crate) fn any_checks() -> bool {
+    ANY_CHECKS.load(Ordering::Relaxed)
+}
+
 impl MHeap {
     pub(crate) fn new(config: HeapConfig) -> &'static MHeap {
+        note_config(&config);
         let id = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
         let inner: &'static MHeap = Box::leak(Box::new(MHeap {
             id,

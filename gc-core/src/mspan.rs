@@ -326,7 +326,11 @@ pub(crate) struct CleanupRecord {
 // SAFETY: as for `Record`: `ptr` is only compared and never read through; `Func` is Send.
 unsafe impl Send for CleanupRecord {}
 
-const _: () = assert!(core::mem::size_of::<CleanupRecord>() == 48);
+// One layout with `Record`: a run of records becomes a run of queue entries in place.
+const _: () = assert!(
+    core::mem::size_of::<CleanupRecord>() == core::mem::size_of::<Record>()
+        && core::mem::align_of::<CleanupRecord>() == core::mem::align_of::<Record>()
+);
 
 impl Record {
     /// The header of the object this record's address lies in, in span `s`.

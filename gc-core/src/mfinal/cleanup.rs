@@ -81,8 +81,11 @@ fn probes() -> std::sync::MutexGuard<'static, BTreeMap<u64, Vec<usize>>> {
 /// # Safety
 /// `base` must point to a live value of type `ty`.
 unsafe fn probe(ty: &'static Type, base: *const u8, obj: *mut u8) -> Option<Vec<usize>> {
+    if ty.is_noscan() || !crate::mheap::any_checks() {
+        return None;
+    }
     let heap = crate::mheap::heap_of(NonNull::new(obj)?)?;
-    if !heap.config().check_finalizers || ty.is_noscan() {
+    if !heap.config().check_finalizers {
         return None;
     }
     let mut t = Tracer::new();
@@ -274,6 +277,17 @@ fn record(ptr: *const u8, obj: *mut u8, func: Func, probe: Option<Vec<usize>>) -
         probes().insert(id, p);
     }
     let mut records = s.cleanups.lock();
+    if records.capacity() == 0 {
+        // The span's first record (or first since its records were queued as a run): a
+        // vector the finalizer thread emptied, if one is kept (same layout: the collect
+        // reuses its buffer).
+        if let Some(v) = queue::VecPool::take() {
+            *records = v
+                .into_iter()
+                .map(|_| unreachable!("an empty vector"))
+                .collect();
+        }
+    }
     records.push(CleanupRecord { ptr, id, func });
     // Before the lock is released: a collection that finds the records also finds the
     // flag set (it takes the lock to read them).
@@ -388,6 +402,30 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
         .filter(|s| s.has_cleanups.load(Ordering::Relaxed))
     {
         let mut records = s.cleanups.lock();
+        let entry = |r: CleanupRecord| Record {
+            ptr: core::ptr::null(),
+            func: r.func,
+            obj_ty: &CLEANUP,
+        };
+        if !s.any_marked() {
+            // Nothing in the span is live (a burst of garbage): every record goes, the
+            // vector handed to the queue as a run, its entries made where they lie (a
+            // record and an entry have one layout, so the collect reuses the buffer).
+            let all = core::mem::take(&mut *records);
+            s.has_cleanups.store(false, Ordering::Relaxed);
+            drop(records);
+            n += all.len() as u64;
+            if let Some(p) = probes.as_mut() {
+                all.iter().for_each(|r| {
+                    p.remove(&r.id);
+                });
+            }
+            out.push_run(all.into_iter().map(entry).collect());
+            if out.len >= HANDOFF_EVERY {
+                thread::enqueue(out.take_filled());
+            }
+            continue;
+        }
         let dead = |r: &CleanupRecord| !s.is_marked(s.index_of(r.ptr as usize));
         if !records.iter().any(dead) {
             continue;
@@ -396,11 +434,7 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
             if let Some(p) = probes.as_mut() {
                 p.remove(&r.id);
             }
-            out.push(Record {
-                ptr: core::ptr::null(),
-                func: r.func,
-                obj_ty: &CLEANUP,
-            });
+            out.push(entry(r));
             n += 1;
         }
         s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
