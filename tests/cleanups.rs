@@ -309,7 +309,13 @@ fn the_dynamic_add_cleanup() {
 fn the_dynamic_add_cleanup_refuses_with_typed_errors() {
     let h = heap();
     let r = res(&h, 1);
-    let f = || Func::new(|_: i64| ());
+    let ran = counter();
+    let f = || {
+        let ran = ran.clone();
+        Func::new(move |_: i64| {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+    };
     let obj = || Value::from(r.clone());
     let err = |o: Value, c: Value, a: Value| fing::add_cleanup(o, c, a).unwrap_err();
     let e = err(Value::nil(), f().into(), Value::from(1i64));
@@ -336,17 +342,21 @@ fn the_dynamic_add_cleanup_refuses_with_typed_errors() {
         e.to_string(),
         "fing::add_cleanup: cannot pass arg of type u8 to cleanup fn(i64)"
     );
+    let ran2 = ran.clone();
     let e = err(
         obj(),
-        Func::new(|_: Gc<Res>| ()).into(),
+        Func::new(move |_: Gc<Res>| {
+            ran2.fetch_add(1, Ordering::SeqCst);
+        })
+        .into(),
         Value::from(r.clone()),
     );
     assert_eq!(e, FinalizerError::ArgIsObject);
     // Nothing was recorded by the refusals: the object dies with no cleanup to run.
-    let before = h.stats().cleanups_queued;
     drop(r);
     collect_and_wait(&h);
-    assert_eq!(h.stats().cleanups_queued, before);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(h.stats().heap_objects, 0);
 }
 
 #[test]

@@ -501,6 +501,9 @@ pub(crate) fn check_cleanups(heap: &crate::mheap::MHeap, spans: &[SpanPtr]) -> u
 /// `func` is a queued cleanup's function, which this call takes over: the caller neither
 /// uses nor drops it again (also if this unwinds).
 pub(crate) unsafe fn run(func: &mut Func) {
+    // Counted before the call: one that panics has run too. Only the finalizer thread
+    // writes it: no read-modify-write needed.
+    RUN.store(RUN.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     let mut unit = ();
     // SAFETY: every cleanup's function is a one-parameter closure of `()` (`Func::new`
     // above), and `unit` is a valid `()`; the caller's contract hands the function over.
@@ -514,6 +517,4 @@ pub(crate) unsafe fn run(func: &mut Func) {
             panic!("fing::add_cleanup: a cleanup's call of its own signature failed: {e}");
         }
     }
-    // Only the finalizer thread writes it: no read-modify-write needed.
-    RUN.store(RUN.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
