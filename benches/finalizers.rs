@@ -3,7 +3,7 @@
 //! run), for fing and for the peers that can express it: `gc`'s `Finalize`, `rust-cc`'s
 //! `Finalize`, `dumpster` (a `Drop` impl) and `boa_gc`'s `Finalize`.
 //!
-//! Go's figures come from its twin, `benches/go/fin_cycle.go` (`go run fin_cycle.go`), run
+//! Go's figures come from its twin, `benches/go/fin_cycle.go` (`cd benches/go && go run .`), run
 //! beside `cargo run --release --example fin_cycle 1000000 5 linked`: Go 1.19 took about
 //! 0.4 s for the whole 1 000 000 cycle on this kind of machine.
 //!

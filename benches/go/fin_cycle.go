@@ -4,7 +4,7 @@
 // drop, collect until all ran. With Go 1.24 or later, `cleanup` does the same with
 // runtime.AddCleanup (fin_cycle_cleanup.go).
 //
-//	go run fin_cycle.go [n] [rounds] [finalizer|cleanup]
+//	cd benches/go && go run . [n] [rounds] [finalizer|cleanup]
 //
 // Each round prints the same phases as the Rust example; the last line is the median.
 package main

@@ -1,0 +1,3 @@
+module fingpeers/fincycle
+
+go 1.19
