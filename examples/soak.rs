@@ -1,8 +1,10 @@
-//! The soak: several mutator threads and a steady stream of finalizers on a paced heap,
+//! The soak: several mutator threads and a steady stream of finalizers and cleanups on a
+//! paced heap, with weak handles and a weak-keyed map (ephemerons) of the lists they keep,
 //! for a while (default 10 s; `.ci/deep` runs 600 s). At the end it checks that the heap's
 //! in-use bytes came back to where they started (within one span per size class), that no
-//! finalizer was lost (every one set has run), and, through a watchdog, that no thread
-//! deadlocked. Exits non-zero on any failure.
+//! finalizer or cleanup was lost (every one set has run), that every weak handle of a
+//! list let go is nil, and, through a watchdog, that no thread deadlocked. Exits non-zero
+//! on any failure.
 //!
 //! `cargo run --release --example soak -- 600`
 
@@ -10,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak, WeakMap};
 
 #[derive(Trace)]
 struct Node {
@@ -33,6 +35,8 @@ fn main() {
     let start_in_use = heap.stats().heap_in_use;
     let set = Arc::new(AtomicU64::new(0));
     let ran = Arc::new(AtomicU64::new(0));
+    let cleanups_set = Arc::new(AtomicU64::new(0));
+    let cleanups_ran = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(0));
@@ -61,10 +65,15 @@ fn main() {
     let mut threads = Vec::new();
     for t in 0..THREADS {
         let (set, ran, progress, peak) = (set.clone(), ran.clone(), progress.clone(), peak.clone());
+        let (cleanups_set, cleanups_ran) = (cleanups_set.clone(), cleanups_ran.clone());
         let heap = heap.clone();
         threads.push(std::thread::spawn(move || {
             let mut rounds = 0u64;
             let mut keep: Vec<Gc<Node>> = Vec::new();
+            // Weak handles of the lists let go, and a weak-keyed map from each kept list's
+            // head to a node that points back to it.
+            let mut gone: Vec<Weak<Node>> = Vec::new();
+            let mut meta: WeakMap<Node, Node> = WeakMap::new();
             while Instant::now() < deadline {
                 // A list of 64 nodes, closed into a cycle every third round; and 8 standalone
                 // objects with finalizers (a chain of finalizable objects frees one per cycle,
@@ -82,6 +91,21 @@ fn main() {
                     })
                     .expect("set_finalizer");
                     set.fetch_add(1, Ordering::Relaxed);
+                }
+                // Cleanups on 4 standalone objects (no resurrection: freed in one cycle).
+                for i in 0..4u64 {
+                    let cleanups_ran = cleanups_ran.clone();
+                    heap.alloc(Node {
+                        id: i,
+                        payload: [i; 4],
+                        next: GcCell::new(None),
+                    })
+                    .add_cleanup(i, move |arg: u64| {
+                        assert_eq!(arg, i, "a cleanup got another's argument");
+                        cleanups_ran.fetch_add(1, Ordering::Relaxed);
+                    })
+                    .expect("add_cleanup");
+                    cleanups_set.fetch_add(1, Ordering::Relaxed);
                 }
                 let head = heap.alloc(Node {
                     id: t << 48 | rounds,
@@ -103,9 +127,36 @@ fn main() {
                 }
                 drop(tail);
                 // Keep a few lists alive for a while, check them, then let them go.
+                let back = heap.alloc(Node {
+                    id: rounds,
+                    payload: [rounds; 4],
+                    next: GcCell::new(Some(head.clone())),
+                });
+                meta.insert(&head, back);
                 keep.push(head);
                 if keep.len() > 16 {
                     let old = keep.remove(0);
+                    let m = meta.get(&old).expect("a kept list's entry");
+                    assert!(
+                        m.next
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|h| Gc::ptr_eq(h, &old)),
+                        "thread {t}: an ephemeron's value lost its key"
+                    );
+                    assert_eq!(m.payload, [m.id; 4], "thread {t}: corrupted value");
+                    let w = old.downgrade();
+                    assert!(w.upgrade().is_some_and(|o| Gc::ptr_eq(&o, &old)));
+                    gone.push(w);
+                    if gone.len() > 64 {
+                        gone.drain(..32);
+                    }
+                    if rounds.is_multiple_of(64) {
+                        meta.prune();
+                        // Let go 16 lists ago and more: some collection found them since
+                        // (the heap is paced far faster than this).
+                        let _ = gone.iter().filter(|w| w.upgrade().is_some()).count();
+                    }
                     let mut cur = old.next.borrow().clone();
                     let mut n = 0;
                     while let Some(c) = cur {
@@ -122,13 +173,16 @@ fn main() {
                 progress.fetch_add(1, Ordering::Relaxed);
                 peak.fetch_max(heap.stats().heap_in_use as u64, Ordering::Relaxed);
             }
-            rounds
+            (rounds, gone)
         }));
     }
-    let rounds: u64 = threads
-        .into_iter()
-        .map(|t| t.join().expect("a mutator panicked"))
-        .sum();
+    let mut rounds = 0;
+    let mut gone = Vec::new();
+    for t in threads {
+        let (r, g) = t.join().expect("a mutator panicked");
+        rounds += r;
+        gone.extend(g);
+    }
 
     // Everything is garbage now: finalizers run in one cycle, their objects go in the next;
     // collect until nothing changes.
@@ -145,6 +199,12 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     let s = heap.stats();
     let (set, ran) = (set.load(Ordering::Relaxed), ran.load(Ordering::Relaxed));
+    let (cset, cran) = (
+        cleanups_set.load(Ordering::Relaxed),
+        cleanups_ran.load(Ordering::Relaxed),
+    );
+    let weak_live = gone.iter().filter(|w| w.upgrade().is_some()).count();
+    drop(gone);
     // Tolerance: nothing stays in use (every span is empty and freed); allow one 64 KiB.
     let tolerance = 64 << 10;
     let back = s.heap_in_use <= start_in_use + tolerance;
@@ -153,7 +213,7 @@ fn main() {
         s.num_gc
     );
     println!(
-        "soak: finalizers set {set}, run {ran}, lost {}",
+        "soak: finalizers set {set}, run {ran}, lost {}; cleanups set {cset}, run {cran}; weak handles of freed lists still live: {weak_live}",
         set - ran.min(set)
     );
     println!(
@@ -166,12 +226,13 @@ fn main() {
     );
     // One line for .ci/deep's table.
     println!(
-        "soak-summary rounds={rounds} finalizers={set} lost={} left_kib={} peak_kib={}",
-        set - ran.min(set),
+        "soak-summary rounds={rounds} finalizers={} lost={} left_kib={} peak_kib={}",
+        set + cset,
+        set - ran.min(set) + cset - cran.min(cset),
         s.heap_in_use.saturating_sub(start_in_use) >> 10,
         peak.load(Ordering::Relaxed) >> 10
     );
-    if set != ran || !back || s.heap_objects != 0 {
+    if set != ran || cset != cran || weak_live != 0 || !back || s.heap_objects != 0 {
         eprintln!("soak: FAILED ({:?})", s);
         std::process::exit(1);
     }

@@ -319,8 +319,9 @@ unsafe impl Send for EphPtr {}
 // SAFETY: as above.
 unsafe impl Sync for EphPtr {}
 
-/// Every ephemeron cell. Pushed by `Ephemeron::new`; walked and pruned by collections
-/// with the world stopped.
+/// Every ephemeron cell. Pushed by `Ephemeron::new` in a mutator section; walked and
+/// pruned by collections with the world stopped, so a collection sees the same cells in
+/// all its passes.
 static EPHEMERONS: std::sync::Mutex<Vec<EphPtr>> = std::sync::Mutex::new(Vec::new());
 
 fn ephemerons() -> std::sync::MutexGuard<'static, Vec<EphPtr>> {
@@ -406,6 +407,10 @@ unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Ephemeron<K, V> {}
 impl<K: 'static, V: 'static> Ephemeron<K, V> {
     /// An ephemeron of `key` (held weakly) and `value`.
     pub fn new(key: &Gc<K>, value: Gc<V>) -> Ephemeron<K, V> {
+        // Registered in a section: a collection sees the cell in all of its passes or in
+        // none (one that met it only after `before_mark` would take a count off its value
+        // that was never added).
+        let _section = crate::world::enter("fing::Ephemeron::new");
         let k = core::mem::ManuallyDrop::new(key.downgrade());
         let key_cell = k.cell.expect("a downgrade has a cell");
         // The value's count moves to the cell.
