@@ -66,6 +66,13 @@
 //! until the next collection, and is freed by that collection rather than at count zero.
 //! Weak handles to a value outside the heap (`Gc::from_static`, a zero-sized value)
 //! never go nil; their cells are dropped like the others once no weak handle is left.
+//!
+//! Known limit: a weak handle made from a *far* interior handle (a `Gc::map` more than
+//! 64 KiB into its object, or outside it) names the far handle's cell, a small object of
+//! its own, not the object it was mapped from: it goes nil once no strong handle to that
+//! far cell is left, even while the object lives. (Near interior handles, the common case,
+//! behave as Go's.) Fixing it means a cell that counts on the object and an upgrade that
+//! makes a new far cell, outside its section.
 
 use core::fmt;
 use core::hash::{BuildHasherDefault, Hash, Hasher};
