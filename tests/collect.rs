@@ -397,3 +397,35 @@ fn far_interior_handles_keep_their_object_and_free_their_cell() {
     let s = Gc::from_static(&PAIR).map(|p| &p.1);
     assert_eq!((*s, Gc::is_in_heap(&s)), (4, false));
 }
+
+/// `MemStats` keeps Go's ring of recent pauses: the last 256, oldest first, each with when
+/// it ended; `pause_max` is the longest, and the ring's pauses add up to `pause_total`
+/// while it has not wrapped.
+#[test]
+fn recent_pauses_are_a_ring_of_256() {
+    let mut c = fing::HeapConfig::default();
+    c.gogc = None;
+    let h = fing::Heap::new(c);
+    let keep = h.alloc(7u64);
+    for _ in 0..10 {
+        h.collect();
+    }
+    let s = h.stats();
+    assert_eq!(s.num_gc, 10);
+    assert_eq!(s.recent_pauses.len(), 10);
+    let sum: std::time::Duration = s.recent_pauses.iter().map(|p| p.1).sum();
+    assert_eq!(sum, s.pause_total);
+    assert_eq!(s.recent_pauses.iter().map(|p| p.1).max(), Some(s.pause_max));
+    assert_eq!(s.recent_pauses.last().map(|p| p.1), Some(s.last_pause));
+    assert!(
+        s.recent_pauses.windows(2).all(|w| w[0].0 <= w[1].0),
+        "oldest first"
+    );
+    for _ in 0..300 {
+        h.collect();
+    }
+    let s = h.stats();
+    assert_eq!(s.recent_pauses.len(), 256);
+    assert!(s.recent_pauses.iter().all(|p| p.1 <= s.pause_max));
+    assert_eq!(*keep, 7);
+}

@@ -110,6 +110,8 @@ impl MHeap {
             free_bytes_at_gc: zero.free_bytes,
             finalizer_cycles: 0,
             zero,
+            pause_max: Duration::ZERO,
+            pauses: Default::default(),
         };
         drop(k);
         self.handles.store(1, Ordering::Release);
@@ -207,6 +209,8 @@ impl MHeap {
             last_pause: k.last_pause,
             finalizer_cycles: k.finalizer_cycles,
             destructor_panics: self.destructor_panics.load(Ordering::Relaxed),
+            pause_max: k.pause_max,
+            recent_pauses: k.pauses.iter().copied().collect(),
             finalizers_queued: queued.saturating_sub(cleanups_queued),
             finalizers_run: run.saturating_sub(cleanups_run),
             finalizers_panicked: panicked,

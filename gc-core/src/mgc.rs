@@ -90,9 +90,15 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
         None => usize::MAX,
     };
     heap.next_gc.store(goal, Ordering::Relaxed);
-    let pause = t0.elapsed();
+    let work = t0.elapsed();
+    let pause = world.raised_at.elapsed();
     let mut k = lock(&heap.counters);
     k.num_gc += 1;
+    k.pause_max = k.pause_max.max(pause);
+    if k.pauses.len() == crate::mstats::PAUSE_RING {
+        k.pauses.pop_front();
+    }
+    k.pauses.push_back((heap.started.elapsed(), pause));
     k.finalizer_cycles += fin_cycles;
     k.base.frees += swept.freed_objects;
     k.pause_total += pause;
@@ -106,9 +112,11 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
     if config.trace {
         const MB: f64 = 1024.0 * 1024.0;
         eprintln!(
-            "gc {n} @{:.3}s: pause {:.3} ms, {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} objects to destroy",
+            "gc {n} @{:.3}s: pause {:.3} ms ({:.3} ms stopping, {:.3} ms of work), {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} objects to destroy",
             heap.started.elapsed().as_secs_f64(),
             pause.as_secs_f64() * 1e3,
+            (pause.saturating_sub(work)).as_secs_f64() * 1e3,
+            work.as_secs_f64() * 1e3,
             before as f64 / MB,
             live as f64 / MB,
             if goal == usize::MAX { "no".to_string() } else { format!("{:.1}", goal as f64 / MB) },

@@ -57,7 +57,17 @@ pub struct MemStats {
     /// Destructors (`Drop` of a freed object's fields) that panicked in the sweep: each is
     /// caught and reported on stderr, and the object is freed anyway.
     pub destructor_panics: u64,
+    /// The longest stop-the-world pause of this heap's collections.
+    pub pause_max: Duration,
+    /// The last `PAUSE_RING` (256) pauses, oldest first, each as (when it ended, measured
+    /// from the heap's creation; how long it was): Go's `PauseEnd` and `PauseNs`. A pause
+    /// runs from the moment the collector raised the stop (threads entering a section
+    /// from then on wait) until the world resumes.
+    pub recent_pauses: Vec<(Duration, Duration)>,
 }
+
+/// How many recent pauses `MemStats::recent_pauses` keeps (Go's `PauseNs` ring).
+pub(crate) const PAUSE_RING: usize = 256;
 
 /// A heap's statistics kept under its `counters` lock.
 #[derive(Default)]
@@ -65,6 +75,9 @@ pub(crate) struct Counters {
     pub(crate) num_gc: u64,
     pub(crate) pause_total: Duration,
     pub(crate) last_pause: Duration,
+    pub(crate) pause_max: Duration,
+    /// The last `PAUSE_RING` pauses: (end since the heap's start, length).
+    pub(crate) pauses: std::collections::VecDeque<(Duration, Duration)>,
     /// Bytes of live slots after the last sweep.
     pub(crate) live_bytes: usize,
     /// What no live cache counts: retired caches' totals, large objects' bytes, and the

@@ -19,6 +19,9 @@ pub(crate) fn collector_sweeping() -> Option<Sweeping> {
 
 /// The stopped world, owned by this thread while the guard lives.
 pub(crate) struct StoppedWorld {
+    /// When the stop that succeeded was raised: from then on, a thread entering a section
+    /// waits (the pause, as mutators feel it, starts here).
+    pub(crate) raised_at: Instant,
     _collector: MutexGuard<'static, ()>,
     _not_send: PhantomData<*const ()>,
 }
@@ -73,10 +76,12 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
         while WORLD.waiters.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_millis(2) {
             std::thread::yield_now();
         }
+        let raised_at = Instant::now();
         handshake::raise_stop(&WORLD.stop, fences::heavy_fence);
         if drained(budget) {
             local(|l| l.holds_world.set(true));
             return Some(StoppedWorld {
+                raised_at,
                 _collector: collector,
                 _not_send: PhantomData,
             });
