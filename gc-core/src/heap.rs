@@ -202,6 +202,7 @@ impl MHeap {
             // objects of it at count zero before its `frees` is read.
             heap_objects: t.mallocs.saturating_sub(t.frees),
             mallocs: t.mallocs - k.zero.mallocs,
+            total_alloc: t.bytes - k.zero.bytes,
             frees: t.frees - k.zero.frees,
             next_gc: self.next_gc.load(Ordering::Relaxed),
             num_gc: k.num_gc,
@@ -211,6 +212,7 @@ impl MHeap {
             destructor_panics: self.destructor_panics.load(Ordering::Relaxed),
             pause_max: k.pause_max,
             recent_pauses: k.pauses.iter().copied().collect(),
+            uptime: self.started.elapsed(),
             finalizers_queued: queued.saturating_sub(cleanups_queued),
             finalizers_run: run.saturating_sub(cleanups_run),
             finalizers_panicked: panicked,

@@ -28,6 +28,8 @@ pub struct MemStats {
     pub heap_objects: u64,
     /// Objects allocated, ever.
     pub mallocs: u64,
+    /// Bytes of object slots allocated, ever (Go's `TotalAlloc`; counted as `mallocs` is).
+    pub total_alloc: u64,
     /// Objects freed, ever.
     pub frees: u64,
     /// Heap size (bytes of live slots plus new allocations) that triggers the next
@@ -64,6 +66,9 @@ pub struct MemStats {
     /// runs from the moment the collector raised the stop (threads entering a section
     /// from then on wait) until the world resumes.
     pub recent_pauses: Vec<(Duration, Duration)>,
+    /// When this snapshot was taken, measured from the heap's creation (the clock of
+    /// `recent_pauses`).
+    pub uptime: Duration,
 }
 
 /// How many recent pauses `MemStats::recent_pauses` keeps (Go's `PauseNs` ring).

@@ -1,0 +1,3 @@
+module fingpeers/latency
+
+go 1.19
