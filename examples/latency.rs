@@ -38,7 +38,7 @@ fn rec(h: &Heap, id: u64) -> Gc<Rec> {
         val: id.wrapping_mul(0x9E37_79B9),
         next: GcCell::new(None),
         other: GcCell::new(None),
-        leaf: (id % 4 == 0).then(|| h.alloc(id as u32)),
+        leaf: id.is_multiple_of(4).then(|| h.alloc(id as u32)),
     })
 }
 
@@ -109,7 +109,7 @@ fn main() {
         id += 64;
         let mut r = first.clone();
         for _ in 0..64 {
-            if rng.next() % 64 == 0 {
+            if rng.next().is_multiple_of(64) {
                 r.set_finalizer(|_: Gc<Rec>| ()).expect("a finalizer");
             }
             live.push(r.clone());
@@ -151,7 +151,7 @@ fn main() {
                     id += 4;
                     let target = &live[(rng.next() % live.len() as u64) as usize];
                     target.other.set(Some(r));
-                    if n % 16 == 0 {
+                    if n.is_multiple_of(16) {
                         rec(&heap, id)
                             .set_finalizer(|_: Gc<Rec>| ())
                             .expect("a finalizer");
