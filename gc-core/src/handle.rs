@@ -301,7 +301,7 @@ impl<T: ?Sized + 'static> Gc<T> {
 
     /// The object this handle counts on, looking through far cells to the object the map
     /// came from.
-    fn owner(&self) -> Option<NonNull<u8>> {
+    pub(crate) fn owner(&self) -> Option<NonNull<u8>> {
         let mut obj = self.counted()?;
         let mut w = self.thin();
         while word::tag(w.addr()) == word::FAR {

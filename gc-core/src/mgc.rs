@@ -35,15 +35,25 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
 
     // Tracing runs user code (`Trace` impls). If one panics, nothing has been freed yet:
     // the scratch counts and mark bits are reset, the world resumes (the caller's guard),
-    // and the panic goes on to the caller, which finds the heap as it was (finalizers
-    // queued by then hold counts on their objects, which stay).
+    // and the panic goes on to the caller, which finds every object where it was. What
+    // the cycle had decided by then about unreachable objects stands, and leaves no count
+    // behind: weak handles and ephemerons of unmarked objects stay cleared (their counts
+    // were dropped as they were cleared), finalizers queued hold counts on their objects,
+    // and cleanups queued run (their objects are freed by a later cycle).
     let queued_before = crate::mfinal::counters().0;
     let traced = catch_unwind(AssertUnwindSafe(|| {
         let cross_heap = mgcmark::count_refs(heap, &spans);
         let fin_cycles = mgcmark::mark(heap, &spans);
-        // Ephemerons whose keys are marked keep their values, to a fixpoint (weak).
+        // Ephemerons whose keys are marked keep their values, and weak handles of far
+        // interior handles keep their far cells while their objects are marked, to a
+        // fixpoint (weak).
         let mut values = Vec::new();
-        while crate::weak::ephemeron_round(heap, |v| values.push(v)) {
+        loop {
+            let e = crate::weak::ephemeron_round(heap, |v| values.push(v));
+            let f = crate::weak::far_round(heap, |v| values.push(v));
+            if !(e || f) {
+                break;
+            }
             mgcmark::mark_and_drain(heap, &values);
             values.clear();
         }

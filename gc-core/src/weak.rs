@@ -20,8 +20,10 @@
 //! - [`after_mark`] (after marking, before the finalizers' resurrection): a cell whose
 //!   object is marked takes its one back off `gc_refs`, as an edge from a live object
 //!   would (the sweep then leaves the object's count alone); every other cell is cleared
-//!   and leaves the table, and its one stays in `gc_refs`, so the sweep takes the weak
-//!   count off an object a finalizer resurrects (and garbage is freed whatever its count).
+//!   and leaves the table, and its weak count goes at once, off `count` and `gc_refs`
+//!   together (so an object a finalizer resurrects keeps no weak count, garbage is freed
+//!   whatever its count, and a collection abandoned later, when a `Trace` impl panics,
+//!   leaves no count behind).
 //!
 //! Clearing there gives Go's semantics: a weak handle goes nil in the cycle that finds
 //! its object unreachable, before the object's finalizers are queued (so it stays nil
@@ -52,9 +54,9 @@
 //!   the value to the marker; the collector repeats until a round finds nothing new (a
 //!   value may reach the key of another ephemeron), the classic ephemeron fixpoint;
 //! - [`after_mark`] then clears every ephemeron not taken: its key is unreachable, so its
-//!   value is dropped with it (its one stays in `gc_refs`, which the sweep takes off a
-//!   value that is live for other reasons). A value pointing back to its key does not
-//!   keep the key: the value itself is reached only through the ephemeron.
+//!   value is dropped with it (its count goes at once, off `count` and `gc_refs`, as a
+//!   cleared weak cell's). A value pointing back to its key does not keep the key: the
+//!   value itself is reached only through the ephemeron.
 //!
 //! An ephemeron whose key lies outside this heap (another heap's object, a static) counts
 //! its key as alive in this heap's collections.
@@ -67,12 +69,12 @@
 //! Weak handles to a value outside the heap (`Gc::from_static`, a zero-sized value)
 //! never go nil; their cells are dropped like the others once no weak handle is left.
 //!
-//! Known limit: a weak handle made from a *far* interior handle (a `Gc::map` more than
-//! 64 KiB into its object, or outside it) names the far handle's cell, a small object of
-//! its own, not the object it was mapped from: it goes nil once no strong handle to that
-//! far cell is left, even while the object lives. (Near interior handles, the common case,
-//! behave as Go's.) Fixing it means a cell that counts on the object and an upgrade that
-//! makes a new far cell, outside its section.
+//! A weak handle made from a *far* interior handle (a `Gc::map` more than 64 KiB into its
+//! object, or outside it) holds the far handle's word, which counts on a small cell object
+//! of its own (`FarCell`), not on the object it was mapped from. So that it lives exactly
+//! as long as that object, [`far_round`] marks the far cell of every weak cell whose
+//! object it came from is marked (an ephemeron whose key is the object, whose value is
+//! the far cell), in the same fixpoint as the ephemerons.
 
 use core::fmt;
 use core::hash::{BuildHasherDefault, Hash, Hasher};
@@ -161,7 +163,9 @@ fn release_cell(c: NonNull<WeakCell>) {
 /// interior handle ([`Gc::map`]) upgrades to that interior address.
 ///
 /// An object that ever had a weak handle is freed by a collection, not when its last
-/// handle goes (see `Gc`'s "When the object is freed").
+/// handle goes (see `Gc`'s "When the object is freed"); in a heap whose last `Heap` was
+/// dropped (retired), that is the collection a later `Heap::new` makes of it, so its weak
+/// handles go nil then.
 ///
 /// ```
 /// # use gc_core as fing;
@@ -509,6 +513,12 @@ unsafe impl<K: Trace, V: Trace> Trace for Ephemeron<K, V> {
 /// and `len` no longer see it, and its value is released (`len` and `prune` drop such
 /// entries). Keys are compared by address ([`Gc::ptr_eq`]).
 ///
+/// Limits: an ephemeron is a root for its value while its key lives, whoever holds the
+/// ephemeron. A map kept in a heap object whose values point back to that object (and
+/// so keep it) lives as long as the keys do, even once nothing else reaches the object;
+/// and an ephemeron whose key and value are in different heaps keeps its key (a handle
+/// into another heap is a reference from outside for that heap).
+///
 /// ```
 /// # use gc_core as fing;
 /// // JavaScript:  const cache = new WeakMap(); cache.set(node, meta); cache.get(node);
@@ -723,8 +733,11 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
         {
             continue;
         }
-        // The key is unreachable: the value goes with it (its one stays in `gc_refs`).
+        // The key is unreachable: the value goes with it, and its count now.
         cell.value.store(core::ptr::null_mut(), Ordering::Release);
+        if let Some(o) = obj {
+            drop_counted(o);
+        }
         cleared += 1;
     }
     let Some(t) = TABLE.get() else { return cleared };
@@ -744,11 +757,23 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
             return true;
         }
         cell.word.store(core::ptr::null_mut(), Ordering::Release);
+        drop_counted(o);
         cleared += 1;
         release_cell(c.0);
         false
     });
     cleared
+}
+
+/// Drops a cleared cell's count on `o`, with the one `before_mark` added to its `gc_refs`
+/// for it. World stopped.
+fn drop_counted(o: NonNull<u8>) {
+    // SAFETY: `o` heads an allocated object (the count being dropped kept it so).
+    let h = unsafe { header(o.as_ptr()) };
+    h.gc_refs
+        .store(h.gc_refs.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    h.count
+        .store(h.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
 }
 
 /// Is the key behind weak cell `k` alive in this cycle of `heap`: not cleared, and marked
@@ -798,6 +823,50 @@ pub(crate) fn ephemeron_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -
                 .store(h.gc_refs.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
             mark(o);
         }
+    }
+    progress
+}
+
+/// The object a far handle word's cells lead back to (`Gc::owner`).
+fn real_object(w: *const u8) -> Option<NonNull<u8>> {
+    // SAFETY: `w` is an uncleared cell's far handle word, whose cells are allocated; the
+    // borrowed handle is never dropped (no count changes).
+    let g = core::mem::ManuallyDrop::new(unsafe { Gc::<u8>::from_word(NonNull::new(w.cast_mut())?) });
+    g.owner()
+}
+
+/// Is `o`, an object of `heap`, marked?
+fn is_marked(o: NonNull<u8>) -> bool {
+    let s = span_of(o.as_ptr() as usize).expect("fing::collect: a weak cell's object is in no span");
+    s.is_marked(s.index_of(o.as_ptr() as usize))
+}
+
+/// One round of the far cells' part of the fixpoint (module docs), with the world stopped:
+/// hands `mark` the far cell of each weak cell of `heap` with a far word whose cell is not
+/// marked but whose object is (or lies outside this heap). Returns whether it found any.
+pub(crate) fn far_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -> bool {
+    let Some(t) = TABLE.get() else { return false };
+    let mut progress = false;
+    for e in t.iter() {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { e.value().0.as_ref() };
+        let w = cell.word.load(Ordering::Relaxed);
+        if w.is_null() || word::tag(w.addr()) != word::FAR {
+            continue;
+        }
+        // SAFETY: a far word is a handle word counting on its far cell.
+        let Some(fc) = (unsafe { word::object_of(w) }) else {
+            continue;
+        };
+        if !in_heap(fc, heap) || is_marked(fc) {
+            continue;
+        }
+        let Some(real) = real_object(w) else { continue };
+        if in_heap(real, heap) && !is_marked(real) {
+            continue;
+        }
+        mark(fc);
+        progress = true;
     }
     progress
 }

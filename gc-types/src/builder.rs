@@ -14,8 +14,8 @@
 //! A built type lives for the rest of the process (it is leaked, as Go's types are).
 //! Unnamed types are interned, as Go's `reflect.PointerTo`, `ArrayOf`, `FuncOf` and
 //! `StructOf` cache theirs: building a pointer, array, func or struct type again from the
-//! same parts (the same component types, by identity; the same field names, length,
-//! variadic flag) gives the same `&'static Type`, so an interpreter that builds its types
+//! same parts (the same component descriptors, by address; the same field names,
+//! length, variadic flag) gives the same `&'static Type`, so an interpreter that builds its types
 //! per call does not leak, and the results compare identical by identity. A named type,
 //! a struct that declares interfaces and every interface type get a fresh identity each
 //! time (Go's named types are distinct).
@@ -41,25 +41,35 @@ fn fresh(kind: Kind, size: usize, align: usize) -> Type {
     Type::blank(ident, kind, size, align)
 }
 
-/// What an unnamed built type is made of: its intern key.
+/// What an unnamed built type is made of: its intern key. Component descriptors are
+/// named by address, not by `TypeIdent`: descriptors that share an identity may differ
+/// (an untraced field's opaque descriptor shares its Rust type's `TypeId`), and a built
+/// type must be made of exactly the descriptors it was given. (A Rust type whose
+/// descriptor the compiler emitted twice is then two keys: two equal built types, never a
+/// wrong one.)
 #[derive(PartialEq, Eq, Hash)]
 enum Key {
     Pointer {
-        repr: TypeIdent,
-        elem: TypeIdent,
+        repr: usize,
+        elem: usize,
     },
     Array {
-        elem: TypeIdent,
+        elem: usize,
         len: usize,
     },
     Func {
-        params: Box<[TypeIdent]>,
-        results: Box<[TypeIdent]>,
+        params: Box<[usize]>,
+        results: Box<[usize]>,
         variadic: bool,
     },
     Struct {
-        fields: Box<[(Box<str>, TypeIdent)]>,
+        fields: Box<[(Box<str>, usize)]>,
     },
+}
+
+/// A descriptor's address: its part of an intern key.
+fn addr(t: &'static Type) -> usize {
+    t as *const Type as usize
 }
 
 /// The built type for `key`, made by `make` (and leaked) the first time.
@@ -131,8 +141,8 @@ impl TypeBuilder {
             Some(_) => Box::leak(Box::new(make())),
             None => intern(
                 Key::Pointer {
-                    repr: repr.ident(),
-                    elem: elem.ident(),
+                    repr: addr(repr),
+                    elem: addr(elem),
                 },
                 make,
             ),
@@ -172,7 +182,7 @@ impl TypeBuilder {
         };
         intern(
             Key::Array {
-                elem: elem.ident(),
+                elem: addr(elem),
                 len,
             },
             make,
@@ -206,7 +216,7 @@ impl TypeBuilder {
             };
             t
         };
-        let ids = |ts: &[&'static Type]| ts.iter().map(|t| t.ident()).collect();
+        let ids = |ts: &[&'static Type]| ts.iter().map(|&t| addr(t)).collect();
         intern(
             Key::Func {
                 params: ids(params),
@@ -291,7 +301,7 @@ impl StructBuilder {
             fields: self
                 .fields
                 .iter()
-                .map(|(n, t)| (n.as_str().into(), t.ident()))
+                .map(|(n, t)| (n.as_str().into(), addr(t)))
                 .collect(),
         };
         intern(key, || self.make())

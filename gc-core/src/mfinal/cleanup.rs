@@ -11,8 +11,8 @@
 //! - marking, resurrection and the finalizer scan ignore cleanup records;
 //! - after resurrection ([`queue_cleanups`]), every record whose object is still unmarked
 //!   goes to the finalizer thread's queue, as an entry whose object type is [`CLEANUP`]
-//!   and whose address is null (the object is freed by this very sweep: nothing may read
-//!   it again). An object with a finalizer was just resurrected, so its cleanups stay
+//!   and whose address is null (nothing may read the object again: the sweep frees it,
+//!   or, if garbage with a destructor reaches it, the cycle after that destructor ran). An object with a finalizer was just resurrected, so its cleanups stay
 //!   until a later cycle finds it unreachable with no finalizer left: a cleanup runs after
 //!   the object's finalizer, two cycles on (Go's `TestCleanupAfterFinalizer`);
 //! - objects in a span with cleanup records are not freed at count zero (`mfree`), as for
@@ -126,25 +126,27 @@ impl Cleanup {
         if self.id == 0 {
             return;
         }
-        // No collection meanwhile: the sweep may free the span this address lies in.
-        let _section = crate::world::enter("fing::Cleanup::stop");
-        // The object may be gone and its slot or span reused: the id tells its record.
-        let Some(s) = span_of(self.ptr) else { return };
-        if !s.has_cleanups.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut records = s.cleanups.lock();
-        let removed = records
-            .iter()
-            .position(|r| r.id == self.id)
-            .map(|i| records.remove(i));
-        s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
-        drop(records);
+        let removed = {
+            // No collection meanwhile: the sweep may free the span this address lies in.
+            let _section = crate::world::enter("fing::Cleanup::stop");
+            // The object may be gone and its slot or span reused: the id tells its record.
+            let Some(s) = span_of(self.ptr) else { return };
+            if !s.has_cleanups.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut records = s.cleanups.lock();
+            let removed = records
+                .iter()
+                .position(|r| r.id == self.id)
+                .map(|i| records.remove(i));
+            s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
+            removed
+        };
         if removed.is_some() {
             probes().remove(&self.id);
         }
         // Dropping the function runs user code (its captures' and argument's destructors),
-        // which may add or stop cleanups in this span: after the lock.
+        // which may do anything a mutator does: outside the lock and the section.
         drop(removed);
     }
 }
@@ -154,7 +156,9 @@ impl<T: ?Sized + 'static> Gc<T> {
     /// is found unreachable, `f(arg)` runs on the finalizer thread, in the collection
     /// cycle that frees the object. The object is not passed, so it is not resurrected:
     /// objects in cycles get their cleanups. Several cleanups may be added to one object,
-    /// on its start or on interior handles; each runs once, in no specified order.
+    /// on its start or on interior handles; each runs once, in no specified order. (A far
+    /// handle that points outside the object it counts on, into a buffer the object owns,
+    /// attaches its cleanup to that object.)
     ///
     /// If `arg` or `f` reaches the object, the object is never collected and the cleanup
     /// never runs: an `arg` that is a handle to this address is refused with
@@ -270,6 +274,14 @@ fn check_arg(
 /// allocated) at `ptr`.
 fn record(ptr: *const u8, obj: *mut u8, func: Func, probe: Option<Vec<usize>>) -> Cleanup {
     let s = span_of(obj as usize).expect("fing::add_cleanup: a heap object in no span");
+    // The record names its object by an address in the object's slot: `ptr`, or the
+    // object's own for a far handle that points outside it (into a buffer it owns, say).
+    let slot = s.slot(s.index_of(obj as usize)) as usize;
+    let ptr = if (ptr as usize).wrapping_sub(slot) < s.elem_size {
+        ptr
+    } else {
+        obj.cast_const()
+    };
     thread::start();
     let id = LAST_ID.fetch_add(1, Ordering::Relaxed) + 1;
     if let Some(p) = probe {
@@ -389,7 +401,8 @@ pub fn add_cleanup(
 }
 
 /// After resurrection, with the world stopped: queues the cleanups of every object left
-/// unmarked (it is freed by this cycle's sweep) into `out`, handing full parts to the
+/// unmarked (garbage: freed by this cycle's sweep, or by the next if a destructor of this
+/// cycle's garbage reaches it) into `out`, handing full parts to the
 /// finalizer thread as resurrection does. Returns how many were queued.
 pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u64 {
     let mut n = 0;
