@@ -22,8 +22,6 @@ fn heap() -> Heap {
 // 1. A weak handle made from a far handle counts on the far handle's FarCell, not on the
 //    object: it goes nil once the FarCell dies, with the object alive.
 
-
-
 // ---------------------------------------------------------------------------------------
 // 2. add_cleanup on a far handle whose address is outside its object (here: a Vec's
 //    buffer): the record goes into the owner's span with an address outside that span;
@@ -154,7 +152,10 @@ fn trace_panic_after_after_mark_leaks_weakly_referenced_object_forever() {
     let p = catch_unwind(AssertUnwindSafe(|| h.collect()));
     ARMED.store(false, Ordering::SeqCst);
     assert!(p.is_err(), "the bomb went off");
-    assert!(w2.upgrade().is_none(), "cleared by after_mark before the panic");
+    assert!(
+        w2.upgrade().is_none(),
+        "cleared by after_mark before the panic"
+    );
     assert!(e2.value().is_none());
     for _ in 0..3 {
         h.collect();
@@ -202,7 +203,10 @@ fn cleanup_stop_runs_user_destructors_inside_a_section() {
     let x = h.alloc([1u64; 4]);
     let outside_ok = Arc::new(AtomicBool::new(false));
     drop(Probe(outside_ok.clone()));
-    assert!(outside_ok.load(Ordering::SeqCst), "collect works from a plain drop");
+    assert!(
+        outside_ok.load(Ordering::SeqCst),
+        "collect works from a plain drop"
+    );
     let ok = Arc::new(AtomicBool::new(false));
     let c = x.add_cleanup(Probe(ok.clone()), |_| ()).unwrap();
     c.stop();
@@ -216,7 +220,6 @@ fn cleanup_stop_runs_user_destructors_inside_a_section() {
 // 5. A retired heap is never collected again (except by a later Heap::new): an object of it
 //    that had a weak handle is not freed at count zero, so it leaks and its weak handle
 //    upgrades forever.
-
 
 // ---------------------------------------------------------------------------------------
 // 6. An ephemeron (WeakMap entry) keeps its value whatever holds the ephemeron: a WeakMap
@@ -244,7 +247,6 @@ impl Drop for Back {
         self.drops.fetch_add(1, Ordering::SeqCst);
     }
 }
-
 
 /// Control for test 3: the same objects, no panic: everything is freed.
 #[test]
@@ -307,7 +309,6 @@ fn interning_conflates_descriptors_sharing_a_type_id() {
 // 8. Across heaps, a value pointing back to its key keeps the key (the value's handle is
 //    an outside reference for the key's heap), contrary to the docs.
 
-
 // ---------------------------------------------------------------------------------------
 // 9. Ephemeron::new pushes its cell into the registry outside any section: a collection
 //    that stopped the world after the key's downgrade but before the push sees the cell
@@ -330,19 +331,21 @@ fn ephemeron_new_racing_a_collection_corrupts_counts() {
     }
     let key = h.alloc([1u64; 4]);
     let stop = Arc::new(AtomicBool::new(false));
-    let ts: Vec<_> = (0..4).map(|_| {
-        let (h, key, stop) = (h.clone(), key.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut es = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                es.push(Ephemeron::new(&key, h.alloc([i; 4])));
-                i += 1;
-            }
-            es
+    let ts: Vec<_> = (0..4)
+        .map(|_| {
+            let (h, key, stop) = (h.clone(), key.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut es = Vec::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) && i < 5000 {
+                    es.push(Ephemeron::new(&key, h.alloc([i; 4])));
+                    i += 1;
+                }
+                es
+            })
         })
-    }).collect();
-    for _ in 0..300 {
+        .collect();
+    for _ in 0..100 {
         h.collect();
     }
     stop.store(true, Ordering::SeqCst);

@@ -831,13 +831,15 @@ pub(crate) fn ephemeron_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -
 fn real_object(w: *const u8) -> Option<NonNull<u8>> {
     // SAFETY: `w` is an uncleared cell's far handle word, whose cells are allocated; the
     // borrowed handle is never dropped (no count changes).
-    let g = core::mem::ManuallyDrop::new(unsafe { Gc::<u8>::from_word(NonNull::new(w.cast_mut())?) });
+    let g =
+        core::mem::ManuallyDrop::new(unsafe { Gc::<u8>::from_word(NonNull::new(w.cast_mut())?) });
     g.owner()
 }
 
 /// Is `o`, an object of `heap`, marked?
 fn is_marked(o: NonNull<u8>) -> bool {
-    let s = span_of(o.as_ptr() as usize).expect("fing::collect: a weak cell's object is in no span");
+    let s =
+        span_of(o.as_ptr() as usize).expect("fing::collect: a weak cell's object is in no span");
     s.is_marked(s.index_of(o.as_ptr() as usize))
 }
 
