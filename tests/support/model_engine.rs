@@ -944,6 +944,20 @@ impl World {
                 "object {id} with cleanup {k} was destroyed outside a collection"
             );
         }
+        // The cleanups of what this cycle freed (an object with cleanups is never freed
+        // at count zero, so only `freed` has them) are queued, and may have run and
+        // dropped their arguments already (on the finalizer thread, as the collection
+        // goes on): those arguments are roots no more.
+        let fired: Vec<u64> = self
+            .cleanups
+            .iter()
+            .filter(|(_, (id, _))| freed.contains(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in fired {
+            self.cleanups.remove(&k);
+            self.pending_cleanups.insert(k);
+        }
         let later: BTreeSet<u64> = dropped_set.difference(&early).copied().collect();
         let registry = self.registry_after(&later);
         let live = self.closure(self.roots_with(&registry));
@@ -968,18 +982,6 @@ impl World {
         // An object whose finalizer ran and dropped its last handle may have been freed
         // since, by that drop, on the finalizer thread: `sync` finds it gone.
         self.pending = queued;
-        // The cleanups of what this cycle freed (an object with cleanups is never freed
-        // at count zero, so only `freed` has them).
-        let fired: Vec<u64> = self
-            .cleanups
-            .iter()
-            .filter(|(_, (id, _))| freed.contains(id))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in fired {
-            self.cleanups.remove(&k);
-            self.pending_cleanups.insert(k);
-        }
         self.check_intact();
     }
 
