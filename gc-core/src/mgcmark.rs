@@ -222,7 +222,7 @@ pub(crate) fn mark_doomed(heap: &MHeap, spans: &[SpanPtr]) -> Vec<Doomed> {
         // Objects with finalizer records are resurrected instead (in noscan spans too,
         // which markfin skips). Records are sorted by address, so these indices are too.
         with_records.clear();
-        if s.has_specials.load(Ordering::Relaxed) {
+        if s.has_specials() {
             with_records.extend(s.specials.lock().iter().map(|r| s.index_of(r.ptr as usize)));
         }
         s.for_each_allocated(|i| {
@@ -370,7 +370,7 @@ fn for_each_scannable_object_with_records(
     for s in spans
         .iter()
         .map(|s| s.get())
-        .filter(|s| !s.spc.noscan() && s.has_specials.load(Ordering::Relaxed))
+        .filter(|s| !s.spc.noscan() && s.has_specials())
     {
         for r in s.specials.lock().iter() {
             f(s, r.object(s));

@@ -12,7 +12,7 @@
 //! only, with the world stopped.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use gc_types::{Func, Type};
 
@@ -53,6 +53,11 @@ impl SpanClass {
     }
 }
 
+/// `Span::records`: finalizer records.
+const SPECIALS: u8 = 1;
+/// `Span::records`: cleanup records.
+const CLEANUPS: u8 = 2;
+
 pub(crate) struct Span {
     /// The first page.
     pub(crate) base: *mut u8,
@@ -78,14 +83,13 @@ pub(crate) struct Span {
     /// (Go's specials list). Locked by `set_finalizer`; the collector takes it with the
     /// world stopped.
     pub(crate) specials: crate::spin::SpinLock<Vec<Record>>,
-    /// Does `specials` hold anything? (Lets the collector skip the lock.)
-    pub(crate) has_specials: AtomicBool,
+    /// Which record lists hold anything: `SPECIALS`, `CLEANUPS` (one byte, so that the
+    /// freeing path asks both in one load; lets the collector skip the locks).
+    records: AtomicU8,
     /// Cleanup records of objects in this span (Go's cleanup specials), in the order they
     /// were added. Locked by `add_cleanup` and `Cleanup::stop`; the collector takes it
     /// with the world stopped.
     pub(crate) cleanups: crate::spin::SpinLock<Vec<CleanupRecord>>,
-    /// Does `cleanups` hold anything?
-    pub(crate) has_cleanups: AtomicBool,
     /// Arena-map identity of the owning heap.
     pub(crate) heap_id: u64,
 }
@@ -120,9 +124,8 @@ impl Span {
             alloc_bits: bitmap(nelems),
             mark_bits: bitmap(nelems),
             specials: crate::spin::SpinLock::new(Vec::new()),
-            has_specials: AtomicBool::new(false),
+            records: AtomicU8::new(0),
             cleanups: crate::spin::SpinLock::new(Vec::new()),
-            has_cleanups: AtomicBool::new(false),
             heap_id,
         }
     }
@@ -256,7 +259,39 @@ impl Span {
     /// collector: `mfree`.)
     #[inline]
     pub(crate) fn has_records(&self) -> bool {
-        self.has_specials.load(Ordering::Relaxed) || self.has_cleanups.load(Ordering::Relaxed)
+        self.records.load(Ordering::Relaxed) != 0
+    }
+
+    /// Does `specials` hold anything?
+    #[inline]
+    pub(crate) fn has_specials(&self) -> bool {
+        self.records.load(Ordering::Relaxed) & SPECIALS != 0
+    }
+
+    /// Does `cleanups` hold anything?
+    #[inline]
+    pub(crate) fn has_cleanups(&self) -> bool {
+        self.records.load(Ordering::Relaxed) & CLEANUPS != 0
+    }
+
+    /// Says whether `specials` holds anything (with its lock held).
+    pub(crate) fn set_has_specials(&self, any: bool) {
+        self.set_flag(SPECIALS, any);
+    }
+
+    /// Says whether `cleanups` holds anything (with its lock held).
+    pub(crate) fn set_has_cleanups(&self, any: bool) {
+        self.set_flag(CLEANUPS, any);
+    }
+
+    /// The two lists have locks of their own: each flag is set or cleared without losing
+    /// the other's.
+    fn set_flag(&self, flag: u8, on: bool) {
+        if on {
+            self.records.fetch_or(flag, Ordering::Relaxed);
+        } else {
+            self.records.fetch_and(!flag, Ordering::Relaxed);
+        }
     }
 
     /// Is any object marked? Collector only.

@@ -131,7 +131,7 @@ impl Cleanup {
             let _section = crate::world::enter("fing::Cleanup::stop");
             // The object may be gone and its slot or span reused: the id tells its record.
             let Some(s) = span_of(self.ptr) else { return };
-            if !s.has_cleanups.load(Ordering::Relaxed) {
+            if !s.has_cleanups() {
                 return;
             }
             let mut records = s.cleanups.lock();
@@ -139,7 +139,7 @@ impl Cleanup {
                 .iter()
                 .position(|r| r.id == self.id)
                 .map(|i| records.remove(i));
-            s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
+            s.set_has_cleanups(!records.is_empty());
             removed
         };
         if removed.is_some() {
@@ -303,7 +303,7 @@ fn record(ptr: *const u8, obj: *mut u8, func: Func, probe: Option<Vec<usize>>) -
     records.push(CleanupRecord { ptr, id, func });
     // Before the lock is released: a collection that finds the records also finds the
     // flag set (it takes the lock to read them).
-    s.has_cleanups.store(true, Ordering::Relaxed);
+    s.set_has_cleanups(true);
     drop(records);
     Cleanup {
         ptr: ptr as usize,
@@ -412,7 +412,7 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
     for s in spans
         .iter()
         .map(|s| s.get())
-        .filter(|s| s.has_cleanups.load(Ordering::Relaxed))
+        .filter(|s| s.has_cleanups())
     {
         let mut records = s.cleanups.lock();
         let entry = |r: CleanupRecord| Record {
@@ -425,7 +425,7 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
             // vector handed to the queue as a run, its entries made where they lie (a
             // record and an entry have one layout, so the collect reuses the buffer).
             let all = core::mem::take(&mut *records);
-            s.has_cleanups.store(false, Ordering::Relaxed);
+            s.set_has_cleanups(false);
             drop(records);
             n += all.len() as u64;
             if let Some(p) = probes.as_mut() {
@@ -450,7 +450,7 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
             out.push(entry(r));
             n += 1;
         }
-        s.has_cleanups.store(!records.is_empty(), Ordering::Relaxed);
+        s.set_has_cleanups(!records.is_empty());
         drop(records);
         if out.len >= HANDOFF_EVERY {
             thread::enqueue(out.take_filled());
@@ -472,7 +472,7 @@ pub(crate) fn check_cleanups(heap: &crate::mheap::MHeap, spans: &[SpanPtr]) -> u
     for s in spans
         .iter()
         .map(|s| s.get())
-        .filter(|s| s.has_cleanups.load(Ordering::Relaxed))
+        .filter(|s| s.has_cleanups())
     {
         for r in s.cleanups.lock().iter() {
             let Some(p) = probes.get(&r.id) else { continue };

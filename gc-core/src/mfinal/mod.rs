@@ -502,7 +502,7 @@ fn remove(span: &crate::mspan::Span, ptr: *const u8) -> Outcome {
         .binary_search_by_key(&(ptr as usize), |r| r.ptr as usize)
         .ok()
         .map(|i| sp.remove(i));
-    span.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
+    span.set_has_specials(!sp.is_empty());
     drop(sp);
     drop(removed);
     Outcome::Removed
@@ -579,7 +579,7 @@ fn insert_slow(
     } else {
         sp.insert(at, record);
     }
-    span.has_specials.store(true, Ordering::Relaxed);
+    span.set_has_specials(true);
     Ok(Outcome::Set)
 }
 
@@ -622,7 +622,7 @@ pub(crate) fn resurrect(spans: &[crate::mspan::SpanPtr]) -> queue::FinQueue {
     for s in spans
         .iter()
         .map(|s| s.get())
-        .filter(|s| s.has_specials.load(Ordering::Relaxed))
+        .filter(|s| s.has_specials())
     {
         let mut sp = s.specials.lock();
         let index = |r: &Record| s.index_of(r.ptr as usize);
@@ -673,7 +673,7 @@ pub(crate) fn resurrect(spans: &[crate::mspan::SpanPtr]) -> queue::FinQueue {
         } else {
             continue;
         }
-        s.has_specials.store(!sp.is_empty(), Ordering::Relaxed);
+        s.set_has_specials(!sp.is_empty());
         drop(sp);
         if out.len >= HANDOFF_EVERY {
             thread::enqueue(out.take_filled());
