@@ -3,9 +3,11 @@
 //! It builds a live heap of interpreter-like records (a `GcCell` link to the next record
 //! of a ring of 64, a `GcCell` cross link to anything, a tiny leaf, one record in 64 with
 //! a finalizer) of the given size, then runs a steady workload for the given time on one
-//! or more threads: each step makes a ring of four records and relinks it into a random
-//! live record's cross link through `GcCell` (the ring it replaces becomes cyclic
-//! garbage), and every 16th step also drops a record with a finalizer. It records every
+//! or more threads: each step makes a ring of four records and links it into the cross
+//! link of one of the first 4096 live records through `GcCell` (the ring it replaces
+//! becomes cyclic garbage, so the live heap stays at its size), relinks a random live
+//! record's cross link to another random record (a cross-ring relink), and every 16th
+//! step also drops a record with a finalizer. It records every
 //! stop-the-world pause (`MemStats::recent_pauses`, polled) and, from the mutator's side,
 //! the longest gap between two steps of its loop.
 //!
@@ -54,6 +56,9 @@ fn ring(h: &Heap, id: u64, n: u64) -> Gc<Rec> {
     last.next.set(Some(first.clone()));
     first
 }
+
+/// The live records whose cross links hold the workload's rings of four.
+const SLOTS: u64 = 4096;
 
 /// A small xorshift generator (no dependency, the same sequence as the Go twin's).
 struct Rng(u64);
@@ -149,8 +154,13 @@ fn main() {
                 while !stop.load(Ordering::Relaxed) {
                     let r = ring(&heap, id, 4);
                     id += 4;
-                    let target = &live[(rng.next() % live.len() as u64) as usize];
-                    target.other.set(Some(r));
+                    let slot = &live[(rng.next() % SLOTS.min(live.len() as u64)) as usize];
+                    slot.other.set(Some(r));
+                    let a = (rng.next() % live.len() as u64) as usize;
+                    let b = (rng.next() % live.len() as u64) as usize;
+                    if a >= SLOTS as usize {
+                        live[a].other.set(Some(live[b].clone()));
+                    }
                     if n.is_multiple_of(16) {
                         rec(&heap, id)
                             .set_finalizer(|_: Gc<Rec>| ())

@@ -4,6 +4,8 @@
 // step relinked into a random live record's cross link; every 16th step a record with a
 // finalizer dropped), on one or more goroutines. Pauses come from runtime.MemStats
 // (PauseNs, PauseEnd), polled; the mutator's view is the longest gap between two steps.
+// Each step links its ring of four into one of the first 4096 live records (the ring it
+// replaces becomes garbage) and relinks a random live record's cross link to another.
 //
 //	cd benches/go/latency && go run . [live_mb (256)] [secs (10)] [threads (1)]
 //
@@ -156,7 +158,15 @@ func main() {
 			for !stop.Load() {
 				r := ring(id, 4)
 				id += 4
-				live[g.next()%uint64(len(live))].other = r
+				slots := uint64(4096)
+				if uint64(len(live)) < slots {
+					slots = uint64(len(live))
+				}
+				live[g.next()%slots].other = r
+				a, b := g.next()%uint64(len(live)), g.next()%uint64(len(live))
+				if a >= 4096 {
+					live[a].other = live[b]
+				}
 				if n%16 == 0 {
 					runtime.SetFinalizer(rec(id), func(*Rec) {})
 					id++

@@ -409,11 +409,7 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
     // The probes of queued cleanups go with them (a mutator holding the lock is outside
     // every section, and lets it go without waiting for the world).
     let mut probes = PROBING.load(Ordering::Relaxed).then(probes);
-    for s in spans
-        .iter()
-        .map(|s| s.get())
-        .filter(|s| s.has_cleanups())
-    {
+    for s in spans.iter().map(|s| s.get()).filter(|s| s.has_cleanups()) {
         let mut records = s.cleanups.lock();
         let entry = |r: CleanupRecord| Record {
             ptr: core::ptr::null(),
@@ -469,11 +465,7 @@ pub(crate) fn check_cleanups(heap: &crate::mheap::MHeap, spans: &[SpanPtr]) -> u
         return 0;
     }
     let mut found = 0;
-    for s in spans
-        .iter()
-        .map(|s| s.get())
-        .filter(|s| s.has_cleanups())
-    {
+    for s in spans.iter().map(|s| s.get()).filter(|s| s.has_cleanups()) {
         for r in s.cleanups.lock().iter() {
             let Some(p) = probes.get(&r.id) else { continue };
             let i = s.index_of(r.ptr as usize);

@@ -619,11 +619,7 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
 /// entries are handed to the finalizer thread in parts as they are gathered.
 pub(crate) fn resurrect(spans: &[crate::mspan::SpanPtr]) -> queue::FinQueue {
     let mut out = thread::batch();
-    for s in spans
-        .iter()
-        .map(|s| s.get())
-        .filter(|s| s.has_specials())
-    {
+    for s in spans.iter().map(|s| s.get()).filter(|s| s.has_specials()) {
         let mut sp = s.specials.lock();
         let index = |r: &Record| s.index_of(r.ptr as usize);
         // Marks the record's object and gives the entry its count.
