@@ -66,12 +66,12 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
         crate::weak::after_mark(heap);
         let mut queue = crate::mfinal::resurrect(&spans);
         // After resurrection: what is still unmarked is freed by this cycle.
-        crate::mfinal::queue_cleanups(&spans, &mut queue);
+        let cleanups = crate::mfinal::queue_cleanups(&spans, &mut queue);
         crate::mfinal::enqueue(queue);
         let doomed = mgcmark::mark_doomed(heap, &spans);
-        (cross_heap, fin_cycles, doomed)
+        (cross_heap, fin_cycles, doomed, cleanups)
     }));
-    let (cross_heap, fin_cycles, doomed) = match traced {
+    let (cross_heap, fin_cycles, doomed, cleanups) = match traced {
         Ok(r) => r,
         Err(panic) => {
             mgcmark::abandon(&spans);
@@ -83,8 +83,8 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
         }
     };
     // Every finalizer this cycle queued, in all its parts (`resurrect` hands them over as
-    // it goes).
-    let queued = crate::mfinal::counters().0 - queued_before;
+    // it goes), less its cleanups (the same queue).
+    let queued = (crate::mfinal::counters().0 - queued_before).saturating_sub(cleanups);
     for d in &doomed {
         // SAFETY: `mark_doomed` listed allocated, unreachable objects, and the world is
         // stopped.
@@ -122,7 +122,7 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
     if config.trace {
         const MB: f64 = 1024.0 * 1024.0;
         eprintln!(
-            "gc {n} @{:.3}s: pause {:.3} ms ({:.3} ms stopping, {:.3} ms of work), {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} objects to destroy",
+            "gc {n} @{:.3}s: pause {:.3} ms ({:.3} ms stopping, {:.3} ms of work), {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} cleanups queued, {} objects to destroy",
             heap.started.elapsed().as_secs_f64(),
             pause.as_secs_f64() * 1e3,
             (pause.saturating_sub(work)).as_secs_f64() * 1e3,
@@ -132,6 +132,7 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
             if goal == usize::MAX { "no".to_string() } else { format!("{:.1}", goal as f64 / MB) },
             swept.freed_objects,
             queued,
+            cleanups,
             doomed.len(),
         );
     }
