@@ -1,8 +1,8 @@
 //! Edge cases of weak handles, ephemerons, cleanups and interned types, found by a
 //! red-team review: an ephemeron made while a collection runs, cleanups on far handles,
 //! a `Trace` impl that panics after weak handles were cleared, `Cleanup::stop` running
-//! user destructors, interning of descriptors that share a `TypeId`. Each failed before
-//! its fix.
+//! user destructors, weak handles of far handles and into a retired heap, interning of
+//! descriptors that share a `TypeId`. Each failed before its fix.
 
 #![allow(missing_docs)]
 
@@ -394,4 +394,22 @@ fn ephemeron_with_far_key_loses_value_while_key_object_lives() {
         "value dropped while the key's object is alive"
     );
     drop(big);
+}
+
+/// A retired heap (its last `Heap` dropped) holding an object with a weak handle: once the
+/// object dies, `fing::collect()` collects the retired heap too, and the weak handle goes
+/// nil.
+#[test]
+fn weak_into_a_retired_heap_goes_nil_at_the_next_process_collect() {
+    fing::collect(); // the default heap exists (its making collects a retired heap)
+    let h = heap();
+    let x = h.alloc([9u64; 4]);
+    let w = x.downgrade();
+    drop(h); // retired, with `x` alive
+    drop(x); // count 1: the weak count
+    fing::collect();
+    assert!(
+        w.upgrade().is_none(),
+        "the object is unreachable, but its weak handle still upgrades"
+    );
 }

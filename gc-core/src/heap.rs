@@ -15,7 +15,9 @@
 //! with no object left (again, the arenas already reserved) before it reserves new ones,
 //! so a process that makes and drops heaps keeps its address space bounded by the most
 //! heaps it ever had alive at once. A retired heap with live objects keeps them (handles
-//! do not need a `Heap`) until they die. The default heap is never retired.
+//! do not need a `Heap`) until they die; `fing::collect()` collects such heaps too, so
+//! what dies there without reaching count zero (cycles, objects with weak handles) is
+//! freed. The default heap is never retired.
 //!
 //! Lock order: `RETIRED` is taken alone (never while holding a heap's lock); a heap's own
 //! locks are ordered in `mheap`'s docs.
@@ -115,6 +117,20 @@ impl MHeap {
         };
         drop(k);
         self.handles.store(1, Ordering::Release);
+    }
+
+    /// Collects every retired heap that still holds objects (`fing::collect`): their
+    /// objects that died since they were retired without reaching count zero (cycles,
+    /// objects with weak handles or finalizers) are freed, and their weak handles go nil.
+    fn collect_retired(api: &str) {
+        let heaps: Vec<&'static MHeap> = lock(&RETIRED)
+            .iter()
+            .copied()
+            .filter(|h| !h.is_empty())
+            .collect();
+        for h in heaps {
+            h.collect_and_destroy(api);
+        }
     }
 
     /// The last `Heap` went: collect what no handle keeps, give the free pages back, and
@@ -460,9 +476,12 @@ pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
     Some((NonNull::new(slot)?, s.elem_size))
 }
 
-/// Runs a full collection of the default heap. See [`Heap::collect`].
+/// Runs a full collection of the default heap, then of every retired heap that still
+/// holds objects (a heap whose last `Heap` was dropped has no other way to be collected:
+/// this is the process's `runtime.GC()`). See [`Heap::collect`].
 pub fn collect() {
     default_inner().collect_and_destroy("fing::collect");
+    MHeap::collect_retired("fing::collect");
 }
 
 /// The default heap's counters.

@@ -164,8 +164,8 @@ fn release_cell(c: NonNull<WeakCell>) {
 ///
 /// An object that ever had a weak handle is freed by a collection, not when its last
 /// handle goes (see `Gc`'s "When the object is freed"); in a heap whose last `Heap` was
-/// dropped (retired), that is the collection a later `Heap::new` makes of it, so its weak
-/// handles go nil then.
+/// dropped (retired), that is the next `fing::collect()`, or the collection a later
+/// `Heap::new` makes of it.
 ///
 /// ```
 /// # use gc_core as fing;
