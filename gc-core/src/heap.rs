@@ -183,8 +183,12 @@ impl MHeap {
     ) -> Option<Vec<crate::slot::Doomed>> {
         let world = world::stop(wait, budget, api)?;
         self.gc_wanted.store(false, Ordering::Relaxed);
-        let doomed = crate::mgc::run(self, &world, api);
+        let (doomed, report) = crate::mgc::run(self, &world, api);
         drop(world);
+        #[cfg(feature = "tracing")]
+        report.emit(self.id, api);
+        #[cfg(not(feature = "tracing"))]
+        let _ = report;
         Some(doomed)
     }
 

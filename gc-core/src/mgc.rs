@@ -12,7 +12,7 @@
 
 use core::sync::atomic::Ordering;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::mheap::{lock, MHeap};
 use crate::mspan::SpanPtr;
@@ -20,10 +20,59 @@ use crate::slot::Doomed;
 use crate::world::StoppedWorld;
 use crate::{mgcmark, mgcsweep};
 
+/// What one cycle did, phase by phase: with the `tracing` feature, the caller reports it
+/// as a span with an event per phase once the world has resumed (a subscriber is user
+/// code, which never runs with the world stopped).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) struct Report {
+    pub(crate) cycle: u64,
+    pub(crate) pause: Duration,
+    /// Each phase with the time it took, in order.
+    pub(crate) phases: Vec<(&'static str, Duration)>,
+    pub(crate) live_before: usize,
+    pub(crate) live_after: usize,
+    pub(crate) freed: u64,
+    pub(crate) finalizers_queued: u64,
+    pub(crate) cleanups_queued: u64,
+}
+
+impl Report {
+    /// Emits the cycle as a `tracing` span (`fing.gc`) with an event per phase and one
+    /// for the whole. The world has resumed.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn emit(&self, heap: u64, api: &str) {
+        let span = tracing::info_span!("fing.gc", heap, cycle = self.cycle, api);
+        let _in = span.enter();
+        for (phase, took) in &self.phases {
+            tracing::debug!(phase = *phase, micros = took.as_micros() as u64, "phase");
+        }
+        tracing::info!(
+            pause_micros = self.pause.as_micros() as u64,
+            live_before = self.live_before,
+            live_after = self.live_after,
+            freed = self.freed,
+            finalizers_queued = self.finalizers_queued,
+            cleanups_queued = self.cleanups_queued,
+            "collection"
+        );
+    }
+}
+
+/// Marks the end of a phase: its time since the last mark goes into `phases`.
+fn phase(phases: &mut Vec<(&'static str, Duration)>, last: &mut Instant, name: &'static str) {
+    let now = Instant::now();
+    phases.push((name, now - *last));
+    *last = now;
+}
+
 /// Runs one cycle with the world stopped; returns the garbage whose destructors run user
-/// code, doomed, for the caller to destroy once the world resumes (mdrop).
-pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<Doomed> {
+/// code, doomed, for the caller to destroy once the world resumes (mdrop), and what the
+/// cycle did.
+pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> (Vec<Doomed>, Report) {
     let t0 = Instant::now();
+    let mut phases = Vec::with_capacity(8);
+    let mut last = world.raised_at;
+    phase(&mut phases, &mut last, "stop");
     // SAFETY: `world` says this thread stopped the world.
     unsafe { crate::mcache::flush_all(heap) };
     // Every thread's deferred drops first: the counts are then exact as of the stop.
@@ -32,6 +81,7 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
     crate::weak::before_mark(heap);
     let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     let before = heap.heap_live.load(Ordering::Relaxed);
+    phase(&mut phases, &mut last, "flush");
 
     // Tracing runs user code (`Trace` impls). If one panics, nothing has been freed yet:
     // the scratch counts and mark bits are reset, the world resumes (the caller's guard),
@@ -43,7 +93,9 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
     let queued_before = crate::mfinal::counters().0;
     let traced = catch_unwind(AssertUnwindSafe(|| {
         let cross_heap = mgcmark::count_refs(heap, &spans);
+        phase(&mut phases, &mut last, "count_refs");
         let fin_cycles = mgcmark::mark(heap, &spans);
+        phase(&mut phases, &mut last, "mark");
         // Ephemerons whose keys are marked keep their values, and weak handles of far
         // interior handles keep their far cells while their objects are marked, to a
         // fixpoint (weak).
@@ -62,13 +114,16 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
         } else {
             fin_cycles
         };
+        phase(&mut phases, &mut last, "ephemerons");
         // Before resurrection: a weak handle goes nil when its finalizers are queued.
         crate::weak::after_mark(heap);
         let mut queue = crate::mfinal::resurrect(&spans);
         // After resurrection: what is still unmarked is freed by this cycle.
         let cleanups = crate::mfinal::queue_cleanups(&spans, &mut queue);
         crate::mfinal::enqueue(queue);
+        phase(&mut phases, &mut last, "resurrect");
         let doomed = mgcmark::mark_doomed(heap, &spans);
+        phase(&mut phases, &mut last, "mark_doomed");
         (cross_heap, fin_cycles, doomed, cleanups)
     }));
     let (cross_heap, fin_cycles, doomed, cleanups) = match traced {
@@ -91,6 +146,7 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
         unsafe { crate::slot::set_dying(d.obj) };
     }
     let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
+    phase(&mut phases, &mut last, "sweep");
 
     let live = swept.live_bytes;
     heap.heap_live.store(live, Ordering::Relaxed);
@@ -136,5 +192,84 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Vec<
             doomed.len(),
         );
     }
-    doomed
+    let report = Report {
+        cycle: n,
+        pause,
+        phases,
+        live_before: before,
+        live_after: live,
+        freed: swept.freed_objects,
+        finalizers_queued: queued,
+        cleanups_queued: cleanups,
+    };
+    (doomed, report)
+}
+
+#[cfg(all(test, feature = "tracing"))]
+mod tracing_tests {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    /// Records span names and the `phase` field (or message) of each event.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<String>>>);
+
+    struct Fields<'a>(&'a mut Vec<String>);
+
+    impl Visit for Fields<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "phase" {
+                self.0.push(format!("phase {value}"));
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn core::fmt::Debug) {
+            if field.name() == "message" {
+                self.0.push(format!("event {value:?}"));
+            }
+        }
+    }
+
+    impl Subscriber for Log {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("span {}", span.metadata().name()));
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            event.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// With the `tracing` feature, a collection is a `fing.gc` span with an event per
+    /// phase, then one for the whole.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn a_collection_is_a_span_with_its_phases() {
+        let log = Log::default();
+        let h = crate::Heap::new(crate::HeapConfig::default());
+        let keep = h.alloc([1u64; 4]);
+        tracing::subscriber::with_default(log.clone(), || h.collect());
+        let seen = log.0.lock().unwrap().clone();
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("span fing.gc"),
+            "{seen:?}"
+        );
+        for p in ["count_refs", "mark", "resurrect", "sweep"] {
+            assert!(seen.contains(&format!("phase {p}")), "{p} in {seen:?}");
+        }
+        assert!(seen.iter().any(|s| s.contains("collection")), "{seen:?}");
+        assert_eq!(keep[0], 1);
+    }
 }
