@@ -572,9 +572,13 @@ fn chains_of_destructors_racing_collections() {
     }
     done.store(true, Ordering::SeqCst);
     collector.join().unwrap();
+    // The collector's last `collect()` may have begun before the mutators' last drops
+    // (a drop that meets a collection is applied by the next one, and the exiting
+    // mutators spilled theirs): one more, which sees every drop.
+    h.collect();
     // The mutators' own automatic collections handed their batches to the drop thread,
-    // maybe after the collector's last `collect()` began (which waits only for batches
-    // of before its call): wait for those too.
+    // maybe after that `collect()` began (it waits only for batches of before its call):
+    // wait for those too.
     h.wait_finalizers();
     let mut cur = Some(keep.clone());
     let mut n = 0;
