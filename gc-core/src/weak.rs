@@ -673,21 +673,12 @@ pub(crate) fn before_mark(heap: &MHeap) {
         if obj.is_some_and(|o| !in_heap(o, heap)) {
             return true;
         }
-        if cell.refs.load(Ordering::Acquire) == 1 {
-            // No ephemeron left: release the value, and the cell.
-            if let Some(o) = obj {
-                crate::release::drop_count(o);
-            }
+        // No ephemeron left (the registry's reference alone): the value and the cell go.
+        let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
+        if !stays {
             release_eph(c.0);
-            return false;
         }
-        if let Some(o) = obj {
-            // SAFETY: `o` heads an allocated object (the cell's count keeps it).
-            let h = unsafe { header(o.as_ptr()) };
-            h.gc_refs
-                .store(h.gc_refs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        }
-        true
+        stays
     });
     let Some(t) = TABLE.get() else { return };
     t.retain(|_, c| {
@@ -697,22 +688,13 @@ pub(crate) fn before_mark(heap: &MHeap) {
         if !ours {
             return true;
         }
-        if cell.refs.load(Ordering::Acquire) == 1 {
-            // The table's reference alone: no weak handle is left, and none can be made
-            // (a downgrade needs a section).
-            if let Some(o) = obj {
-                crate::release::drop_count(o);
-            }
+        // The table's reference alone: no weak handle is left, and none can be made (a
+        // downgrade needs a section).
+        let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
+        if !stays {
             release_cell(c.0);
-            return false;
         }
-        if let Some(o) = obj {
-            // SAFETY: `o` heads an allocated object (its weak count keeps it); world stopped.
-            let h = unsafe { header(o.as_ptr()) };
-            h.gc_refs
-                .store(h.gc_refs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        }
-        true
+        stays
     });
 }
 
@@ -747,13 +729,8 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
         let (Some(o), true) = cell_object(cell, heap) else {
             return true;
         };
-        let s = span_of(o.as_ptr() as usize)
-            .expect("fing::collect: a weak cell's object is in no span");
-        // SAFETY: `o` heads an allocated object (its weak count keeps it); world stopped.
-        let h = unsafe { header(o.as_ptr()) };
-        if s.is_marked(s.index_of(o.as_ptr() as usize)) {
-            h.gc_refs
-                .store(h.gc_refs.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        if is_marked(o) {
+            add_refs(o, -1);
             return true;
         }
         cell.word.store(core::ptr::null_mut(), Ordering::Release);
@@ -765,15 +742,35 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
     cleared
 }
 
+/// A cell's count on `obj` at the start of a cycle, with the world stopped: dropped if the
+/// cell is to be `reap`ed (no handle refers to it any more), else counted as a reference
+/// from inside the heap. Returns whether the cell stays.
+fn count_at_start(obj: Option<NonNull<u8>>, reap: bool) -> bool {
+    match obj {
+        Some(o) if reap => crate::release::drop_count(o),
+        Some(o) => add_refs(o, 1),
+        None => {}
+    }
+    !reap
+}
+
+/// Adds `d` to the scratch count of `o`, an object a cell counts on. World stopped.
+fn add_refs(o: NonNull<u8>, d: i32) {
+    // SAFETY: `o` heads an allocated object (the cell's count keeps it); world stopped.
+    let h = unsafe { header(o.as_ptr()) };
+    let r = h
+        .gc_refs
+        .load(Ordering::Relaxed)
+        .checked_add_signed(d)
+        .expect("fing::collect: a cell's scratch count out of range");
+    h.gc_refs.store(r, Ordering::Relaxed);
+}
+
 /// Drops a cleared cell's count on `o`, with the one `before_mark` added to its `gc_refs`
 /// for it. World stopped.
 fn drop_counted(o: NonNull<u8>) {
-    // SAFETY: `o` heads an allocated object (the count being dropped kept it so).
-    let h = unsafe { header(o.as_ptr()) };
-    h.gc_refs
-        .store(h.gc_refs.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-    h.count
-        .store(h.count.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    add_refs(o, -1);
+    crate::release::drop_count(o);
 }
 
 /// Is the key behind weak cell `k` alive in this cycle of `heap`: not cleared, and marked
@@ -788,12 +785,7 @@ fn key_alive(k: NonNull<WeakCell>, heap: &MHeap) -> bool {
     let Some(o) = (unsafe { word::object_of(w) }) else {
         return true;
     };
-    if !in_heap(o, heap) {
-        return true;
-    }
-    let s =
-        span_of(o.as_ptr() as usize).expect("fing::collect: a weak cell's object is in no span");
-    s.is_marked(s.index_of(o.as_ptr() as usize))
+    !in_heap(o, heap) || is_marked(o)
 }
 
 /// One round of the ephemeron fixpoint, after marking, with the world stopped: each
@@ -817,10 +809,7 @@ pub(crate) fn ephemeron_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -
         cell.traced.store(true, Ordering::Relaxed);
         progress = true;
         if let Some(o) = obj {
-            // SAFETY: `o` heads an allocated object (the cell's count keeps it).
-            let h = unsafe { header(o.as_ptr()) };
-            h.gc_refs
-                .store(h.gc_refs.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            add_refs(o, -1);
             mark(o);
         }
     }
