@@ -63,64 +63,56 @@ struct Leaf {
     id: u64,
 }
 
-/// fing's 1M cycle for objects made by `new`: allocate and set a finalizer that counts in
-/// `RAN` (as the peers' do), drop, collect, wait until all have run.
+/// fing's 1M cycle for objects made by `new`: allocate and `arm` each (a finalizer or a
+/// cleanup that counts in `RAN`, as the peers' finalizers do), drop, collect, wait until
+/// all have run.
 ///
 /// One heap serves every iteration, as each peer's one heap (thread-local or global) does:
 /// a fresh heap per iteration would time the kernel's first touch of its pages as well.
-fn fing_cycle<T: Trace + Send + Sync + 'static>(new: fn(u64) -> T) -> Duration {
+fn fing_cycle<T: Trace + Send + Sync + 'static>(new: fn(u64) -> T, arm: fn(&Gc<T>)) -> Duration {
     static HEAP: std::sync::OnceLock<Heap> = std::sync::OnceLock::new();
     let h = HEAP.get_or_init(quiet_heap);
     RAN.store(0, Ordering::Relaxed);
     let t = Instant::now();
     {
         let objs: Vec<Gc<T>> = (0..N as u64).map(|i| h.alloc(new(i))).collect();
-        for o in &objs {
-            o.set_finalizer(|_| {
-                RAN.fetch_add(1, Ordering::Relaxed);
-            })
-            .unwrap();
-        }
+        objs.iter().for_each(arm);
     }
     h.collect();
     fing::wait_finalizers();
     let took = t.elapsed();
     assert_eq!(RAN.load(Ordering::Relaxed), N);
-    h.collect(); // free the resurrected objects (not timed: Go frees them a cycle later too)
+    // Free the resurrected objects (not timed: Go frees them a cycle later too; a cleanup's
+    // object is already freed).
+    h.collect();
     took
+}
+
+fn count() {
+    RAN.fetch_add(1, Ordering::Relaxed);
+}
+
+fn finalizer<T: Trace + Send + Sync + 'static>(o: &Gc<T>) {
+    o.set_finalizer(|_| count()).unwrap();
 }
 
 /// The same cycle with a cleanup per object (`Gc::add_cleanup`) instead of a finalizer:
 /// no resurrection, so the objects are freed by the timed collection itself.
 fn fing_cleanup_cycle() -> Duration {
-    static HEAP: std::sync::OnceLock<Heap> = std::sync::OnceLock::new();
-    let h = HEAP.get_or_init(quiet_heap);
-    RAN.store(0, Ordering::Relaxed);
-    let t = Instant::now();
-    {
-        let objs: Vec<Gc<Small>> = (0..N as u64)
-            .map(|id| h.alloc(Small { id, next: None }))
-            .collect();
-        for o in &objs {
-            o.add_cleanup((), |()| {
-                RAN.fetch_add(1, Ordering::Relaxed);
-            })
-            .unwrap();
-        }
-    }
-    h.collect();
-    fing::wait_finalizers();
-    let took = t.elapsed();
-    assert_eq!(RAN.load(Ordering::Relaxed), N);
-    took
+    fing_cycle(
+        |id| Small { id, next: None },
+        |o| {
+            o.add_cleanup((), |()| count()).unwrap();
+        },
+    )
 }
 
 fn fing_leaf() -> Duration {
-    fing_cycle(|id| Leaf { id })
+    fing_cycle(|id| Leaf { id }, finalizer)
 }
 
 fn fing_linked() -> Duration {
-    fing_cycle(|id| Small { id, next: None })
+    fing_cycle(|id| Small { id, next: None }, finalizer)
 }
 
 /// One peer's 1M cycle: allocate `N` objects whose finalizer (or `Drop`) counts in `RAN`,

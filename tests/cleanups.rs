@@ -8,6 +8,10 @@
 
 #![allow(missing_docs)]
 
+#[path = "support/collector.rs"]
+mod collector;
+use collector::Collector;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -380,16 +384,7 @@ fn four_threads_lose_none_and_run_none_twice() {
     let h = heap();
     let ran: Arc<Mutex<BTreeMap<u64, u32>>> = Arc::default();
     let shared: Vec<Gc<Res>> = (0..8).map(|i| res(&h, i)).collect();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let collector = {
-        let (h, stop) = (h.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                h.collect();
-                std::thread::yield_now();
-            }
-        })
-    };
+    let collector = Collector::start(&h);
     let workers: Vec<_> = (0..4u64)
         .map(|t| {
             let (h, ran, shared) = (h.clone(), ran.clone(), shared.clone());
@@ -432,8 +427,7 @@ fn four_threads_lose_none_and_run_none_twice() {
     for w in workers {
         expected.extend(w.join().unwrap());
     }
-    stop.store(true, Ordering::Relaxed);
-    collector.join().unwrap();
+    collector.stop();
     collect_and_wait(&h);
     collect_and_wait(&h);
     let ran = ran.lock().unwrap();

@@ -7,7 +7,10 @@
 
 #![allow(missing_docs)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+#[path = "support/collector.rs"]
+mod collector;
+use collector::Collector;
+
 use std::sync::Arc;
 
 use fing::{Ephemeron, Gc, GcCell, Heap, HeapConfig, Trace, WeakMap};
@@ -212,16 +215,7 @@ fn a_weak_map_inside_a_heap_object() {
 #[test]
 fn many_threads() {
     let h = heap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let collector = {
-        let (h, stop) = (h.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                h.collect();
-                std::thread::yield_now();
-            }
-        })
-    };
+    let collector = Collector::start(&h);
     let workers: Vec<_> = (0..4)
         .map(|t| {
             let h = h.clone();
@@ -251,8 +245,7 @@ fn many_threads() {
     for w in workers {
         kept.push(w.join().unwrap());
     }
-    stop.store(true, Ordering::Relaxed);
-    collector.join().unwrap();
+    collector.stop();
     h.collect();
     for (live, m) in &mut kept {
         assert_eq!(m.len(), live.len());

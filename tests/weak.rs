@@ -8,9 +8,13 @@
 
 #![allow(missing_docs)]
 
+#[path = "support/collector.rs"]
+mod collector;
+use collector::Collector;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak};
 
@@ -287,15 +291,7 @@ fn an_upgrade_racing_a_collection_is_safe() {
         let keep = node(&h, 1000 + round);
         *keep.next.borrow_mut() = Some(n.clone());
         drop(n);
-        let stop = Arc::new(AtomicBool::new(false));
-        let collector = {
-            let (h, stop) = (h.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    h.collect();
-                }
-            })
-        };
+        let collector = Collector::start(&h);
         let mut got = Vec::new();
         for _ in 0..200 {
             if let Some(s) = w.upgrade() {
@@ -310,8 +306,7 @@ fn an_upgrade_racing_a_collection_is_safe() {
                 got.push(c1);
             }
         }
-        stop.store(true, Ordering::Relaxed);
-        collector.join().unwrap();
+        collector.stop();
         drop(keep);
         h.collect();
         for c1 in &got {
@@ -338,16 +333,7 @@ fn many_threads() {
     let h = heap();
     let shared: Vec<Gc<Node>> = (0..64).map(|i| node(&h, i)).collect();
     let weak: Vec<Weak<Node>> = shared.iter().map(|n| n.downgrade()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let collector = {
-        let (h, stop) = (h.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                h.collect();
-                std::thread::yield_now();
-            }
-        })
-    };
+    let collector = Collector::start(&h);
     let workers: Vec<_> = (0..4)
         .map(|t| {
             let (h, weak) = (h.clone(), weak.clone());
@@ -380,8 +366,7 @@ fn many_threads() {
     for w in workers {
         left.extend(w.join().unwrap());
     }
-    stop.store(true, Ordering::Relaxed);
-    collector.join().unwrap();
+    collector.stop();
     h.collect();
     h.collect();
     for (w, _) in &left {
