@@ -36,7 +36,6 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
 
 use gc_types::word;
 use gc_types::{Kind, PtrMask, SendSync, Trace, Tracer, Type, TypeRef, Typed};
@@ -411,13 +410,7 @@ impl<T: ?Sized + 'static> Clone for Gc<T> {
     fn clone(&self) -> Gc<T> {
         if let Some(obj) = self.counted() {
             // SAFETY: `obj` is the header of an object this handle keeps allocated.
-            let old = unsafe { obj.cast::<crate::slot::Header>().as_ref() }
-                .count
-                .fetch_add(1, Ordering::Relaxed);
-            if old >= u32::MAX / 2 {
-                // As `Arc` does: a count this high means leaked handles; stop before it wraps.
-                std::process::abort();
-            }
+            crate::slot::count_one_more(unsafe { obj.cast::<crate::slot::Header>().as_ref() });
         }
         Gc {
             word: self.word,

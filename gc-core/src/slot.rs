@@ -127,6 +127,16 @@ pub(crate) unsafe fn set_dying(obj: NonNull<u8>) {
         .store((&DYING as *const Type).cast_mut(), Ordering::Relaxed);
 }
 
+/// Adds one to `h`'s count, for a new handle (a clone, a weak handle's upgrade) or a weak
+/// cell's count. As `Arc` does, it stops the process before the count could wrap: a count
+/// this high means leaked handles.
+#[inline(always)]
+pub(crate) fn count_one_more(h: &Header) {
+    if h.count.fetch_add(1, Ordering::Relaxed) >= u32::MAX / 2 {
+        std::process::abort();
+    }
+}
+
 /// The byte freed values are overwritten with in debug builds.
 pub(crate) const POISON: u8 = 0xde;
 

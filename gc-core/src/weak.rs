@@ -90,7 +90,7 @@ use gc_types::{word, Kind, Trace, Tracer, Type, TypeRef, Typed};
 use crate::handle::Gc;
 use crate::mheap::MHeap;
 use crate::mpagealloc::{arena_of, span_of};
-use crate::slot::header;
+use crate::slot::{count_one_more, header};
 
 /// What the weak handles made from handles with one address share.
 struct WeakCell {
@@ -234,9 +234,7 @@ impl<T: 'static> Gc<T> {
                 if let Some(obj) = self.counted() {
                     // The cell's weak count (module docs); this handle keeps `obj` alive.
                     // SAFETY: `obj` heads the object this handle counts on.
-                    unsafe { header(obj.as_ptr()) }
-                        .count
-                        .fetch_add(1, Ordering::Relaxed);
+                    count_one_more(unsafe { header(obj.as_ptr()) });
                 }
                 let c = CellPtr(NonNull::from(Box::leak(Box::new(WeakCell {
                     word: AtomicPtr::new(w.cast_mut()),
@@ -372,13 +370,7 @@ fn upgrade_word(word: &AtomicPtr<u8>, api: &str) -> Option<NonNull<u8>> {
     let obj = unsafe { word::object_of(w.as_ptr()) }
         .unwrap_or_else(|| panic!("{api}: a heap handle's word stopped counting on its object"));
     // SAFETY: as above: `obj` heads an allocated object.
-    let old = unsafe { header(obj.as_ptr()) }
-        .count
-        .fetch_add(1, Ordering::Relaxed);
-    if old >= u32::MAX / 2 {
-        // As `Gc::clone`: leaked handles; stop before the count wraps.
-        std::process::abort();
-    }
+    count_one_more(unsafe { header(obj.as_ptr()) });
     Some(w)
 }
 

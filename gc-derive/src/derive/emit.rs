@@ -219,7 +219,10 @@ fn typed_impl(input: &Input, bounded: &Generics) -> TokenStream {
     let itabs = opts.implements.iter().enumerate().map(|(i, tr)| {
         let cast = format_ident!("__fing_cast_{}", i);
         let write = format_ident!("__fing_write_{}", i);
+        // (Comments do not survive into the expansion; this one argues the block emitted.)
         quote_spanned! {tr.span()=>
+            // SAFETY: the conversion is a plain unsizing cast, which compiles only if `Self`
+            // implements the trait, and the writer is the one made for this trait and `Self`.
             unsafe {
                 __fing::Itab::new(
                     __fing::TypeRef::of::<__fing::Gc<dyn #tr>>(),
@@ -245,6 +248,7 @@ fn typed_impl(input: &Input, bounded: &Generics) -> TokenStream {
         // is a plain unsizing cast that compiles only if `Self` implements the trait.
         #[automatically_derived]
         unsafe impl #impl_g __fing::Typed for #name #ty_g #where_c {
+            // SAFETY: as the impl's: this descriptor describes `Self` exactly.
             const TYPE: &'static __fing::Type = &unsafe { __fing::Type::rust::<Self>(__fing::Kind::#kind) }
                 .named(::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)))
                 .with_args(&[#(#args),*])
@@ -270,6 +274,8 @@ fn field_descs(data: &Data) -> Vec<TokenStream> {
             quote! {
                 __fing::TypeRef::Lazy({
                     fn __ty() -> &'static __fing::Type {
+                        // SAFETY: the field is untraced: the derive refused it if its type
+                        // is a handle, and its Send/Sync answers are the compiler's.
                         const T: &__fing::Type = &unsafe {
                             __fing::Type::untraced::<#ty>(
                                 #text,
