@@ -61,7 +61,9 @@
 //!   for the default heap, [`MemStats`], [`AllocError`].
 //! - Finalizers and cleanups: [`set_finalizer`] (its docs hold the whole contract),
 //!   [`Gc::add_cleanup`] and [`add_cleanup`] with [`Cleanup`], [`wait_finalizers`],
-//!   [`keep_alive`], [`Outcome`], [`FinalizerError`].
+//!   [`keep_alive`], [`Outcome`], [`FinalizerError`]; [`Heap::run_finalizers`] for a heap
+//!   whose finalizers run at the program's safe points; [`set_finalizer_panic_hook`] to
+//!   be told which finalizer panicked ([`FinalizerPanic`]).
 //! - [`reflect`]: building types at run time, and Go's type rules; [`frame`]: calling
 //!   functions through frames (what an interpreter implements for its own functions).
 //!
@@ -69,10 +71,11 @@
 //! zero, the collection cycle, the finalizer path) is `docs/design.md` in the repository.
 
 pub use gc_core::{
-    add_cleanup, collect, keep_alive, set_finalizer, stats, wait_finalizers,
-    wait_finalizers_timeout, AllocError, AllowDrop, BorrowError, BorrowMutError, Cleanup,
-    Ephemeron, FinalizerError, FinalizerStuck, Func, Gc, GcCell, GcRef, GcRefMut, Heap, HeapConfig,
-    Holder, Kind, MemStats, Outcome, Trace, Tracer, Type, Typed, Value, Weak, WeakMap, MAX_ALIGN,
+    add_cleanup, collect, keep_alive, set_finalizer, set_finalizer_panic_hook, stats,
+    take_finalizer_panic_hook, wait_finalizers, wait_finalizers_timeout, AllocError, AllowDrop,
+    BorrowError, BorrowMutError, Cleanup, Ephemeron, FinalizerError, FinalizerPanic,
+    FinalizerStuck, Func, Gc, GcCell, GcRef, GcRefMut, Heap, HeapConfig, Holder, Kind, MemStats,
+    Outcome, Trace, Tracer, Type, Typed, Value, Weak, WeakMap, MAX_ALIGN,
 };
 pub use gc_derive::{interface, Trace};
 

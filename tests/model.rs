@@ -4,7 +4,8 @@
 //! thread's `thread_local!` at its exit, set a plain, resurrecting or re-arming
 //! finalizer, clear one, make, upgrade and drop weak handles, add
 //! cleanups (with a handle as argument) and stop them, collect, wait for
-//! finalizers; every object's destructor takes a
+//! finalizers (on the finalizer thread, or at safe points on a quarter of the programs'
+//! heaps); every object's destructor takes a
 //! lock mutators hold while allocating, may allocate, and may drop a registry entry) run
 //! against fing and against a plain model of reachability and Go's finalizer rules; the
 //! engine's docs list what each step checks.
@@ -63,8 +64,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn fing_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..60)) {
-        let mut w = World::new();
+    fn fing_agrees_with_the_model(
+        ops in proptest::collection::vec(op(), 1..60),
+        safe_points in proptest::bool::weighted(0.25),
+    ) {
+        // A quarter of the programs run their finalizers at safe points.
+        let mut w = if safe_points { World::with_safe_points() } else { World::new() };
         for op in &ops {
             w.apply(op);
         }

@@ -141,6 +141,9 @@ impl MHeap {
         } else {
             self.release_all();
         }
+        // No one can run them at a safe point now (collections of a retired heap hand
+        // theirs to the thread: `mfinal::enqueue`).
+        crate::mfinal::pending_to_thread(self);
         lock(&RETIRED).push(self);
     }
 
@@ -364,6 +367,27 @@ impl Heap {
     /// heaps, as that function does.
     pub fn wait_finalizers(&self) {
         crate::mfinal::wait_finalizers();
+    }
+
+    /// Runs the finalizers and cleanups pending on this heap on the calling thread, in
+    /// Go's order (a heap made with `HeapConfig::finalizers_at_safe_points`; on any other
+    /// heap nothing is ever pending), and returns how many ran. Call it at the program's
+    /// safe points (an interpreter between statements, a game loop between frames), after
+    /// `collect()` to see what that collection found. Each runs as on the finalizer thread:
+    /// resurrected and given its object, a panic contained, counted and reported
+    /// ([`set_finalizer_panic_hook`](crate::set_finalizer_panic_hook)). What they queue in
+    /// turn (finalizable garbage they make, once collected) waits for the next call.
+    ///
+    /// # Panics
+    /// If called from one of the finalizers it is running (they run one at a time, in
+    /// order), or from a `Trace` impl (inside a collection).
+    pub fn run_finalizers(&self) -> usize {
+        crate::mfinal::run_pending(self.inner, "fing::Heap::run_finalizers")
+    }
+
+    /// How many finalizers and cleanups wait for [`run_finalizers`](Heap::run_finalizers).
+    pub fn pending_finalizers(&self) -> usize {
+        crate::mfinal::pending(self.inner)
     }
 
     /// The heap's counters.

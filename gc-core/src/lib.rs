@@ -99,8 +99,9 @@ pub use handle::{Gc, GcTarget};
 pub use heap::{collect, find_object, stats, AllocError, Heap};
 pub use mem::resident_bytes;
 pub use mfinal::{
-    add_cleanup, keep_alive, set_finalizer, wait_finalizers, wait_finalizers_timeout, Cleanup,
-    FinalizerError, FinalizerStuck, Outcome,
+    add_cleanup, keep_alive, set_finalizer, set_finalizer_panic_hook, take_finalizer_panic_hook,
+    wait_finalizers, wait_finalizers_timeout, Cleanup, FinalizerError, FinalizerPanic,
+    FinalizerStuck, Outcome,
 };
 pub use mheap::HeapConfig;
 pub use mstats::MemStats;

@@ -117,10 +117,10 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> (Vec
         phase(&mut phases, &mut last, "ephemerons");
         // Before resurrection: a weak handle goes nil when its finalizers are queued.
         crate::weak::after_mark(heap);
-        let mut queue = crate::mfinal::resurrect(&spans);
+        let mut queue = crate::mfinal::resurrect(heap, &spans);
         // After resurrection: what is still unmarked is freed by this cycle.
-        let cleanups = crate::mfinal::queue_cleanups(&spans, &mut queue);
-        crate::mfinal::enqueue(queue);
+        let cleanups = crate::mfinal::queue_cleanups(heap, &spans, &mut queue);
+        crate::mfinal::enqueue(heap, queue);
         phase(&mut phases, &mut last, "resurrect");
         let doomed = mgcmark::mark_doomed(heap, &spans);
         phase(&mut phases, &mut last, "mark_doomed");

@@ -53,6 +53,15 @@ pub struct HeapConfig {
     /// thread holds a `GcCell` write guard), then fails: `Heap::try_alloc` returns an
     /// [`AllocError`](crate::AllocError), `Heap::alloc` panics. Default: none.
     pub max_heap: Option<usize>,
+    /// Run this heap's finalizers and cleanups on the program's own thread, at its safe
+    /// points, instead of on the finalizer thread: a collection queues them on the heap,
+    /// and [`Heap::run_finalizers`](crate::Heap::run_finalizers) runs them on the caller's
+    /// thread (as Lua runs `__gc` and a JavaScript host runs a `FinalizationRegistry`'s
+    /// callbacks). Everything else about them is unchanged: the checks of `set_finalizer`,
+    /// resurrection, Go's order, panics contained. `wait_finalizers` does not wait for
+    /// them; when the heap's last `Heap` goes, what is pending moves to the finalizer
+    /// thread. Default: false.
+    pub finalizers_at_safe_points: bool,
 }
 
 impl Default for HeapConfig {
@@ -63,6 +72,7 @@ impl Default for HeapConfig {
             trace: env_lists("FING_TRACE", "gc"),
             check_finalizers: env_lists("FING_DEBUG", "checkfinalizers"),
             max_heap: None,
+            finalizers_at_safe_points: false,
         }
     }
 }

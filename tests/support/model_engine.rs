@@ -16,7 +16,10 @@
 //! object or a tiny object, with a handle to another object as its argument (a root until
 //! the cleanup runs), and stop one; `collect()`; `wait_finalizers()`. A collection
 //! does not wait for its finalizers: they run on the finalizer thread while the next
-//! operations mutate the heap, and are checked at the next `Wait` or `Collect`.
+//! operations mutate the heap, and are checked at the next `Wait` or `Collect`. On a heap
+//! made with `finalizers_at_safe_points` (`World::with_safe_points`) they wait instead for
+//! `Wait` or `Collect`, which runs them on the program's thread (`Heap::run_finalizers`)
+//! after checking that none ran before.
 //!
 //! Every object has a destructor (its token's `Drop`), which is user code: it takes the
 //! lock mutators take, records that it ran, sometimes allocates a new object into the
@@ -343,6 +346,10 @@ pub struct World {
     /// Queued by the last collection, not yet checked against what ran.
     pending_cleanups: BTreeSet<u64>,
     next_key: u64,
+    /// The heap runs its finalizers and cleanups at safe points
+    /// (`HeapConfig::finalizers_at_safe_points`): `sync` runs them
+    /// (`Heap::run_finalizers`), after checking that none ran on the finalizer thread.
+    safe_points: bool,
 }
 
 impl Default for World {
@@ -468,7 +475,19 @@ impl World {
             cleanups_ran: Arc::default(),
             pending_cleanups: BTreeSet::new(),
             next_key: 1,
+            safe_points: false,
         }
+    }
+
+    /// A fresh heap whose finalizers and cleanups run at safe points (`sync` runs them on
+    /// this thread), and an empty model.
+    pub fn with_safe_points() -> World {
+        let mut c = HeapConfig::default();
+        c.gogc = None;
+        c.finalizers_at_safe_points = true;
+        let mut w = World::on(Heap::new(c));
+        w.safe_points = true;
+        w
     }
 
     fn pick(n: usize, i: usize) -> Option<usize> {
@@ -810,6 +829,16 @@ impl World {
     /// Waits for the finalizers of the last collection and checks that exactly the
     /// model's queued set ran, each once; then applies what they did to the model.
     fn sync(&mut self) {
+        if self.safe_points {
+            // Queued on the heap, not on the finalizer thread: nothing ran until now.
+            fing::wait_finalizers();
+            assert!(
+                self.ran.lock().unwrap().is_empty() && self.cleanups_ran.lock().unwrap().is_empty(),
+                "a safe-point heap's finalizer or cleanup ran before run_finalizers"
+            );
+            self.heap.run_finalizers();
+            assert_eq!(self.heap.pending_finalizers(), 0);
+        }
         fing::wait_finalizers();
         let ran = std::mem::take(&mut *self.cleanups_ran.lock().unwrap());
         let ran_set: BTreeSet<u64> = ran.iter().copied().collect();

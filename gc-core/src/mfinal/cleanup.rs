@@ -404,7 +404,11 @@ pub fn add_cleanup(
 /// unmarked (garbage: freed by this cycle's sweep, or by the next if a destructor of this
 /// cycle's garbage reaches it) into `out`, handing full parts to the
 /// finalizer thread as resurrection does. Returns how many were queued.
-pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u64 {
+pub(crate) fn queue_cleanups(
+    heap: &'static crate::mheap::MHeap,
+    spans: &[SpanPtr],
+    out: &mut queue::FinQueue,
+) -> u64 {
     let mut n = 0;
     // The probes of queued cleanups go with them (a mutator holding the lock is outside
     // every section, and lets it go without waiting for the world).
@@ -431,7 +435,7 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
             }
             out.push_run(all.into_iter().map(entry).collect());
             if out.len >= HANDOFF_EVERY {
-                thread::enqueue(out.take_filled());
+                super::enqueue(heap, out.take_filled());
             }
             continue;
         }
@@ -449,7 +453,7 @@ pub(crate) fn queue_cleanups(spans: &[SpanPtr], out: &mut queue::FinQueue) -> u6
         s.set_has_cleanups(!records.is_empty());
         drop(records);
         if out.len >= HANDOFF_EVERY {
-            thread::enqueue(out.take_filled());
+            super::enqueue(heap, out.take_filled());
         }
     }
     QUEUED.fetch_add(n, Ordering::Relaxed);

@@ -48,7 +48,10 @@
 //!   lock biased to the setting thread (plain stores, `membarrier` to revoke) measured no
 //!   faster: the section it needs and its busy flag cost as much (docs/log.md).
 
+use std::collections::BTreeMap;
+
 mod cleanup;
+mod panic_hook;
 mod queue;
 mod reflectcall;
 mod thread;
@@ -66,6 +69,7 @@ use crate::slot::{data_offset, HEADER};
 
 pub use cleanup::{add_cleanup, Cleanup};
 pub(crate) use cleanup::{check_cleanups, queue_cleanups};
+pub use panic_hook::{set_finalizer_panic_hook, take_finalizer_panic_hook, FinalizerPanic};
 pub(crate) use thread::on_finalizer_thread;
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
 
@@ -617,7 +621,10 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
 /// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
 /// all its records are queued, each entry holding one count on it. World stopped; the
 /// entries are handed to the finalizer thread in parts as they are gathered.
-pub(crate) fn resurrect(spans: &[crate::mspan::SpanPtr]) -> queue::FinQueue {
+pub(crate) fn resurrect(
+    heap: &'static crate::mheap::MHeap,
+    spans: &[crate::mspan::SpanPtr],
+) -> queue::FinQueue {
     let mut out = thread::batch();
     for s in spans.iter().map(|s| s.get()).filter(|s| s.has_specials()) {
         let mut sp = s.specials.lock();
@@ -672,7 +679,7 @@ pub(crate) fn resurrect(spans: &[crate::mspan::SpanPtr]) -> queue::FinQueue {
         s.set_has_specials(!sp.is_empty());
         drop(sp);
         if out.len >= HANDOFF_EVERY {
-            thread::enqueue(out.take_filled());
+            enqueue(heap, out.take_filled());
         }
     }
     out
@@ -690,9 +697,76 @@ pub(crate) const PREFETCH_AHEAD: usize = 8;
 /// times while the thread starts on the first ones early in the sweep.
 const HANDOFF_EVERY: usize = 16 * queue::PER_BLOCK;
 
-/// Hands a cycle's resurrected finalizers to the finalizer thread.
-pub(crate) fn enqueue(batch: queue::FinQueue) {
-    thread::enqueue(batch);
+/// Hands finalizers (and cleanups) a cycle of `heap` found to whoever runs them: the
+/// finalizer thread, or, for a heap made with `HeapConfig::finalizers_at_safe_points`
+/// that still has a `Heap`, the heap's pending queue for `Heap::run_finalizers`. A
+/// retired heap's go to the thread (its last `Heap` moved what was pending there too:
+/// no one can run them at a safe point any more).
+pub(crate) fn enqueue(heap: &'static crate::mheap::MHeap, batch: queue::FinQueue) {
+    if heap.config().finalizers_at_safe_points && heap.handles.load(Ordering::Acquire) > 0 {
+        thread::count_queued(batch.len);
+        crate::mheap::lock(&PENDING)
+            .entry(heap.id)
+            .or_default()
+            .append(batch);
+    } else {
+        thread::enqueue(batch);
+    }
+}
+
+/// `Heap::run_finalizers`: runs `heap`'s pending finalizers and cleanups on this thread,
+/// in Go's order, each contained as on the finalizer thread; returns how many ran. What
+/// they queue in turn (a finalizer that makes finalizable garbage, collected meanwhile)
+/// waits for the next call.
+pub(crate) fn run_pending(heap: &'static crate::mheap::MHeap, api: &str) -> usize {
+    crate::world::assert_not_collecting(api);
+    assert!(
+        !RUNNING_PENDING.get(),
+        "{api}: called from a finalizer it is running (finalizers run one at a time, in order)"
+    );
+    let Some(batch) = take_pending(heap) else {
+        return 0;
+    };
+    RUNNING_PENDING.set(true);
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            RUNNING_PENDING.set(false);
+        }
+    }
+    let _reset = Reset;
+    thread::run_pending(batch)
+}
+
+/// Hands `heap`'s pending finalizers to the finalizer thread (its last `Heap` is gone).
+pub(crate) fn pending_to_thread(heap: &'static crate::mheap::MHeap) {
+    if let Some(batch) = take_pending(heap) {
+        thread::requeue(batch);
+    }
+}
+
+/// Entries pending in `heap`'s safe-point queue.
+pub(crate) fn pending(heap: &'static crate::mheap::MHeap) -> usize {
+    crate::mheap::lock(&PENDING).get(&heap.id).map_or(0, |q| q.len)
+}
+
+/// The safe-point heaps' pending entries (`HeapConfig::finalizers_at_safe_points`), by
+/// heap id; each finalizer's entry holds a count on its object. Kept here, not in
+/// `MHeap`, which sits below this layer. A leaf lock, taken by a collection with the world
+/// stopped and by a program's thread outside every section.
+static PENDING: std::sync::Mutex<BTreeMap<u64, queue::FinQueue>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Takes `heap`'s pending entries, if any.
+fn take_pending(heap: &'static crate::mheap::MHeap) -> Option<queue::FinQueue> {
+    crate::mheap::lock(&PENDING)
+        .remove(&heap.id)
+        .filter(|q| q.len > 0)
+}
+
+std::thread_local! {
+    /// This thread is inside `Heap::run_finalizers` (which must not nest).
+    static RUNNING_PENDING: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
 /// Finalizers queued, run and panicked since the process started (all heaps).

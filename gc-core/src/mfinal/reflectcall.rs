@@ -104,6 +104,24 @@ impl Invoker {
     }
 }
 
+/// A handle to the object of entry `f` with one more count on it, and the object's
+/// pointer type: what the panic hook is shown (as a `Value`) if the finalizer panics.
+///
+/// # Safety
+/// `f` is an initialised entry not yet taken over (`Blocks::run_each`): its count keeps
+/// its object allocated.
+pub(crate) unsafe fn keep_object(inv: &mut Invoker, f: *mut Finalizer) -> (Gc<u8>, &'static Type) {
+    // SAFETY: the caller's entry, initialised and not taken over; only read here.
+    let entry = unsafe { &*f };
+    let obj = entry.object(inv.span_of(entry.ptr));
+    // SAFETY: the entry's count keeps `obj` allocated; its header is live.
+    crate::slot::count_one_more(unsafe { obj.cast::<crate::slot::Header>().as_ref() });
+    let data = NonNull::new(entry.ptr.cast_mut()).expect("fing::reflectcall: null object address");
+    // SAFETY: the count just added is this handle's, and `data` lies in `obj` (the entry's
+    // address, as `call` makes its argument).
+    (unsafe { Gc::from_raw(data, obj) }, entry.obj_ty)
+}
+
 /// Runs one queued finalizer. The entry's count on its object moves into the argument.
 ///
 /// A finalizer set from Rust (a one-parameter closure) is called directly with the

@@ -12,8 +12,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use gc_types::Value;
+
 use super::queue::{Blocks, FinQueue};
 use super::reflectcall;
+use crate::handle::Gc;
 use crate::handoff::{Handoff, Queue};
 
 /// The type of the object whose finalizer is running (null: none), for the timeout's
@@ -87,57 +90,115 @@ pub(crate) fn enqueue(batch: FinQueue) {
     }
 }
 
+/// Counts `n` entries queued for a safe-point heap (`mfinal::enqueue`), which the
+/// finalizer thread does not see.
+pub(crate) fn count_queued(n: usize) {
+    QUEUED.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Hands entries counted already (a retired safe-point heap's pending ones) to the
+/// finalizer thread.
+pub(crate) fn requeue(batch: FinQueue) {
+    start();
+    FING.push(|q| q.append(batch));
+}
+
 fn run() {
     crate::world::set_role(Role::Finalizer);
     // Batches come while their collection is still running: drops must not wait for it.
     crate::release::spill_drops();
     let mut inv = reflectcall::Invoker::default();
     while let Some(batch) = FING.take() {
-        // `RUN` is published every 256 finalizers and at the end of the batch (before the
-        // thread can count as idle), not with an atomic add per finalizer.
-        let mut ran = 0;
-        inv.begin_batch();
-        let run_one = |f: *mut super::queue::Finalizer| {
-            // SAFETY: `run_each` hands out initialised entries.
-            let ty = unsafe { (*f).obj_ty };
-            let is_cleanup = core::ptr::eq(ty, &super::cleanup::CLEANUP);
-            RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if is_cleanup {
-                    // SAFETY: `run_each` hands out initialised entries, read in place.
-                    let func = unsafe { &mut (*f).func };
-                    // SAFETY: the entry is `run_each`'s to hand over; a cleanup's holds
-                    // only its function (no object, no count), which `run` takes over.
-                    unsafe { super::cleanup::run(func) }
-                } else {
-                    // SAFETY: the entry is `run_each`'s to hand over, and `call` takes it
-                    // over.
-                    unsafe { reflectcall::call(&mut inv, f) }
-                }
-            }));
-            ran += 1;
-            if ran == 256 {
-                RUN.fetch_add(core::mem::take(&mut ran), Ordering::Relaxed);
-            }
-            if let Err(payload) = r {
-                PANICKED.fetch_add(1, Ordering::Relaxed);
-                if is_cleanup {
-                    eprintln!("fing: a cleanup panicked; the finalizer thread goes on");
-                } else {
-                    eprintln!("fing: a finalizer of a {ty} panicked; the finalizer thread goes on");
-                }
-                // A payload whose own drop panics must not end the thread.
-                crate::mdrop::drop_payload(payload);
-            }
-        };
-        // SAFETY: `run_one` takes each entry over through `call`, which reads it once
-        // (a panic there leaves the rest of it unread: leaked, never read twice).
-        let empty = unsafe { batch.run_each(run_one) };
-        RUN.fetch_add(ran, Ordering::Relaxed);
-        RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
+        let empty = run_batch(&mut inv, batch, true);
         crate::release::flush_held();
         FING.finished(|q| q.recycle(empty));
     }
+}
+
+/// Runs every entry of `batch` in Go's order on this thread (the finalizer thread, or a
+/// program's thread at a safe point: `run_pending`), each in `catch_unwind`: a panic is
+/// counted, reported (`panic_hook`), and the next entry runs. Returns the emptied blocks.
+/// `on_thread`: this is the finalizer thread, which keeps `RUNNING` for the timeout's
+/// report.
+fn run_batch(inv: &mut reflectcall::Invoker, batch: Blocks, on_thread: bool) -> Blocks {
+    // `RUN` is published every 256 finalizers and at the end of the batch (before the
+    // thread can count as idle), not with an atomic add per finalizer.
+    let mut ran = 0;
+    inv.begin_batch();
+    let run_one = |f: *mut super::queue::Finalizer| {
+        // SAFETY: `run_each` hands out initialised entries.
+        let ty = unsafe { (*f).obj_ty };
+        let is_cleanup = core::ptr::eq(ty, &super::cleanup::CLEANUP);
+        if on_thread {
+            RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
+        }
+        // With a hook installed, the object is kept for its report: one more count,
+        // dropped after the call (a finalizer's entry holds one on its object, which the
+        // call moves into the argument). Read before the call takes the entry over.
+        let kept = if !is_cleanup && super::panic_hook::installed() {
+            // SAFETY: an initialised entry (`run_each`), not yet taken over; its object
+            // is allocated and the entry's count keeps it so.
+            Some(unsafe { reflectcall::keep_object(inv, f) })
+        } else {
+            None
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if is_cleanup {
+                // SAFETY: `run_each` hands out initialised entries, read in place.
+                let func = unsafe { &mut (*f).func };
+                // SAFETY: the entry is `run_each`'s to hand over; a cleanup's holds
+                // only its function (no object, no count), which `run` takes over.
+                unsafe { super::cleanup::run(func) }
+            } else {
+                // SAFETY: the entry is `run_each`'s to hand over, and `call` takes it
+                // over.
+                unsafe { reflectcall::call(inv, f) }
+            }
+        }));
+        ran += 1;
+        if ran == 256 {
+            RUN.fetch_add(core::mem::take(&mut ran), Ordering::Relaxed);
+        }
+        match r {
+            Ok(()) => drop(kept),
+            Err(payload) => {
+                PANICKED.fetch_add(1, Ordering::Relaxed);
+                let object = kept.map(|(h, obj_ty)| {
+                    let h = core::mem::ManuallyDrop::new(h);
+                    // SAFETY: `obj_ty` is the object's pointer type, whose representation
+                    // is a handle's; the value takes over the kept handle's count.
+                    unsafe { Value::from_raw(obj_ty, (&*h as *const Gc<u8>).cast()) }
+                });
+                let ty = (!is_cleanup).then_some(ty);
+                super::panic_hook::report(&*payload, ty, object);
+                // A payload whose own drop panics must not end the thread.
+                crate::mdrop::drop_payload(payload);
+            }
+        }
+    };
+    // SAFETY: `run_one` takes each entry over through `call`, which reads it once
+    // (a panic there leaves the rest of it unread: leaked, never read twice).
+    let empty = unsafe { batch.run_each(run_one) };
+    RUN.fetch_add(ran, Ordering::Relaxed);
+    if on_thread {
+        RUNNING.store(core::ptr::null_mut(), Ordering::Relaxed);
+    }
+    empty
+}
+
+/// Runs `batch` (a safe-point heap's pending entries: `Heap::run_finalizers`) on this
+/// thread, then gives its emptied blocks to the global queue's spares. Returns how many
+/// ran.
+pub(crate) fn run_pending(mut batch: FinQueue) -> usize {
+    let n = batch.len;
+    let blocks = batch.take_all();
+    let mut inv = reflectcall::Invoker::default();
+    let empty = run_batch(&mut inv, blocks, false);
+    // The emptied blocks go back to the queue they came with (which counts them), and
+    // its spares to the global queue's.
+    batch.recycle(empty);
+    FING.with(|q| q.append(batch));
+    n
 }
 
 /// Is this the finalizer thread? (`wait_finalizers` there would wait for itself.)
