@@ -323,10 +323,11 @@ fn finalizers(heap: &Heap) {
     }
 
     weak_and_cleanups(heap, &log);
+    safe_points();
 
     let s = heap.stats();
     println!(
-        "\n13. MemStats: {} collections, {:?} paused; finalizers queued {}, run {}, panicked {}; cleanups queued {}, run {}",
+        "\n14. MemStats: {} collections, {:?} paused; finalizers queued {}, run {}, panicked {}; cleanups queued {}, run {}",
         s.num_gc,
         s.pause_total,
         s.finalizers_queued,
@@ -399,6 +400,55 @@ fn weak_and_cleanups(heap: &Heap, log: &Arc<Mutex<Vec<String>>>) {
     let mut closed = log.lock().unwrap().drain(..).collect::<Vec<_>>();
     closed.sort();
     println!("  after one collection: {closed:?}");
+}
+
+/// Finalizers on the program's own thread, and the hook that names a failing one.
+fn safe_points() {
+    println!(
+        "\n13. Finalizers at safe points (an interpreter's thread runs them between statements):"
+    );
+    let mut config = HeapConfig::default();
+    config.gogc = None;
+    config.finalizers_at_safe_points = true;
+    let heap = Heap::new(config);
+    fing::set_finalizer_panic_hook(|p| {
+        let ty = p
+            .object_type()
+            .map_or("a cleanup".into(), |t| t.to_string());
+        let fd = p
+            .object()
+            .and_then(|v| v.downcast_ref::<Gc<Ring>>().map(|r| r.fd));
+        println!(
+            "  hook: the finalizer of {ty} (fd {fd:?}) failed: {}",
+            p.message().unwrap_or("?")
+        );
+    });
+    let me = std::thread::current().id();
+    for fd in [60, 61, 62] {
+        let r = heap.alloc(Ring {
+            fd,
+            next: GcCell::new(None),
+        });
+        r.set_finalizer(move |r: Gc<Ring>| {
+            assert!(r.fd != 61, "script error: fd {} already closed", r.fd);
+            let here = if std::thread::current().id() == me {
+                "this thread"
+            } else {
+                "another"
+            };
+            println!("  finalizer: closing fd {} on {here}", r.fd);
+        })
+        .unwrap();
+    }
+    heap.collect();
+    println!("  after collect: {} pending", heap.pending_finalizers());
+    // std's panic hook prints every panic, contained or not; quiet it for the demo.
+    let std_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ran = heap.run_finalizers();
+    std::panic::set_hook(std_hook);
+    println!("  run_finalizers() ran {ran}");
+    drop(fing::take_finalizer_panic_hook());
 }
 
 /// A file in a ring: the cycle the collector must find.

@@ -364,7 +364,8 @@ impl Heap {
 
     /// [`wait_finalizers`](crate::wait_finalizers): one finalizer thread and one drop
     /// thread serve every heap, so this waits for the finalizers and destructors of all
-    /// heaps, as that function does.
+    /// heaps, as that function does. Finalizers pending for
+    /// [`run_finalizers`](Heap::run_finalizers) are not waited for.
     pub fn wait_finalizers(&self) {
         crate::mfinal::wait_finalizers();
     }
