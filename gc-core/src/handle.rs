@@ -141,6 +141,35 @@ impl<T: 'static> Gc<T> {
     }
 }
 
+impl<T: 'static> Gc<[T]> {
+    /// A handle to `n` zero-sized elements without destructors (or to none): like a
+    /// zero-sized value, it needs no memory and counts on nothing.
+    pub(crate) fn outside_slice(n: usize) -> Gc<[T]> {
+        debug_assert!(n == 0 || core::mem::size_of::<T>() == 0);
+        Gc {
+            word: NonNull::slice_from_raw_parts(NonNull::dangling(), n),
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl Gc<[u8]> {
+    /// The same handle, as a string.
+    ///
+    /// # Safety
+    /// The bytes must be UTF-8.
+    pub(crate) unsafe fn into_str_unchecked(self) -> Gc<str> {
+        let this = core::mem::ManuallyDrop::new(self);
+        Gc {
+            // SAFETY: a `[u8]` and a `str` of the same bytes share address and length; the
+            // word's tag bits are the address's, kept by the cast. The count moves over
+            // (`self` is not dropped).
+            word: unsafe { NonNull::new_unchecked(this.word.as_ptr() as *mut str) },
+            _owns: PhantomData,
+        }
+    }
+}
+
 /// What a far handle counts on: the address it points at, and a handle to the object it
 /// was mapped from, which keeps that address valid (see the module docs). A heap object
 /// of its own, made by `Gc::map`.
@@ -585,6 +614,27 @@ unsafe impl<T: Trace> GcTarget for T {
         .with_send_sync(SendSync::Pointer);
 }
 
+// SAFETY: `Gc<[T]>` is a wide handle (the handle word, made a slice pointer, and the
+// length), kind slice with element `T`, Send/Sync as the element. It is *named* (`Gc`,
+// shown with the argument `[T]`, which is `Vec<T>`'s descriptor's display): Go's identity
+// equates unnamed slice types with identical elements, and a `Vec<T>` is a slice kind of
+// another representation; a named type is identical only to itself.
+unsafe impl<T: Trace> GcTarget for [T] {
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const GC_TYPE: &'static Type = &unsafe { Type::rust::<Gc<[T]>>(Kind::Slice) }
+        .with_elem(TypeRef::of::<T>())
+        .named("Gc")
+        .with_args(&[TypeRef::of::<Vec<T>>()])
+        .with_send_sync(SendSync::Pointer);
+}
+
+// SAFETY: `Gc<str>` is a wide handle (word and length) to UTF-8 bytes: kind string,
+// named (so identical only to itself, never to `String` or `Box<str>`), Send and Sync.
+unsafe impl GcTarget for str {
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const GC_TYPE: &'static Type = &unsafe { Type::rust::<Gc<str>>(Kind::String) }.named("Gc<str>");
+}
+
 // SAFETY: forwards to `GcTarget`, whose contract is this one.
 unsafe impl<T: ?Sized + GcTarget> Typed for Gc<T> {
     const TYPE: &'static Type = T::GC_TYPE;
@@ -633,6 +683,18 @@ unsafe impl<T: Trace> GcPointer for Gc<T> {
 
 impl<T: Trace> From<Gc<T>> for gc_types::Value {
     fn from(g: Gc<T>) -> gc_types::Value {
+        gc_types::Value::new(g)
+    }
+}
+
+impl<T: Trace> From<Gc<[T]>> for gc_types::Value {
+    fn from(g: Gc<[T]>) -> gc_types::Value {
+        gc_types::Value::new(g)
+    }
+}
+
+impl From<Gc<str>> for gc_types::Value {
+    fn from(g: Gc<str>) -> gc_types::Value {
         gc_types::Value::new(g)
     }
 }

@@ -7,7 +7,9 @@
 //! section, tiny noscan values without drop glue share a 16-byte block, small values take
 //! a slot of their size class from the thread's cache (refilled from the central list, or
 //! from new pages), and large values get a span of their own (`malloc`). Out of room, a
-//! collection and one retry (`retry`).
+//! collection and one retry (`retry`). Objects of run-time length (`alloc_slice`,
+//! `alloc_str`) take the same path with a request made at run time, and an interned
+//! `[T; n]` descriptor in their header (`docs/design.md` §9 in the repository).
 //!
 //! Lifetime: a `Heap` is a counted reference to its `MHeap` (`Clone` adds one). When the
 //! last `Heap` goes, the heap is *retired*: a collection frees what no handle keeps, its
@@ -391,6 +393,73 @@ impl Heap {
         crate::mfinal::pending(self.inner)
     }
 
+    /// Moves `elems` into one heap object of run-time length and returns a handle to them
+    /// as a slice (a wide handle: address and length). The object is traced element by
+    /// element (by mask when the elements' masks fit in 64 words), freed at count zero or
+    /// by a collection like any other, its elements dropped with it, and counted in
+    /// `MemStats` and against `HeapConfig::max_heap`. No elements, or zero-sized ones
+    /// without destructors, need no memory (Go's `zerobase`).
+    ///
+    /// Its finalizer goes on its first element, as Go's goes on `&s[0]`:
+    /// `fing::set_finalizer(Value::from(s.map(|s| &s[0])), f)`; the slice handle itself is
+    /// not a pointer and is refused. A handle to its end (`s.map(|s| &s[s.len()..])`)
+    /// counts on this object, never on the next one.
+    ///
+    /// The object's header names an array type `[T; n]` built at run time and interned,
+    /// one per length used, as Go's `reflect.ArrayOf` caches them; elements without handles
+    /// or destructors share one descriptor whatever the length.
+    ///
+    /// # Panics
+    /// Where [`try_alloc_slice`](Heap::try_alloc_slice) returns an error.
+    pub fn alloc_slice<T: Trace + Send + 'static>(
+        &self,
+        elems: impl IntoIterator<Item = T>,
+    ) -> Gc<[T]> {
+        match self.try_alloc_slice(elems.into_iter().collect()) {
+            Ok(g) => g,
+            Err(e) => panic!("fing::Heap::alloc_slice: {}", e.reason()),
+        }
+    }
+
+    /// `alloc_slice` that fails with an [`AllocError`] (which gives the elements back)
+    /// instead of panicking: past `HeapConfig::max_heap` even after a collection, or when
+    /// the OS refuses memory.
+    pub fn try_alloc_slice<T: Trace + Send + 'static>(
+        &self,
+        mut elems: Vec<T>,
+    ) -> Result<Gc<[T]>, AllocError<Vec<T>>> {
+        self.inner.maybe_collect();
+        // SAFETY: the vector's elements, moved out bitwise on success, when its length is
+        // set to 0 so that it only frees its buffer.
+        if let Some(g) = unsafe { self.inner.place_slice(elems.as_ptr(), elems.len()) } {
+            // SAFETY: the elements were moved into the heap: the vector must not drop them.
+            unsafe { elems.set_len(0) };
+            return Ok(g);
+        }
+        self.inner.retry_slice(elems)
+    }
+
+    /// Copies `s` into a heap object (see [`alloc_slice`](Heap::alloc_slice)): fing's
+    /// string, one wide handle. Strings under 16 bytes share 16-byte blocks (the tiny
+    /// allocator), and are freed by a collection rather than at count zero.
+    ///
+    /// # Panics
+    /// Past `HeapConfig::max_heap` even after a collection, or when the OS refuses memory.
+    pub fn alloc_str(&self, s: &str) -> Gc<str> {
+        let b = s.as_bytes();
+        self.inner.maybe_collect();
+        // SAFETY: `b` is valid for reads of its bytes, which are `Copy`: nothing is moved.
+        let bytes = match unsafe { self.inner.place_slice(b.as_ptr(), b.len()) } {
+            Some(g) => g,
+            None => match self.inner.retry_slice(b.to_vec()) {
+                Ok(g) => g,
+                Err(e) => panic!("fing::Heap::alloc_str: {}", e.reason()),
+            },
+        };
+        // SAFETY: the bytes are `s`'s: UTF-8.
+        unsafe { bytes.into_str_unchecked() }
+    }
+
     /// The heap's counters.
     pub fn stats(&self) -> MemStats {
         self.inner.stats()
@@ -455,6 +524,99 @@ impl MHeap {
         })
     }
 
+    /// `retry` for `try_alloc_slice`: collect, then one more attempt.
+    #[cold]
+    #[inline(never)]
+    fn retry_slice<T: Trace + Send + 'static>(
+        &'static self,
+        mut elems: Vec<T>,
+    ) -> Result<Gc<[T]>, AllocError<Vec<T>>> {
+        let wait = !world::in_section();
+        if let Some(batch) = self.collect_now(
+            wait,
+            Duration::from_millis(20),
+            "fing::Heap::try_alloc_slice",
+        ) {
+            crate::mdrop::destroy_later(batch);
+        }
+        let refusals = self.limit_refusals.load(Ordering::Relaxed);
+        // SAFETY: as in `try_alloc_slice`.
+        if let Some(g) = unsafe { self.place_slice(elems.as_ptr(), elems.len()) } {
+            // SAFETY: as in `try_alloc_slice`.
+            unsafe { elems.set_len(0) };
+            return Ok(g);
+        }
+        let n = elems.len();
+        Err(AllocError {
+            value: elems,
+            ty: gc_types::TypeBuilder::array(T::TYPE, n),
+            size: core::mem::size_of::<T>().saturating_mul(n),
+            limit: self
+                .config()
+                .max_heap
+                .filter(|_| self.limit_refusals.load(Ordering::Relaxed) != refusals),
+            in_use: lock(&self.pages).in_use,
+        })
+    }
+
+    /// Allocates an object of `n` elements and moves them in, bitwise, from `src`: `None`
+    /// (nothing moved) if no slot could be had, or the size overflows.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `n` `T`s; on `Some`, they belong to the heap
+    /// object, and the caller must not use or drop them again (unless `T: Copy`).
+    unsafe fn place_slice<T: Trace + Send + 'static>(
+        &'static self,
+        src: *const T,
+        n: usize,
+    ) -> Option<Gc<[T]>> {
+        #[allow(clippy::let_unit_value)]
+        let () = Plan::<T>::ALIGN_OK;
+        let size = core::mem::size_of::<T>()
+            .checked_mul(n)
+            .filter(|&s| s <= isize::MAX as usize / 2)?;
+        let needs_drop = core::mem::needs_drop::<T>();
+        if n == 0 || (size == 0 && !needs_drop) {
+            return Some(Gc::outside_slice(n));
+        }
+        // The header's type: `[T; n]` for the collector to trace and drop exactly `n`;
+        // one `[T; 0]` for elements with nothing to trace or drop.
+        let body = if T::NO_SCAN && !needs_drop {
+            gc_types::TypeBuilder::array(T::TYPE, 0)
+        } else {
+            gc_types::TypeBuilder::array(T::TYPE, n)
+        };
+        let req = crate::malloc::Request::runtime(
+            size,
+            core::mem::align_of::<T>(),
+            T::NO_SCAN,
+            needs_drop,
+            needs_drop && !T::HANDLES_ONLY_DROP,
+        );
+        // As `place`: slot, header and elements inside one section.
+        world::with_section("fing::Heap::alloc_slice", move |l| {
+            // SAFETY: as in `place`: this thread's caches, in its section.
+            let caches = unsafe { &mut *l.caches.get() };
+            let cache = crate::mcache::cache(self, caches);
+            let (hdr, data) = self.malloc(cache, req)?;
+            if !req.is_tiny() {
+                let header = Header {
+                    count: core::sync::atomic::AtomicU32::new(1),
+                    gc_refs: core::sync::atomic::AtomicU32::new(0),
+                    ty: core::sync::atomic::AtomicPtr::new((body as *const Type).cast_mut()),
+                };
+                // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
+                unsafe { hdr.as_ptr().write(header) };
+            }
+            // SAFETY: `data` is valid for writes of `size` bytes aligned for `T` (the
+            // request's), a fresh slot that cannot overlap `src` (the caller's memory).
+            unsafe { core::ptr::copy_nonoverlapping(src, data.as_ptr().cast::<T>(), n) };
+            let elems = NonNull::slice_from_raw_parts(data.cast::<T>(), n);
+            // SAFETY: the header counts this handle, and `data` holds `n` valid `T`s.
+            Some(unsafe { Gc::from_raw(elems, hdr.cast()) })
+        })
+    }
+
     /// The allocation itself: `Err(value)` if no slot could be had.
     #[inline(always)]
     fn place<T: Trace + Send + 'static>(&'static self, value: T) -> Result<Gc<T>, T> {
@@ -503,6 +665,41 @@ pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
     let _section = world::enter("fing::find_object");
     let (s, _, slot) = crate::mpagealloc::find_object(addr as usize)?;
     Some((NonNull::new(slot)?, s.elem_size))
+}
+
+impl<T: Trace + Send + 'static> FromIterator<T> for Gc<[T]> {
+    /// Collects into one object of the default heap ([`Heap::alloc_slice`]).
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Gc<[T]> {
+        Heap::default_heap().alloc_slice(iter)
+    }
+}
+
+impl<T: Trace + Send + 'static> From<Vec<T>> for Gc<[T]> {
+    /// Moves the elements into one object of the default heap ([`Heap::alloc_slice`]).
+    fn from(v: Vec<T>) -> Gc<[T]> {
+        Heap::default_heap().alloc_slice(v)
+    }
+}
+
+impl<T: Trace + Send + Clone + 'static> From<&[T]> for Gc<[T]> {
+    /// Clones the elements into one object of the default heap ([`Heap::alloc_slice`]).
+    fn from(s: &[T]) -> Gc<[T]> {
+        Heap::default_heap().alloc_slice(s.iter().cloned())
+    }
+}
+
+impl From<&str> for Gc<str> {
+    /// Copies the string into the default heap ([`Heap::alloc_str`]).
+    fn from(s: &str) -> Gc<str> {
+        Heap::default_heap().alloc_str(s)
+    }
+}
+
+impl From<String> for Gc<str> {
+    /// Copies the string into the default heap ([`Heap::alloc_str`]).
+    fn from(s: String) -> Gc<str> {
+        Heap::default_heap().alloc_str(&s)
+    }
 }
 
 /// Runs a full collection of the default heap, then of every retired heap that still

@@ -121,6 +121,39 @@ impl<T: Trace> Plan<T> {
     };
 }
 
+impl Request {
+    /// The request for a value whose size is known only at run time (a slice's elements:
+    /// `Heap::alloc_slice`), decided as `Plan` decides it for a type: `size` bytes aligned
+    /// to `align` (at most `MAX_ALIGN`), holding handles unless `noscan`, with a destructor
+    /// that runs user code if `sweep_drop`. Tiny when noscan, without destructor, under
+    /// 16 bytes and word-aligned at most.
+    pub(crate) fn runtime(
+        size: usize,
+        align: usize,
+        noscan: bool,
+        needs_drop: bool,
+        sweep_drop: bool,
+    ) -> Request {
+        debug_assert!(align <= crate::slot::MAX_ALIGN && align.is_power_of_two());
+        Request {
+            class: data_offset(align)
+                .checked_add(size)
+                .and_then(|s| class_for(s, align.max(8))),
+            sweep_drop,
+            size,
+            align,
+            noscan,
+            tiny: noscan && !needs_drop && size > 0 && size < TINY_SIZE && align <= 8,
+        }
+    }
+
+    /// Does the slot come from the tiny allocator (whose block's header is written and
+    /// counted already)?
+    pub(crate) fn is_tiny(&self) -> bool {
+        self.tiny
+    }
+}
+
 /// An allocation request (see `Plan`).
 #[derive(Clone, Copy)]
 pub(crate) struct Request {

@@ -21,7 +21,9 @@ pub fn identical(a: &Type, b: &Type) -> bool {
     if core::ptr::eq(a, b) || a.ident() == b.ident() {
         return true;
     }
-    if a.is_named() || b.is_named() || a.kind() != b.kind() {
+    // Identical types share a representation (frames and `Value` read one as the other):
+    // two structures of different sizes never are, whatever their parts say.
+    if a.is_named() || b.is_named() || a.kind() != b.kind() || a.size() != b.size() {
         return false;
     }
     let same = |x: &[TypeRef], y: &[TypeRef]| {

@@ -6,7 +6,8 @@
 //! The vocabulary: allocate an object with 0, 1 or 2 links and a tiny leaf (holding a lock
 //! that destructors also take, as a mutator that logs while it allocates); allocate a
 //! tiny noscan object (packed 2 to a 16-byte block); allocate an object aligned to 16 KiB
-//! with one link; relink a field through a `GcCell`; clone and drop handles; put a handle
+//! with one link; relink a field through a `GcCell`; replace an object's slice of links
+//! (an object of run-time length, `Heap::alloc_slice`); clone and drop handles; put a handle
 //! in a global registry; hand a handle to a thread that keeps it in a `thread_local!`
 //! touched before fing's and exits (its drop comes after fing's thread state is gone);
 //! map handles into an object (near) and into its name's buffer (far, through a cell),
@@ -131,6 +132,8 @@ pub struct Obj {
     id: u64,
     links: [GcCell<Option<Gc<Obj>>>; 2],
     leaf: GcCell<Option<Gc<Tiny>>>,
+    /// More links, in an object of run-time length (`Heap::alloc_slice`).
+    many: GcCell<Option<Gc<[Gc<Obj>]>>>,
     name: String,
     #[gc(untraced)]
     token: Token,
@@ -226,10 +229,13 @@ pub enum Op {
     },
     /// Stop a cleanup.
     StopCleanup(usize),
+    /// Replace an object's `many` with a new slice (`Heap::alloc_slice`) of up to three
+    /// objects (the slice object is dropped with the handle it replaces).
+    LinkMany { from: usize, to: [Option<usize>; 3] },
 }
 
 /// How many kinds of operation `Op::decode` tells apart.
-const KINDS: u8 = 19;
+const KINDS: u8 = 20;
 
 impl Op {
     /// Decodes one operation from fuzzer bytes (`None` when they run out).
@@ -298,7 +304,11 @@ impl Op {
                 tiny: k >= 128,
                 arg: opt(byte(b)?),
             },
-            _ => Op::StopCleanup(byte(b)? as usize),
+            18 => Op::StopCleanup(byte(b)? as usize),
+            _ => Op::LinkMany {
+                from: byte(b)? as usize,
+                to: [opt(byte(b)?), opt(byte(b)?), opt(byte(b)?)],
+            },
         })
     }
 }
@@ -307,10 +317,24 @@ impl Op {
 struct ModelObj {
     links: [Option<u64>; 2],
     leaf: Option<u64>,
+    /// The targets of `Obj::many`, in order.
+    many: Vec<u64>,
     /// The tiny block's address, for a tiny object.
     block: Option<usize>,
     /// Set while a finalizer is armed.
     armed: Option<Mode>,
+}
+
+impl ModelObj {
+    /// The objects this one points to: its links, its leaf, its slice's elements.
+    fn edges(&self) -> impl Iterator<Item = u64> + '_ {
+        self.links
+            .iter()
+            .chain([&self.leaf])
+            .flatten()
+            .copied()
+            .chain(self.many.iter().copied())
+    }
 }
 
 /// A fing heap and its model, driven by `apply`.
@@ -531,6 +555,7 @@ impl World {
                 let m = ModelObj {
                     links: [a.as_ref().map(|g| g.id), b.as_ref().map(|g| g.id)],
                     leaf: leaf.as_ref().map(|t| t.id),
+                    many: Vec::new(),
                     block: None,
                     armed: None,
                 };
@@ -542,6 +567,7 @@ impl World {
                     id,
                     links: [GcCell::new(a), GcCell::new(b)],
                     leaf: GcCell::new(leaf),
+                    many: GcCell::new(None),
                     name: format!("obj {id}"),
                     token,
                 }));
@@ -554,6 +580,7 @@ impl World {
                 let m = ModelObj {
                     links: [None; 2],
                     leaf: None,
+                    many: Vec::new(),
                     block: Some(block.as_ptr() as usize),
                     armed: None,
                 };
@@ -568,6 +595,7 @@ impl World {
                 let m = ModelObj {
                     links: [target.as_ref().map(|g| g.id), None],
                     leaf: None,
+                    many: Vec::new(),
                     block: None,
                     armed: None,
                 };
@@ -598,6 +626,18 @@ impl World {
                 let tid = target.as_ref().map(|g| g.id);
                 self.roots[f].links[slot].set(target);
                 self.model.get_mut(&self.roots[f].id).unwrap().links[slot] = tid;
+            }
+            Op::LinkMany { from, to } => {
+                let Some(f) = Self::pick(n, from) else { return };
+                let targets: Vec<Gc<Obj>> = to
+                    .iter()
+                    .filter_map(|t| t.and_then(|t| Self::pick(n, t)))
+                    .map(|t| self.roots[t].clone())
+                    .collect();
+                let ids = targets.iter().map(|g| g.id).collect();
+                let slice = self.heap.alloc_slice(targets);
+                self.roots[f].many.set(Some(slice));
+                self.model.get_mut(&self.roots[f].id).unwrap().many = ids;
             }
             Op::Leaf { from, to } => {
                 let Some(f) = Self::pick(n, from) else { return };
@@ -792,7 +832,7 @@ impl World {
         while let Some(id) = todo.pop() {
             if seen.insert(id) {
                 let m = &self.model[&id];
-                todo.extend(m.links.iter().chain([&m.leaf]).flatten().copied());
+                todo.extend(m.edges());
             }
         }
         seen
@@ -892,7 +932,7 @@ impl World {
             .model
             .iter()
             .filter(|(id, o)| o.armed.is_some() && !base.contains(id))
-            .flat_map(|(_, o)| o.links.iter().chain([&o.leaf]).flatten().copied())
+            .flat_map(|(_, o)| o.edges())
             .collect();
         let reached = self.closure(base.iter().copied().chain(fin_children));
         let marked_blocks: BTreeSet<usize> = reached
@@ -1082,6 +1122,12 @@ impl World {
         if let Some(t) = leaf {
             self.check_tiny(&t);
         }
+        let many = g.many.borrow().clone();
+        let real: Vec<u64> = many.iter().flat_map(|s| s.iter().map(|x| x.id)).collect();
+        assert_eq!(real, m.many, "the slice of {}", g.id);
+        for x in many.iter().flat_map(|s| s.iter()) {
+            self.check_obj(x, seen);
+        }
         for (slot, l) in g.links.iter().enumerate() {
             let real = l.borrow().clone();
             assert_eq!(
@@ -1133,15 +1179,7 @@ impl World {
             }
         }
         self.settle();
-        let children = |id: &u64| {
-            let m = &self.model[id];
-            m.links
-                .iter()
-                .chain([&m.leaf])
-                .flatten()
-                .copied()
-                .collect::<Vec<_>>()
-        };
+        let children = |id: &u64| self.model[id].edges().collect::<Vec<_>>();
         let stuck: Vec<u64> = self
             .model
             .iter()

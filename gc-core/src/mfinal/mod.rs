@@ -747,7 +747,9 @@ pub(crate) fn pending_to_thread(heap: &'static crate::mheap::MHeap) {
 
 /// Entries pending in `heap`'s safe-point queue.
 pub(crate) fn pending(heap: &'static crate::mheap::MHeap) -> usize {
-    crate::mheap::lock(&PENDING).get(&heap.id).map_or(0, |q| q.len)
+    crate::mheap::lock(&PENDING)
+        .get(&heap.id)
+        .map_or(0, |q| q.len)
 }
 
 /// The safe-point heaps' pending entries (`HeapConfig::finalizers_at_safe_points`), by
