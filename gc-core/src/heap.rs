@@ -24,6 +24,7 @@
 //! Lock order: `RETIRED` is taken alone (never while holding a heap's lock); a heap's own
 //! locks are ordered in `mheap`'s docs.
 
+use core::cell::Cell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -581,11 +582,7 @@ impl MHeap {
         }
         // The header's type: `[T; n]` for the collector to trace and drop exactly `n`;
         // one `[T; 0]` for elements with nothing to trace or drop.
-        let body = if T::NO_SCAN && !needs_drop {
-            gc_types::TypeBuilder::array(T::TYPE, 0)
-        } else {
-            gc_types::TypeBuilder::array(T::TYPE, n)
-        };
+        let body = array_type(T::TYPE, if T::NO_SCAN && !needs_drop { 0 } else { n });
         let req = crate::malloc::Request::runtime(
             size,
             core::mem::align_of::<T>(),
@@ -667,38 +664,76 @@ pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
     Some((NonNull::new(slot)?, s.elem_size))
 }
 
+/// The default heap for the `From` impls without a `Heap` of their own: `Heap` methods
+/// on a borrowed reference, so no count is taken and given back per allocation.
+struct DefaultHeap;
+
+const DEFAULT: DefaultHeap = DefaultHeap;
+
+impl core::ops::Deref for DefaultHeap {
+    type Target = Heap;
+    fn deref(&self) -> &Heap {
+        // The default heap is never retired: a `Heap` that is never dropped refers to it.
+        static H: OnceLock<Heap> = OnceLock::new();
+        H.get_or_init(Heap::default_heap)
+    }
+}
+
+/// `TypeBuilder::array(elem, n)` through a small per-thread cache: the intern table's hash
+/// and shard lock cost an interpreter that allocates a frame per call 7 % of its time;
+/// frames of one procedure share their length, so a direct-mapped cache of 64 entries
+/// answers nearly every request with two compares.
+fn array_type(elem: &'static Type, n: usize) -> &'static Type {
+    type Entry = Cell<(usize, usize, Option<&'static Type>)>;
+    std::thread_local! {
+        static CACHE: [Entry; 64] = const { [const { Cell::new((0, 0, None)) }; 64] };
+    }
+    let key = elem as *const Type as usize;
+    let i = (key >> 4 ^ n.wrapping_mul(0x9e37_79b9)) % 64;
+    CACHE
+        .try_with(|c| match c[i].get() {
+            (k, len, Some(t)) if k == key && len == n => t,
+            _ => {
+                let t = gc_types::TypeBuilder::array(elem, n);
+                c[i].set((key, n, Some(t)));
+                t
+            }
+        })
+        .unwrap_or_else(|_| gc_types::TypeBuilder::array(elem, n))
+}
+
 impl<T: Trace + Send + 'static> FromIterator<T> for Gc<[T]> {
     /// Collects into one object of the default heap ([`Heap::alloc_slice`]).
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Gc<[T]> {
-        Heap::default_heap().alloc_slice(iter)
+        DEFAULT.alloc_slice(iter)
     }
 }
 
 impl<T: Trace + Send + 'static> From<Vec<T>> for Gc<[T]> {
     /// Moves the elements into one object of the default heap ([`Heap::alloc_slice`]).
     fn from(v: Vec<T>) -> Gc<[T]> {
-        Heap::default_heap().alloc_slice(v)
+        DEFAULT.alloc_slice(v)
     }
 }
 
 impl<T: Trace + Send + Clone + 'static> From<&[T]> for Gc<[T]> {
     /// Clones the elements into one object of the default heap ([`Heap::alloc_slice`]).
     fn from(s: &[T]) -> Gc<[T]> {
-        Heap::default_heap().alloc_slice(s.iter().cloned())
+        DEFAULT.alloc_slice(s.iter().cloned())
     }
 }
 
 impl From<&str> for Gc<str> {
     /// Copies the string into the default heap ([`Heap::alloc_str`]).
     fn from(s: &str) -> Gc<str> {
-        Heap::default_heap().alloc_str(s)
+        DEFAULT.alloc_str(s)
     }
 }
 
 impl From<String> for Gc<str> {
     /// Copies the string into the default heap ([`Heap::alloc_str`]).
     fn from(s: String) -> Gc<str> {
-        Heap::default_heap().alloc_str(&s)
+        DEFAULT.alloc_str(&s)
     }
 }
 
