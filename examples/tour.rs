@@ -9,6 +9,7 @@
 //! order, on tiny objects, what each bad call returns; weak handles and cleanups; and
 //! the counters at the end.
 
+use fing::reflect;
 use fing::rules::{finalizer_param, ParamMatch};
 use std::sync::{Arc, Mutex};
 
@@ -149,6 +150,7 @@ fn main() {
         .call(vec![Value::from(Gc::from_static(&STDIN))])
         .expect("argument types match");
     println!("  script {sig} returned {:?}", out[0]);
+    script_objects();
 
     println!("\n6. The heap: a ring of files, dropped and collected:");
     let mut config = HeapConfig::default();
@@ -400,6 +402,49 @@ fn weak_and_cleanups(heap: &Heap, log: &Arc<Mutex<Vec<String>>>) {
     let mut closed = log.lock().unwrap().drain(..).collect::<Vec<_>>();
     closed.sort();
     println!("  after one collection: {closed:?}");
+}
+
+/// An interpreter's own records in the heap: a built struct allocated zeroed (Go's
+/// `reflect.New`), its fields set and read through `Value`, and a finalizer whose
+/// parameter is the built pointer type.
+fn script_objects() {
+    let mut config = HeapConfig::default();
+    config.gogc = None;
+    let heap = Heap::new(config);
+    let leaf = TypeBuilder::structure(Some("script.Leaf"))
+        .field("n", i64::TYPE)
+        .field("file", Gc::<File>::TYPE)
+        .build();
+    let leaf_ptr = TypeBuilder::pointer(<Gc<()>>::TYPE, None, leaf);
+    let obj = heap
+        .alloc_zeroed(leaf)
+        .expect("numbers and pointers have zero values");
+    println!(
+        "  alloc_zeroed({leaf}) -> a {}; file is nil: {}",
+        obj.type_of(),
+        reflect::field(&obj, 1).expect("field 1").is_nil()
+    );
+    reflect::set_field(&obj, 0, Value::from(7i64)).expect("an i64 field");
+    let file = heap.alloc(File { fd: 9, next: None });
+    reflect::set_field(&obj, 1, Value::from(file)).expect("a Gc<File> field");
+    println!(
+        "  set_field(n, 7u8): {}",
+        reflect::set_field(&obj, 0, Value::from(7u8)).unwrap_err()
+    );
+    struct Close;
+    impl FrameFn for Close {
+        fn call(self: Box<Self>, frame: &mut Frame<'_>) {
+            let obj = frame.take_arg_value(0).expect("the object");
+            let n = reflect::field(&obj, 0).expect("field 0");
+            let file = reflect::field(&obj, 1).expect("field 1");
+            let fd = file.downcast_ref::<Gc<File>>().map(|f| f.fd);
+            println!("  finalizer of a {}: n = {n:?}, fd = {fd:?}", obj.type_of());
+        }
+    }
+    let sig = TypeBuilder::func(&[leaf_ptr], &[], false);
+    fing::set_finalizer(obj, Func::from_frame_fn(sig, Close)).expect("the built pointer type");
+    heap.collect();
+    fing::wait_finalizers();
 }
 
 /// Finalizers on the program's own thread, and the hook that names a failing one.

@@ -86,11 +86,14 @@ pub use gc_derive::{interface, Trace};
 /// checked as it builds them (the one safe way to make a [`Type`]): `Value`s and `Func`s
 /// of built types, and finalizer signatures an interpreter defines, are checked and
 /// called by them. [`rules`] are Go's identity, assignability and finalizer-parameter
-/// rules over descriptors.
+/// rules over descriptors. Objects of built struct and array types are allocated zeroed
+/// by [`Heap::alloc_zeroed`](crate::Heap::alloc_zeroed) (Go's `reflect.New`), and their
+/// fields read and written by [`field`](crate::reflect::field) and
+/// [`set_field`](crate::reflect::set_field) with Go's assignability.
 pub mod reflect {
     pub use gc_core::{
-        rules, Field, Itab, Method, PtrMask, SendSync, StructBuilder, TypeBuilder, TypeIdent,
-        TypeRef, WriteHandleFn,
+        field, rules, set_field, Field, Itab, Method, PtrMask, ReflectError, SendSync,
+        StructBuilder, TypeBuilder, TypeIdent, TypeRef, WriteHandleFn,
     };
 }
 

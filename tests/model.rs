@@ -1,6 +1,7 @@
 //! A model-checked collector: random programs over the vocabulary of
 //! `support/model_engine.rs` (allocate objects, tiny objects and 16 KiB-aligned ones,
-//! relink through a `GcCell` (also through a slice object of run-time length), clone, drop, register handles globally, leave one in a
+//! relink through a `GcCell` (also through a slice object of run-time length, and through objects of a type built
+//! at run time), clone, drop, register handles globally, leave one in a
 //! thread's `thread_local!` at its exit, set a plain, resurrecting or re-arming
 //! finalizer, clear one, make, upgrade and drop weak handles, add
 //! cleanups (with a handle as argument) and stop them, collect, wait for
@@ -51,6 +52,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8, any::<bool>(), idx()).prop_map(|(at, tiny, arg)| Op::AddCleanup { at, tiny, arg }),
         1 => (0usize..8).prop_map(Op::StopCleanup),
         2 => (0usize..8, idx(), idx(), idx()).prop_map(|(from, a, b, c)| Op::LinkMany { from, to: [a, b, c] }),
+        1 => Just(Op::AllocBuilt),
+        2 => (0usize..8, 0usize..2, idx()).prop_map(|(at, slot, to)| Op::SetBuilt { at, slot, to }),
+        1 => (0usize..8).prop_map(Op::DropBuilt),
     ]
 }
 

@@ -614,6 +614,70 @@ impl MHeap {
         })
     }
 
+    /// A zeroed object whose header names `ty` (a type built at run time whose zero value
+    /// is valid: `reflect`'s `alloc_zeroed` checks), with the pacer's collection first and
+    /// one collection and retry when out of room, as `alloc` does. Returns a handle to
+    /// its value, counted once, or why not (`AllocError`'s words).
+    pub(crate) fn alloc_zeroed(&'static self, ty: &'static Type) -> Result<Gc<u8>, String> {
+        self.maybe_collect();
+        if let Some(g) = self.place_zeroed(ty) {
+            return Ok(g);
+        }
+        let wait = !world::in_section();
+        if let Some(batch) =
+            self.collect_now(wait, Duration::from_millis(20), "fing::Heap::alloc_zeroed")
+        {
+            crate::mdrop::destroy_later(batch);
+        }
+        let refusals = self.limit_refusals.load(Ordering::Relaxed);
+        self.place_zeroed(ty).ok_or_else(|| {
+            let in_use = lock(&self.pages).in_use;
+            let size = ty.size();
+            match self
+                .config()
+                .max_heap
+                .filter(|_| self.limit_refusals.load(Ordering::Relaxed) != refusals)
+            {
+                Some(limit) => format!("cannot allocate a {ty} ({size} bytes): the heap's limit is {limit} bytes and {in_use} are in use after a collection"),
+                None => format!("cannot allocate a {ty} ({size} bytes): the OS refused memory ({in_use} bytes in use)"),
+            }
+        })
+    }
+
+    /// `alloc_zeroed`'s attempt: `None` if no slot could be had.
+    fn place_zeroed(&'static self, ty: &'static Type) -> Option<Gc<u8>> {
+        if ty.size() == 0 {
+            return Some(Gc::zero_sized());
+        }
+        let req = crate::malloc::Request::runtime(
+            ty.size(),
+            ty.align(),
+            ty.is_noscan(),
+            ty.needs_drop(),
+            crate::slot::runs_user_code(ty),
+        );
+        world::with_section("fing::Heap::alloc_zeroed", move |l| {
+            // SAFETY: as in `place`: this thread's caches, in its section.
+            let caches = unsafe { &mut *l.caches.get() };
+            let cache = crate::mcache::cache(self, caches);
+            let (hdr, data) = self.malloc(cache, req)?;
+            if !req.is_tiny() {
+                let header = Header {
+                    count: core::sync::atomic::AtomicU32::new(1),
+                    gc_refs: core::sync::atomic::AtomicU32::new(0),
+                    ty: core::sync::atomic::AtomicPtr::new((ty as *const Type).cast_mut()),
+                };
+                // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
+                unsafe { hdr.as_ptr().write(header) };
+            }
+            // SAFETY: `data` is valid for writes of `ty.size()` bytes (the request's); all
+            // zeroes is a valid `ty` (the caller checked `has_zero_value`).
+            unsafe { data.as_ptr().write_bytes(0, ty.size()) };
+            // SAFETY: the header counts this handle; `data` holds a valid value.
+            Some(unsafe { Gc::from_raw(data, hdr.cast()) })
+        })
+    }
+
     /// The allocation itself: `Err(value)` if no slot could be had.
     #[inline(always)]
     fn place<T: Trace + Send + 'static>(&'static self, value: T) -> Result<Gc<T>, T> {

@@ -48,6 +48,7 @@
 //! 25. `mgc`: the collection cycle.
 //! 26. `cell`: `GcCell`.
 //! 27. `heap`: the API layer: `Heap`, `collect`, the pacer's collections, retiring heaps.
+//! 28. `reflect`: objects of types built at run time (`Heap::alloc_zeroed`, fields).
 //!
 //! The calls upward, each where the lower layer hands work to policy above it:
 //! - `world` → `mdrop`: leaving the outermost section runs the destructors of what died
@@ -82,6 +83,7 @@ mod mheap;
 mod mpagealloc;
 mod mspan;
 mod mstats;
+mod reflect;
 mod release;
 mod sizeclasses;
 mod slot;
@@ -105,6 +107,7 @@ pub use mfinal::{
 };
 pub use mheap::HeapConfig;
 pub use mstats::MemStats;
+pub use reflect::{field, set_field, ReflectError};
 pub use slot::MAX_ALIGN;
 pub use weak::{Ephemeron, Weak, WeakMap};
 

@@ -600,6 +600,53 @@ impl Type {
         matches!(self.ident, TypeIdent::Runtime(_))
     }
 
+    /// Do all-zero bytes make a valid value of this type, as Go's zero value (what an
+    /// object allocated by `Heap::alloc_zeroed` holds)? True of `bool`, `char`, integers
+    /// and floats; of arrays of such; and of structs built at run time whose fields are
+    /// such, or pointers (nil in a built object: the collector, the drop glue and
+    /// `reflect::field` of built types step over a null handle). Not of Rust structs and
+    /// enums (their invariants are their constructors'), `Value`, funcs or interfaces.
+    pub fn has_zero_value(&self) -> bool {
+        self.zero_in(false)
+    }
+
+    /// `has_zero_value`, for a part of a built type when `in_built`: a pointer may be nil
+    /// there.
+    fn zero_in(&self, in_built: bool) -> bool {
+        match self.kind {
+            Kind::Bool
+            | Kind::Char
+            | Kind::I8
+            | Kind::I16
+            | Kind::I32
+            | Kind::I64
+            | Kind::I128
+            | Kind::Isize
+            | Kind::U8
+            | Kind::U16
+            | Kind::U32
+            | Kind::U64
+            | Kind::U128
+            | Kind::Usize
+            | Kind::F32
+            | Kind::F64 => true,
+            Kind::Pointer => in_built,
+            Kind::Array => self.len == 0 || self.elem().is_some_and(|e| e.zero_in(self.is_built())),
+            Kind::Struct => self.is_built() && self.fields.iter().all(|f| f.ty.get().zero_in(true)),
+            _ => false,
+        }
+    }
+
+    /// Is the value at `p`, a part of a built type, a nil pointer (which has no handle to
+    /// trace or drop)?
+    ///
+    /// # Safety
+    /// `p` points to a readable value of this type.
+    unsafe fn is_nil_part(&self, p: *const u8) -> bool {
+        // SAFETY: a pointer kind is one handle word (`Type::rust`'s contract), readable.
+        self.kind == Kind::Pointer && unsafe { p.cast::<usize>().read() } == 0
+    }
+
     /// Is a value of this type `Send` and `Sync`? (Row 11 of `set_finalizer`.)
     pub fn is_send_sync(&self) -> bool {
         let (s, y) = self.send_sync_in(&mut Vec::new());
@@ -661,9 +708,13 @@ impl Type {
             // A built array: element by element, by stride (O(1) descriptor).
             if let Some(elem) = self.elem() {
                 for i in 0..self.len {
+                    let e = p.wrapping_add(i * elem.size);
                     // SAFETY: element `i` lies at `i * elem.size` inside the array, a valid
-                    // value of the element type.
-                    unsafe { elem.trace_value(p.wrapping_add(i * elem.size), tracer) };
+                    // value of the element type (or a nil pointer, stepped over).
+                    if !unsafe { elem.is_nil_part(e) } {
+                        // SAFETY: as above.
+                        unsafe { elem.trace_value(e, tracer) };
+                    }
                 }
             }
             return;
@@ -688,8 +739,13 @@ impl Type {
         for f in self.fields.iter().filter(|f| !f.untraced) {
             // SAFETY: built structs lay out their fields at `offset` inside the value.
             let fp = unsafe { p.add(f.offset) };
-            // SAFETY: `fp` points to a valid value of the field's type.
-            unsafe { f.ty.get().trace_value(fp, tracer) };
+            let ty = f.ty.get();
+            // SAFETY: `fp` points to a valid value of the field's type (or a nil pointer,
+            // stepped over).
+            if !unsafe { ty.is_nil_part(fp) } {
+                // SAFETY: as above.
+                unsafe { ty.trace_value(fp, tracer) };
+            }
         }
     }
 
@@ -705,8 +761,13 @@ impl Type {
             // A built array: element by element, by stride.
             if let Some(elem) = self.elem() {
                 for i in 0..self.len {
-                    // SAFETY: element `i` lies at `i * elem.size`; each is given up once.
-                    unsafe { elem.drop_value(p.wrapping_add(i * elem.size)) };
+                    let e = p.wrapping_add(i * elem.size);
+                    // SAFETY: element `i` lies at `i * elem.size`; each is given up once (a
+                    // nil pointer has nothing to drop).
+                    if !unsafe { elem.is_nil_part(e) } {
+                        // SAFETY: as above.
+                        unsafe { elem.drop_value(e) };
+                    }
                 }
             }
         } else if self.needs_drop {
@@ -714,8 +775,13 @@ impl Type {
             for f in self.fields {
                 // SAFETY: built structs lay out their fields at `offset`.
                 let fp = unsafe { p.add(f.offset) };
-                // SAFETY: the field is a valid value the caller gives up with its owner.
-                unsafe { f.ty.get().drop_value(fp) };
+                let ty = f.ty.get();
+                // SAFETY: the field is a valid value the caller gives up with its owner (a
+                // nil pointer has nothing to drop).
+                if !unsafe { ty.is_nil_part(fp) } {
+                    // SAFETY: as above.
+                    unsafe { ty.drop_value(fp) };
+                }
             }
         }
     }

@@ -7,7 +7,9 @@
 //! that destructors also take, as a mutator that logs while it allocates); allocate a
 //! tiny noscan object (packed 2 to a 16-byte block); allocate an object aligned to 16 KiB
 //! with one link; relink a field through a `GcCell`; replace an object's slice of links
-//! (an object of run-time length, `Heap::alloc_slice`); clone and drop handles; put a handle
+//! (an object of run-time length, `Heap::alloc_slice`); allocate an object of a type built
+//! at run time (`Heap::alloc_zeroed`), set its two pointers (`reflect::set_field`) and
+//! drop it; clone and drop handles; put a handle
 //! in a global registry; hand a handle to a thread that keeps it in a `thread_local!`
 //! touched before fing's and exits (its drop comes after fing's thread state is gone);
 //! map handles into an object (near) and into its name's buffer (far, through a cell),
@@ -58,7 +60,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use fing::{Cleanup, Gc, GcCell, Heap, HeapConfig, Trace, Weak};
+use fing::reflect::{self, TypeBuilder};
+use fing::{Cleanup, Gc, GcCell, Heap, HeapConfig, Trace, Typed, Value, Weak};
 
 type Log = Arc<Mutex<Vec<u64>>>;
 
@@ -232,10 +235,22 @@ pub enum Op {
     /// Replace an object's `many` with a new slice (`Heap::alloc_slice`) of up to three
     /// objects (the slice object is dropped with the handle it replaces).
     LinkMany { from: usize, to: [Option<usize>; 3] },
+    /// Allocate an object of a type built at run time (`Heap::alloc_zeroed`):
+    /// `model.Built { id: i64, a: Gc<Obj>, b: Gc<Obj> }`, its pointers nil.
+    AllocBuilt,
+    /// Set pointer `slot` of a built object to an object, or to nil
+    /// (`reflect::set_field`).
+    SetBuilt {
+        at: usize,
+        slot: usize,
+        to: Option<usize>,
+    },
+    /// Drop a built object's handle.
+    DropBuilt(usize),
 }
 
 /// How many kinds of operation `Op::decode` tells apart.
-const KINDS: u8 = 20;
+const KINDS: u8 = 22;
 
 impl Op {
     /// Decodes one operation from fuzzer bytes (`None` when they run out).
@@ -305,6 +320,13 @@ impl Op {
                 arg: opt(byte(b)?),
             },
             18 => Op::StopCleanup(byte(b)? as usize),
+            20 if k >= 128 => Op::AllocBuilt,
+            20 => Op::SetBuilt {
+                at: byte(b)? as usize,
+                slot: (k / KINDS) as usize % 2,
+                to: opt(byte(b)?),
+            },
+            21 => Op::DropBuilt(byte(b)? as usize),
             _ => Op::LinkMany {
                 from: byte(b)? as usize,
                 to: [opt(byte(b)?), opt(byte(b)?), opt(byte(b)?)],
@@ -319,6 +341,8 @@ struct ModelObj {
     leaf: Option<u64>,
     /// The targets of `Obj::many`, in order.
     many: Vec<u64>,
+    /// An object of a built type (`Op::AllocBuilt`): no destructor, no finalizer.
+    built: bool,
     /// The tiny block's address, for a tiny object.
     block: Option<usize>,
     /// Set while a finalizer is armed.
@@ -337,12 +361,24 @@ impl ModelObj {
     }
 }
 
+/// `model.Built { id: i64, a: Gc<Obj>, b: Gc<Obj> }`, built at run time.
+fn built_type() -> &'static fing::Type {
+    TypeBuilder::structure(Some("model.Built"))
+        .field("id", i64::TYPE)
+        .field("a", Gc::<Obj>::TYPE)
+        .field("b", Gc::<Obj>::TYPE)
+        .build()
+}
+
 /// A fing heap and its model, driven by `apply`.
 pub struct World {
     heap: Heap,
     roots: Vec<Gc<Obj>>,
     tiny_roots: Vec<Gc<Tiny>>,
     bigs: Vec<Gc<Big>>,
+    /// Objects of the built type `model.Built`, with their ids.
+    built: Vec<(u64, Value)>,
+    built_ty: &'static fing::Type,
     /// Handles made by `Op::Map`, with the id of the object they were mapped from.
     mapped: Vec<(u64, Gc<str>, Gc<u64>)>,
     globals: Arc<Mutex<Vec<Gc<Obj>>>>,
@@ -482,6 +518,8 @@ impl World {
             roots: Vec::new(),
             tiny_roots: Vec::new(),
             bigs: Vec::new(),
+            built: Vec::new(),
+            built_ty: built_type(),
             mapped: Vec::new(),
             globals: Arc::default(),
             tiny_globals: Arc::default(),
@@ -556,6 +594,7 @@ impl World {
                     links: [a.as_ref().map(|g| g.id), b.as_ref().map(|g| g.id)],
                     leaf: leaf.as_ref().map(|t| t.id),
                     many: Vec::new(),
+                    built: false,
                     block: None,
                     armed: None,
                 };
@@ -581,6 +620,7 @@ impl World {
                     links: [None; 2],
                     leaf: None,
                     many: Vec::new(),
+                    built: false,
                     block: Some(block.as_ptr() as usize),
                     armed: None,
                 };
@@ -596,6 +636,7 @@ impl World {
                     links: [target.as_ref().map(|g| g.id), None],
                     leaf: None,
                     many: Vec::new(),
+                    built: false,
                     block: None,
                     armed: None,
                 };
@@ -612,6 +653,44 @@ impl World {
                 );
                 self.bigs.push(big);
                 self.model.insert(id, m);
+            }
+            Op::AllocBuilt => {
+                let id = self.new_id();
+                let v = self
+                    .heap
+                    .alloc_zeroed(self.built_ty)
+                    .expect("a built object");
+                reflect::set_field(&v, 0, Value::from(id as i64)).expect("its id");
+                self.model.insert(
+                    id,
+                    ModelObj {
+                        links: [None; 2],
+                        leaf: None,
+                        many: Vec::new(),
+                        built: true,
+                        block: None,
+                        armed: None,
+                    },
+                );
+                self.built.push((id, v));
+            }
+            Op::SetBuilt { at, slot, to } => {
+                let Some(b) = Self::pick(self.built.len(), at) else {
+                    return;
+                };
+                let target = to
+                    .and_then(|t| Self::pick(n, t))
+                    .map(|t| self.roots[t].clone());
+                let tid = target.as_ref().map(|g| g.id);
+                let (id, v) = &self.built[b];
+                let new = target.map_or_else(Value::nil, Value::from);
+                reflect::set_field(v, 1 + slot, new).expect("a pointer to an Obj");
+                self.model.get_mut(id).unwrap().links[slot] = tid;
+            }
+            Op::DropBuilt(i) => {
+                if let Some(i) = Self::pick(self.built.len(), i) {
+                    self.built.swap_remove(i);
+                }
             }
             Op::DropBig(i) => {
                 if let Some(i) = Self::pick(self.bigs.len(), i) {
@@ -846,6 +925,7 @@ impl World {
             .map(|g| g.id)
             .chain(self.tiny_roots.iter().map(|g| g.id))
             .chain(self.bigs.iter().map(|g| g.id))
+            .chain(self.built.iter().map(|b| b.0))
             .chain(self.mapped.iter().map(|m| m.0))
             .chain(self.model_globals.iter().copied())
             .chain(registry.iter().copied())
@@ -996,7 +1076,7 @@ impl World {
         // Every object the model calls garbage was destroyed...
         let freed_objs: BTreeSet<u64> = freed
             .iter()
-            .filter(|id| self.model[id].block.is_none())
+            .filter(|id| self.model[id].block.is_none() && !self.model[id].built)
             .copied()
             .collect();
         assert!(
@@ -1083,6 +1163,26 @@ impl World {
                 self.check_obj(&x, &mut seen);
             }
         }
+        for (id, v) in &self.built {
+            assert!(
+                self.model.contains_key(id),
+                "reachable built object {id} was freed"
+            );
+            let got = reflect::field(v, 0).expect("its id").downcast::<i64>().ok();
+            assert_eq!(got, Some(*id as i64), "built object {id} corrupted");
+            for slot in 0..2 {
+                let l = reflect::field(v, 1 + slot).expect("a pointer field");
+                let l = l.downcast_ref::<Gc<Obj>>().cloned();
+                assert_eq!(
+                    l.as_ref().map(|x| x.id),
+                    self.model[id].links[slot],
+                    "pointer {slot} of built object {id}"
+                );
+                if let Some(x) = l {
+                    self.check_obj(&x, &mut seen);
+                }
+            }
+        }
         let tiny_globals = self.tiny_globals.lock().unwrap().clone();
         for t in self.tiny_roots.iter().chain(&tiny_globals) {
             self.check_tiny(t);
@@ -1165,6 +1265,7 @@ impl World {
         self.roots.clear();
         self.tiny_roots.clear();
         self.bigs.clear();
+        self.built.clear();
         self.mapped.clear();
         // Out of the lock first: the drops run destructors that take it.
         let registry = std::mem::take(&mut *self.shared.registry.lock().unwrap());

@@ -85,6 +85,7 @@ impl core::fmt::Debug for FinalizerPanic<'_> {
 /// `Heap::run_finalizers`.
 ///
 /// ```
+/// # use gc_core as fing;
 /// # use std::sync::{Arc, Mutex};
 /// let failed = Arc::new(Mutex::new(Vec::new()));
 /// let log = failed.clone();
