@@ -567,6 +567,7 @@ unsafe impl<T: Trace> Typed for GcCell<T> {
 unsafe impl<T: Trace> Trace for GcCell<T> {
     const NO_SCAN: bool = T::NO_SCAN;
     const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP;
+    const DROP_ONLY_FREES: bool = T::DROP_ONLY_FREES;
     fn trace(&self, tracer: &mut Tracer) {
         // SAFETY: see above.
         unsafe { &*self.value.get() }.trace(tracer);

@@ -297,7 +297,7 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
     // SAFETY: `at_zero` read a `&'static Type` here; no one has written the header since.
     let ty: &'static Type = unsafe { &*h.ty.load(Ordering::Relaxed) };
     if ty.needs_drop() {
-        if let PtrMask::Small(m) = ty.ptrmask() {
+        if let (true, PtrMask::Small(m)) = (ty.handles_only_drop(), ty.ptrmask()) {
             // The destructor only drops handles, and the mask marks exactly the words that
             // hold them (the `Trace` contract): lowering those counts is the whole drop.
             for_each_mask_word(obj, ty, m, |w| {
@@ -313,8 +313,8 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
         } else {
             let data = obj.as_ptr().wrapping_add(data_offset(ty.align()));
             // SAFETY: the value is valid and unreachable: dropped once, here. Its
-            // destructor only drops handles (`at_zero`), so no user code runs here; the
-            // handles' drops come back through `lower` and join the chain.
+            // destructor only drops handles and frees memory (`at_zero`), so no user code
+            // runs here; the handles' drops come back through `lower` and join the chain.
             unsafe { ty.drop_value(data) };
         }
     }

@@ -19,7 +19,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use gc_types::{AtZero, Type};
+use gc_types::Type;
 
 use crate::sizeclasses::PAGE_SIZE;
 
@@ -140,9 +140,11 @@ pub(crate) fn count_one_more(h: &Header) {
 /// The byte freed values are overwritten with in debug builds.
 pub(crate) const POISON: u8 = 0xde;
 
-/// Does dropping a value of `ty` run code other than handle drops (so that it must run
-/// outside every section and stop: `mdrop`)? False for the dead-slot markers.
+/// Does dropping a value of `ty` do more than drop handles, so that a collection must
+/// destroy its garbage after the world resumes (`mdrop`) rather than skip the drop? (At
+/// count zero, `Type::at_zero` decides: a drop that only frees memory runs in the
+/// freeing section.) False for the dead-slot markers.
 #[inline]
 pub(crate) fn runs_user_code(ty: &Type) -> bool {
-    ty.at_zero() == AtZero::Doom
+    ty.destroyed_after_collection()
 }

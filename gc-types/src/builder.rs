@@ -30,7 +30,7 @@ use std::sync::OnceLock;
 use dashmap::DashMap;
 
 use crate::kind::Kind;
-use crate::ty::{Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
+use crate::ty::{AtZero, Field, Itab, Method, PtrMask, SendSync, Type, TypeIdent, TypeRef};
 
 static NEXT_IDENT: AtomicU64 = AtomicU64::new(1);
 
@@ -131,7 +131,11 @@ impl TypeBuilder {
             t.noscan = repr.noscan;
             t.trace = repr.trace;
             t.drop = repr.drop;
-            t.set_drop_glue(repr.needs_drop, repr.handles_only_drop);
+            t.set_drop_glue(
+                repr.needs_drop,
+                repr.handles_only_drop,
+                repr.at_zero == AtZero::Free,
+            );
             t.ptrmask = repr.ptrmask;
             t.send_sync = SendSync::Pointer;
             t.elem = Some(TypeRef::Static(elem));
@@ -171,6 +175,7 @@ impl TypeBuilder {
             t.set_drop_glue(
                 len > 0 && elem.needs_drop,
                 len == 0 || elem.handles_only_drop,
+                len == 0 || elem.at_zero == AtZero::Free,
             );
             t.send_sync = SendSync::Structural;
             t.ptrmask = if t.noscan {
@@ -331,6 +336,7 @@ impl StructBuilder {
         t.set_drop_glue(
             self.fields.iter().any(|(_, f)| f.needs_drop),
             self.fields.iter().all(|(_, f)| f.handles_only_drop),
+            self.fields.iter().all(|(_, f)| f.at_zero == AtZero::Free),
         );
         t.ptrmask = if t.noscan {
             PtrMask::EMPTY

@@ -29,7 +29,8 @@ use crate::Typed;
 ///   and it must not mutate anything a handle can reach;
 /// - `NO_SCAN` is true only if no value of the type can ever hold a handle;
 /// - `PTRMASK`, when known, marks exactly the words that hold object references;
-/// - `NONE_IS_NULL` and `HANDLES_ONLY_DROP`, when true, are true (see each);
+/// - `NONE_IS_NULL`, `HANDLES_ONLY_DROP` and `DROP_ONLY_FREES`, when true, are true (see
+///   each);
 /// - the `Typed` descriptor describes `Self` ([`Typed`]'s contract).
 ///
 /// Derive it: `#[derive(Trace)]`.
@@ -56,6 +57,14 @@ pub unsafe trait Trace: Typed {
     /// destructor of such garbage (its handles' counts are settled by the collector).
     #[doc(hidden)]
     const HANDLES_ONLY_DROP: bool = !core::mem::needs_drop::<Self>();
+    /// True if dropping a value runs no code but handle drops and the global allocator's
+    /// deallocations (a `Vec` or `String` of such): the freeing path may run it inside a
+    /// mutator section when the count reaches zero, as it runs a handles-only drop
+    /// (fing itself allocates and frees with the global allocator there). Unlike a
+    /// handles-only drop, a collection must still run it (it frees memory), after the
+    /// world resumes. Implied by `HANDLES_ONLY_DROP`.
+    #[doc(hidden)]
+    const DROP_ONLY_FREES: bool = Self::HANDLES_ONLY_DROP;
     /// Reports every handle `self` owns to `tracer`.
     ///
     /// It should not panic. If it does during a collection, the collection is abandoned

@@ -239,7 +239,8 @@ pub enum SendSync {
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AtZero {
-    /// Its drop only drops handles: freed in the dropping section.
+    /// Its drop only drops handles, or only those and frees memory: freed in the dropping
+    /// section.
     Free,
     /// Its drop runs user code: doomed, destroyed outside every section.
     Doom,
@@ -248,8 +249,8 @@ pub enum AtZero {
 }
 
 impl AtZero {
-    pub(crate) const fn of(needs_drop: bool, handles_only_drop: bool) -> AtZero {
-        if needs_drop && !handles_only_drop {
+    pub(crate) const fn of(needs_drop: bool, handles_only_drop: bool, only_frees: bool) -> AtZero {
+        if needs_drop && !handles_only_drop && !only_frees {
             AtZero::Doom
         } else {
             AtZero::Free
@@ -315,13 +316,20 @@ impl Type {
         }
     }
 
-    /// Sets what dropping a value does: `needs_drop` (there is drop glue at all) and
-    /// `handles_only_drop` (it only drops handles), and so `at_zero`, which the freeing
-    /// path reads instead of the two: the one place the three are set together.
-    pub(crate) const fn set_drop_glue(&mut self, needs_drop: bool, handles_only_drop: bool) {
+    /// Sets what dropping a value does: `needs_drop` (there is drop glue at all),
+    /// `handles_only_drop` (it only drops handles: a collection may skip it) and
+    /// `only_frees` (it runs no code but handle drops and deallocations: the freeing path
+    /// may run it in a section), and so `at_zero`, which the freeing path reads instead:
+    /// the one place they are set together.
+    pub(crate) const fn set_drop_glue(
+        &mut self,
+        needs_drop: bool,
+        handles_only_drop: bool,
+        only_frees: bool,
+    ) {
         self.needs_drop = needs_drop;
         self.handles_only_drop = handles_only_drop;
-        self.at_zero = AtZero::of(needs_drop, handles_only_drop);
+        self.at_zero = AtZero::of(needs_drop, handles_only_drop, only_frees);
     }
 }
 
@@ -380,7 +388,11 @@ impl Type {
         if core::mem::needs_drop::<T>() {
             t.drop = Some(drop_thunk::<T> as DropFn);
         }
-        t.set_drop_glue(core::mem::needs_drop::<T>(), T::HANDLES_ONLY_DROP);
+        t.set_drop_glue(
+            core::mem::needs_drop::<T>(),
+            T::HANDLES_ONLY_DROP,
+            T::DROP_ONLY_FREES,
+        );
         t.ptrmask = T::PTRMASK;
         t
     }
@@ -405,7 +417,8 @@ impl Type {
         if core::mem::needs_drop::<T>() {
             t.drop = Some(drop_thunk::<T> as DropFn);
         }
-        t.set_drop_glue(core::mem::needs_drop::<T>(), !core::mem::needs_drop::<T>());
+        let no_drop = !core::mem::needs_drop::<T>();
+        t.set_drop_glue(!no_drop, no_drop, no_drop);
         t
     }
 
@@ -551,6 +564,13 @@ impl Type {
     #[inline]
     pub fn at_zero(&self) -> AtZero {
         self.at_zero
+    }
+    /// Must garbage of this type found by a collection be destroyed after the world
+    /// resumes (its drop does more than drop handles), rather than skipped?
+    #[doc(hidden)]
+    #[inline]
+    pub fn destroyed_after_collection(&self) -> bool {
+        self.needs_drop && !self.handles_only_drop
     }
     /// Marks a descriptor as never freed at count zero (the heap's markers of dead slots;
     /// safe: such objects are left to the collector).

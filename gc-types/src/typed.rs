@@ -68,9 +68,11 @@ macro_rules! leaf {
                 // SAFETY: the impl's own argument: this descriptor describes the type exactly.
                 &unsafe { Type::rust::<$t>(Kind::$kind) }.named($name).with_send_sync(SEND_SYNC);
         }
-        // SAFETY: a primitive never holds a handle.
+        // SAFETY: a primitive never holds a handle; its drop is nothing, or (a string) the
+        // global allocator's deallocation.
         unsafe impl Trace for $t {
             const NO_SCAN: bool = true;
+            const DROP_ONLY_FREES: bool = true;
             #[inline]
             fn trace(&self, _: &mut Tracer) {}
         }
@@ -143,6 +145,7 @@ macro_rules! tuple {
         unsafe impl<$($t: Trace),+> Trace for ($($t,)+) {
             const NO_SCAN: bool = true $(&& $t::NO_SCAN)+;
             const HANDLES_ONLY_DROP: bool = true $(&& $t::HANDLES_ONLY_DROP)+;
+            const DROP_ONLY_FREES: bool = true $(&& $t::DROP_ONLY_FREES)+;
             const PTRMASK: PtrMask = PtrMask::of_fields(
                 size_of::<Self>(), &[$((offset_of!(Self, $n), $t::PTRMASK)),+]);
             #[inline]
@@ -189,6 +192,7 @@ unsafe impl<T: Trace, const N: usize> Trace for [T; N] {
     const NO_SCAN: bool = N == 0 || T::NO_SCAN;
     const PTRMASK: PtrMask = array_mask(T::PTRMASK, size_of::<T>(), N);
     const HANDLES_ONLY_DROP: bool = N == 0 || T::HANDLES_ONLY_DROP;
+    const DROP_ONLY_FREES: bool = N == 0 || T::DROP_ONLY_FREES;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
         if !T::NO_SCAN {
@@ -205,9 +209,11 @@ unsafe impl<T: Trace> Typed for Vec<T> {
     const TYPE: &'static Type =
         &unsafe { Type::rust::<Self>(Kind::Slice) }.with_elem(TypeRef::of::<T>());
 }
-// SAFETY: a `Vec` owns its elements; each is traced once.
+// SAFETY: a `Vec` owns its elements; each is traced once. Its drop is theirs and a
+// deallocation.
 unsafe impl<T: Trace> Trace for Vec<T> {
     const NO_SCAN: bool = T::NO_SCAN;
+    const DROP_ONLY_FREES: bool = T::DROP_ONLY_FREES;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
         if !T::NO_SCAN {
@@ -225,9 +231,11 @@ unsafe impl<T: Trace> Typed for VecDeque<T> {
         .named("VecDeque")
         .with_args(&[TypeRef::of::<T>()]);
 }
-// SAFETY: a `VecDeque` owns its elements; each is traced once.
+// SAFETY: a `VecDeque` owns its elements; each is traced once. Its drop is theirs and a
+// deallocation.
 unsafe impl<T: Trace> Trace for VecDeque<T> {
     const NO_SCAN: bool = T::NO_SCAN;
+    const DROP_ONLY_FREES: bool = T::DROP_ONLY_FREES;
     fn trace(&self, tracer: &mut Tracer) {
         if !T::NO_SCAN {
             for x in self {
@@ -245,9 +253,10 @@ unsafe impl<T: Trace> Typed for Box<T> {
         .named("Box")
         .with_args(&[TypeRef::of::<T>()]);
 }
-// SAFETY: a `Box` owns its content.
+// SAFETY: a `Box` owns its content; its drop is the content's and a deallocation.
 unsafe impl<T: Trace> Trace for Box<T> {
     const NO_SCAN: bool = T::NO_SCAN;
+    const DROP_ONLY_FREES: bool = T::DROP_ONLY_FREES;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
         (**self).trace(tracer);
@@ -274,6 +283,7 @@ unsafe impl<T: Trace> Trace for Option<T> {
         PtrMask::Unknown
     };
     const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP;
+    const DROP_ONLY_FREES: bool = T::DROP_ONLY_FREES;
     #[inline]
     fn trace(&self, tracer: &mut Tracer) {
         if let Some(x) = self {
@@ -294,6 +304,7 @@ unsafe impl<T: Trace, E: Trace> Typed for Result<T, E> {
 unsafe impl<T: Trace, E: Trace> Trace for Result<T, E> {
     const NO_SCAN: bool = T::NO_SCAN && E::NO_SCAN;
     const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP && E::HANDLES_ONLY_DROP;
+    const DROP_ONLY_FREES: bool = T::DROP_ONLY_FREES && E::DROP_ONLY_FREES;
     fn trace(&self, tracer: &mut Tracer) {
         match self {
             Ok(x) => x.trace(tracer),
@@ -312,9 +323,11 @@ macro_rules! map {
                 .named($name)
                 .with_args(&[TypeRef::of::<K>(), TypeRef::of::<V>()]);
         }
-        // SAFETY: a map owns its keys and values; each is traced once.
+        // SAFETY: a map owns its keys and values; each is traced once. Its drop is theirs
+        // and deallocations (the default hasher has none).
         unsafe impl<K: Trace, V: Trace> Trace for $m<K, V> {
             const NO_SCAN: bool = K::NO_SCAN && V::NO_SCAN;
+            const DROP_ONLY_FREES: bool = K::DROP_ONLY_FREES && V::DROP_ONLY_FREES;
             fn trace(&self, tracer: &mut Tracer) {
                 if !Self::NO_SCAN {
                     for (k, v) in self {
@@ -336,9 +349,11 @@ macro_rules! set {
                 // SAFETY: the impl's own argument: this descriptor describes the type exactly.
                 &unsafe { Type::rust::<Self>(Kind::Opaque) }.named($name).with_args(&[TypeRef::of::<K>()]);
         }
-        // SAFETY: a set owns its elements; each is traced once.
+        // SAFETY: a set owns its elements; each is traced once. Its drop is theirs and
+        // deallocations.
         unsafe impl<K: Trace> Trace for $s<K> {
             const NO_SCAN: bool = K::NO_SCAN;
+            const DROP_ONLY_FREES: bool = K::DROP_ONLY_FREES;
             fn trace(&self, tracer: &mut Tracer) {
                 if !Self::NO_SCAN {
                     for k in self {

@@ -57,7 +57,7 @@ fn bounded_generics(input: &Input) -> Generics {
 }
 
 /// `unsafe impl Trace`: `trace` and the constants `NO_SCAN`, `PTRMASK`,
-/// `HANDLES_ONLY_DROP`.
+/// `HANDLES_ONLY_DROP`, `DROP_ONLY_FREES`.
 fn trace_impl(input: &Input, bounded: &Generics) -> TokenStream {
     let name = &input.name;
     let (impl_g, ty_g, where_c) = bounded.split_for_impl();
@@ -80,6 +80,14 @@ fn trace_impl(input: &Input, bounded: &Generics) -> TokenStream {
             quote!(false)
         } else {
             quote!(<#ty as __fing::Trace>::HANDLES_ONLY_DROP)
+        }
+    });
+    let only_frees_terms = traced.iter().map(|f| {
+        let ty = &f.ty;
+        if f.recursive {
+            quote!(false)
+        } else {
+            quote!(<#ty as __fing::Trace>::DROP_ONLY_FREES)
         }
     });
 
@@ -120,6 +128,17 @@ fn trace_impl(input: &Input, bounded: &Generics) -> TokenStream {
             #(&& !::core::mem::needs_drop::<#untraced_tys>())*)
     };
 
+    // Dropping the value runs no code but handle drops and deallocations if every field's
+    // drop is that, and the type has no `Drop` of its own (untraced fields: no drop).
+    let only_frees_drop = if input.opts.allow_drop {
+        quote!(false)
+    } else {
+        let untraced_tys = all.iter().filter(|f| !f.traced()).map(|f| &f.ty);
+        quote!(true
+            #(&& #only_frees_terms)*
+            #(&& !::core::mem::needs_drop::<#untraced_tys>())*)
+    };
+
     let trace_body = trace_body(input, &traced);
 
     quote! {
@@ -132,6 +151,7 @@ fn trace_impl(input: &Input, bounded: &Generics) -> TokenStream {
             const NO_SCAN: bool = true #(&& #no_scan_terms)*;
             const PTRMASK: __fing::PtrMask = #ptrmask;
             const HANDLES_ONLY_DROP: bool = #handles_only_drop;
+            const DROP_ONLY_FREES: bool = #only_frees_drop;
             #[inline]
             fn trace(&self, tracer: &mut __fing::Tracer) {
                 let _ = &tracer;

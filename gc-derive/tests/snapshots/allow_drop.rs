@@ -36,6 +36,7 @@ const _: () = {
             )
         };
         const HANDLES_ONLY_DROP: bool = false;
+        const DROP_ONLY_FREES: bool = false;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

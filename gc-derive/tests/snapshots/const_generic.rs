@@ -40,6 +40,9 @@ const _: () = {
         const HANDLES_ONLY_DROP: bool = true
             && <[Option<Gc<Item>>; N] as __fing::Trace>::HANDLES_ONLY_DROP
             && <Option<Gc<Ring<N>>> as __fing::Trace>::HANDLES_ONLY_DROP;
+        const DROP_ONLY_FREES: bool = true
+            && <[Option<Gc<Item>>; N] as __fing::Trace>::DROP_ONLY_FREES
+            && <Option<Gc<Ring<N>>> as __fing::Trace>::DROP_ONLY_FREES;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

@@ -31,6 +31,10 @@ const _: () = {
             && <Gc<Shape> as __fing::Trace>::HANDLES_ONLY_DROP
             && <String as __fing::Trace>::HANDLES_ONLY_DROP
             && !::core::mem::needs_drop::<u8>() && !::core::mem::needs_drop::<u8>();
+        const DROP_ONLY_FREES: bool = true && <f64 as __fing::Trace>::DROP_ONLY_FREES
+            && <Gc<Shape> as __fing::Trace>::DROP_ONLY_FREES
+            && <String as __fing::Trace>::DROP_ONLY_FREES
+            && !::core::mem::needs_drop::<u8>() && !::core::mem::needs_drop::<u8>();
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

@@ -44,6 +44,9 @@ const _: () = {
         const HANDLES_ONLY_DROP: bool = true && <A as __fing::Trace>::HANDLES_ONLY_DROP
             && <Vec<B> as __fing::Trace>::HANDLES_ONLY_DROP
             && <usize as __fing::Trace>::HANDLES_ONLY_DROP;
+        const DROP_ONLY_FREES: bool = true && <A as __fing::Trace>::DROP_ONLY_FREES
+            && <Vec<B> as __fing::Trace>::DROP_ONLY_FREES
+            && <usize as __fing::Trace>::DROP_ONLY_FREES;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

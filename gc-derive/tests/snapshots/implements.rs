@@ -37,6 +37,8 @@ const _: () = {
         };
         const HANDLES_ONLY_DROP: bool = true && <i32 as __fing::Trace>::HANDLES_ONLY_DROP
             && <Option<Gc<File>> as __fing::Trace>::HANDLES_ONLY_DROP;
+        const DROP_ONLY_FREES: bool = true && <i32 as __fing::Trace>::DROP_ONLY_FREES
+            && <Option<Gc<File>> as __fing::Trace>::DROP_ONLY_FREES;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

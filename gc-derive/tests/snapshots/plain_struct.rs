@@ -39,6 +39,9 @@ const _: () = {
         const HANDLES_ONLY_DROP: bool = true && <i32 as __fing::Trace>::HANDLES_ONLY_DROP
             && <String as __fing::Trace>::HANDLES_ONLY_DROP
             && <Gc<Dir> as __fing::Trace>::HANDLES_ONLY_DROP;
+        const DROP_ONLY_FREES: bool = true && <i32 as __fing::Trace>::DROP_ONLY_FREES
+            && <String as __fing::Trace>::DROP_ONLY_FREES
+            && <Gc<Dir> as __fing::Trace>::DROP_ONLY_FREES;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

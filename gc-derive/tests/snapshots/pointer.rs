@@ -28,6 +28,8 @@ const _: () = {
         };
         const HANDLES_ONLY_DROP: bool = true
             && <Gc<File> as __fing::Trace>::HANDLES_ONLY_DROP;
+        const DROP_ONLY_FREES: bool = true
+            && <Gc<File> as __fing::Trace>::DROP_ONLY_FREES;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

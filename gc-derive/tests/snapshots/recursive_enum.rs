@@ -26,6 +26,8 @@ const _: () = {
         };
         const HANDLES_ONLY_DROP: bool = true && <i32 as __fing::Trace>::HANDLES_ONLY_DROP
             && false;
+        const DROP_ONLY_FREES: bool = true && <i32 as __fing::Trace>::DROP_ONLY_FREES
+            && false;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

@@ -40,6 +40,8 @@ const _: () = {
         };
         const HANDLES_ONLY_DROP: bool = true && <i32 as __fing::Trace>::HANDLES_ONLY_DROP
             && <Option<Gc<Self>> as __fing::Trace>::HANDLES_ONLY_DROP && false && false;
+        const DROP_ONLY_FREES: bool = true && <i32 as __fing::Trace>::DROP_ONLY_FREES
+            && <Option<Gc<Self>> as __fing::Trace>::DROP_ONLY_FREES && false && false;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

@@ -30,6 +30,8 @@ const _: () = {
         };
         const HANDLES_ONLY_DROP: bool = true && <u32 as __fing::Trace>::HANDLES_ONLY_DROP
             && <Gc<Plain> as __fing::Trace>::HANDLES_ONLY_DROP;
+        const DROP_ONLY_FREES: bool = true && <u32 as __fing::Trace>::DROP_ONLY_FREES
+            && <Gc<Plain> as __fing::Trace>::DROP_ONLY_FREES;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

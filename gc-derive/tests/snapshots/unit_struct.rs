@@ -22,6 +22,7 @@ const _: () = {
             __fing::PtrMask::of_fields(__fing::size_of::<Self>(), &[])
         };
         const HANDLES_ONLY_DROP: bool = true;
+        const DROP_ONLY_FREES: bool = true;
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

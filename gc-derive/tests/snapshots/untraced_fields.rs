@@ -39,6 +39,10 @@ const _: () = {
             && <Vec<Gc<Item>> as __fing::Trace>::HANDLES_ONLY_DROP
             && !::core::mem::needs_drop::<u64>()
             && !::core::mem::needs_drop::<std::sync::Mutex<Vec<u8>>>();
+        const DROP_ONLY_FREES: bool = true
+            && <Vec<Gc<Item>> as __fing::Trace>::DROP_ONLY_FREES
+            && !::core::mem::needs_drop::<u64>()
+            && !::core::mem::needs_drop::<std::sync::Mutex<Vec<u8>>>();
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;
