@@ -344,3 +344,49 @@ fn four_threads_write_and_read_one_object_while_collections_run() {
         assert_eq!(v, th as i64 * 1_000_000 + 2999);
     }
 }
+
+/// A built array is identical to no Rust array: a zeroed `[*i64; 1]` (a nil pointer) is
+/// not passed where Rust expects a `Gc<[Gc<i64>; 1]>` (the review's finding: it was, and
+/// Rust code saw a null handle).
+#[test]
+fn a_built_array_is_never_passed_as_a_rust_array() {
+    let h = heap();
+    let ptr_i64 = TypeBuilder::pointer(<Gc<()>>::TYPE, None, i64::TYPE);
+    let arr = TypeBuilder::array(ptr_i64, 1);
+    assert!(!fing::reflect::rules::identical(arr, <[Gc<i64>; 1]>::TYPE));
+    assert!(!fing::reflect::rules::identical(
+        TypeBuilder::array(i64::TYPE, 2),
+        <[i64; 2]>::TYPE
+    ));
+    let obj = h.alloc_zeroed(arr).unwrap();
+    let f = Func::new(|g: Gc<[Gc<i64>; 1]>| drop(g));
+    assert!(f.call(vec![obj]).is_err());
+}
+
+/// `set_field` never writes into a Rust object: a Rust `Gc<[i64; 2]>` (or
+/// `Gc<[Gc<i64>; 1]>`) is not assignable to a built pointer field `*[i64; 2]`, so it can
+/// never come back out of one as a built pointer to be written through (the review found
+/// both a nil written into a Rust array and a Rust array changed under a live `&`).
+#[test]
+fn set_field_never_reaches_a_rust_object() {
+    let h = heap();
+    let arr = TypeBuilder::array(i64::TYPE, 2);
+    let p_arr = TypeBuilder::pointer(<Gc<()>>::TYPE, None, arr);
+    let holder = TypeBuilder::structure(Some("review.Holder2"))
+        .field("p", p_arr)
+        .build();
+    let rust: Gc<[i64; 2]> = h.alloc([1, 2]);
+    let obj = h.alloc_zeroed(holder).unwrap();
+    let e = set_field(&obj, 0, Value::from(rust.clone())).unwrap_err();
+    assert!(matches!(e, ReflectError::NotAssignable { .. }), "{e}");
+    assert_eq!(*rust, [1, 2]);
+    let ptr_i64 = TypeBuilder::pointer(<Gc<()>>::TYPE, None, i64::TYPE);
+    let p_arr = TypeBuilder::pointer(<Gc<()>>::TYPE, None, TypeBuilder::array(ptr_i64, 1));
+    let holder = TypeBuilder::structure(Some("review.Holder"))
+        .field("p", p_arr)
+        .build();
+    let rust: Gc<[Gc<i64>; 1]> = h.alloc([h.alloc(7i64)]);
+    let obj = h.alloc_zeroed(holder).unwrap();
+    assert!(set_field(&obj, 0, Value::from(rust.clone())).is_err());
+    assert_eq!(*rust[0], 7);
+}

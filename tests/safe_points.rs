@@ -263,3 +263,15 @@ fn a_heap_without_the_option_never_has_pending_finalizers() {
     fing::wait_finalizers();
     assert_eq!(ran.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn run_finalizers_under_a_gccell_write_guard_panics() {
+    let h = safe_point_heap();
+    let n = node(&h, 1);
+    let guard = n.next.borrow_mut();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.run_finalizers()));
+    drop(guard);
+    let e = r.expect_err("finalizers never run inside a section");
+    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("GcCell write guard"), "{msg}");
+}

@@ -384,7 +384,8 @@ impl Heap {
     ///
     /// # Panics
     /// If called from one of the finalizers it is running (they run one at a time, in
-    /// order), or from a `Trace` impl (inside a collection).
+    /// order), while this thread holds a `GcCell` write guard (finalizers run outside every
+    /// section), or from a `Trace` impl (inside a collection).
     pub fn run_finalizers(&self) -> usize {
         crate::mfinal::run_pending(self.inner, "fing::Heap::run_finalizers")
     }

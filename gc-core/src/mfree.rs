@@ -229,6 +229,12 @@ fn at_zero(obj: NonNull<u8>, ty: *const Type, arena: &mut Option<&'static Arena>
             let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
             if small && !s.has_records() {
                 AtZeroHere::Chain(s, ty)
+            } else if ty.destroyed_after_collection() {
+                // A drop that frees memory (a large object's, or one in a span with
+                // records) is not left for a collection: what it owns would wait there.
+                // Doomed, as user code is: destroyed outside the section, the slot to the
+                // sweep (large) or kept for the records' owner (`doom_unless_recorded`).
+                AtZeroHere::Doom(ty)
             } else {
                 AtZeroHere::Leave
             }

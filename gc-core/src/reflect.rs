@@ -23,6 +23,7 @@
 //!   for built aggregates of more than 64 words.
 
 use core::fmt;
+use core::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use gc_types::rules::{assignable_pointer, identical};
@@ -227,7 +228,29 @@ fn target(obj: &Value, api: &'static str) -> Result<(&'static Type, *mut u8), Re
     // SAFETY: a pointer-kind value holds one handle word (`Typed`'s contract), read as a
     // `Gc<u8>` by reference only (its address; nothing is dropped).
     let h = unsafe { &*obj.as_ptr().cast::<Gc<u8>>() };
-    Ok((elem, Gc::as_ptr(h).cast_mut()))
+    let data = Gc::as_ptr(h).cast_mut();
+    // The object itself must be one `alloc_zeroed` made of this type, and the handle at
+    // its start: its header names `elem` (or it is in a tiny block, whose header names
+    // none). No safe path leads a built pointer type to anything else (built aggregates
+    // are identical to no Rust type), so this guards against descriptors misused in
+    // unsafe code, and against interior handles, whose stripe would not be the object's.
+    if let Some(o) = Gc::object_addr(h) {
+        // SAFETY: the handle keeps its object allocated; its header is initialised.
+        let ty = unsafe { crate::slot::header(o.as_ptr()) }
+            .ty
+            .load(Ordering::Relaxed);
+        let start = o
+            .as_ptr()
+            .wrapping_add(crate::slot::data_offset(elem.align()));
+        let made_here = core::ptr::eq(ty, elem) && data == start;
+        if !(made_here || ty.is_null()) {
+            return Err(ReflectError::NotBuiltObject {
+                api,
+                ty: t.to_string(),
+            });
+        }
+    }
+    Ok((elem, data))
 }
 
 /// Field (or element) `i` of `st`: its type, offset and name, or why not.

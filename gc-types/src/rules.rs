@@ -26,6 +26,14 @@ pub fn identical(a: &Type, b: &Type) -> bool {
     if a.is_named() || b.is_named() || a.kind() != b.kind() || a.size() != b.size() {
         return false;
     }
+    // An array built at run time is never identical to a Rust array (nor, so, a pointer to
+    // one to a Rust handle): objects of built types may hold nil pointers and are written
+    // by `reflect::set_field` under its own lock, neither of which a Rust `&[T; N]` may
+    // see. (Go equates `reflect.ArrayOf(2, int)` with `[2]int`; fing's Rust arrays are
+    // Rust values.)
+    if a.kind() == Kind::Array && a.is_built() != b.is_built() {
+        return false;
+    }
     let same = |x: &[TypeRef], y: &[TypeRef]| {
         x.len() == y.len() && x.iter().zip(y).all(|(p, q)| identical(p.get(), q.get()))
     };

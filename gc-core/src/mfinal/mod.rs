@@ -720,6 +720,12 @@ pub(crate) fn enqueue(heap: &'static crate::mheap::MHeap, batch: queue::FinQueue
 /// waits for the next call.
 pub(crate) fn run_pending(heap: &'static crate::mheap::MHeap, api: &str) -> usize {
     crate::world::assert_not_collecting(api);
+    // Finalizers are user code: never inside a section (a `GcCell` guard's), where one
+    // that waits for the finalizer thread, itself waiting for this section, never returns.
+    assert!(
+        !crate::world::in_section(),
+        "{api}: called while this thread holds a GcCell write guard (finalizers run outside every section)"
+    );
     assert!(
         !RUNNING_PENDING.get(),
         "{api}: called from a finalizer it is running (finalizers run one at a time, in order)"
