@@ -445,6 +445,42 @@ mod tests {
         );
     }
 
+    /// A nil pointer (a zero word) in a built aggregate is stepped over by part-by-part
+    /// tracing (past a 64-word mask) and dropping; the zero value exists for built
+    /// aggregates of numbers and pointers only.
+    #[test]
+    fn nil_pointers_in_built_aggregates_are_stepped_over() {
+        let p = TypeBuilder::pointer(Ptr::TYPE, None, i64::TYPE);
+        let arr = TypeBuilder::array(p, 100);
+        assert!(!arr.ptrmask().is_known(), "traced element by element");
+        let t = TypeBuilder::structure(None)
+            .field("n", i64::TYPE)
+            .field("ptrs", arr)
+            .build();
+        assert!(t.has_zero_value() && arr.has_zero_value());
+        assert!(!p.has_zero_value(), "a pointer alone has none");
+        assert!(
+            !<[Ptr; 2]>::TYPE.has_zero_value(),
+            "nor a Rust array of them"
+        );
+        assert!(!Vec::<u8>::TYPE.has_zero_value());
+        let mut obj = [0usize; 101];
+        // Element 7 holds a near handle word; every other is nil.
+        obj[1 + 7] = 0x1010 | 16 << crate::word::TAG_SHIFT;
+        let mut tracer = Tracer::new();
+        // SAFETY: `obj` has the built type's size and layout (101 words).
+        unsafe { t.trace_value(obj.as_ptr().cast(), &mut tracer) };
+        let edges: Vec<usize> = tracer.edges().iter().map(|e| e.as_ptr() as usize).collect();
+        assert_eq!(edges, vec![0x1000]);
+        // SAFETY: as above; `Ptr` drops nothing, and the nil words are stepped over.
+        unsafe { t.drop_value(obj.as_mut_ptr().cast()) };
+        // A built array is identical to no Rust array.
+        assert!(!crate::rules::identical(
+            TypeBuilder::array(i64::TYPE, 2),
+            <[i64; 2]>::TYPE
+        ));
+    }
+
     #[test]
     fn built_structs_drop_their_fields() {
         let t = TypeBuilder::structure(None)
