@@ -593,19 +593,7 @@ impl MHeap {
         );
         // As `place`: slot, header and elements inside one section.
         world::with_section("fing::Heap::alloc_slice", move |l| {
-            // SAFETY: as in `place`: this thread's caches, in its section.
-            let caches = unsafe { &mut *l.caches.get() };
-            let cache = crate::mcache::cache(self, caches);
-            let (hdr, data) = self.malloc(cache, req)?;
-            if !req.is_tiny() {
-                let header = Header {
-                    count: core::sync::atomic::AtomicU32::new(1),
-                    gc_refs: core::sync::atomic::AtomicU32::new(0),
-                    ty: core::sync::atomic::AtomicPtr::new((body as *const Type).cast_mut()),
-                };
-                // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
-                unsafe { hdr.as_ptr().write(header) };
-            }
+            let (hdr, data) = self.malloc_typed(l, req, body)?;
             // SAFETY: `data` is valid for writes of `size` bytes aligned for `T` (the
             // request's), a fresh slot that cannot overlap `src` (the caller's memory).
             unsafe { core::ptr::copy_nonoverlapping(src, data.as_ptr().cast::<T>(), n) };
@@ -645,6 +633,32 @@ impl MHeap {
         })
     }
 
+    /// A slot for a request made at run time, from this thread's cache, its header written
+    /// (count one, type `ty`) unless it is in a tiny block (whose count is reserved
+    /// already). In `l`'s section (the caller's `with_section`).
+    fn malloc_typed(
+        &'static self,
+        l: &crate::world::Local,
+        req: crate::malloc::Request,
+        ty: &'static Type,
+    ) -> Option<(NonNull<Header>, NonNull<u8>)> {
+        // SAFETY: as in `place`: this thread's caches, in its section; the borrow ends
+        // with this call.
+        let caches = unsafe { &mut *l.caches.get() };
+        let cache = crate::mcache::cache(self, caches);
+        let (hdr, data) = self.malloc(cache, req)?;
+        if !req.is_tiny() {
+            let header = Header {
+                count: core::sync::atomic::AtomicU32::new(1),
+                gc_refs: core::sync::atomic::AtomicU32::new(0),
+                ty: core::sync::atomic::AtomicPtr::new((ty as *const Type).cast_mut()),
+            };
+            // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
+            unsafe { hdr.as_ptr().write(header) };
+        }
+        Some((hdr, data))
+    }
+
     /// `alloc_zeroed`'s attempt: `None` if no slot could be had.
     fn place_zeroed(&'static self, ty: &'static Type) -> Option<Gc<u8>> {
         if ty.size() == 0 {
@@ -658,19 +672,7 @@ impl MHeap {
             crate::slot::runs_user_code(ty),
         );
         world::with_section("fing::Heap::alloc_zeroed", move |l| {
-            // SAFETY: as in `place`: this thread's caches, in its section.
-            let caches = unsafe { &mut *l.caches.get() };
-            let cache = crate::mcache::cache(self, caches);
-            let (hdr, data) = self.malloc(cache, req)?;
-            if !req.is_tiny() {
-                let header = Header {
-                    count: core::sync::atomic::AtomicU32::new(1),
-                    gc_refs: core::sync::atomic::AtomicU32::new(0),
-                    ty: core::sync::atomic::AtomicPtr::new((ty as *const Type).cast_mut()),
-                };
-                // SAFETY: `hdr` heads a slot the cache just handed out, sized for the header.
-                unsafe { hdr.as_ptr().write(header) };
-            }
+            let (hdr, data) = self.malloc_typed(l, req, ty)?;
             // SAFETY: `data` is valid for writes of `ty.size()` bytes (the request's); all
             // zeroes is a valid `ty` (the caller checked `has_zero_value`).
             unsafe { data.as_ptr().write_bytes(0, ty.size()) };
