@@ -428,17 +428,12 @@ impl Heap {
     /// the OS refuses memory.
     pub fn try_alloc_slice<T: Trace + Send + 'static>(
         &self,
-        mut elems: Vec<T>,
+        elems: Vec<T>,
     ) -> Result<Gc<[T]>, AllocError<Vec<T>>> {
         self.inner.maybe_collect();
-        // SAFETY: the vector's elements, moved out bitwise on success, when its length is
-        // set to 0 so that it only frees its buffer.
-        if let Some(g) = unsafe { self.inner.place_slice(elems.as_ptr(), elems.len()) } {
-            // SAFETY: the elements were moved into the heap: the vector must not drop them.
-            unsafe { elems.set_len(0) };
-            return Ok(g);
-        }
-        self.inner.retry_slice(elems)
+        self.inner
+            .place_vec(elems)
+            .or_else(|elems| self.inner.retry_slice(elems))
     }
 
     /// Copies `s` into a heap object (see [`alloc_slice`](Heap::alloc_slice)): fing's
@@ -507,58 +502,81 @@ impl MHeap {
     #[cold]
     #[inline(never)]
     fn retry<T: Trace + Send + 'static>(&'static self, value: T) -> Result<Gc<T>, AllocError<T>> {
-        let wait = !world::in_section();
-        if let Some(batch) =
-            self.collect_now(wait, Duration::from_millis(20), "fing::Heap::try_alloc")
-        {
-            crate::mdrop::destroy_later(batch);
-        }
-        let refusals = self.limit_refusals.load(Ordering::Relaxed);
-        self.place(value).map_err(|value| AllocError {
+        self.retry_with(
             value,
-            ty: T::TYPE,
-            size: Plan::<T>::SIZE,
-            limit: self
-                .config()
-                .max_heap
-                .filter(|_| self.limit_refusals.load(Ordering::Relaxed) != refusals),
-            in_use: lock(&self.pages).in_use,
-        })
+            "fing::Heap::try_alloc",
+            |v| self.place(v),
+            |_| (T::TYPE, Plan::<T>::SIZE),
+        )
     }
 
-    /// `retry` for `try_alloc_slice`: collect, then one more attempt.
+    /// `retry` for `try_alloc_slice` and `alloc_str`.
     #[cold]
     #[inline(never)]
     fn retry_slice<T: Trace + Send + 'static>(
         &'static self,
-        mut elems: Vec<T>,
+        elems: Vec<T>,
     ) -> Result<Gc<[T]>, AllocError<Vec<T>>> {
-        let wait = !world::in_section();
-        if let Some(batch) = self.collect_now(
-            wait,
-            Duration::from_millis(20),
+        self.retry_with(
+            elems,
             "fing::Heap::try_alloc_slice",
-        ) {
+            |e| self.place_vec(e),
+            |e| {
+                let n = e.len();
+                (
+                    gc_types::TypeBuilder::array(T::TYPE, n),
+                    core::mem::size_of::<T>().saturating_mul(n),
+                )
+            },
+        )
+    }
+
+    /// The collection and second attempt of every allocation path (`retry`): `place` is
+    /// the attempt, `what` names the type and size an `AllocError` reports.
+    fn retry_with<V, R>(
+        &'static self,
+        value: V,
+        api: &str,
+        place: impl FnOnce(V) -> Result<R, V>,
+        what: impl FnOnce(&V) -> (&'static Type, usize),
+    ) -> Result<R, AllocError<V>> {
+        let wait = !world::in_section();
+        if let Some(batch) = self.collect_now(wait, Duration::from_millis(20), api) {
             crate::mdrop::destroy_later(batch);
         }
         let refusals = self.limit_refusals.load(Ordering::Relaxed);
-        // SAFETY: as in `try_alloc_slice`.
-        if let Some(g) = unsafe { self.place_slice(elems.as_ptr(), elems.len()) } {
-            // SAFETY: as in `try_alloc_slice`.
-            unsafe { elems.set_len(0) };
-            return Ok(g);
-        }
-        let n = elems.len();
-        Err(AllocError {
-            value: elems,
-            ty: gc_types::TypeBuilder::array(T::TYPE, n),
-            size: core::mem::size_of::<T>().saturating_mul(n),
-            limit: self
-                .config()
-                .max_heap
-                .filter(|_| self.limit_refusals.load(Ordering::Relaxed) != refusals),
-            in_use: lock(&self.pages).in_use,
+        place(value).map_err(|value| {
+            let (ty, size) = what(&value);
+            AllocError {
+                value,
+                ty,
+                size,
+                limit: self
+                    .config()
+                    .max_heap
+                    .filter(|_| self.limit_refusals.load(Ordering::Relaxed) != refusals),
+                in_use: lock(&self.pages).in_use,
+            }
         })
+    }
+
+    /// `place_slice` of a vector's elements, moved out: the vector back if no slot could
+    /// be had.
+    fn place_vec<T: Trace + Send + 'static>(
+        &'static self,
+        mut elems: Vec<T>,
+    ) -> Result<Gc<[T]>, Vec<T>> {
+        // SAFETY: the vector's elements, moved out bitwise on success, when its length is
+        // set to 0 so that it only frees its buffer.
+        match unsafe { self.place_slice(elems.as_ptr(), elems.len()) } {
+            Some(g) => {
+                // SAFETY: the elements were moved into the heap: the vector must not drop
+                // them.
+                unsafe { elems.set_len(0) };
+                Ok(g)
+            }
+            None => Err(elems),
+        }
     }
 
     /// Allocates an object of `n` elements and moves them in, bitwise, from `src`: `None`
@@ -609,28 +627,12 @@ impl MHeap {
     /// its value, counted once, or why not (`AllocError`'s words).
     pub(crate) fn alloc_zeroed(&'static self, ty: &'static Type) -> Result<Gc<u8>, String> {
         self.maybe_collect();
-        if let Some(g) = self.place_zeroed(ty) {
-            return Ok(g);
-        }
-        let wait = !world::in_section();
-        if let Some(batch) =
-            self.collect_now(wait, Duration::from_millis(20), "fing::Heap::alloc_zeroed")
-        {
-            crate::mdrop::destroy_later(batch);
-        }
-        let refusals = self.limit_refusals.load(Ordering::Relaxed);
-        self.place_zeroed(ty).ok_or_else(|| {
-            let in_use = lock(&self.pages).in_use;
-            let size = ty.size();
-            match self
-                .config()
-                .max_heap
-                .filter(|_| self.limit_refusals.load(Ordering::Relaxed) != refusals)
-            {
-                Some(limit) => format!("cannot allocate a {ty} ({size} bytes): the heap's limit is {limit} bytes and {in_use} are in use after a collection"),
-                None => format!("cannot allocate a {ty} ({size} bytes): the OS refused memory ({in_use} bytes in use)"),
-            }
-        })
+        let place = |()| self.place_zeroed(ty).ok_or(());
+        place(())
+            .or_else(|()| {
+                self.retry_with((), "fing::Heap::alloc_zeroed", place, |_| (ty, ty.size()))
+            })
+            .map_err(|e| e.reason())
     }
 
     /// A slot for a request made at run time, from this thread's cache, its header written
@@ -731,19 +733,11 @@ pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
     Some((NonNull::new(slot)?, s.elem_size))
 }
 
-/// The default heap for the `From` impls without a `Heap` of their own: `Heap` methods
-/// on a borrowed reference, so no count is taken and given back per allocation.
-struct DefaultHeap;
-
-const DEFAULT: DefaultHeap = DefaultHeap;
-
-impl core::ops::Deref for DefaultHeap {
-    type Target = Heap;
-    fn deref(&self) -> &Heap {
-        // The default heap is never retired: a `Heap` that is never dropped refers to it.
-        static H: OnceLock<Heap> = OnceLock::new();
-        H.get_or_init(Heap::default_heap)
-    }
+/// The default heap, borrowed, for the `From` impls: no count is taken and given back per
+/// allocation (the default heap is never retired; this `Heap` is never dropped).
+fn default_ref() -> &'static Heap {
+    static H: OnceLock<Heap> = OnceLock::new();
+    H.get_or_init(Heap::default_heap)
 }
 
 /// `TypeBuilder::array(elem, n)` through a small per-thread cache: the intern table's hash
@@ -772,35 +766,35 @@ fn array_type(elem: &'static Type, n: usize) -> &'static Type {
 impl<T: Trace + Send + 'static> FromIterator<T> for Gc<[T]> {
     /// Collects into one object of the default heap ([`Heap::alloc_slice`]).
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Gc<[T]> {
-        DEFAULT.alloc_slice(iter)
+        default_ref().alloc_slice(iter)
     }
 }
 
 impl<T: Trace + Send + 'static> From<Vec<T>> for Gc<[T]> {
     /// Moves the elements into one object of the default heap ([`Heap::alloc_slice`]).
     fn from(v: Vec<T>) -> Gc<[T]> {
-        DEFAULT.alloc_slice(v)
+        default_ref().alloc_slice(v)
     }
 }
 
 impl<T: Trace + Send + Clone + 'static> From<&[T]> for Gc<[T]> {
     /// Clones the elements into one object of the default heap ([`Heap::alloc_slice`]).
     fn from(s: &[T]) -> Gc<[T]> {
-        DEFAULT.alloc_slice(s.iter().cloned())
+        default_ref().alloc_slice(s.iter().cloned())
     }
 }
 
 impl From<&str> for Gc<str> {
     /// Copies the string into the default heap ([`Heap::alloc_str`]).
     fn from(s: &str) -> Gc<str> {
-        DEFAULT.alloc_str(s)
+        default_ref().alloc_str(s)
     }
 }
 
 impl From<String> for Gc<str> {
     /// Copies the string into the default heap ([`Heap::alloc_str`]).
     fn from(s: String) -> Gc<str> {
-        DEFAULT.alloc_str(&s)
+        default_ref().alloc_str(&s)
     }
 }
 

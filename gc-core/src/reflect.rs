@@ -163,8 +163,7 @@ impl Heap {
                 part: ty.to_string(),
             });
         }
-        if !ty.has_zero_value() {
-            let part = zeroless_part(ty).unwrap_or(ty);
+        if let Some(part) = ty.zeroless_part() {
             return Err(ReflectError::NoZeroValue {
                 ty: ty.to_string(),
                 part: part.to_string(),
@@ -182,20 +181,6 @@ impl Heap {
 /// The unnamed built pointer type to `ty` (interned).
 fn pointer_to(ty: &'static Type) -> &'static Type {
     TypeBuilder::pointer(<Gc<()>>::TYPE, None, ty)
-}
-
-/// The first part of `ty` without a zero value (for the error).
-fn zeroless_part(ty: &'static Type) -> Option<&'static Type> {
-    let parts: Vec<&'static Type> = match ty.kind() {
-        Kind::Struct => ty.fields().iter().map(|f| f.ty.get()).collect(),
-        Kind::Array => ty.elem().into_iter().collect(),
-        _ => return Some(ty),
-    };
-    parts.into_iter().find(|p| {
-        // A pointer part is nil in a built aggregate; anything else must be zeroable on
-        // its own terms, or (a built aggregate) part by part.
-        p.kind() != Kind::Pointer && !p.has_zero_value()
-    })
 }
 
 /// The stripe lock of the object at `addr` (see the module docs).

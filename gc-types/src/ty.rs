@@ -627,13 +627,19 @@ impl Type {
     /// `reflect::field` of built types step over a null handle). Not of Rust structs and
     /// enums (their invariants are their constructors'), `Value`, funcs or interfaces.
     pub fn has_zero_value(&self) -> bool {
-        self.zero_in(false)
+        self.zeroless_part().is_none()
     }
 
-    /// `has_zero_value`, for a part of a built type when `in_built`: a pointer may be nil
+    /// The first part of this type without a zero value (the type itself, if it is not
+    /// an aggregate), or `None` if it has one (`has_zero_value`): what an error names.
+    pub fn zeroless_part(&self) -> Option<&Type> {
+        self.zeroless_in(false)
+    }
+
+    /// `zeroless_part`, for a part of a built type when `in_built`: a pointer may be nil
     /// there.
-    fn zero_in(&self, in_built: bool) -> bool {
-        match self.kind {
+    fn zeroless_in(&self, in_built: bool) -> Option<&Type> {
+        let ok = match self.kind {
             Kind::Bool
             | Kind::Char
             | Kind::I8
@@ -651,10 +657,22 @@ impl Type {
             | Kind::F32
             | Kind::F64 => true,
             Kind::Pointer => in_built,
-            Kind::Array => self.len == 0 || self.elem().is_some_and(|e| e.zero_in(self.is_built())),
-            Kind::Struct => self.is_built() && self.fields.iter().all(|f| f.ty.get().zero_in(true)),
+            Kind::Array if self.len == 0 => true,
+            Kind::Array => {
+                return match self.elem() {
+                    Some(e) => e.zeroless_in(self.is_built()),
+                    None => Some(self),
+                }
+            }
+            Kind::Struct if self.is_built() => {
+                return self
+                    .fields
+                    .iter()
+                    .find_map(|f| f.ty.get().zeroless_in(true))
+            }
             _ => false,
-        }
+        };
+        (!ok).then_some(self)
     }
 
     /// Is the value at `p`, a part of a built type, a nil pointer (which has no handle to

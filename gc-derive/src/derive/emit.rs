@@ -74,23 +74,6 @@ fn trace_impl(input: &Input, bounded: &Generics) -> TokenStream {
             quote!(<#ty as __fing::Trace>::NO_SCAN)
         }
     });
-    let handles_only_terms = traced.iter().map(|f| {
-        let ty = &f.ty;
-        if f.recursive {
-            quote!(false)
-        } else {
-            quote!(<#ty as __fing::Trace>::HANDLES_ONLY_DROP)
-        }
-    });
-    let only_frees_terms = traced.iter().map(|f| {
-        let ty = &f.ty;
-        if f.recursive {
-            quote!(false)
-        } else {
-            quote!(<#ty as __fing::Trace>::DROP_ONLY_FREES)
-        }
-    });
-
     let ptrmask = match &input.data {
         Data::Enum(_) => quote!(if <Self as __fing::Trace>::NO_SCAN {
             __fing::PtrMask::EMPTY
@@ -117,27 +100,30 @@ fn trace_impl(input: &Input, bounded: &Generics) -> TokenStream {
         }
     };
 
-    // Dropping the value does nothing but drop handles if every field's drop is that (or
-    // nothing), and the type has no `Drop` of its own.
-    let handles_only_drop = if input.opts.allow_drop {
-        quote!(false)
-    } else {
+    // A drop-glue constant (`HANDLES_ONLY_DROP`: it drops handles alone;
+    // `DROP_ONLY_FREES`: handles and deallocations) holds if it holds of every traced
+    // field's type, no untraced field has drop glue, and the type has no `Drop` of its own.
+    // A recursive field answers conservatively without asking its type.
+    let drop_const = |name: &str| {
+        if input.opts.allow_drop {
+            return quote!(false);
+        }
+        let konst = format_ident!("{name}");
+        let terms = traced.iter().map(|f| {
+            let ty = &f.ty;
+            if f.recursive {
+                quote!(false)
+            } else {
+                quote!(<#ty as __fing::Trace>::#konst)
+            }
+        });
         let untraced_tys = all.iter().filter(|f| !f.traced()).map(|f| &f.ty);
         quote!(true
-            #(&& #handles_only_terms)*
+            #(&& #terms)*
             #(&& !::core::mem::needs_drop::<#untraced_tys>())*)
     };
-
-    // Dropping the value runs no code but handle drops and deallocations if every field's
-    // drop is that, and the type has no `Drop` of its own (untraced fields: no drop).
-    let only_frees_drop = if input.opts.allow_drop {
-        quote!(false)
-    } else {
-        let untraced_tys = all.iter().filter(|f| !f.traced()).map(|f| &f.ty);
-        quote!(true
-            #(&& #only_frees_terms)*
-            #(&& !::core::mem::needs_drop::<#untraced_tys>())*)
-    };
+    let handles_only_drop = drop_const("HANDLES_ONLY_DROP");
+    let only_frees_drop = drop_const("DROP_ONLY_FREES");
 
     let trace_body = trace_body(input, &traced);
 
