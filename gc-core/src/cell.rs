@@ -40,9 +40,19 @@ pub struct GcCell<T> {
     value: UnsafeCell<T>,
 }
 
-const READERS: u64 = (1 << 31) - 1;
+const READERS: u64 = (1 << 29) - 1;
+/// The cell's epoch (`mgcwork`): the cycle that counted or stamped it last, mod 3, or
+/// `NO_EPOCH` for a cell no cycle has seen.
+const EPOCH_SHIFT: u32 = 29;
+const EPOCH_MASK: u64 = 3 << EPOCH_SHIFT;
 const WAITING: u64 = 1 << 31;
 const WRITER_SHIFT: u32 = 32;
+
+/// The epoch in state `s`.
+#[inline]
+fn epoch_of(s: u64) -> u32 {
+    ((s & EPOCH_MASK) >> EPOCH_SHIFT) as u32
+}
 
 // SAFETY: access to `value` goes through the lock (readers share, one writer), as in
 // `RwLock<T>`, which is Sync when T is Send + Sync; the collector's lock-free reads happen
@@ -202,7 +212,7 @@ impl<T> GcCell<T> {
     /// A new cell.
     pub const fn new(value: T) -> GcCell<T> {
         GcCell {
-            state: AtomicU64::new(0),
+            state: AtomicU64::new((crate::mgcwork::NO_EPOCH as u64) << EPOCH_SHIFT),
             value: UnsafeCell::new(value),
         }
     }
@@ -250,7 +260,7 @@ impl<T> GcCell<T> {
         let me = token() << WRITER_SHIFT;
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
-            if s & !WAITING != 0 {
+            if s & !(WAITING | EPOCH_MASK) != 0 {
                 return Err(s);
             }
             match self
@@ -321,6 +331,64 @@ impl<T> GcCell<T> {
         }
     }
 
+    /// Spins briefly on `attempt`, then parks until a release wakes it (or 10 ms pass:
+    /// a safety net, not the mechanism); returns the attempt's result once it succeeds or
+    /// after one park (the caller re-checks the holder).
+    fn wait(&self, attempt: impl Fn(&Self) -> Result<(), u64>) -> Result<(), u64> {
+        for i in 0..64 {
+            match attempt(self) {
+                Ok(()) => return Ok(()),
+                Err(_) if i < 32 => core::hint::spin_loop(),
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        let (lock, cv) = parking(self.addr());
+        let g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.state.fetch_or(WAITING, Ordering::Relaxed);
+        // Checked again under the parking lock: a release after this point wakes us.
+        let r = attempt(self);
+        if r.is_err() {
+            drop(
+                cv.wait_timeout(g, Duration::from_millis(10))
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+        r
+    }
+
+    /// Wakes the parked waiters (after a release that saw `WAITING`).
+    #[cold]
+    #[inline(never)]
+    fn wake(&self) {
+        self.state.fetch_and(!WAITING, Ordering::Relaxed);
+        let (lock, cv) = parking(self.addr());
+        drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
+        cv.notify_all();
+    }
+
+    fn release_read(&self) {
+        let old = self.state.fetch_sub(1, Ordering::Release);
+        if old & READERS == 1 && old & WAITING != 0 {
+            self.wake();
+        }
+    }
+
+    fn release_write(&self) {
+        let old = self
+            .state
+            .fetch_and(WAITING | EPOCH_MASK, Ordering::Release);
+        if old & WAITING != 0 {
+            self.wake();
+        }
+    }
+
+    /// Consumes the cell.
+    pub fn into_inner(self) -> T {
+        self.value.into_inner()
+    }
+}
+
+impl<T: Trace> GcCell<T> {
     /// Exclusive access; blocks while another thread holds the cell, then enters a
     /// mutator section (waiting for a running collection to finish).
     ///
@@ -383,6 +451,9 @@ impl<T> GcCell<T> {
         let unlock = Unlock(self);
         let section = world::enter("fing::GcCell::borrow_mut");
         core::mem::forget(unlock);
+        if crate::mgcwork::marking() != 0 {
+            self.barrier();
+        }
         // SAFETY: the mutable borrow excludes every other borrow, and the section excludes
         // the collector's reads for as long as this reference lives.
         let value = unsafe { &mut *self.value.get() };
@@ -393,52 +464,23 @@ impl<T> GcCell<T> {
         }
     }
 
-    /// Spins briefly on `attempt`, then parks until a release wakes it (or 10 ms pass:
-    /// a safety net, not the mechanism); returns the attempt's result once it succeeds or
-    /// after one park (the caller re-checks the holder).
-    fn wait(&self, attempt: impl Fn(&Self) -> Result<(), u64>) -> Result<(), u64> {
-        for i in 0..64 {
-            match attempt(self) {
-                Ok(()) => return Ok(()),
-                Err(_) if i < 32 => core::hint::spin_loop(),
-                Err(_) => std::thread::yield_now(),
-            }
-        }
-        let (lock, cv) = parking(self.addr());
-        let g = lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.state.fetch_or(WAITING, Ordering::Relaxed);
-        // Checked again under the parking lock: a release after this point wakes us.
-        let r = attempt(self);
-        if r.is_err() {
-            drop(
-                cv.wait_timeout(g, Duration::from_millis(10))
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-        }
-        r
-    }
-
-    /// Wakes the parked waiters (after a release that saw `WAITING`).
+    /// The snapshot barrier (`mgcwork`): the first mutable borrow of this cell while a
+    /// cycle marks shades what the cell holds (the snapshot's edges stay reachable,
+    /// wherever the borrow moves them) and stamps the cell with the cycle's epoch, which
+    /// tells the collector's count to skip it. In the writer's section: no slice runs,
+    /// and no other thread writes the epoch (readers only add to the reader count).
     #[cold]
     #[inline(never)]
-    fn wake(&self) {
-        self.state.fetch_and(!WAITING, Ordering::Relaxed);
-        let (lock, cv) = parking(self.addr());
-        drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
-        cv.notify_all();
-    }
-
-    fn release_read(&self) {
-        let old = self.state.fetch_sub(1, Ordering::Release);
-        if old & READERS == 1 && old & WAITING != 0 {
-            self.wake();
-        }
-    }
-
-    fn release_write(&self) {
-        let old = self.state.fetch_and(WAITING, Ordering::Release);
-        if old & WAITING != 0 {
-            self.wake();
+    fn barrier(&self) {
+        let e = crate::mgcwork::epoch();
+        let s = self.state.load(Ordering::Relaxed);
+        let old = epoch_of(s);
+        if old != e {
+            // SAFETY: this thread holds the mutable borrow (no one else reads or writes
+            // the value mutably) and its section (no collector reads it now).
+            crate::mgcwork::shade_contents(unsafe { &*self.value.get() });
+            self.state
+                .fetch_xor(u64::from(old ^ e) << EPOCH_SHIFT, Ordering::Relaxed);
         }
     }
 
@@ -458,11 +500,6 @@ impl<T> GcCell<T> {
         T: Default,
     {
         self.replace(T::default())
-    }
-
-    /// Consumes the cell.
-    pub fn into_inner(self) -> T {
-        self.value.into_inner()
     }
 }
 
@@ -569,6 +606,21 @@ unsafe impl<T: Trace> Trace for GcCell<T> {
     const HANDLES_ONLY_DROP: bool = T::HANDLES_ONLY_DROP;
     const DROP_ONLY_FREES: bool = T::DROP_ONLY_FREES;
     fn trace(&self, tracer: &mut Tracer) {
+        if let Some(e) = crate::mgcwork::counting() {
+            // The collector counts references (`mgcmark::count_refs`): a cell stamped in
+            // this cycle was mutated since the snapshot, and its barrier shaded what it
+            // held then; its edges are not counted (their targets look referenced from
+            // outside: kept). Any other is counted, and stamped so that its next mutable
+            // borrow shades. Readers may be changing the reader count: an atomic xor.
+            let s = self.state.load(Ordering::Relaxed);
+            let old = epoch_of(s);
+            if old == e {
+                return;
+            }
+            let counted = crate::mgcwork::counted_epoch(e);
+            self.state
+                .fetch_xor(u64::from(old ^ counted) << EPOCH_SHIFT, Ordering::Relaxed);
+        }
         // SAFETY: see above.
         unsafe { &*self.value.get() }.trace(tracer);
     }

@@ -99,6 +99,7 @@ impl MHeap {
         crate::mheap::note_config(&config);
         *lock(&self.config) = config;
         self.next_gc.store(first_goal(&config), Ordering::Relaxed);
+        self.trigger.store(first_goal(&config), Ordering::Relaxed);
         self.heap_live.store(0, Ordering::Relaxed);
         self.gc_wanted.store(false, Ordering::Relaxed);
         self.destructor_panics.store(0, Ordering::Relaxed);
@@ -116,6 +117,7 @@ impl MHeap {
             finalizer_cycles: 0,
             zero,
             pause_max: Duration::ZERO,
+            num_pauses: 0,
             pauses: Default::default(),
         };
         drop(k);
@@ -162,6 +164,10 @@ impl MHeap {
 
     #[cold]
     fn try_collect(&'static self) {
+        if let Some(slice) = self.config().gc_slice {
+            self.pace_slices(slice);
+            return;
+        }
         let live = self.heap_live.load(Ordering::Relaxed);
         let goal = self.next_gc.load(Ordering::Relaxed).max(1);
         // The further past its goal the heap is, the longer an allocation waits for the
@@ -179,6 +185,66 @@ impl MHeap {
         }
     }
 
+    /// The pacer's part for cycles run in slices (`HeapConfig::gc_slice`): past the
+    /// trigger, fing's collector thread is asked to run a cycle; past the goal, with a
+    /// cycle of this heap still going, the allocating thread does a slice of it itself (an
+    /// assist, Go's mutator assist), no more often than the slices leave the mutators half
+    /// the time; past twice the goal, whenever it can have the world.
+    fn pace_slices(&'static self, slice: Duration) {
+        self.gc_wanted.store(false, Ordering::Relaxed);
+        crate::mgcworker::request(self, MHeap::worker_step);
+        let live = self.heap_live.load(Ordering::Relaxed);
+        let goal = self.next_gc.load(Ordering::Relaxed).max(1);
+        if live < goal || crate::mgc::in_progress() != Some(self.id) {
+            return;
+        }
+        // Still wanted: the next span taken asks again.
+        self.gc_wanted.store(true, Ordering::Relaxed);
+        if live / goal < 2 && !crate::mgcworker::assist_due() {
+            return;
+        }
+        let _ = self.collect_slice(false, slice, "fing::Heap::alloc");
+    }
+
+    /// One slice of the cycle in progress (or of a new cycle of this heap), of at most
+    /// `slice` of work, if the world can be had (`wait`: as `collect()` waits for it);
+    /// its destructors go to the drop thread. Returns whether a cycle of this heap ended.
+    pub(crate) fn collect_slice(&'static self, wait: bool, slice: Duration, api: &str) -> bool {
+        let Some(world) = world::stop(wait, Duration::from_micros(200), api) else {
+            return false;
+        };
+        let began = std::time::Instant::now();
+        let out = crate::mgc::slice(self, &world, began + slice, api);
+        drop(world);
+        crate::mgcworker::slice_ended(began.elapsed());
+        let ended = out.reports.iter().any(|r| r.heap == self.id);
+        crate::mdrop::destroy_later(self.after_stop(out, api, false));
+        ended
+    }
+
+    /// A slice on fing's collector thread (`mgcworker`): returns whether the cycle is
+    /// over.
+    fn worker_step(heap: &'static MHeap) -> bool {
+        let slice = heap.config().gc_slice.unwrap_or(Duration::from_micros(250));
+        heap.collect_slice(true, slice, "fing::gc");
+        crate::mgc::in_progress().is_none()
+    }
+
+    /// `Heap::collect_step`: a slice of about `work`, waiting for the world; the garbage's
+    /// destructors run on this thread, as `collect()`'s do.
+    pub(crate) fn step_and_destroy(&'static self, work: Duration, api: &str) -> bool {
+        let ticket = crate::mdrop::ticket();
+        let world = world::stop(true, Duration::from_millis(1), api)
+            .unwrap_or_else(|| panic!("{api}: the world could not be stopped"));
+        let began = std::time::Instant::now();
+        let out = crate::mgc::slice(self, &world, began + work, api);
+        drop(world);
+        let ended = out.reports.iter().any(|r| r.heap == self.id);
+        let batch = self.after_stop(out, api, true);
+        crate::mdrop::destroy_now(batch, ticket);
+        ended
+    }
+
     /// Runs a collection if the world can be had (see `world::stop`); returns its doomed
     /// garbage, which the caller destroys (mdrop) now that the world has resumed.
     pub(crate) fn collect_now(
@@ -189,13 +255,35 @@ impl MHeap {
     ) -> Option<Vec<crate::slot::Doomed>> {
         let world = world::stop(wait, budget, api)?;
         self.gc_wanted.store(false, Ordering::Relaxed);
-        let (doomed, report) = crate::mgc::run(self, &world, api);
+        let out = crate::mgc::run(self, &world, api);
         drop(world);
+        Some(self.after_stop(out, api, true))
+    }
+
+    /// After a stop that ran collector work, with the world resumed: reports the cycles
+    /// that ended to `tracing`, and hands back their doomed garbage. A `Trace` panic that
+    /// the release step contained goes on to the caller if `raise` (`collect()`), the
+    /// garbage to the drop thread first; else it is reported on stderr.
+    fn after_stop(
+        &self,
+        out: crate::mgc::Outcome,
+        api: &str,
+        raise: bool,
+    ) -> Vec<crate::slot::Doomed> {
         #[cfg(feature = "tracing")]
-        report.emit(self.id, api);
-        #[cfg(not(feature = "tracing"))]
-        let _ = report;
-        Some(doomed)
+        for r in &out.reports {
+            r.emit(api);
+        }
+        if let Some(p) = out.panicked {
+            eprintln!(
+                "{api}: a Trace impl panicked while its garbage was released: the object was kept"
+            );
+            if raise {
+                crate::mdrop::destroy_later(out.doomed);
+                std::panic::resume_unwind(p);
+            }
+        }
+        out.doomed
     }
 
     /// `collect()`: a full collection, then its destructors on this thread, then the drop
@@ -237,6 +325,7 @@ impl MHeap {
             finalizer_cycles: k.finalizer_cycles,
             destructor_panics: self.destructor_panics.load(Ordering::Relaxed),
             pause_max: k.pause_max,
+            num_pauses: k.num_pauses,
             recent_pauses: k.pauses.iter().copied().collect(),
             uptime: self.started.elapsed(),
             finalizers_queued: queued.saturating_sub(cleanups_queued),
@@ -363,6 +452,21 @@ impl Heap {
     /// forever), or from a `Trace` impl (which runs inside a collection).
     pub fn collect(&self) {
         self.inner.collect_and_destroy("fing::collect");
+    }
+
+    /// Does one step of collection work: a slice of about `work` (at least the least
+    /// step there is, one span or one object) of the cycle in progress, or of a new cycle
+    /// of this heap, with the world stopped for its length. The cycle goes on at the next
+    /// step (or on fing's collector thread, with `HeapConfig::gc_slice`); mutators may run
+    /// between steps. Garbage destructors run here, as for `collect`. Returns whether a
+    /// cycle of this heap ended in this step. (Lua's `collectgarbage("step")`; a program
+    /// that wants to pay for collection at points of its choosing calls it there.)
+    ///
+    /// # Panics
+    /// As `collect`.
+    pub fn collect_step(&self, work: Duration) -> bool {
+        self.inner
+            .step_and_destroy(work, "fing::Heap::collect_step")
     }
 
     /// [`wait_finalizers`](crate::wait_finalizers): one finalizer thread and one drop

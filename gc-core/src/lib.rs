@@ -37,18 +37,20 @@
 //! 14. `mcache`: thread caches, and their registry.
 //! 15. `malloc`: the allocation paths, planned per type.
 //! 16. `world`: threads' fing state, mutator sections, stopping the world.
-//! 17. `mfree`: freeing at count zero.
-//! 18. `release`: a handle drop's path, deferred while a collector runs.
-//! 19. `mdrop`: destructors, outside every section; the drop thread.
-//! 20. `handle`: `Gc<T>`.
-//! 21. `weak`: weak handles, ephemerons, `WeakMap`, and their part in a collection.
-//! 22. `mgcmark`: roots by trial subtraction, marking.
-//! 23. `mgcsweep`: sweeping.
-//! 24. `mfinal`: finalizers.
-//! 25. `mgc`: the collection cycle.
-//! 26. `cell`: `GcCell`.
-//! 27. `heap`: the API layer: `Heap`, `collect`, the pacer's collections, retiring heaps.
-//! 28. `reflect`: objects of types built at run time (`Heap::alloc_zeroed`, fields).
+//! 17. `mgcwork`: a cycle's state for mutators: barriers, shading, grey lists.
+//! 18. `mfree`: freeing at count zero.
+//! 19. `release`: a handle drop's path, deferred while a collector runs.
+//! 20. `mdrop`: destructors, outside every section; the drop thread.
+//! 21. `handle`: `Gc<T>`.
+//! 22. `weak`: weak handles, ephemerons, `WeakMap`, and their part in a collection.
+//! 23. `mgcmark`: roots by trial subtraction, marking, in resumable steps.
+//! 24. `mgcsweep`: releasing garbage, flipping mark bits.
+//! 25. `mfinal`: finalizers.
+//! 26. `mgc`: the collection cycle, in one stop or in slices.
+//! 27. `mgcworker`: fing's collector thread, which runs the pacer's slices.
+//! 28. `cell`: `GcCell`.
+//! 29. `heap`: the API layer: `Heap`, `collect`, the pacer's collections, retiring heaps.
+//! 30. `reflect`: objects of types built at run time (`Heap::alloc_zeroed`, fields).
 //!
 //! The calls upward, each where the lower layer hands work to policy above it:
 //! - `world` → `mdrop`: leaving the outermost section runs the destructors of what died
@@ -79,6 +81,8 @@ mod mfree;
 mod mgc;
 mod mgcmark;
 mod mgcsweep;
+mod mgcwork;
+mod mgcworker;
 mod mheap;
 mod mpagealloc;
 mod mspan;

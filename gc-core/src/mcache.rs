@@ -21,8 +21,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::mheap::MHeap;
-use crate::mspan::SpanClass;
 use crate::mspan::SpanPtr;
+use crate::mspan::{Span, SpanClass};
 use crate::mstats::{Counters, Totals};
 use crate::sizeclasses::TABLE;
 use crate::slot::{Header, HEADER};
@@ -56,6 +56,10 @@ pub(crate) struct MCache {
     pub(crate) alloc_bytes: AtomicU64,
     /// The heap's id (a copy: the freeing path compares it per object).
     pub(crate) heap_id: u64,
+    /// A cycle of this heap is in progress: allocation is black (each slot handed out
+    /// from a span is marked), and so is a slot put on a free list (`mgcwork`). Set and
+    /// cleared with the world stopped (`set_black`); a cache made meanwhile reads it.
+    black: bool,
 }
 
 #[derive(Default)]
@@ -99,6 +103,7 @@ impl MCache {
             mallocs: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
             heap_id: heap.id,
+            black: crate::mgcwork::cycling() == heap.id,
         }
     }
 
@@ -164,6 +169,9 @@ impl MCache {
                 if sweep_drop {
                     span.note_sweep_drop();
                 }
+                if self.black {
+                    span.mark_shared(i);
+                }
                 return NonNull::new(span.slot(i));
             }
         }
@@ -184,6 +192,9 @@ impl MCache {
             .expect("fing::mcache: refilled span has no free slot");
         if sweep_drop {
             span.note_sweep_drop();
+        }
+        if self.black {
+            span.mark_shared(i);
         }
         NonNull::new(span.slot(i))
     }
@@ -260,16 +271,20 @@ impl MCache {
         self.tiny_reserved = 0;
     }
 
-    /// Lists a slot of span class `spc` whose object was freed at count zero (its header
-    /// already says so: see the module docs).
+    /// Lists a slot of span `s` whose object was freed at count zero (its header already
+    /// says so: see the module docs). During a cycle the slot is marked: a listed slot is
+    /// allocated, and black like every slot allocation hands out (`mgcwork`).
     ///
     /// # Safety
-    /// `slot` must be the start of an allocated slot of class `spc` in this cache's heap,
-    /// at least `HEADER + 8` bytes long, whose object is dead and unreachable, with no
-    /// other owner (no list, no queue entry that will use it).
+    /// `slot` must be the start of an allocated slot of `s`, a small span of this cache's
+    /// heap with slots at least `HEADER + 8` bytes long, whose object is dead and
+    /// unreachable, with no other owner (no list, no queue entry that will use it).
     #[inline(always)]
-    pub(crate) unsafe fn push_free(&mut self, spc: SpanClass, slot: NonNull<u8>) {
-        let c = &mut self.alloc[spc.index()];
+    pub(crate) unsafe fn push_free(&mut self, s: &Span, slot: NonNull<u8>) {
+        if self.black {
+            s.mark_shared(s.index_of(slot.as_ptr() as usize));
+        }
+        let c = &mut self.alloc[s.spc.index()];
         // SAFETY: the caller's contract: the word after the header is ours to write.
         unsafe { link(slot).write(c.free) };
         c.free = Some(slot);
@@ -291,6 +306,11 @@ impl MCache {
             }
         }
         self.retire_tiny();
+    }
+
+    /// Allocation becomes black, or stops being so (see `black`). World stopped.
+    pub(crate) fn set_black(&mut self, on: bool) {
+        self.black = on;
     }
 
     /// Thread exit: flush, fold the counters into the heap, and leave its registry.
@@ -355,11 +375,12 @@ fn cache_slow<'l>(heap: &'static MHeap, caches: &'l mut Vec<Box<MCache>>) -> &'l
     &mut caches[0]
 }
 
-/// Flushes every cache of `heap` (`MCache::flush`): the collector's first step.
+/// Flushes every cache of `heap` (`MCache::flush`), and makes their allocation black or
+/// not (`black`): the first and last steps of a cycle.
 ///
 /// # Safety
 /// The world is stopped, by this thread.
-pub(crate) unsafe fn flush_all(heap: &MHeap) {
+pub(crate) unsafe fn flush_all(heap: &MHeap, black: bool) {
     let caches: Vec<NonNull<MCache>> = registry()
         .iter()
         .copied()
@@ -370,7 +391,9 @@ pub(crate) unsafe fn flush_all(heap: &MHeap) {
         // SAFETY: the world is stopped (the caller's contract), so no cache's owner is
         // inside a section, and a registered cache lives until it retires (which needs a
         // section).
-        unsafe { (*c.as_ptr()).flush() };
+        let c = unsafe { &mut *c.as_ptr() };
+        c.flush();
+        c.set_black(black);
     }
 }
 

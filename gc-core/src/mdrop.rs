@@ -188,6 +188,10 @@ fn free_slot(caches: &mut Vec<Box<crate::mcache::MCache>>, d: &Doomed) {
     let h = unsafe { header(d.obj.as_ptr()) };
     let last = h.count.load(Ordering::Acquire) == 0;
     h.ty.store((&FREED as *const Type).cast_mut(), Ordering::Release);
+    if last {
+        // As `mfree::free_one`: a dead slot's scratch count is zero.
+        h.gc_refs.store(0, Ordering::Relaxed);
+    }
     let Some(s) = crate::mpagealloc::span_of(d.obj.as_ptr() as usize) else {
         return;
     };
@@ -202,7 +206,7 @@ fn free_slot(caches: &mut Vec<Box<crate::mcache::MCache>>, d: &Doomed) {
     if let Some(c) = cache {
         // SAFETY: the slot is dead (count zero, `FREED`), of class `s.spc` in `c`'s heap,
         // long enough for the link, and owned by no one now.
-        unsafe { c.push_free(s.spc, d.obj) };
+        unsafe { c.push_free(s, d.obj) };
     }
 }
 

@@ -65,8 +65,10 @@ const PAUSE_CHECK_EVERY: u32 = 1024;
 pub(crate) fn lower(l: &Local, obj: NonNull<u8>) {
     // SAFETY: `obj` is the header of an object a handle counted on; the count being
     // dropped kept it allocated until now.
-    if let Some(ty) = lower_count(unsafe { header(obj.as_ptr()) }) {
-        free_at_zero(l, obj, ty);
+    match lower_count(unsafe { header(obj.as_ptr()) }) {
+        Some(ty) => free_at_zero(l, obj, ty),
+        // The deletion barrier (`mgcwork`): the object stays, and the cycle keeps it.
+        None => crate::mgcwork::shade_if_marking(obj),
     }
 }
 
@@ -141,7 +143,7 @@ fn free_at_zero(l: &Local, obj: NonNull<u8>, ty: *const Type) {
         if let Some(c) = caches.iter_mut().find(|c| c.heap_id == s.heap_id) {
             // SAFETY: `free_one` left `o` a dead slot of class `s.spc` in `c`'s heap, at
             // least a header and a word long (`at_zero`), owned by no one.
-            unsafe { c.push_free(s.spc, o) };
+            unsafe { c.push_free(s, o) };
         }
         n = n.wrapping_add(1);
         if n.is_multiple_of(PAUSE_CHECK_EVERY) && l.pausable.get() && stop_requested() {
@@ -312,8 +314,11 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
                     return;
                 };
                 // SAFETY: the object a handle word counts on is a heap object's header.
-                if let Some(ty) = lower_count(unsafe { header(e.as_ptr()) }) {
-                    join_chain(l, e, ty, arena);
+                match lower_count(unsafe { header(e.as_ptr()) }) {
+                    Some(ty) => {
+                        join_chain(l, e, ty, arena);
+                    }
+                    None => crate::mgcwork::shade_if_marking(e),
                 }
             });
         } else {
@@ -336,6 +341,9 @@ fn free_one(l: &Local, obj: NonNull<u8>, s: &'static Span, arena: &mut Option<&'
         };
     }
     h.ty.store((&FREED as *const Type).cast_mut(), Ordering::Relaxed);
+    // A cycle may have counted references to the object before they went: the slot's
+    // next object starts from zero, as every scratch count outside a cycle is.
+    h.gc_refs.store(0, Ordering::Relaxed);
 }
 
 #[cfg(all(test, loom))]

@@ -1,33 +1,63 @@
-//! The collection cycle (Go's mgc): with the world stopped, flush the thread caches,
-//! find the roots by trial subtraction and mark from them ([`mgcmark`](crate::mgcmark)),
-//! sweep ([`mgcsweep`](crate::mgcsweep)), then set the next goal (GOGC) and report. The
-//! garbage whose destructors run user code comes back to the caller, which destroys it
-//! after the world resumes ([`mdrop`](crate::mdrop)): the pause holds no user code.
+//! The collection cycle (Go's mgc): its steps, and how they are run, in one stop of the
+//! world (`collect()`) or in slices of a bounded length with the world running between
+//! them (the pacer's cycles, `HeapConfig::gc_slice`).
 //!
-//! `collect()` is Go's `runtime.GC()`: when it returns, marking and sweeping are done.
-//! Collections triggered by allocation run the same cycle but only if the world can be
-//! had within a short budget (`world::stop(false, ...)`: 200 µs to 20 ms, longer the
-//! further the heap is past its goal); otherwise the pacer's request stays up and the next
-//! allocation past it tries again.
+//! The steps, each with the world stopped:
+//! - **start**: flush the thread caches (their allocation turns black), apply every
+//!   thread's deferred drops, count the weak cells (weak), take the snapshot of the spans,
+//!   and turn the mutators' barriers on (`mgcwork`);
+//! - **count** (`mgcmark::count_refs`), **roots** (`scan_roots`), **mark** (`drain`, with
+//!   the threads' grey objects, Go's markfin and the ephemeron fixpoint), each resumable
+//!   from a cursor;
+//! - **terminate**, in the same stop as the check that marking is over: the barriers
+//!   stop, weak handles of unmarked objects go nil, finalizable garbage is resurrected and
+//!   queued (mfinal), cleanups queued;
+//! - **doomed** (`mark_doomed`): garbage whose destructor runs user code is marked for the
+//!   drop batch;
+//! - **release** (`mgcsweep::release`): garbage gives back the counts it holds;
+//! - **flip** (`mgcsweep::flip`): mark bits become allocation bits, the next goal is set
+//!   (GOGC), and the cycle is reported. The doomed garbage goes to the caller, which
+//!   destroys it once the world has resumed (mdrop): no stop holds user code but `Trace`.
+//!
+//! One cycle runs at a time in the process (the world is one), whichever heap it
+//! collects: it lives in `CYCLE` between slices. `collect()` is Go's `runtime.GC()`: it
+//! finishes a cycle in progress (abandoning it instead if it is still marking this same
+//! heap, since its snapshot predates the call), then runs a whole cycle in its one stop,
+//! so when it returns, everything unreachable at the call has been found.
+//!
+//! Why run in slices rather than concurrently with the mutators (Go): fing's mutators
+//! lower counts and free at zero, and a cycle's counting pass needs those counts still
+//! between its reads; in slices, every read of the collector happens with the world
+//! stopped and the barriers only have to keep the snapshot (`mgcmark`'s docs), with no
+//! fence on the mutators' paths. The price is that marking time is taken from the
+//! mutators' wall time; the pacer keeps it to half (`heap`).
 
+use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
+use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::mgcmark::Budget;
 use crate::mheap::{lock, MHeap};
 use crate::mspan::SpanPtr;
 use crate::slot::Doomed;
 use crate::world::StoppedWorld;
-use crate::{mgcmark, mgcsweep};
+use crate::{mgcmark, mgcsweep, mgcwork};
 
 /// What one cycle did, phase by phase: with the `tracing` feature, the caller reports it
 /// as a span with an event per phase once the world has resumed (a subscriber is user
 /// code, which never runs with the world stopped).
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) struct Report {
+    pub(crate) heap: u64,
     pub(crate) cycle: u64,
+    /// Stop-the-world time, in all; the stops; the longest.
     pub(crate) pause: Duration,
-    /// Each phase with the time it took, in order.
+    pub(crate) stops: u32,
+    pub(crate) pause_max: Duration,
+    /// Each phase with the work it took (in stops), in order.
     pub(crate) phases: Vec<(&'static str, Duration)>,
     pub(crate) live_before: usize,
     pub(crate) live_after: usize,
@@ -40,14 +70,16 @@ impl Report {
     /// Emits the cycle as a `tracing` span (`fing.gc`) with an event per phase and one
     /// for the whole. The world has resumed.
     #[cfg(feature = "tracing")]
-    pub(crate) fn emit(&self, heap: u64, api: &str) {
-        let span = tracing::info_span!("fing.gc", heap, cycle = self.cycle, api);
+    pub(crate) fn emit(&self, api: &str) {
+        let span = tracing::info_span!("fing.gc", heap = self.heap, cycle = self.cycle, api);
         let _in = span.enter();
         for (phase, took) in &self.phases {
             tracing::debug!(phase = *phase, micros = took.as_micros() as u64, "phase");
         }
         tracing::info!(
             pause_micros = self.pause.as_micros() as u64,
+            stops = self.stops,
+            pause_max_micros = self.pause_max.as_micros() as u64,
             live_before = self.live_before,
             live_after = self.live_after,
             freed = self.freed,
@@ -58,151 +90,495 @@ impl Report {
     }
 }
 
-/// Marks the end of a phase: its time since the last mark goes into `phases`.
-fn phase(phases: &mut Vec<(&'static str, Duration)>, last: &mut Instant, name: &'static str) {
-    let now = Instant::now();
-    phases.push((name, now - *last));
-    *last = now;
+/// Where a cycle is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Count,
+    Roots,
+    Mark,
+    MarkFin,
+    Doomed,
+    Release,
 }
 
-/// Runs one cycle with the world stopped; returns the garbage whose destructors run user
-/// code, doomed, for the caller to destroy once the world resumes (mdrop), and what the
-/// cycle did.
-pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> (Vec<Doomed>, Report) {
-    let t0 = Instant::now();
-    let mut phases = Vec::with_capacity(8);
-    let mut last = world.raised_at;
-    phase(&mut phases, &mut last, "stop");
-    // SAFETY: `world` says this thread stopped the world.
-    unsafe { crate::mcache::flush_all(heap) };
-    // Every thread's deferred drops first: the counts are then exact as of the stop.
-    crate::release::drain_deferred(world);
-    // Weak handles' counts are references from inside the heap (weak).
-    crate::weak::before_mark(heap);
-    let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
-    let before = heap.heap_live.load(Ordering::Relaxed);
-    phase(&mut phases, &mut last, "flush");
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Count => "count_refs",
+            Phase::Roots => "roots",
+            Phase::Mark => "mark",
+            Phase::MarkFin => "markfin",
+            Phase::Doomed => "mark_doomed",
+            Phase::Release => "release",
+        }
+    }
 
-    // Tracing runs user code (`Trace` impls). If one panics, nothing has been freed yet:
-    // the scratch counts and mark bits are reset, the world resumes (the caller's guard),
-    // and the panic goes on to the caller, which finds every object where it was. What
-    // the cycle had decided by then about unreachable objects stands, and leaves no count
-    // behind: weak handles and ephemerons of unmarked objects stay cleared (their counts
-    // were dropped as they were cleared), finalizers queued hold counts on their objects,
-    // and cleanups queued run (their objects are freed by a later cycle).
-    let queued_before = crate::mfinal::counters().0;
-    let traced = catch_unwind(AssertUnwindSafe(|| {
-        let cross_heap = mgcmark::count_refs(heap, &spans);
-        phase(&mut phases, &mut last, "count_refs");
-        let fin_cycles = mgcmark::mark(heap, &spans);
-        phase(&mut phases, &mut last, "mark");
-        // Ephemerons whose keys are marked keep their values, and weak handles of far
-        // interior handles keep their far cells while their objects are marked, to a
-        // fixpoint (weak).
+    /// Is the cycle still marking (its snapshot still being traced)?
+    fn marking(self) -> bool {
+        matches!(
+            self,
+            Phase::Count | Phase::Roots | Phase::Mark | Phase::MarkFin
+        )
+    }
+}
+
+/// A cycle in progress.
+struct Cycle {
+    heap: &'static MHeap,
+    phase: Phase,
+    /// The spans at the start: what the cycle counts, marks and releases.
+    spans: Vec<SpanPtr>,
+    cursor: usize,
+    stack: Vec<*mut u8>,
+    /// Markfin done (`Phase::MarkFin` comes once, between two `Phase::Mark`s).
+    finned: bool,
+    fin_scanned: Vec<NonNull<u8>>,
+    doomed: Vec<Doomed>,
+    /// A `Trace` impl that panicked during release (its object was kept).
+    panicked: Option<Box<dyn Any + Send>>,
+    /// `MemStats::num_gc` once marking ended.
+    n: u64,
+    live_before: usize,
+    queued_before: u64,
+    queued: u64,
+    cleanups: u64,
+    fin_cycles: u64,
+    phases: Vec<(&'static str, Duration)>,
+    stops: u32,
+    pause: Duration,
+    pause_max: Duration,
+    /// The longest stop: the phases it began and ended in, and its time spent stopping
+    /// (waiting for sections to end).
+    longest: (&'static str, &'static str, Duration),
+}
+
+// SAFETY: the raw pointers are slots of the heap, read only by the collector holding the
+// world (whichever thread it is).
+unsafe impl Send for Cycle {}
+
+/// The cycle in progress, if any. Locked by the collector while it holds the world.
+static CYCLE: Mutex<Option<Box<Cycle>>> = Mutex::new(None);
+
+/// Is a cycle in progress, and of which heap?
+pub(crate) fn in_progress() -> Option<u64> {
+    lock(&CYCLE).as_ref().map(|c| c.heap.id)
+}
+
+impl Cycle {
+    /// The start step (module docs).
+    fn start(heap: &'static MHeap, world: &StoppedWorld) -> Box<Cycle> {
+        // SAFETY: `world` says this thread stopped the world.
+        unsafe { crate::mcache::flush_all(heap, true) };
+        // Every thread's deferred drops first: the counts are then exact as of the stop.
+        crate::release::drain_deferred(world);
+        // Weak handles' counts are references from inside the heap (weak).
+        crate::weak::before_mark(heap);
+        let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
+        mgcwork::begin(world, heap.id);
+        Box::new(Cycle {
+            heap,
+            phase: Phase::Count,
+            spans,
+            cursor: 0,
+            stack: Vec::new(),
+            finned: false,
+            fin_scanned: Vec::new(),
+            doomed: Vec::new(),
+            panicked: None,
+            n: 0,
+            live_before: heap.heap_live.load(Ordering::Relaxed),
+            queued_before: crate::mfinal::counters().0,
+            queued: 0,
+            cleanups: 0,
+            fin_cycles: 0,
+            phases: Vec::new(),
+            stops: 0,
+            pause: Duration::ZERO,
+            pause_max: Duration::ZERO,
+            longest: ("start", "start", Duration::ZERO),
+        })
+    }
+
+    /// Goes to `next`, from the start of the snapshot.
+    fn enter(&mut self, next: Phase) {
+        self.phase = next;
+        self.cursor = 0;
+    }
+
+    /// Adds `took` to the phase's time.
+    fn spent(&mut self, phase: &'static str, took: Duration) {
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, t)) => *t += took,
+            None => self.phases.push((phase, took)),
+        }
+    }
+
+    /// Works until the release step is done (`true`) or the budget is spent. May run user
+    /// code (`Trace` impls), which may panic: the caller abandons the cycle then.
+    fn work(&mut self, world: &StoppedWorld, budget: &mut Budget) -> bool {
+        let heap = self.heap;
+        loop {
+            let t = Instant::now();
+            let phase = self.phase;
+            let done = match phase {
+                Phase::Count => mgcmark::count_refs(heap, &self.spans, &mut self.cursor, budget),
+                Phase::Roots => {
+                    mgcmark::scan_roots(&self.spans, &mut self.cursor, &mut self.stack, budget)
+                }
+                Phase::Mark => self.mark(world, budget),
+                Phase::MarkFin => mgcmark::markfin(
+                    &self.spans,
+                    &mut self.cursor,
+                    &mut self.stack,
+                    &mut self.fin_scanned,
+                    budget,
+                ),
+                Phase::Doomed => {
+                    mgcmark::mark_doomed(
+                        &self.spans,
+                        &mut self.cursor,
+                        &mut self.stack,
+                        &mut self.doomed,
+                        budget,
+                    ) && mgcmark::drain(heap, &mut self.stack, budget)
+                }
+                Phase::Release => mgcsweep::release(
+                    heap,
+                    &self.spans,
+                    &mut self.cursor,
+                    &mut self.panicked,
+                    budget,
+                ),
+            };
+            self.spent(phase.name(), t.elapsed());
+            if !done {
+                return false;
+            }
+            match phase {
+                Phase::Count => self.enter(Phase::Roots),
+                Phase::Roots => self.enter(Phase::Mark),
+                Phase::MarkFin => {
+                    self.finned = true;
+                    self.enter(Phase::Mark);
+                }
+                Phase::Mark => {
+                    if !self.finned {
+                        self.enter(Phase::MarkFin);
+                    } else {
+                        let t = Instant::now();
+                        self.terminate(world);
+                        self.spent("terminate", t.elapsed());
+                        self.enter(Phase::Doomed);
+                    }
+                }
+                Phase::Doomed => {
+                    for d in &self.doomed {
+                        // SAFETY: `mark_doomed` listed allocated, unreachable objects, and
+                        // the world is stopped.
+                        unsafe { crate::slot::set_dying(d.obj) };
+                    }
+                    self.enter(Phase::Release);
+                }
+                Phase::Release => return true,
+            }
+            if budget.spent() {
+                return false;
+            }
+        }
+    }
+
+    /// The mark step: drains the stack, with the threads' grey objects, then runs the
+    /// ephemeron fixpoint's rounds; done when a round in the same stop as an empty stack
+    /// and no grey object finds nothing new.
+    fn mark(&mut self, world: &StoppedWorld, budget: &mut Budget) -> bool {
+        let heap = self.heap;
         let mut values = Vec::new();
         loop {
+            mgcwork::take_greys(world, &mut self.stack);
+            if !mgcmark::drain(heap, &mut self.stack, budget) {
+                return false;
+            }
+            mgcwork::take_greys(world, &mut self.stack);
+            if !self.stack.is_empty() {
+                continue;
+            }
+            if !self.finned {
+                return true;
+            }
+            // Ephemerons whose keys are marked keep their values, and weak handles of far
+            // interior handles keep their far cells while their objects are marked, to a
+            // fixpoint (weak).
             let e = crate::weak::ephemeron_round(heap, |v| values.push(v));
             let f = crate::weak::far_round(heap, |v| values.push(v));
             if !(e || f) {
-                break;
+                return true;
             }
-            mgcmark::mark_and_drain(heap, &values);
+            mgcmark::mark_objects(&values, &mut self.stack);
             values.clear();
+            if budget.spent() {
+                return false;
+            }
         }
-        let fin_cycles = if heap.config().check_finalizers {
-            fin_cycles + crate::mfinal::check_cleanups(heap, &spans)
-        } else {
-            fin_cycles
-        };
-        phase(&mut phases, &mut last, "ephemerons");
+    }
+
+    /// The terminate step (module docs).
+    fn terminate(&mut self, world: &StoppedWorld) {
+        let heap = self.heap;
+        mgcwork::marking_done(world);
+        if heap.config().check_finalizers {
+            self.fin_cycles = mgcmark::check_fin_cycles(heap, &self.fin_scanned)
+                + crate::mfinal::check_cleanups(heap, &self.spans);
+        }
+        self.fin_scanned = Vec::new();
         // Before resurrection: a weak handle goes nil when its finalizers are queued.
         crate::weak::after_mark(heap);
-        let mut queue = crate::mfinal::resurrect(heap, &spans);
+        let mut queue = crate::mfinal::resurrect(heap, &self.spans);
         // After resurrection: what is still unmarked is freed by this cycle.
-        let cleanups = crate::mfinal::queue_cleanups(heap, &spans, &mut queue);
+        self.cleanups = crate::mfinal::queue_cleanups(heap, &self.spans, &mut queue);
         crate::mfinal::enqueue(heap, queue);
-        phase(&mut phases, &mut last, "resurrect");
-        let doomed = mgcmark::mark_doomed(heap, &spans);
-        phase(&mut phases, &mut last, "mark_doomed");
-        (cross_heap, fin_cycles, doomed, cleanups)
-    }));
-    let (cross_heap, fin_cycles, doomed, cleanups) = match traced {
+        // Every finalizer this cycle queued, in all its parts (`resurrect` hands them
+        // over as it goes), less its cleanups (the same queue).
+        self.queued =
+            (crate::mfinal::counters().0 - self.queued_before).saturating_sub(self.cleanups);
+        let mut k = lock(&heap.counters);
+        k.num_gc += 1;
+        k.finalizer_cycles += self.fin_cycles;
+        self.n = k.num_gc;
+    }
+
+    /// Undoes the cycle (before release: a `Trace` impl panicked, or `collect()` starts
+    /// afresh): marks and scratch counts cleared, allocation no longer black.
+    fn abandon(self: Box<Self>, world: &StoppedWorld) {
+        let heap = self.heap;
+        let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
+        mgcmark::abandon(&spans);
+        // SAFETY: `world` says this thread stopped the world.
+        unsafe { crate::mcache::flush_all(heap, false) };
+        mgcwork::end(world);
+    }
+
+    /// The flip step, and the report (module docs).
+    fn finish(mut self: Box<Self>, world: &StoppedWorld) -> (Vec<Doomed>, Report) {
+        let heap = self.heap;
+        let t = Instant::now();
+        let (live, freed) = mgcsweep::flip(heap, world);
+        mgcwork::end(world);
+        heap.heap_live.store(live, Ordering::Relaxed);
+        let config = heap.config();
+        let goal = match config.gogc {
+            Some(g) => (live.saturating_mul(100 + g as usize) / 100).max(config.min_heap),
+            None => usize::MAX,
+        };
+        heap.set_goal(live, goal);
+        self.spent("flip", t.elapsed());
+        let mut k = lock(&heap.counters);
+        k.base.frees += freed;
+        k.live_bytes = live;
+        let totals = crate::mcache::totals(heap, &k);
+        k.bytes_at_gc = totals.bytes;
+        k.free_bytes_at_gc = totals.free_bytes;
+        drop(k);
+        let report = Report {
+            heap: heap.id,
+            cycle: self.n,
+            pause: self.pause,
+            stops: self.stops,
+            pause_max: self.pause_max,
+            phases: core::mem::take(&mut self.phases),
+            live_before: self.live_before,
+            live_after: live,
+            freed,
+            finalizers_queued: self.queued,
+            cleanups_queued: self.cleanups,
+        };
+        if config.trace {
+            self.print(goal, &report);
+        }
+        (core::mem::take(&mut self.doomed), report)
+    }
+
+    /// The `FING_TRACE=gc` line (its stop-the-world figures count the stop that ends the
+    /// cycle only up to the flip: the caller records that stop).
+    fn print(&self, goal: usize, r: &Report) {
+        const MB: f64 = 1024.0 * 1024.0;
+        let (from, to, stopping) = self.longest;
+        eprintln!(
+            "gc {} @{:.3}s: pause {:.3} ms in {} stops (longest {:.3} ms, {from} to {to}, {:.3} ms of it stopping), {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} cleanups queued, {} objects to destroy",
+            r.cycle,
+            self.heap.started.elapsed().as_secs_f64(),
+            r.pause.as_secs_f64() * 1e3,
+            r.stops,
+            r.pause_max.as_secs_f64() * 1e3,
+            stopping.as_secs_f64() * 1e3,
+            r.live_before as f64 / MB,
+            r.live_after as f64 / MB,
+            if goal == usize::MAX { "no".to_string() } else { format!("{:.1}", goal as f64 / MB) },
+            r.freed,
+            r.finalizers_queued,
+            r.cleanups_queued,
+            self.doomed.len(),
+        );
+    }
+
+    /// Accounts one stop of the world that worked on this cycle, from `from` to now.
+    fn note_stop(&mut self, world: &StoppedWorld, from: &'static str, work_began: Instant) {
+        let pause = world.raised_at.elapsed();
+        self.stops += 1;
+        self.pause += pause;
+        if pause >= self.pause_max {
+            self.pause_max = pause;
+            self.longest = (from, self.phase_name(), work_began - world.raised_at);
+        }
+    }
+
+    fn phase_name(&self) -> &'static str {
+        self.phase.name()
+    }
+}
+
+/// Records a stop of the world in `heap`'s counters (Go's `PauseNs` ring and totals).
+fn record_stop(heap: &MHeap, pause: Duration) {
+    let mut k = lock(&heap.counters);
+    k.num_pauses += 1;
+    k.pause_max = k.pause_max.max(pause);
+    if k.pauses.len() == crate::mstats::PAUSE_RING {
+        k.pauses.pop_front();
+    }
+    k.pauses.push_back((heap.started.elapsed(), pause));
+    k.pause_total += pause;
+    k.last_pause = pause;
+}
+
+/// Runs `f` on the cycle; a panic (a `Trace` impl's) abandons it, reports it and goes on
+/// to the caller.
+fn guarded<R>(
+    c: &mut Option<Box<Cycle>>,
+    world: &StoppedWorld,
+    api: &str,
+    f: impl FnOnce(&mut Cycle, &StoppedWorld) -> R,
+) -> R {
+    let cycle = c.as_mut().expect("fing::collect: no cycle to work on");
+    match catch_unwind(AssertUnwindSafe(|| f(cycle, world))) {
         Ok(r) => r,
         Err(panic) => {
-            mgcmark::abandon(&spans);
+            // Nothing was freed or released yet (release contains its panics): the heap is
+            // as before the cycle. What it decided about unreachable objects stands, and
+            // leaves no count behind: weak handles and ephemerons of unmarked objects stay
+            // cleared (their counts were dropped as they were cleared), finalizers queued
+            // hold counts on their objects, and cleanups queued run (their objects are
+            // freed by a later cycle).
+            if let Some(c) = c.take() {
+                c.abandon(world);
+            }
             eprintln!(
                 "{api}: the Trace impl of {} panicked; the collection was abandoned and nothing was freed",
                 mgcmark::tracing_type().map_or_else(|| "a type".to_string(), |t| t.to_string())
             );
             resume_unwind(panic)
         }
-    };
-    // Every finalizer this cycle queued, in all its parts (`resurrect` hands them over as
-    // it goes), less its cleanups (the same queue).
-    let queued = (crate::mfinal::counters().0 - queued_before).saturating_sub(cleanups);
-    for d in &doomed {
-        // SAFETY: `mark_doomed` listed allocated, unreachable objects, and the world is
-        // stopped.
-        unsafe { crate::slot::set_dying(d.obj) };
     }
-    let swept = mgcsweep::sweep(heap, world, &spans, cross_heap);
-    phase(&mut phases, &mut last, "sweep");
+}
 
-    let live = swept.live_bytes;
-    heap.heap_live.store(live, Ordering::Relaxed);
-    let config = heap.config();
-    let goal = match config.gogc {
-        Some(g) => (live.saturating_mul(100 + g as usize) / 100).max(config.min_heap),
-        None => usize::MAX,
-    };
-    heap.next_gc.store(goal, Ordering::Relaxed);
-    let work = t0.elapsed();
-    let pause = world.raised_at.elapsed();
-    let mut k = lock(&heap.counters);
-    k.num_gc += 1;
-    k.pause_max = k.pause_max.max(pause);
-    if k.pauses.len() == crate::mstats::PAUSE_RING {
-        k.pauses.pop_front();
+/// What a stop of the world did: the doomed garbage of the cycles it finished (for the
+/// caller to destroy once the world resumes), their reports, and a `Trace` panic that a
+/// release contained (for `collect()` to pass on).
+#[derive(Default)]
+pub(crate) struct Outcome {
+    pub(crate) doomed: Vec<Doomed>,
+    pub(crate) reports: Vec<Report>,
+    pub(crate) panicked: Option<Box<dyn Any + Send>>,
+}
+
+impl Outcome {
+    fn add(
+        &mut self,
+        (doomed, report): (Vec<Doomed>, Report),
+        panicked: Option<Box<dyn Any + Send>>,
+    ) {
+        if self.doomed.is_empty() {
+            self.doomed = doomed;
+        } else {
+            self.doomed.extend(doomed);
+        }
+        self.reports.push(report);
+        if self.panicked.is_none() {
+            self.panicked = panicked;
+        }
     }
-    k.pauses.push_back((heap.started.elapsed(), pause));
-    k.finalizer_cycles += fin_cycles;
-    k.base.frees += swept.freed_objects;
-    k.pause_total += pause;
-    k.last_pause = pause;
-    k.live_bytes = live;
-    let t = crate::mcache::totals(heap, &k);
-    k.bytes_at_gc = t.bytes;
-    k.free_bytes_at_gc = t.free_bytes;
-    let n = k.num_gc;
-    drop(k);
-    if config.trace {
-        const MB: f64 = 1024.0 * 1024.0;
-        eprintln!(
-            "gc {n} @{:.3}s: pause {:.3} ms ({:.3} ms stopping, {:.3} ms of work), {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} cleanups queued, {} objects to destroy",
-            heap.started.elapsed().as_secs_f64(),
-            pause.as_secs_f64() * 1e3,
-            (pause.saturating_sub(work)).as_secs_f64() * 1e3,
-            work.as_secs_f64() * 1e3,
-            before as f64 / MB,
-            live as f64 / MB,
-            if goal == usize::MAX { "no".to_string() } else { format!("{:.1}", goal as f64 / MB) },
-            swept.freed_objects,
-            queued,
-            cleanups,
-            doomed.len(),
-        );
+}
+
+/// A whole cycle of `heap` in this stop (`collect()`, and collections that must free
+/// memory now): a cycle in progress is finished first, or abandoned if it is `heap`'s and
+/// still marking (its snapshot predates the call).
+pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Outcome {
+    let work_began = Instant::now();
+    let mut out = Outcome::default();
+    let mut guard = lock(&CYCLE);
+    if let Some(c) = guard.as_ref() {
+        // Drops deferred while the world was being stopped: applied (and shaded) first.
+        crate::release::drain_deferred(world);
+        if c.heap.id == heap.id && c.phase.marking() {
+            if let Some(c) = guard.take() {
+                c.abandon(world);
+            }
+        } else {
+            let from = c.phase_name();
+            guarded(&mut guard, world, api, |c, w| {
+                c.work(w, &mut Budget::unlimited());
+                c.note_stop(w, from, work_began);
+            });
+            let mut c = guard.take().expect("fing::collect: the cycle vanished");
+            let panicked = c.panicked.take();
+            out.add(c.finish(world), panicked);
+        }
     }
-    let report = Report {
-        cycle: n,
-        pause,
-        phases,
-        live_before: before,
-        live_after: live,
-        freed: swept.freed_objects,
-        finalizers_queued: queued,
-        cleanups_queued: cleanups,
+    *guard = Some(Cycle::start(heap, world));
+    guarded(&mut guard, world, api, |c, w| {
+        c.work(w, &mut Budget::unlimited());
+        c.note_stop(w, "start", work_began);
+    });
+    let mut c = guard.take().expect("fing::collect: the cycle vanished");
+    let panicked = c.panicked.take();
+    out.add(c.finish(world), panicked);
+    drop(guard);
+    record_stop(heap, world.raised_at.elapsed());
+    out
+}
+
+/// One slice: works on the cycle in progress (starting one of `heap` if there is none)
+/// until `deadline`. Returns the outcome, with a report if a cycle ended.
+pub(crate) fn slice(
+    heap: &'static MHeap,
+    world: &StoppedWorld,
+    deadline: Instant,
+    api: &str,
+) -> Outcome {
+    let work_began = Instant::now();
+    let mut out = Outcome::default();
+    let mut guard = lock(&CYCLE);
+    let from = match guard.as_ref() {
+        Some(c) => c.phase_name(),
+        None => {
+            *guard = Some(Cycle::start(heap, world));
+            "start"
+        }
     };
-    (doomed, report)
+    let cycle_heap = guard.as_ref().map_or(heap, |c| c.heap);
+    // A slice's own deferred drops: applied (and shaded) before the work.
+    crate::release::drain_deferred(world);
+    let done = guarded(&mut guard, world, api, |c, w| {
+        let done = c.work(w, &mut Budget::until(deadline));
+        c.note_stop(w, from, work_began);
+        done
+    });
+    if done {
+        let mut c = guard.take().expect("fing::collect: the cycle vanished");
+        let panicked = c.panicked.take();
+        out.add(c.finish(world), panicked);
+    }
+    drop(guard);
+    record_stop(cycle_heap, world.raised_at.elapsed());
+    out
 }
 
 #[cfg(all(test, feature = "tracing"))]

@@ -1,46 +1,133 @@
-//! Roots and marking (Go's mgcmark), with the world stopped.
+//! Roots and marking (Go's mgcmark), in steps that a cycle may spread over slices with
+//! the world running between them (`mgc`).
 //!
-//! Roots are found by trial subtraction, counted without a copy pass. Outside a
-//! collection every object's scratch `gc_refs` is zero. Then:
+//! Roots are found by trial subtraction. Outside a cycle every object's scratch `gc_refs`
+//! is zero. Then:
 //!
-//! 1. [`count_refs`]: trace every allocated object once; each handle found inside the heap
-//!    adds one to its target's `gc_refs`. Now `gc_refs` = references from inside the heap,
-//!    and an object whose handle `count` differs is referenced from outside: a root.
-//! 2. [`mark`]: mark the roots, then follow edges with an explicit stack (no recursion: a
-//!    list of a million nodes marks in constant stack). Every edge *from a live object*
-//!    takes one back off its target's `gc_refs`, so afterwards a live object's `gc_refs`
-//!    counts exactly the references held by garbage.
-//! 3. [`mark_doomed`], after the finalizers' resurrection (mfinal): garbage whose
-//!    destructor runs user code is marked, with what it reaches, for its destructor.
+//! 1. [`count_refs`]: trace every unmarked object of the snapshot's spans once; each
+//!    handle found adds one to its target's `gc_refs`, so that `gc_refs` counts the
+//!    references from inside the heap. (Weak cells add theirs: `weak::before_mark`.)
+//! 2. [`scan_roots`]: an object whose handle `count` is not its `gc_refs` is referenced
+//!    from outside the heap: a root, marked and pushed.
+//! 3. [`drain`]: follow edges from the marked objects with an explicit stack (no
+//!    recursion: a list of a million nodes marks in constant stack), marking what they
+//!    reach; then [`markfin`], Go's: what an unmarked finalizable object reaches is
+//!    marked, but not the object (resurrected afterwards, in mfinal); and the ephemeron
+//!    fixpoint (weak).
+//! 4. [`mark_doomed`], after resurrection: garbage whose destructor runs user code is
+//!    marked, with what it reaches, for its destructor (mdrop).
 //!
-//! The sweeper then subtracts the remainder from each live object's `count` and zeroes
-//! `gc_refs` (restoring the invariant), so the handles inside garbage never need to be
-//! dropped one by one.
+//! Then mgcsweep's release gives back the counts that garbage holds on live objects, and
+//! zeroes every scratch count again.
 //!
-//! `count` may grow during the cycle (clones need no section); roots are objects whose
-//! `count` is not `gc_refs`, so a concurrent clone only adds roots, and the final
-//! subtraction is atomic. A `Trace` impl that under-reports (forgets a handle) only makes
-//! its target look referenced from outside: a root, kept. One that over-reports (a handle
-//! it does not own, or one twice) can make `gc_refs` equal `count` for an object that is
-//! referenced from outside, and so free a live object: that is why `Trace` is an
-//! `unsafe trait` (`gc_types::trace`).
+//! # Why marking between slices is sound
+//!
+//! This is snapshot-at-the-beginning marking (Yuasa), with the roots of the snapshot
+//! recovered from counts. The snapshot is the heap when the cycle begins (world stopped):
+//! an object reachable then, from a handle outside the heap, must stay marked; an object
+//! allocated since is black (marked at allocation). Mutators run between slices, and
+//! keep that true through the barriers of `mgcwork`:
+//!
+//! - Heap edges change only in `GcCell`s (fields outside cells are written once, at
+//!   allocation) and built objects (`reflect::set_field`). A cell's first mutable borrow
+//!   in a cycle shades what it held (so every snapshot edge that a write could remove is
+//!   marked) and stamps the cell; counting skips stamped cells, so an edge a mutator may
+//!   have moved is never counted as held inside the heap. A cell counted before its first
+//!   borrow was counted with its snapshot contents, which the barrier then shades.
+//! - Counts change through clones (only raise a count: more roots) and drops. A drop that
+//!   leaves a count above zero shades the object: the deletion barrier on every handle,
+//!   inside or outside the heap. So an object whose count falls to its `gc_refs` after
+//!   counting, and would not look like a root, is marked anyway. A drop to zero frees the
+//!   object: nothing referred to it.
+//! - Counting skips marked objects (shaded or black): their edges are not counted, which
+//!   only makes their targets look referenced from outside (kept); marked objects are
+//!   traced anyway.
+//! - A root is an object with `count != gc_refs`, not `count > gc_refs`: counting may see
+//!   an edge that a holder freed at zero later takes back, leaving the count below.
+//! - A weak upgrade shades what it hands out; cells of unmarked objects are cleared only
+//!   once marking is over, with the world stopped.
+//! - Marking is over when, in one stop, the mark stack and every thread's grey list are
+//!   empty and the ephemeron fixpoint finds nothing new; the barriers then stop shading.
+//!
+//! A `Trace` impl that under-reports (forgets a handle) only makes its target look
+//! referenced from outside: a root, kept. One that over-reports (a handle it does not own,
+//! or one twice) can make `gc_refs` equal `count` for an object that is referenced from
+//! outside, and so free a live object: that is why `Trace` is an `unsafe trait`
+//! (`gc_types::trace`).
 //!
 //! Edges are found by pointer mask where the type has one (a loop over the mask's bits, no
 //! call), else by the type's trace function; both decode handle words with
 //! `gc_types::word::object_of`, which gives nothing for handles outside every heap. Edges
 //! into other heaps lie in no arena of this heap and are skipped (a handle into another
 //! heap is an outside reference for that heap).
+//!
+//! Every step here takes a [`Budget`]: the time it may run before it returns to let the
+//! world resume, with a cursor that says where to go on.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, Ordering};
+use std::time::Instant;
 
 use gc_types::{PtrMask, Tracer, Type};
 
 use crate::mheap::MHeap;
 use crate::mpagealloc::{arena_of_cached, span_of, Arena};
-use crate::mspan::Span;
-use crate::mspan::SpanPtr;
+use crate::mspan::{Span, SpanPtr};
 use crate::slot::{data_offset, header, Doomed};
+
+/// How long a step may run: until a deadline, or without end (`collect()`).
+pub(crate) struct Budget {
+    deadline: Option<Instant>,
+    /// Units of work between looks at the clock.
+    every: u32,
+    n: u32,
+    spent: bool,
+}
+
+impl Budget {
+    /// No limit: a whole cycle in one stop.
+    pub(crate) fn unlimited() -> Budget {
+        Budget {
+            deadline: None,
+            every: u32::MAX,
+            n: 0,
+            spent: false,
+        }
+    }
+
+    /// Until `deadline`. One already past gives the least step there is: one unit of
+    /// work (an object popped, a span visited) per step.
+    pub(crate) fn until(deadline: Instant) -> Budget {
+        let past = Instant::now() >= deadline;
+        Budget {
+            deadline: Some(deadline),
+            every: if past { 1 } else { 64 },
+            n: 0,
+            spent: false,
+        }
+    }
+
+    /// `units` of work were done: is there time left for more?
+    #[inline]
+    pub(crate) fn go_on(&mut self, units: u32) -> bool {
+        if self.spent {
+            return false;
+        }
+        self.n = self.n.saturating_add(units);
+        if self.n >= self.every {
+            self.n = 0;
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.spent = true;
+            }
+        }
+        !self.spent
+    }
+
+    /// Has the time run out?
+    pub(crate) fn spent(&self) -> bool {
+        self.spent
+    }
+}
 
 /// Calls `f` with every handle target of the object at `slot`.
 ///
@@ -93,9 +180,10 @@ pub(crate) fn tracing_type() -> Option<&'static Type> {
     unsafe { TRACING.load(Ordering::Relaxed).as_ref() }
 }
 
-/// Undoes an interrupted count-and-mark (a `Trace` impl panicked): every scratch count
-/// back to zero and every mark bit clear, the state outside a cycle. Nothing was freed or
-/// settled yet, so the heap is as it was before the cycle. Collector only.
+/// Undoes an interrupted cycle (a `Trace` impl panicked, or `collect()` starts afresh
+/// while this heap's cycle marks): every scratch count back to zero and every mark bit
+/// clear, over `spans` (all the heap's spans), the state outside a cycle. Nothing was
+/// freed or released yet. Collector only, world stopped.
 pub(crate) fn abandon(spans: &[SpanPtr]) {
     for s in spans {
         let s = s.get();
@@ -109,16 +197,33 @@ pub(crate) fn abandon(spans: &[SpanPtr]) {
     }
 }
 
-/// Pass 1. Returns whether any edge pointed into another heap.
-pub(crate) fn count_refs(heap: &MHeap, spans: &[SpanPtr]) -> bool {
+/// Step 1, from span `*cursor` of the snapshot on: counts the references from inside the
+/// heap into `gc_refs` (module docs). Returns whether it is done.
+pub(crate) fn count_refs(
+    heap: &MHeap,
+    spans: &[SpanPtr],
+    cursor: &mut usize,
+    budget: &mut Budget,
+) -> bool {
+    let _counting = crate::mgcwork::Counting::start();
     let mut t = Tracer::new();
-    let mut cross_heap = false;
     // Edges usually land in the arena of the last one: remember its address range.
     let mut last: Option<&'static Arena> = None;
-    for s in spans.iter().map(|s| s.get()).filter(|s| !s.spc.noscan()) {
+    while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
+        *cursor += 1;
+        if s.spc.noscan() {
+            continue;
+        }
+        let mut n = 0;
         s.for_each_allocated(|i| {
-            let edge = |e: NonNull<u8>| match arena_of_cached(e.as_ptr() as usize, &mut last) {
-                Some(a) if a.heap_id == heap.id => {
+            if s.is_marked(i) {
+                return;
+            }
+            n += 1;
+            let edge = |e: NonNull<u8>| {
+                if arena_of_cached(e.as_ptr() as usize, &mut last)
+                    .is_some_and(|a| a.heap_id == heap.id)
+                {
                     // SAFETY: edges into this heap are headers of its live objects.
                     let h = unsafe { header(e.as_ptr()) };
                     h.gc_refs.store(
@@ -126,62 +231,107 @@ pub(crate) fn count_refs(heap: &MHeap, spans: &[SpanPtr]) -> bool {
                         Ordering::Relaxed,
                     );
                 }
-                Some(_) => cross_heap = true,
-                None => {}
             };
             // SAFETY: `i` is allocated and the world is stopped.
             unsafe { for_each_edge(s.slot(i), &mut t, edge) };
         });
+        if !budget.go_on(n.max(1)) {
+            break;
+        }
     }
-    cross_heap
+    *cursor >= spans.len()
 }
 
-/// Pass 2: marks from the roots, then Go's markfin; returns how many finalizable objects
-/// were found reaching themselves (only searched for with `check_finalizers`).
-pub(crate) fn mark(heap: &MHeap, spans: &[SpanPtr]) -> u64 {
-    let mut stack: Vec<*mut u8> = Vec::new();
+/// Step 2, from span `*cursor` on: marks the roots (module docs) and pushes them on
+/// `stack`. Returns whether it is done.
+pub(crate) fn scan_roots(
+    spans: &[SpanPtr],
+    cursor: &mut usize,
+    stack: &mut Vec<*mut u8>,
+    budget: &mut Budget,
+) -> bool {
     let dying = (&crate::slot::DYING as *const Type).cast_mut();
-    for s in spans {
-        let s = s.get();
+    while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
+        *cursor += 1;
+        let noscan = s.spc.noscan();
+        let mut n = 0;
         s.for_each_allocated(|i| {
+            n += 1;
             // SAFETY: `i` is allocated.
             let h = unsafe { header(s.slot(i)) };
             // A root: referenced from outside the heap, or doomed by an earlier cycle or a
             // mutator and still being destroyed (its slot stays; its value is not read).
             let root = h.count.load(Ordering::Relaxed) != h.gc_refs.load(Ordering::Relaxed)
                 || h.ty.load(Ordering::Relaxed) == dying;
-            if root && s.mark(i) && !s.spc.noscan() {
+            if root && s.mark(i) && !noscan {
                 stack.push(s.slot(i));
             }
         });
-    }
-    let mut t = Tracer::new();
-    drain(heap, &mut stack, &mut t);
-    let mut fin_scanned = Vec::new();
-    // Go's markfin: an object with finalizers that is still unmarked has what it points to
-    // marked, but is not marked itself (if it stays unmarked, the sweeper resurrects it and
-    // queues its finalizers). Its edges count as live ones: the object survives this cycle.
-    // `FIN_SCANNED` in its scratch count says its edges are being counted here, so that
-    // marking it later (from another finalizable object) does not count them again.
-    for_each_scannable_object_with_records(spans, |s, obj| {
-        // SAFETY: a record's object is allocated.
-        let h = unsafe { header(obj.as_ptr()) };
-        let r = h.gc_refs.load(Ordering::Relaxed);
-        if s.is_marked(s.index_of(obj.as_ptr() as usize)) || r & FIN_SCANNED != 0 {
-            return;
+        if !budget.go_on(n) {
+            break;
         }
-        h.gc_refs.store(r | FIN_SCANNED, Ordering::Relaxed);
-        stack.push(obj.as_ptr());
-        fin_scanned.push(obj);
-    });
-    drain(heap, &mut stack, &mut t);
-    if !heap.config().check_finalizers {
-        return 0;
     }
-    // Go's checkfinalizers: a finalizable object that the finalizer scan itself marked is
-    // reachable from some finalizable object; report it if that object is itself.
+    *cursor >= spans.len()
+}
+
+/// Marks the objects `objs` (headers of this heap's objects: ephemeron values, far cells,
+/// `weak`) and pushes those newly marked that can hold handles on `stack`, for `drain`.
+pub(crate) fn mark_objects(objs: &[NonNull<u8>], stack: &mut Vec<*mut u8>) {
+    for o in objs {
+        let Some(s) = span_of(o.as_ptr() as usize) else {
+            continue;
+        };
+        let i = s.index_of(o.as_ptr() as usize);
+        if s.mark(i) && !s.spc.noscan() {
+            stack.push(s.slot(i));
+        }
+    }
+}
+
+/// Go's markfin, from span `*cursor` of the snapshot on: each object with finalizers that
+/// is still unmarked has what it points to marked, but is not marked itself (if it stays
+/// unmarked, it is resurrected and its finalizers queued: mfinal). It is pushed on `stack`
+/// unmarked, to be scanned, and listed in `fin_scanned` (for `check_fin_cycles`). Noscan
+/// spans are skipped without reading their records: their objects point nowhere. Returns
+/// whether it is done.
+pub(crate) fn markfin(
+    spans: &[SpanPtr],
+    cursor: &mut usize,
+    stack: &mut Vec<*mut u8>,
+    fin_scanned: &mut Vec<NonNull<u8>>,
+    budget: &mut Budget,
+) -> bool {
+    while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
+        *cursor += 1;
+        if s.spc.noscan() || !s.has_specials() {
+            continue;
+        }
+        let mut n = 0;
+        for r in s.specials.lock().iter() {
+            n += 1;
+            let obj = r.object(s);
+            let i = s.index_of(obj.as_ptr() as usize);
+            // Records are sorted by address: a tiny block's several are adjacent.
+            if s.is_marked(i) || fin_scanned.last() == Some(&obj) {
+                continue;
+            }
+            stack.push(obj.as_ptr());
+            fin_scanned.push(obj);
+        }
+        if !budget.go_on(n) {
+            break;
+        }
+    }
+    *cursor >= spans.len()
+}
+
+/// Go's checkfinalizers, once marking is over: a finalizable object that the finalizer
+/// scan itself marked is reachable from some finalizable object; reports it if that object
+/// is itself. Returns how many it found. Debug only (`check_finalizers`).
+pub(crate) fn check_fin_cycles(heap: &MHeap, fin_scanned: &[NonNull<u8>]) -> u64 {
+    let mut t = Tracer::new();
     let mut found = 0;
-    for obj in fin_scanned {
+    for &obj in fin_scanned {
         let Some(s) = span_of(obj.as_ptr() as usize) else {
             continue;
         };
@@ -202,30 +352,37 @@ pub(crate) fn mark(heap: &MHeap, spans: &[SpanPtr]) -> u64 {
     found
 }
 
-/// Pass 3, after resurrection: garbage whose destructor runs user code (mdrop). Each such
-/// object still unmarked, and without finalizer records (those were just resurrected), is
-/// marked and listed, and what it reaches is marked too. So this cycle frees nothing its
-/// destructor can touch, and the counts its handles hold are left in place for that
-/// destructor to drop (marking subtracts its edges as live ones). After resurrection, so
-/// that a finalizable object reachable only from such garbage is queued in this cycle,
-/// as Go queues it (to Go, the holder is plain garbage): reaching it here only keeps it
-/// allocated, already marked. The caller dooms the listed objects.
-pub(crate) fn mark_doomed(heap: &MHeap, spans: &[SpanPtr]) -> Vec<Doomed> {
-    let (mut stack, mut t) = (Vec::new(), Tracer::new());
-    let mut doomed = Vec::new();
+/// Step 4, after resurrection, from span `*cursor` on: garbage whose destructor runs user
+/// code (mdrop). Each such object still unmarked, and without finalizer records (those
+/// were just resurrected), is marked, pushed on `stack` (the caller drains it), and
+/// listed in `doomed`. So this cycle frees nothing its destructor can touch, and the
+/// counts its handles hold stay for that destructor to drop. After resurrection, so that
+/// a finalizable object reachable only from such garbage is queued in this cycle, as Go
+/// queues it (to Go, the holder is plain garbage): reaching it here only keeps it
+/// allocated, already marked. Once the stack is drained, the caller dooms the listed
+/// objects. Returns whether it is done.
+pub(crate) fn mark_doomed(
+    spans: &[SpanPtr],
+    cursor: &mut usize,
+    stack: &mut Vec<*mut u8>,
+    doomed: &mut Vec<Doomed>,
+    budget: &mut Budget,
+) -> bool {
     let mut with_records = Vec::new();
-    for s in spans
-        .iter()
-        .map(|s| s.get())
-        .filter(|s| s.needs_sweep_drop())
-    {
+    while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
+        *cursor += 1;
+        if !s.needs_sweep_drop() {
+            continue;
+        }
         // Objects with finalizer records are resurrected instead (in noscan spans too,
         // which markfin skips). Records are sorted by address, so these indices are too.
         with_records.clear();
         if s.has_specials() {
             with_records.extend(s.specials.lock().iter().map(|r| s.index_of(r.ptr as usize)));
         }
+        let mut n = 0;
         s.for_each_allocated(|i| {
+            n += 1;
             if s.is_marked(i) || with_records.binary_search(&i).is_ok() {
                 return;
             }
@@ -248,30 +405,11 @@ pub(crate) fn mark_doomed(heap: &MHeap, spans: &[SpanPtr]) -> Vec<Doomed> {
                 ty,
             });
         });
-    }
-    drain(heap, &mut stack, &mut t);
-    doomed
-}
-
-/// Marks the objects `objs` (headers of objects in this heap whose references from live
-/// holders were already taken off their `gc_refs`: ephemeron values, `weak`) and what
-/// they reach, as marking from roots does. World stopped.
-pub(crate) fn mark_and_drain(heap: &MHeap, objs: &[NonNull<u8>]) {
-    let mut stack = Vec::new();
-    for o in objs {
-        let Some(s) = span_of(o.as_ptr() as usize) else {
-            continue;
-        };
-        // SAFETY: `o` heads an allocated object of this heap (the caller's).
-        let r = unsafe { header(o.as_ptr()) }
-            .gc_refs
-            .load(Ordering::Relaxed);
-        let i = s.index_of(o.as_ptr() as usize);
-        if s.mark(i) && !s.spc.noscan() && r & FIN_SCANNED == 0 {
-            stack.push(s.slot(i));
+        if !budget.go_on(n) {
+            break;
         }
     }
-    drain(heap, &mut stack, &mut Tracer::new());
+    *cursor >= spans.len()
 }
 
 /// Is `obj` reachable from its own fields? (A search with its own visited set; debug only.)
@@ -321,13 +459,11 @@ fn search(heap: &MHeap, mut todo: Vec<*mut u8>, target: NonNull<u8>, t: &mut Tra
     false
 }
 
-/// In an object's scratch count during marking: the finalizer scan counts its edges.
-pub(crate) const FIN_SCANNED: u32 = 1 << 31;
-
-/// Traces the stack's objects to a fixpoint: each edge into this heap takes one off its
-/// target's `gc_refs` and marks it; newly marked scan objects are pushed, except those
-/// the finalizer scan already pushed (`FIN_SCANNED`).
-fn drain(heap: &MHeap, stack: &mut Vec<*mut u8>, t: &mut Tracer) {
+/// Traces the stack's objects until it is empty or the budget is spent: each edge into
+/// this heap marks its target, and a newly marked one that can hold handles is pushed.
+/// Returns whether the stack is empty.
+pub(crate) fn drain(heap: &MHeap, stack: &mut Vec<*mut u8>, budget: &mut Budget) -> bool {
+    let mut t = Tracer::new();
     // Consecutive edges usually land in the same span: remember the last one.
     let mut last: Option<&'static Span> = None;
     while let Some(slot) = stack.pop() {
@@ -344,36 +480,18 @@ fn drain(heap: &MHeap, stack: &mut Vec<*mut u8>, t: &mut Tracer) {
                     s
                 }
             };
-            // SAFETY: an edge into this heap is the header of an allocated object.
-            let h = unsafe { header(e.as_ptr()) };
-            let r = h.gc_refs.load(Ordering::Relaxed).wrapping_sub(1);
-            h.gc_refs.store(r, Ordering::Relaxed);
             let i = s.index_of(addr);
-            if s.mark(i) && !s.spc.noscan() && r & FIN_SCANNED == 0 {
+            if s.mark(i) && !s.spc.noscan() {
                 stack.push(s.slot(i));
             }
         };
-        // SAFETY: only allocated slots are pushed (marked ones, or unmarked objects with
-        // finalizers); the world is stopped.
-        unsafe { for_each_edge(slot, t, edge) };
-    }
-}
-
-/// Calls `f` with each span that holds records of objects that can point to others, and
-/// each record's object (repeated for a tiny block with several): the marker scans the
-/// unmarked ones. Noscan spans are skipped without reading their records: their objects
-/// point nowhere, so the scan has nothing to mark. World stopped.
-fn for_each_scannable_object_with_records(
-    spans: &[SpanPtr],
-    mut f: impl FnMut(&'static Span, NonNull<u8>),
-) {
-    for s in spans
-        .iter()
-        .map(|s| s.get())
-        .filter(|s| !s.spc.noscan() && s.has_specials())
-    {
-        for r in s.specials.lock().iter() {
-            f(s, r.object(s));
+        // SAFETY: only allocated slots are pushed (marked ones, unmarked objects with
+        // finalizers, and grey objects, whose slots stay allocated until the cycle ends:
+        // at worst freed at count zero, `FREED`, with no edges); the world is stopped.
+        unsafe { for_each_edge(slot, &mut t, edge) };
+        if !budget.go_on(1) {
+            break;
         }
     }
+    stack.is_empty()
 }

@@ -1,103 +1,148 @@
-//! Sweeping (Go's mgcsweep), with the world stopped, in two passes.
+//! Sweeping (Go's mgcsweep), in two steps.
 //!
-//! 1. Every allocated object: a live (marked) one gets its count settled (minus the
-//!    references garbage held, which marking left in `gc_refs`; see mgcmark) and its
-//!    `gc_refs` zeroed. Garbage is never dropped here: its destructor only drops handles
-//!    (garbage whose destructor runs user code was marked for the cycle's drop batch and
-//!    is destroyed after the world resumes: mdrop), and those handles' counts were
-//!    settled in bulk. Except for handles into another heap, which that heap counts as
-//!    outside references: when this cycle saw such an edge, every garbage value is
-//!    dropped, and those handles decrement their targets (no user code: handle drops).
-//! 2. Per span: the mark bits become the allocation bits (Go's trick), empty spans go back
-//!    to the page heap, spans with free slots go to the central lists, and free pages
-//!    that stayed free through a whole cycle, beyond what the pacer will use before the
-//!    next cycle, go back to the OS (`PageHeap::release_free`).
+//! 1. [`release`], once marking is over, span by span of the snapshot (the world may run
+//!    between its slices): every unmarked object is garbage. It gives back the counts it
+//!    holds on marked objects (and on other heaps' objects, whose collectors count them
+//!    as outside references), becomes a dead slot (`FREED`: no edges, no destructor), and
+//!    is counted as freed. Its value is never dropped here: garbage whose destructor runs
+//!    user code was marked for the cycle's drop batch and is destroyed after the world
+//!    resumes (mdrop), and any other destructor only drops handles, whose counts are
+//!    what this gives back. Every live object's scratch count goes back to zero.
+//! 2. [`flip`], in one stop at the end of the cycle, over every span of the heap (those
+//!    made during the cycle too): the mark bits become the allocation bits (Go's trick),
+//!    empty spans go back to the page heap, spans with free slots go to the central
+//!    lists, and free pages beyond what the pacer will use before the next cycle go back
+//!    to the OS (`PageHeap::release_free`).
+//!
+//! Why the counts are given back one by one rather than settled in bulk: between slices
+//! mutators change counts and cells, so what marking could subtract from live objects'
+//! counts would be stale by the end. Garbage, unreachable, changes no more: what it holds
+//! is exact.
 //!
 //! Most acyclic garbage never reaches the sweep: mutators free it when its count reaches
-//! zero (`mfree`). Slots freed that way and not reused by the collection are still
-//! allocated, dead (type `FREED`: no edges, no destructor, count zero): the flush of the
-//! thread caches forgot their free lists, and pass 2 frees them with the rest.
+//! zero (`mfree`). Slots freed that way and not reused are still allocated, dead (type
+//! `FREED`, count zero): unless a free list holds them (then they are marked, as every
+//! slot handed out during a cycle), the flip frees them with the rest.
 
+use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use gc_types::Type;
+use gc_types::{PtrMask, Tracer, Type};
 
-use crate::mgcmark::FIN_SCANNED;
+use crate::mgcmark::{for_each_edge, Budget};
 use crate::mheap::{lock, MHeap};
+use crate::mpagealloc::arena_of_cached;
 use crate::mspan::SpanPtr;
-use crate::slot::{data_offset, header, HEADER, POISON};
+use crate::slot::{header, FREED, HEADER, POISON};
+use crate::world::StoppedWorld;
 
-use crate::world::{StoppedWorld, Sweeping};
-
-pub(crate) struct Swept {
-    pub(crate) freed_objects: u64,
-    pub(crate) live_bytes: usize,
-}
-
-pub(crate) fn sweep(
-    heap: &'static MHeap,
-    world: &StoppedWorld,
+/// Step 1, from span `*cursor` of the snapshot on (see the module docs). A `Trace` impl that panics leaves its object allocated and
+/// marked, holding its counts (leaked, never freed early), and the first such panic in
+/// `panicked`. Returns whether it is done. World stopped.
+pub(crate) fn release(
+    heap: &MHeap,
     spans: &[SpanPtr],
-    cross_heap: bool,
-) -> Swept {
-    let mut freed = 0u64;
-    world.set_sweeping(Sweeping::Heap(heap.id));
-    for s in spans {
-        let s = s.get();
-        if !cross_heap && !cfg!(debug_assertions) {
-            // Nothing to do for this span's garbage: settle the live objects only.
-            s.for_each_marked(|i| {
-                // SAFETY: marked slots are allocated.
-                settle(unsafe { header(s.slot(i)) });
-            });
-            freed += (s.alloc_count_bits() - s.marked_count()) as u64;
-            continue;
-        }
+    cursor: &mut usize,
+    panicked: &mut Option<Box<dyn Any + Send>>,
+    budget: &mut Budget,
+) -> bool {
+    let mut t = Tracer::new();
+    let mut last = None;
+    let freed_ty = (&FREED as *const Type).cast_mut();
+    while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
+        *cursor += 1;
+        let mut n = 0;
         s.for_each_allocated(|i| {
+            n += 1;
             let slot = s.slot(i);
             // SAFETY: `i` is allocated.
             let h = unsafe { header(slot) };
             if s.is_marked(i) {
-                settle(h);
+                h.gc_refs.store(0, Ordering::Relaxed);
                 return;
             }
-            freed += 1;
             let ty = h.ty.load(Ordering::Relaxed);
-            if !ty.is_null() {
-                // SAFETY: a non-null header type is the `&'static Type` malloc stored.
-                let ty: &'static Type = unsafe { &*ty };
+            // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
+            if let Some(ty) = unsafe { ty.as_ref() } {
                 debug_assert!(
                     !crate::slot::runs_user_code(ty),
                     "fing::sweep: a garbage {ty} with a destructor was not marked for the drop batch"
                 );
-                if cross_heap && ty.needs_drop() {
-                    let data = slot.wrapping_add(data_offset(ty.align()));
-                    // SAFETY: the value is valid and unreachable (unmarked): dropped once,
-                    // here. Its destructor only drops handles (garbage with any other is
-                    // marked and destroyed after the world resumes: mdrop), so no user
-                    // code runs with the world stopped.
-                    unsafe { ty.drop_value(data) };
+                if !ty.is_noscan() {
+                    let give_back = |e: NonNull<u8>| {
+                        match arena_of_cached(e.as_ptr() as usize, &mut last) {
+                            Some(a) if a.heap_id == heap.id => {
+                                let Some(ts) = a.span_at(e.as_ptr() as usize) else {
+                                    return;
+                                };
+                                // Garbage holding garbage: that count dies with both.
+                                if !ts.is_marked(ts.index_of(e.as_ptr() as usize)) {
+                                    return;
+                                }
+                            }
+                            Some(_) => {}
+                            None => return,
+                        }
+                        crate::release::drop_count(e);
+                    };
+                    let traced = if let PtrMask::Small(_) = ty.ptrmask() {
+                        // SAFETY: `slot` is allocated; world stopped.
+                        unsafe { for_each_edge(slot, &mut t, give_back) };
+                        Ok(())
+                    } else {
+                        t.clear();
+                        // SAFETY: as above. User code (a `Trace` impl) runs: contained.
+                        catch_unwind(AssertUnwindSafe(|| unsafe {
+                            for_each_edge(slot, &mut t, give_back)
+                        }))
+                    };
+                    if let Err(p) = traced {
+                        // Edges are given back only after the trace returns: none was.
+                        s.mark(i);
+                        h.gc_refs.store(0, Ordering::Relaxed);
+                        panicked.get_or_insert(p);
+                        return;
+                    }
                 }
             }
+            h.gc_refs.store(0, Ordering::Relaxed);
+            h.ty.store(freed_ty, Ordering::Relaxed);
             if cfg!(debug_assertions) {
                 // Poison the value so that a wrong free shows up at the next read, not later.
                 // SAFETY: the slot is garbage: nothing reads it until it is allocated again.
-                unsafe { core::ptr::write_bytes(slot.wrapping_add(HEADER), POISON, s.elem_size - HEADER) };
+                unsafe {
+                    core::ptr::write_bytes(slot.wrapping_add(HEADER), POISON, s.elem_size - HEADER)
+                };
             }
         });
+        if !budget.go_on(n) {
+            break;
+        }
     }
-    world.set_sweeping(Sweeping::No);
+    *cursor >= spans.len()
+}
 
+/// Step 2 (see the module docs): flushes the caches, which stop allocating black; returns
+/// the live bytes and the objects freed. World stopped.
+pub(crate) fn flip(heap: &'static MHeap, world: &StoppedWorld) -> (usize, u64) {
+    let _ = world;
+    // SAFETY: the world is stopped (`world`).
+    unsafe { crate::mcache::flush_all(heap, false) };
+    let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     heap.central.reset();
     let mut keep = Vec::with_capacity(spans.len());
     let mut live_bytes = 0;
+    let mut freed_objects = 0u64;
     // `all_spans` is held until it no longer lists the spans freed here: `stats()` reads
     // it without a section, and must never see a freed span.
     let mut all_spans = lock(&heap.all_spans);
     let mut pages = lock(&heap.pages);
-    for &sp in spans {
+    for &sp in &spans {
         let s = sp.get();
-        let live = s.finish_sweep();
+        let (live, freed) = s.finish_sweep();
+        freed_objects += freed as u64;
         if live == 0 {
             pages.set_span(s, core::ptr::null_mut());
             pages.free(s.base, s.npages);
@@ -125,20 +170,14 @@ pub(crate) fn sweep(
     drop(pages);
     *all_spans = keep;
     drop(all_spans);
-    Swept {
-        freed_objects: freed,
-        live_bytes,
+    if cfg!(debug_assertions) {
+        for s in lock(&heap.all_spans).iter().map(|s| s.get()) {
+            s.for_each_allocated(|i| {
+                // SAFETY: `i` is allocated.
+                let r = unsafe { header(s.slot(i)) }.gc_refs.load(Ordering::Relaxed);
+                assert_eq!(r, 0, "fing::collect: a scratch count left after a cycle");
+            });
+        }
     }
-}
-
-/// Settles a live object after marking: its count loses the references garbage held
-/// (what marking left in `gc_refs`, less the finalizer-scan bit), and `gc_refs` goes back
-/// to zero, the invariant outside a cycle.
-#[inline]
-fn settle(h: &crate::slot::Header) {
-    let r = h.gc_refs.load(Ordering::Relaxed);
-    if r != 0 {
-        h.count.fetch_sub(r & !FIN_SCANNED, Ordering::Relaxed);
-        h.gc_refs.store(0, Ordering::Relaxed);
-    }
+    (live_bytes, freed_objects)
 }

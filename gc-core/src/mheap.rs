@@ -22,7 +22,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::mcentral::MCentral;
 use crate::mpagealloc::PageHeap;
@@ -62,6 +62,13 @@ pub struct HeapConfig {
     /// them; when the heap's last `Heap` goes, what is pending moves to the finalizer
     /// thread. Default: false.
     pub finalizers_at_safe_points: bool,
+    /// Run the pacer's cycles in slices of at most this long, with the world running
+    /// between them (on fing's collector thread, and on allocating threads that outrun
+    /// it), instead of in one stop: pauses stay near this bound whatever the heap's size.
+    /// `None`: every cycle in one stop. `collect()` always runs a whole cycle in one
+    /// stop. Default: the `FING_GCSLICE` environment variable (microseconds, or `off`),
+    /// else off.
+    pub gc_slice: Option<Duration>,
 }
 
 impl Default for HeapConfig {
@@ -73,6 +80,7 @@ impl Default for HeapConfig {
             check_finalizers: env_lists("FING_DEBUG", "checkfinalizers"),
             max_heap: None,
             finalizers_at_safe_points: false,
+            gc_slice: parse_slice(std::env::var("FING_GCSLICE").ok().as_deref()),
         }
     }
 }
@@ -99,6 +107,15 @@ fn parse_gogc(v: Option<&str>) -> Option<u32> {
     }
 }
 
+/// `FING_GCSLICE`: microseconds, or `off`; unset or unreadable means off.
+fn parse_slice(v: Option<&str>) -> Option<Duration> {
+    match v.map(str::trim) {
+        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        Some(v) => v.parse().ok().map(Duration::from_micros),
+        None => None,
+    }
+}
+
 /// A heap's state (Go's `mheap`): never freed (see the module docs).
 pub(crate) struct MHeap {
     /// The heap's identity in the arena map (arenas and spans carry it), from 1.
@@ -119,8 +136,11 @@ pub(crate) struct MHeap {
     /// Bytes in spans handed to caches since the last collection, plus live bytes then
     /// (the pacer's measure of the heap).
     pub(crate) heap_live: AtomicUsize,
-    /// The pacer's goal: a collection is wanted once `heap_live` reaches it.
+    /// The pacer's goal: a cycle should be over by the time `heap_live` reaches it.
     pub(crate) next_gc: AtomicUsize,
+    /// Where a cycle is wanted: the goal for cycles run in one stop; for cycles run in
+    /// slices, earlier, so that the slices can finish before the goal (`set_goal`).
+    pub(crate) trigger: AtomicUsize,
     /// `heap_live` passed `next_gc`: the next allocation tries to collect.
     pub(crate) gc_wanted: AtomicBool,
     /// Statistics kept under a lock. Lock order: first of a heap's locks (`stats()` holds
@@ -188,6 +208,7 @@ impl MHeap {
             all_spans: Mutex::new(Vec::new()),
             heap_live: AtomicUsize::new(0),
             next_gc: AtomicUsize::new(first_goal(&config)),
+            trigger: AtomicUsize::new(first_goal(&config)),
             gc_wanted: AtomicBool::new(false),
             counters: Mutex::new(Counters::default()),
             large_mallocs: AtomicU64::new(0),
@@ -217,9 +238,21 @@ impl MHeap {
     /// pacer asks for a collection once `heap_live` reaches its goal.
     pub(crate) fn grew(&self, bytes: usize) {
         let live = self.heap_live.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if live >= self.next_gc.load(Ordering::Relaxed) {
+        if live >= self.trigger.load(Ordering::Relaxed) {
             self.gc_wanted.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Sets the pacer's goal after a cycle that left `live` bytes: a cycle run in slices
+    /// is wanted 70% of the way from `live` to `goal` (Go starts its cycles early too: its
+    /// trigger ratio), one run in one stop at the goal.
+    pub(crate) fn set_goal(&self, live: usize, goal: usize) {
+        let trigger = match self.config().gc_slice {
+            Some(_) if goal != usize::MAX => live + (goal - live.min(goal)) / 10 * 7,
+            _ => goal,
+        };
+        self.next_gc.store(goal, Ordering::Relaxed);
+        self.trigger.store(trigger, Ordering::Relaxed);
     }
 
     /// A span of class `spc` with a free slot: from the central list, or new pages.
@@ -302,5 +335,15 @@ mod tests {
         assert_eq!(parse_gogc(Some("off")), None);
         assert_eq!(parse_gogc(Some("OFF")), None);
         assert_eq!(parse_gogc(Some("lots")), Some(100));
+    }
+
+    #[test]
+    fn gc_slice_from_the_environment() {
+        use super::parse_slice;
+        use std::time::Duration;
+        assert_eq!(parse_slice(None), None);
+        assert_eq!(parse_slice(Some("off")), None);
+        assert_eq!(parse_slice(Some(" 250 ")), Some(Duration::from_micros(250)));
+        assert_eq!(parse_slice(Some("soon")), None);
     }
 }

@@ -169,19 +169,6 @@ impl Span {
             .sum()
     }
 
-    /// Marked objects. Collector only.
-    pub(crate) fn marked_count(&self) -> usize {
-        self.mark_bits
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
-            .sum()
-    }
-
-    /// Calls `f` with each marked slot index. Collector only.
-    pub(crate) fn for_each_marked(&self, f: impl FnMut(usize)) {
-        for_each_set(&self.mark_bits, f);
-    }
-
     /// Bytes the span covers.
     pub(crate) fn bytes(&self) -> usize {
         self.npages * PAGE_SIZE
@@ -214,7 +201,17 @@ impl Span {
         self.mark_bits[i / 64].load(Ordering::Relaxed) >> (i % 64) & 1 == 1
     }
 
-    /// Sets the mark bit; returns whether it was clear. Collector only.
+    /// Sets the mark bit with an atomic read-modify-write; returns whether it was clear.
+    /// For mutators between a cycle's slices (`mgcwork::shade`, black allocation), which
+    /// may share a bitmap word with another thread's.
+    #[inline]
+    pub(crate) fn mark_shared(&self, i: usize) -> bool {
+        let bit = 1u64 << (i % 64);
+        self.mark_bits[i / 64].fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+
+    /// Sets the mark bit; returns whether it was clear. Collector only, world stopped (no
+    /// mutator marks then).
     #[inline]
     pub(crate) fn mark(&self, i: usize) -> bool {
         let w = &self.mark_bits[i / 64];
@@ -309,18 +306,19 @@ impl Span {
     }
 
     /// End of sweep (Go's trick): the mark bits become the alloc bits, the marks clear.
-    /// Returns the number of live objects. Collector only.
-    pub(crate) fn finish_sweep(&self) -> usize {
-        let mut live = 0;
+    /// Returns the live objects, and the allocated ones freed by this. Collector only.
+    pub(crate) fn finish_sweep(&self) -> (usize, usize) {
+        let (mut live, mut freed) = (0, 0);
         for (a, m) in self.alloc_bits.iter().zip(self.mark_bits.iter()) {
             let mw = m.load(Ordering::Relaxed);
             live += mw.count_ones() as usize;
+            freed += (a.load(Ordering::Relaxed) & !mw).count_ones() as usize;
             a.store(mw, Ordering::Relaxed);
             m.store(0, Ordering::Relaxed);
         }
         self.alloc_count.store(live, Ordering::Relaxed);
         self.free_index.store(0, Ordering::Relaxed);
-        live
+        (live, freed)
     }
 }
 
@@ -418,7 +416,7 @@ mod tests {
         let mut garbage = 0;
         s.for_each_allocated(|i| garbage += usize::from(!s.is_marked(i)));
         assert_eq!(garbage, 170 - 57);
-        assert_eq!(s.finish_sweep(), 57);
+        assert_eq!(s.finish_sweep().0, 57);
         assert_eq!(s.next_free(), Some(1));
         assert_eq!(s.next_free(), Some(2));
         assert_eq!(s.next_free(), Some(4));

@@ -61,6 +61,9 @@ pub struct MemStats {
     pub destructor_panics: u64,
     /// The longest stop-the-world pause of this heap's collections.
     pub pause_max: Duration,
+    /// Stops of the world for this heap's collections (a cycle run in slices stops it
+    /// once per slice; `collect()` once). `pause_total` is their sum.
+    pub num_pauses: u64,
     /// The last `PAUSE_RING` (256) pauses, oldest first, each as (when it ended, measured
     /// from the heap's creation; how long it was): Go's `PauseEnd` and `PauseNs`. A pause
     /// runs from the moment the collector raised the stop (threads entering a section
@@ -81,6 +84,7 @@ pub(crate) struct Counters {
     pub(crate) pause_total: Duration,
     pub(crate) last_pause: Duration,
     pub(crate) pause_max: Duration,
+    pub(crate) num_pauses: u64,
     /// The last `PAUSE_RING` pauses: (end since the heap's start, length).
     pub(crate) pauses: std::collections::VecDeque<(Duration, Duration)>,
     /// Bytes of live slots after the last sweep.

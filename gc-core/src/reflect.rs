@@ -23,6 +23,7 @@
 //!   for built aggregates of more than 64 words.
 
 use core::fmt;
+use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use std::sync::Mutex;
 
@@ -348,6 +349,11 @@ pub fn set_field(obj: &Value, i: usize, v: Value) -> Result<(), ReflectError> {
         // SAFETY: `p` is valid for writes of `ty.size()` bytes aligned for `ty`, and `v`'s
         // type has `ty`'s representation (identical, or pointers alike); not a func.
         unsafe { v.move_to(p) };
+    }
+    // A built object has no cell to stamp: a cycle marking now scans it again, with what
+    // it holds now (`mgcwork`; the old value's handles shade as they drop).
+    if let Some(o) = NonNull::new(base) {
+        crate::mgcwork::shade_if_marking(o);
     }
     drop(section);
     drop(stripe);

@@ -15,19 +15,17 @@
 //! after each batch to its slot's spill (`flush_held`), which the next collection applies
 //! with the ring.
 //!
-//! On the collector's thread (a handles-only value dropped by the sweep for its handles
-//! into other heaps) the count was settled by the sweep, unless it points into another
-//! heap (`release_slow`). On a thread whose `Local` is destroyed (a handle in another
+//! On the collector's thread (a handle dropped with the world stopped) the count is
+//! lowered at once, and an object it leaves at zero is left to the collector
+//! (`release_slow`). On a thread whose `Local` is destroyed (a handle in another
 //! thread-local, dropped at thread exit), in a temporary `Local`'s section.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use crate::mpagealloc::arena_of;
 use crate::slot::header;
 use crate::world::{
-    collector_sweeping, for_each_slot, local, try_local, with_temporary, Local, StoppedWorld,
-    Sweeping,
+    for_each_slot, holds_world, local, try_local, with_temporary, Local, StoppedWorld,
 };
 
 /// Drops one count a handle held on `obj` (the `Drop` of a heap handle): on a mutator
@@ -45,27 +43,24 @@ pub(crate) fn release(obj: NonNull<u8>) {
 #[cold]
 #[inline(never)]
 fn release_slow(obj: NonNull<u8>) {
-    match collector_sweeping() {
-        // Dropped with garbage (a handles-only value dropped for its handles into other
-        // heaps): its count was settled by the sweep, unless it points into another heap.
-        Some(Sweeping::No) => drop_count(obj),
-        Some(Sweeping::Heap(id)) => {
-            if arena_of(obj.as_ptr() as usize).is_none_or(|a| a.heap_id != id) {
-                drop_count(obj);
-            }
-        }
-        None => drop_orphan(obj),
+    match holds_world() {
+        Some(true) => drop_count(obj),
+        _ => drop_orphan(obj),
     }
 }
 
-/// Lowers `obj`'s count by one with the world stopped, or at thread exit (an object whose
-/// count reaches zero is left to the sweep).
+/// Lowers `obj`'s count by one with the world stopped (an object whose count reaches zero
+/// is left to the collector). A count left above zero shades the object if a cycle is in
+/// progress (`mgcwork`'s deletion barrier).
 pub(crate) fn drop_count(obj: NonNull<u8>) {
     // SAFETY: `obj` is the header of an object a handle counted on; the count being
     // dropped kept it allocated until now.
-    unsafe { header(obj.as_ptr()) }
+    let was = unsafe { header(obj.as_ptr()) }
         .count
         .fetch_sub(1, Ordering::Release);
+    if was > 1 {
+        crate::mgcwork::shade_if_marking(obj);
+    }
 }
 
 /// Drops a handle's count on `obj` on a mutator thread: at once if this thread is in a

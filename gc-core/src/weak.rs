@@ -371,6 +371,9 @@ fn upgrade_word(word: &AtomicPtr<u8>, api: &str) -> Option<NonNull<u8>> {
         .unwrap_or_else(|| panic!("{api}: a heap handle's word stopped counting on its object"));
     // SAFETY: as above: `obj` heads an allocated object.
     count_one_more(unsafe { header(obj.as_ptr()) });
+    // A cycle marking now may have found the object reachable only through weak cells:
+    // it is reachable again, and the cycle must keep it (Go's issue 69210).
+    crate::mgcwork::shade_if_marking(obj);
     Some(w)
 }
 
@@ -710,7 +713,7 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
         // The key is unreachable: the value goes with it, and its count now.
         cell.value.store(core::ptr::null_mut(), Ordering::Release);
         if let Some(o) = obj {
-            drop_counted(o);
+            crate::release::drop_count(o);
         }
         cleared += 1;
     }
@@ -722,11 +725,10 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
             return true;
         };
         if is_marked(o) {
-            add_refs(o, -1);
             return true;
         }
         cell.word.store(core::ptr::null_mut(), Ordering::Release);
-        drop_counted(o);
+        crate::release::drop_count(o);
         cleared += 1;
         release_cell(c.0);
         false
@@ -740,29 +742,22 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
 fn count_at_start(obj: Option<NonNull<u8>>, reap: bool) -> bool {
     match obj {
         Some(o) if reap => crate::release::drop_count(o),
-        Some(o) => add_refs(o, 1),
+        Some(o) => add_ref(o),
         None => {}
     }
     !reap
 }
 
-/// Adds `d` to the scratch count of `o`, an object a cell counts on. World stopped.
-fn add_refs(o: NonNull<u8>, d: i32) {
+/// Adds one to the scratch count of `o`, an object a cell counts on. World stopped.
+fn add_ref(o: NonNull<u8>) {
     // SAFETY: `o` heads an allocated object (the cell's count keeps it); world stopped.
     let h = unsafe { header(o.as_ptr()) };
     let r = h
         .gc_refs
         .load(Ordering::Relaxed)
-        .checked_add_signed(d)
+        .checked_add(1)
         .expect("fing::collect: a cell's scratch count out of range");
     h.gc_refs.store(r, Ordering::Relaxed);
-}
-
-/// Drops a cleared cell's count on `o`, with the one `before_mark` added to its `gc_refs`
-/// for it. World stopped.
-fn drop_counted(o: NonNull<u8>) {
-    add_refs(o, -1);
-    crate::release::drop_count(o);
 }
 
 /// Is the key behind weak cell `k` alive in this cycle of `heap`: not cleared, and marked
@@ -801,7 +796,6 @@ pub(crate) fn ephemeron_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -
         cell.traced.store(true, Ordering::Relaxed);
         progress = true;
         if let Some(o) = obj {
-            add_refs(o, -1);
             mark(o);
         }
     }

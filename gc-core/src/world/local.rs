@@ -14,17 +14,6 @@ use std::sync::Arc;
 use super::{lock, Role, Slot, WORLD};
 use crate::mspan::Span;
 
-/// What the collector's thread is doing to the heaps, for the handle drops its sweep
-/// makes (`release`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Sweeping {
-    /// Not sweeping (or not the collector).
-    No,
-    /// Sweeping the heap with this id: a handle into it that is dropped now points at an
-    /// object whose count the sweep settles, unless it dies in this cycle.
-    Heap(u64),
-}
-
 /// A thread's fing state. Only its own thread touches it (the collector reaches its
 /// caches through the heaps' registries, and its slot through `World::slots`, with the
 /// world stopped).
@@ -35,8 +24,6 @@ pub(crate) struct Local {
     pub(crate) depth: Cell<u32>,
     /// This thread is the collector, and holds the stopped world.
     pub(crate) holds_world: Cell<bool>,
-    /// What this thread's collection is doing (`Sweeping::No` outside one).
-    pub(crate) sweeping: Cell<Sweeping>,
     /// This thread's allocation caches, one per heap it allocated from. Boxed so that each
     /// keeps its address: the cache registry (`mcache`) points at it.
     #[allow(clippy::vec_box)]
@@ -78,7 +65,6 @@ impl Local {
             slot,
             depth: Cell::new(0),
             holds_world: Cell::new(false),
-            sweeping: Cell::new(Sweeping::No),
             caches: core::cell::UnsafeCell::new(Vec::new()),
             spills: Cell::new(false),
             freeing: Cell::new(false),
@@ -198,7 +184,15 @@ impl Drop for Local {
             c.retire();
         }
         self.leave_outermost();
-        lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
+        {
+            // Objects this thread shaded that the collector has not taken yet stay grey:
+            // they move to the orphans as the slot leaves the list, under the orphans'
+            // lock, so a collector taking greys (the slots, then the orphans) sees them in
+            // one place or the other (`mgcwork::take_greys`).
+            let mut orphans = super::ORPHAN_GREYS.lock();
+            lock(&WORLD.slots).retain(|s| !Arc::ptr_eq(s, &self.slot));
+            orphans.append(&mut self.slot.grey.lock());
+        }
         if self.is_current() {
             CURRENT.with(|c| c.set(core::ptr::null()));
         }

@@ -64,12 +64,12 @@ use crate::handshake;
 use crate::spin::SpinLock;
 
 pub(crate) use local::{
-    can_collect, in_section, local, try_local, with_local, with_temporary, Local, Sweeping,
+    can_collect, in_section, local, try_local, with_local, with_temporary, Local,
 };
 pub(crate) use section::{
     assert_not_collecting, enter, pause, stop_requested, with_section, Section,
 };
-pub(crate) use stop::{collector_sweeping, stop, StoppedWorld};
+pub(crate) use stop::{holds_world, stop, StoppedWorld};
 
 /// A thread's part of the handshake, and its deferred drops, which a collector applies.
 #[repr(align(128))]
@@ -81,7 +81,14 @@ pub(crate) struct Slot {
     /// Drops the thread held (`Local::held`), handed over after a batch: applied by the
     /// next collection with the world stopped, or by the thread at exit.
     pub(crate) spilled: SpinLock<Spilled>,
+    /// Objects this thread shaded between a cycle's slices (`mgcwork::shade`): slots
+    /// marked but not yet scanned, which the collector takes with the world stopped. A
+    /// thread that exits hands what is left to `ORPHAN_GREYS`.
+    pub(crate) grey: SpinLock<Vec<usize>>,
 }
+
+/// Grey objects of threads that exited during a cycle (`Local::drop`), for the collector.
+pub(crate) static ORPHAN_GREYS: SpinLock<Vec<usize>> = SpinLock::new(Vec::new());
 
 impl Slot {
     fn new() -> Slot {
@@ -89,6 +96,7 @@ impl Slot {
             active: AtomicBool::new(false),
             ring: Ring::new(),
             spilled: SpinLock::new(Spilled::default()),
+            grey: SpinLock::new(Vec::new()),
         }
     }
 

@@ -7,14 +7,13 @@ use core::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use super::local::{in_section, local, try_local, Sweeping};
+use super::local::{in_section, local, try_local};
 use super::section::in_collection;
 use super::{fences, handshake, lock, WORLD};
 
-/// If this thread holds the stopped world: what it is sweeping. `None` if it does not, or
-/// if its `Local` is destroyed.
-pub(crate) fn collector_sweeping() -> Option<Sweeping> {
-    try_local(|l| l.holds_world.get().then(|| l.sweeping.get())).flatten()
+/// Does this thread hold the stopped world? `None` if its `Local` is destroyed.
+pub(crate) fn holds_world() -> Option<bool> {
+    try_local(|l| l.holds_world.get())
 }
 
 /// The stopped world, owned by this thread while the guard lives.
@@ -123,21 +122,9 @@ fn resume() {
     WORLD.resumed.notify_all();
 }
 
-impl StoppedWorld {
-    /// Marks the sweep phase on the collector's thread (`Sweeping::Heap(id)`, then
-    /// `Sweeping::No` when it is over): handle drops then skip targets that die in this
-    /// cycle.
-    pub(crate) fn set_sweeping(&self, s: Sweeping) {
-        local(|l| l.sweeping.set(s));
-    }
-}
-
 impl Drop for StoppedWorld {
     fn drop(&mut self) {
-        local(|l| {
-            l.holds_world.set(false);
-            l.sweeping.set(Sweeping::No);
-        });
+        local(|l| l.holds_world.set(false));
         resume();
     }
 }
