@@ -475,6 +475,10 @@ impl<T: Trace> GcCell<T> {
         let e = crate::mgcwork::epoch();
         let s = self.state.load(Ordering::Relaxed);
         let old = epoch_of(s);
+        // Any cell, not only those in the marking heap's spans: a cell inside a `Vec` of
+        // a heap object lives in the system allocator's memory, and is counted all the
+        // same. (Another heap's cell stamped here may be skipped by that heap's next count:
+        // only a cost, since a skipped cell's targets look referenced from outside.)
         if old != e {
             // SAFETY: this thread holds the mutable borrow (no one else reads or writes
             // the value mutably) and its section (no collector reads it now).

@@ -174,7 +174,7 @@ impl Cycle {
         // Weak handles' counts are references from inside the heap (weak).
         crate::weak::before_mark(heap);
         let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
-        mgcwork::begin(world, heap.id);
+        mgcwork::begin(world, heap);
         Box::new(Cycle {
             heap,
             phase: Phase::Count,

@@ -32,6 +32,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use gc_types::{Trace, Tracer};
 
+use crate::mheap::MHeap;
 use crate::mpagealloc::span_of;
 use crate::world::{for_each_slot, try_local, StoppedWorld, ORPHAN_GREYS};
 
@@ -39,10 +40,11 @@ use crate::world::{for_each_slot, try_local, StoppedWorld, ORPHAN_GREYS};
 static CYCLING: AtomicU64 = AtomicU64::new(0);
 /// The id of the heap whose cycle is marking, or 0: the barriers shade.
 static MARKING: AtomicU64 = AtomicU64::new(0);
-/// The cell epoch of the cycle in progress: cycles since the process began, mod 3.
+/// The cell epoch of the cycle in progress: cycles its heap has begun, mod 3. Per heap, so
+/// that every cycle of a heap has an epoch other than its last one's stamps (a count
+/// shared by all heaps would let a heap's cycle meet the stamps of its cycle before last,
+/// and skip cells it should count).
 static EPOCH: AtomicU32 = AtomicU32::new(0);
-/// Cycles begun (the epoch's source).
-static CYCLES: AtomicU64 = AtomicU64::new(0);
 
 /// The epoch no cycle ever has: a new cell's (it has never been counted or stamped).
 pub(crate) const NO_EPOCH: u32 = 3;
@@ -68,12 +70,13 @@ pub(crate) fn epoch() -> u32 {
 }
 
 /// A cycle of heap `heap_id` begins: from now on mutators shade. World stopped.
-pub(crate) fn begin(_world: &StoppedWorld, heap_id: u64) {
-    let n = CYCLES.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn begin(_world: &StoppedWorld, heap: &MHeap) {
+    let n = heap.cycles_begun.fetch_add(1, Ordering::Relaxed);
     EPOCH.store((n % 3) as u32, Ordering::Relaxed);
-    CYCLING.store(heap_id, Ordering::Relaxed);
-    MARKING.store(heap_id, Ordering::Relaxed);
+    CYCLING.store(heap.id, Ordering::Relaxed);
+    MARKING.store(heap.id, Ordering::Relaxed);
 }
+
 
 /// Marking is over: the barriers stop shading (allocation stays black until the cycle
 /// ends). World stopped.

@@ -152,6 +152,8 @@ pub(crate) struct MHeap {
     pub(crate) limit_refusals: AtomicU64,
     /// When the heap was made (`MemStats`' pause accounting).
     pub(crate) started: Instant,
+    /// Cycles begun, abandoned ones too (the source of a cycle's cell epoch: `mgcwork`).
+    pub(crate) cycles_begun: AtomicU64,
 }
 
 // SAFETY: the spans behind `SpanPtr`s are shared by design (mspan: atomics with one writer
@@ -214,6 +216,7 @@ impl MHeap {
             large_mallocs: AtomicU64::new(0),
             limit_refusals: AtomicU64::new(0),
             started: Instant::now(),
+            cycles_begun: AtomicU64::new(0),
         }));
         lock(&HEAPS).push(inner);
         inner
