@@ -77,7 +77,6 @@ pub(crate) fn begin(_world: &StoppedWorld, heap: &MHeap) {
     MARKING.store(heap.id, Ordering::Relaxed);
 }
 
-
 /// Marking is over: the barriers stop shading (allocation stays black until the cycle
 /// ends). World stopped.
 pub(crate) fn marking_done(world: &StoppedWorld) {

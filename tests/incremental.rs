@@ -1,0 +1,291 @@
+//! Cycles run in steps, with the program running between them (`Heap::collect_step`,
+//! `HeapConfig::gc_slice`): what a mutator does between two steps (moving handles through
+//! cells, dropping them, allocating, upgrading weak handles, exiting a thread) never frees
+//! a live object, and the garbage of the snapshot is still freed.
+
+#![allow(missing_docs)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak};
+
+/// Records the id of each node dropped.
+struct Token(u64, Arc<Mutex<HashSet<u64>>>);
+impl Drop for Token {
+    fn drop(&mut self) {
+        assert!(
+            self.1.lock().unwrap().insert(self.0),
+            "node {} dropped twice",
+            self.0
+        );
+    }
+}
+
+#[derive(Trace)]
+struct Node {
+    id: u64,
+    next: GcCell<Option<Gc<Node>>>,
+    #[gc(untraced)]
+    token: Token,
+}
+
+/// Steps are serialized: one cycle runs at a time in the process, and these tests count
+/// steps of their own heaps' cycles.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn heap() -> Heap {
+    let mut c = HeapConfig::default();
+    c.gogc = None;
+    c.gc_slice = None;
+    Heap::new(c)
+}
+
+struct World {
+    h: Heap,
+    dropped: Arc<Mutex<HashSet<u64>>>,
+    next_id: u64,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            h: heap(),
+            dropped: Arc::default(),
+            next_id: 0,
+        }
+    }
+
+    fn node(&mut self) -> Gc<Node> {
+        self.next_id += 1;
+        self.h.alloc(Node {
+            id: self.next_id,
+            next: GcCell::new(None),
+            token: Token(self.next_id, self.dropped.clone()),
+        })
+    }
+
+    /// Every node reachable from `roots` is alive (its id was never dropped) and reads
+    /// as it was written.
+    fn check(&self, roots: &[Gc<Node>]) {
+        let dropped = self.dropped.lock().unwrap();
+        let mut seen = HashSet::new();
+        let mut todo: Vec<Gc<Node>> = roots.to_vec();
+        while let Some(n) = todo.pop() {
+            assert!(n.id >= 1 && n.id <= self.next_id, "a freed node was read");
+            assert!(!dropped.contains(&n.id), "live node {} was dropped", n.id);
+            if seen.insert(n.id) {
+                if let Some(m) = n.next.borrow().clone() {
+                    todo.push(m);
+                }
+            }
+        }
+    }
+}
+
+/// A small deterministic generator (no dependency).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+/// Random mutations between the least steps there are, over many cycles: links made and
+/// broken through cells, handles moved out of cells onto the stack and back, roots
+/// dropped, nodes allocated. No live node is ever freed, and once the program lets go of
+/// everything, two whole collections free every node.
+#[test]
+fn mutations_between_steps_never_free_a_live_object() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    let mut rng = Lcg(7);
+    let mut roots: Vec<Gc<Node>> = (0..64).map(|_| w.node()).collect();
+    let mut cycles = 0;
+    for op in 0..40_000 {
+        match rng.next(6) {
+            0 => {
+                let n = w.node();
+                roots.push(n);
+            }
+            1 if roots.len() > 2 => {
+                let (a, b) = (rng.next(roots.len()), rng.next(roots.len()));
+                roots[a].next.set(Some(roots[b].clone()));
+            }
+            2 if !roots.is_empty() => {
+                // Move a handle out of a cell onto the stack: no count changes.
+                let a = rng.next(roots.len());
+                if let Some(m) = roots[a].next.take() {
+                    roots.push(m);
+                }
+            }
+            3 if roots.len() > 8 => {
+                let a = rng.next(roots.len());
+                roots.swap_remove(a);
+            }
+            4 if !roots.is_empty() => {
+                // Move a stack handle into a cell, dropping what was there.
+                let (a, b) = (rng.next(roots.len()), rng.next(roots.len()));
+                let m = roots.swap_remove(b);
+                if a < roots.len() {
+                    roots[a].next.set(Some(m));
+                }
+            }
+            _ => {}
+        }
+        if w.h.collect_step(Duration::ZERO) {
+            cycles += 1;
+        }
+        if op % 1000 == 0 {
+            w.check(&roots);
+        }
+    }
+    w.check(&roots);
+    assert!(cycles > 0, "cycles ended between the mutations");
+    drop(roots);
+    w.h.collect();
+    w.h.collect();
+    assert_eq!(w.dropped.lock().unwrap().len() as u64, w.next_id);
+    assert_eq!(w.h.stats().heap_objects, 0);
+}
+
+/// Objects allocated during a cycle are black: kept by it even when only a cell of an
+/// object counted before refers to them; garbage made before the cycle began is freed by
+/// it.
+#[test]
+fn objects_allocated_during_a_cycle_survive_it() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    let holder = w.node();
+    // Garbage: a ring of two.
+    let (a, b) = (w.node(), w.node());
+    a.next.set(Some(b.clone()));
+    b.next.set(Some(a.clone()));
+    drop((a, b));
+    assert!(
+        !w.h.collect_step(Duration::ZERO),
+        "the least step ends no cycle"
+    );
+    let fresh = w.node();
+    holder.next.set(Some(fresh));
+    while !w.h.collect_step(Duration::ZERO) {}
+    w.check(std::slice::from_ref(&holder));
+    assert_eq!(w.dropped.lock().unwrap().len(), 2, "the ring went");
+    assert!(holder.next.borrow().is_some());
+}
+
+/// A weak handle upgraded between steps keeps its object: the cycle that began while
+/// only the weak handle referred to it does not free it.
+#[test]
+fn a_weak_upgrade_between_steps_keeps_the_object() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    let n = w.node();
+    let weak: Weak<Node> = Gc::downgrade(&n);
+    let holder = w.node();
+    holder.next.set(Some(n));
+    assert!(!w.h.collect_step(Duration::ZERO));
+    // The only strong handle goes into the stack, through an upgrade, and the cell lets go.
+    let up = weak.upgrade().expect("alive");
+    holder.next.set(None);
+    while !w.h.collect_step(Duration::ZERO) {}
+    w.check(&[up.clone(), holder.clone()]);
+    assert!(weak.upgrade().is_some());
+    drop(up);
+    w.h.collect();
+    w.h.collect();
+    assert!(weak.upgrade().is_none());
+}
+
+/// `collect()` during a cycle still runs a whole cycle: garbage made after the cycle in
+/// progress began is freed when it returns.
+#[test]
+fn collect_during_a_cycle_frees_what_died_since() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    let keep = w.node();
+    assert!(!w.h.collect_step(Duration::ZERO));
+    let (a, b) = (w.node(), w.node());
+    a.next.set(Some(b.clone()));
+    b.next.set(Some(a.clone()));
+    drop((a, b));
+    w.h.collect();
+    assert_eq!(w.dropped.lock().unwrap().len(), 2);
+    w.check(&[keep]);
+}
+
+/// A thread that shades objects between steps and exits hands its grey objects over.
+#[test]
+fn a_thread_exiting_between_steps_hands_its_greys_over() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    let keep: Vec<Gc<Node>> = (0..100).map(|_| w.node()).collect();
+    for p in keep.windows(2) {
+        p[0].next.set(Some(p[1].clone()));
+    }
+    let extra: Vec<Gc<Node>> = keep.iter().map(Gc::clone).collect();
+    assert!(!w.h.collect_step(Duration::ZERO));
+    // The thread's drops leave counts above zero: each shades its object.
+    std::thread::spawn(move || drop(extra)).join().unwrap();
+    while !w.h.collect_step(Duration::ZERO) {}
+    w.check(&keep);
+}
+
+/// With `gc_slice`, the pacer's cycles run on the collector thread and in assists while
+/// two threads allocate and relink: every live node stays intact.
+#[test]
+fn sliced_cycles_beside_two_mutators() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = HeapConfig::default();
+    c.gogc = Some(50);
+    c.min_heap = 1 << 20;
+    c.gc_slice = Some(Duration::from_micros(100));
+    let h = Heap::new(c);
+    let dropped: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let (h, dropped) = (h.clone(), dropped.clone());
+            std::thread::spawn(move || {
+                let mut w = World {
+                    h,
+                    dropped,
+                    next_id: t * 1_000_000_000,
+                };
+                let base = w.next_id;
+                let mut rng = Lcg(t + 1);
+                let mut roots: Vec<Gc<Node>> = (0..256).map(|_| w.node()).collect();
+                for i in 0..200_000 {
+                    let (a, b) = (rng.next(roots.len()), rng.next(roots.len()));
+                    let n = w.node();
+                    if i % 2 == 0 {
+                        n.next.set(Some(n.clone())); // cyclic garbage once replaced
+                    } else if a != b {
+                        n.next.set(Some(roots[b].clone()));
+                    }
+                    roots[a] = n;
+                }
+                let dropped = w.dropped.lock().unwrap();
+                let mut todo = roots.clone();
+                let mut seen = HashSet::new();
+                while let Some(n) = todo.pop() {
+                    assert!(n.id > base && n.id <= w.next_id, "a freed node was read");
+                    assert!(!dropped.contains(&n.id), "live node {} dropped", n.id);
+                    if seen.insert(n.id) {
+                        if let Some(m) = n.next.borrow().clone() {
+                            todo.push(m);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(h.stats().num_gc > 0, "cycles ran");
+}
