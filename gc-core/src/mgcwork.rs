@@ -124,7 +124,7 @@ pub(crate) fn shade(obj: NonNull<u8>) {
 /// mutable borrow in a cycle: what the cell held at the snapshot stays reachable).
 #[cold]
 #[inline(never)]
-pub(crate) fn shade_contents<T: Trace + ?Sized>(value: &T) {
+pub(crate) fn shade_contents<T: Trace>(value: &T) {
     let mut t = Tracer::new();
     value.trace(&mut t);
     while let Some(e) = t.pop() {

@@ -35,11 +35,11 @@ pub struct MemStats {
     /// Heap size (bytes of live slots plus new allocations) that triggers the next
     /// automatic collection; `usize::MAX` when `GOGC` is off.
     pub next_gc: usize,
-    /// Completed collections.
+    /// Collections whose marking has ended (Go counts `NumGC` at mark termination too).
     pub num_gc: u64,
-    /// Total stop-the-world time.
+    /// Total stop-the-world time, over every stop (`num_pauses`).
     pub pause_total: Duration,
-    /// Pause of the last collection.
+    /// The last stop of the world (a whole collection, or one slice of one).
     pub last_pause: Duration,
     /// Finalizers queued by collections, ever (the process's, all heaps: one thread runs
     /// them all).

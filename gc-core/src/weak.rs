@@ -17,13 +17,11 @@
 //! - [`before_mark`] (world stopped, before the roots are found) adds one to `gc_refs`
 //!   per cell, so a weak count alone never makes its object a root; and it drops the
 //!   cells no weak handle refers to any more, with their weak count;
-//! - [`after_mark`] (after marking, before the finalizers' resurrection): a cell whose
-//!   object is marked takes its one back off `gc_refs`, as an edge from a live object
-//!   would (the sweep then leaves the object's count alone); every other cell is cleared
-//!   and leaves the table, and its weak count goes at once, off `count` and `gc_refs`
-//!   together (so an object a finalizer resurrects keeps no weak count, garbage is freed
-//!   whatever its count, and a collection abandoned later, when a `Trace` impl panics,
-//!   leaves no count behind).
+//! - [`after_mark`] (once marking is over, before the finalizers' resurrection): a cell
+//!   whose object is marked stays; every other cell is cleared and leaves the table, and
+//!   its weak count goes at once (so an object a finalizer resurrects keeps no weak
+//!   count, garbage is freed whatever its count, and a collection abandoned later, when a
+//!   `Trace` impl panics, leaves no count behind).
 //!
 //! Clearing there gives Go's semantics: a weak handle goes nil in the cycle that finds
 //! its object unreachable, before the object's finalizers are queued (so it stays nil
@@ -50,12 +48,10 @@
 //! counted as a reference from inside the heap the same way (`before_mark`). The value
 //! is kept alive exactly while the key is reachable from elsewhere:
 //! - after marking from the roots, [`ephemeron_round`] takes each ephemeron whose key is
-//!   marked, takes its value's one off `gc_refs` (an edge from a live holder) and hands
-//!   the value to the marker; the collector repeats until a round finds nothing new (a
+//!   marked and hands the value to the marker; the collector repeats until a round finds nothing new (a
 //!   value may reach the key of another ephemeron), the classic ephemeron fixpoint;
 //! - [`after_mark`] then clears every ephemeron not taken: its key is unreachable, so its
-//!   value is dropped with it (its count goes at once, off `count` and `gc_refs`, as a
-//!   cleared weak cell's). A value pointing back to its key does not keep the key: the
+//!   value is dropped with it (its count goes at once, as a cleared weak cell's). A value pointing back to its key does not keep the key: the
 //!   value itself is reached only through the ephemeron.
 //!
 //! An ephemeron whose key lies outside this heap (another heap's object, a static) counts
@@ -776,9 +772,9 @@ fn key_alive(k: NonNull<WeakCell>, heap: &MHeap) -> bool {
 }
 
 /// One round of the ephemeron fixpoint, after marking, with the world stopped: each
-/// ephemeron of `heap` not yet taken whose key is marked is taken, its value's one taken
-/// off `gc_refs`, and the value handed to `mark`. Returns whether any was taken (the
-/// collector marks what `mark` got, and runs another round).
+/// ephemeron of `heap` not yet taken whose key is marked is taken, and its value handed
+/// to `mark`. Returns whether any was taken (the collector marks what `mark` got, and runs
+/// another round).
 pub(crate) fn ephemeron_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -> bool {
     let mut progress = false;
     for c in ephemerons().iter() {
