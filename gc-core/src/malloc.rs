@@ -71,7 +71,7 @@ impl MHeap {
         let span = s.get();
         span.next_free()
             .expect("fing::malloc: fresh large span is full");
-        if crate::mgcwork::cycling() == self.id {
+        if crate::mheap::cycling() == self.id {
             // Black, as every allocation during a cycle (`mgcwork`).
             span.mark_shared(0);
         }

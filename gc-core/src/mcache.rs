@@ -103,7 +103,7 @@ impl MCache {
             mallocs: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
             heap_id: heap.id,
-            black: crate::mgcwork::cycling() == heap.id,
+            black: crate::mheap::cycling() == heap.id,
         }
     }
 

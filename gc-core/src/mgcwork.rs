@@ -4,7 +4,7 @@
 //! A cycle of a heap may run in slices (`mgc`): the world is stopped for each slice and
 //! runs between them. Between slices mutators keep the snapshot the cycle marks from
 //! intact (the argument is in `mgcmark`'s docs) through these rules. The barriers apply
-//! while [`marking`] names a heap, black allocation while [`cycling`] does (from the
+//! while [`marking`] names a heap, black allocation while `mheap::cycling` does (from the
 //! cycle's start to its end, past marking, so that release frees nothing allocated
 //! since the snapshot):
 //! - a handle drop that leaves a count above zero *shades* the object ([`shade`]): Yuasa's
@@ -36,8 +36,6 @@ use crate::mheap::MHeap;
 use crate::mpagealloc::span_of;
 use crate::world::{for_each_slot, try_local, StoppedWorld, ORPHAN_GREYS};
 
-/// The id of the heap whose cycle is in progress, or 0: allocation is black.
-static CYCLING: AtomicU64 = AtomicU64::new(0);
 /// The id of the heap whose cycle is marking, or 0: the barriers shade.
 static MARKING: AtomicU64 = AtomicU64::new(0);
 /// The cell epoch of the cycle in progress: cycles its heap has begun, mod 3. Per heap, so
@@ -48,13 +46,6 @@ static EPOCH: AtomicU32 = AtomicU32::new(0);
 
 /// The epoch no cycle ever has: a new cell's (it has never been counted or stamped).
 pub(crate) const NO_EPOCH: u32 = 3;
-
-/// The heap whose cycle is in progress (its id), or 0. A relaxed load: mutators read it
-/// inside sections, and it changes only with the world stopped.
-#[inline(always)]
-pub(crate) fn cycling() -> u64 {
-    CYCLING.load(Ordering::Relaxed)
-}
 
 /// The heap whose cycle is marking (its id), or 0: the barriers shade only then (once
 /// marking is over, what is unmarked is garbage and no mutator can reach it).
@@ -73,7 +64,7 @@ pub(crate) fn epoch() -> u32 {
 pub(crate) fn begin(_world: &StoppedWorld, heap: &MHeap) {
     let n = heap.cycles_begun.fetch_add(1, Ordering::Relaxed);
     EPOCH.store((n % 3) as u32, Ordering::Relaxed);
-    CYCLING.store(heap.id, Ordering::Relaxed);
+    crate::mheap::set_cycling(heap.id);
     MARKING.store(heap.id, Ordering::Relaxed);
 }
 
@@ -87,7 +78,7 @@ pub(crate) fn marking_done(world: &StoppedWorld) {
 /// The cycle is over (or abandoned): mutators stop shading, and what they shaded since
 /// marking ended is forgotten. World stopped.
 pub(crate) fn end(world: &StoppedWorld) {
-    CYCLING.store(0, Ordering::Relaxed);
+    crate::mheap::set_cycling(0);
     MARKING.store(0, Ordering::Relaxed);
     clear_greys(world);
 }

@@ -170,6 +170,22 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The id of the heap whose cycle is in progress, or 0: its allocation is black
+/// (`mgcwork`, which sets it with the world stopped).
+static CYCLING: AtomicU64 = AtomicU64::new(0);
+
+/// The heap whose cycle is in progress (its id), or 0. A relaxed load: mutators read it
+/// inside sections, and it changes only with the world stopped.
+#[inline(always)]
+pub(crate) fn cycling() -> u64 {
+    CYCLING.load(Ordering::Relaxed)
+}
+
+/// Sets `cycling` (`mgcwork::begin` and `end`, world stopped).
+pub(crate) fn set_cycling(id: u64) {
+    CYCLING.store(id, Ordering::Relaxed);
+}
+
 /// Every heap made so far (an `MHeap` lives for the rest of the process). Taken alone.
 static HEAPS: Mutex<Vec<&'static MHeap>> = Mutex::new(Vec::new());
 
