@@ -642,7 +642,7 @@ mod tracing_tests {
             Some("span fing.gc"),
             "{seen:?}"
         );
-        for p in ["count_refs", "mark", "resurrect", "sweep"] {
+        for p in ["count_refs", "mark", "terminate", "release", "flip"] {
             assert!(seen.contains(&format!("phase {p}")), "{p} in {seen:?}");
         }
         assert!(seen.iter().any(|s| s.contains("collection")), "{seen:?}");
