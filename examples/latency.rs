@@ -138,6 +138,8 @@ fn main() {
     let live = Arc::new(live);
     let before = heap.stats();
     let seen_gc = before.num_gc;
+    // One ring entry per stop of the world (a cycle run in slices stops it many times).
+    let seen_pauses = before.num_pauses;
     let stop = Arc::new(AtomicBool::new(false));
     let steps = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -181,7 +183,7 @@ fn main() {
     let mut pauses: Vec<(Duration, Duration)> = Vec::new();
     let poll = |pauses: &mut Vec<(Duration, Duration)>| {
         let s = heap.stats();
-        let fresh = (s.num_gc - seen_gc - pauses.len() as u64) as usize;
+        let fresh = (s.num_pauses - seen_pauses - pauses.len() as u64) as usize;
         let ring = &s.recent_pauses;
         pauses.extend_from_slice(&ring[ring.len().saturating_sub(fresh)..]);
     };
