@@ -427,12 +427,8 @@ impl Cycle {
         self.pause += pause;
         if pause >= self.pause_max {
             self.pause_max = pause;
-            self.longest = (from, self.phase_name(), work_began - world.raised_at);
+            self.longest = (from, self.phase.name(), work_began - world.raised_at);
         }
-    }
-
-    fn phase_name(&self) -> &'static str {
-        self.phase.name()
     }
 }
 
@@ -522,27 +518,54 @@ pub(crate) fn run(heap: &'static MHeap, world: &StoppedWorld, api: &str) -> Outc
                 c.abandon(world);
             }
         } else {
-            let from = c.phase_name();
-            guarded(&mut guard, world, api, |c, w| {
-                c.work(w, &mut Budget::unlimited());
-                c.note_stop(w, from, work_began);
-            });
-            let mut c = guard.take().expect("fing::collect: the cycle vanished");
-            let panicked = c.panicked.take();
-            out.add(c.finish(world), panicked);
+            let from = c.phase.name();
+            advance(
+                &mut guard,
+                world,
+                api,
+                from,
+                work_began,
+                Budget::unlimited(),
+                &mut out,
+            );
         }
     }
     *guard = Some(Cycle::start(heap, world));
-    guarded(&mut guard, world, api, |c, w| {
-        c.work(w, &mut Budget::unlimited());
-        c.note_stop(w, "start", work_began);
-    });
-    let mut c = guard.take().expect("fing::collect: the cycle vanished");
-    let panicked = c.panicked.take();
-    out.add(c.finish(world), panicked);
+    advance(
+        &mut guard,
+        world,
+        api,
+        "start",
+        work_began,
+        Budget::unlimited(),
+        &mut out,
+    );
     drop(guard);
     record_stop(heap, world.raised_at.elapsed());
     out
+}
+
+/// Works on the cycle in `guard` within `budget` and accounts the stop (begun in phase
+/// `from`, its work at `work_began`); a cycle that ends is finished into `out`.
+fn advance(
+    guard: &mut Option<Box<Cycle>>,
+    world: &StoppedWorld,
+    api: &str,
+    from: &'static str,
+    work_began: Instant,
+    mut budget: Budget,
+    out: &mut Outcome,
+) {
+    let done = guarded(guard, world, api, |c, w| {
+        let done = c.work(w, &mut budget);
+        c.note_stop(w, from, work_began);
+        done
+    });
+    if done {
+        let mut c = guard.take().expect("fing::collect: the cycle vanished");
+        let panicked = c.panicked.take();
+        out.add(c.finish(world), panicked);
+    }
 }
 
 /// One slice: works on the cycle in progress (starting one of `heap` if there is none)
@@ -557,7 +580,7 @@ pub(crate) fn slice(
     let mut out = Outcome::default();
     let mut guard = lock(&CYCLE);
     let from = match guard.as_ref() {
-        Some(c) => c.phase_name(),
+        Some(c) => c.phase.name(),
         None => {
             *guard = Some(Cycle::start(heap, world));
             "start"
@@ -566,16 +589,15 @@ pub(crate) fn slice(
     let cycle_heap = guard.as_ref().map_or(heap, |c| c.heap);
     // A slice's own deferred drops: applied (and shaded) before the work.
     crate::release::drain_deferred(world);
-    let done = guarded(&mut guard, world, api, |c, w| {
-        let done = c.work(w, &mut Budget::until(deadline));
-        c.note_stop(w, from, work_began);
-        done
-    });
-    if done {
-        let mut c = guard.take().expect("fing::collect: the cycle vanished");
-        let panicked = c.panicked.take();
-        out.add(c.finish(world), panicked);
-    }
+    advance(
+        &mut guard,
+        world,
+        api,
+        from,
+        work_began,
+        Budget::until(deadline),
+        &mut out,
+    );
     drop(guard);
     record_stop(cycle_heap, world.raised_at.elapsed());
     out
