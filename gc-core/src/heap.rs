@@ -77,12 +77,10 @@ impl MHeap {
         let mut objects = u64::MAX;
         while !self.is_empty() {
             let batch = self
-                .collect_now(true, Duration::from_millis(1), api)
+                .collect_now(true, Duration::from_millis(1), !inline, api)
                 .unwrap_or_default();
             if inline {
                 crate::world::with_local(|l| crate::mdrop::destroy(l, batch));
-            } else {
-                crate::mdrop::destroy_later(batch);
             }
             let now = self.stats().heap_objects;
             if now >= objects {
@@ -180,9 +178,7 @@ impl MHeap {
         };
         // The allocating thread may hold a lock a destructor takes: the drop thread runs
         // them.
-        if let Some(batch) = self.collect_now(false, budget, "fing::Heap::alloc") {
-            crate::mdrop::destroy_later(batch);
-        }
+        let _ = self.collect_now(false, budget, true, "fing::Heap::alloc");
     }
 
     /// The pacer's part for cycles run in slices (`HeapConfig::gc_slice`): past the
@@ -214,17 +210,26 @@ impl MHeap {
             return false;
         };
         let began = std::time::Instant::now();
-        let out = crate::mgc::slice(self, &world, began + slice, api);
+        let mut out = crate::mgc::slice(self, &world, began + slice, api);
+        later(&mut out);
         drop(world);
         crate::mgcworker::slice_ended(began.elapsed());
         let ended = out.reports.iter().any(|r| r.heap == self.id);
-        crate::mdrop::destroy_later(self.after_stop(out, api, false));
+        self.after_stop(out, api, false);
         ended
     }
 
     /// A slice on fing's collector thread (`mgcworker`): returns whether the cycle is
-    /// over.
+    /// over. A request that no cycle is in progress for is tested again first (Go's
+    /// `gcTrigger.test`): a `collect()` since it was made may have left the heap under its
+    /// trigger, and a cycle started then would find nothing (and hold the last
+    /// collection's freed slots as allocated until it ends).
     fn worker_step(heap: &'static MHeap) -> bool {
+        if crate::mgc::in_progress().is_none()
+            && heap.heap_live.load(Ordering::Relaxed) < heap.trigger.load(Ordering::Relaxed)
+        {
+            return true;
+        }
         let slice = heap.config().gc_slice.unwrap_or(Duration::from_micros(250));
         heap.collect_slice(true, slice, "fing::gc");
         crate::mgc::in_progress().is_none()
@@ -233,12 +238,13 @@ impl MHeap {
     /// `Heap::collect_step`: a slice of about `work`, waiting for the world; the garbage's
     /// destructors run on this thread, as `collect()`'s do.
     pub(crate) fn step_and_destroy(&'static self, work: Duration, api: &str) -> bool {
-        let ticket = crate::mdrop::ticket();
         let world = world::stop(true, Duration::from_millis(1), api)
             .unwrap_or_else(|| panic!("{api}: the world could not be stopped"));
         let began = std::time::Instant::now();
         let out = crate::mgc::slice(self, &world, began + work, api);
         drop(world);
+        // Taken after the stop: every batch an earlier stop handed over is under it.
+        let ticket = crate::mdrop::ticket();
         let ended = out.reports.iter().any(|r| r.heap == self.id);
         let batch = self.after_stop(out, api, true);
         crate::mdrop::destroy_now(batch, ticket);
@@ -246,16 +252,21 @@ impl MHeap {
     }
 
     /// Runs a collection if the world can be had (see `world::stop`); returns its doomed
-    /// garbage, which the caller destroys (mdrop) now that the world has resumed.
+    /// garbage, which the caller destroys (mdrop) now that the world has resumed, or
+    /// (`to_drop_thread`) hands it to the drop thread before the world resumes.
     pub(crate) fn collect_now(
         &'static self,
         wait: bool,
         budget: Duration,
+        to_drop_thread: bool,
         api: &str,
     ) -> Option<Vec<crate::slot::Doomed>> {
         let world = world::stop(wait, budget, api)?;
         self.gc_wanted.store(false, Ordering::Relaxed);
-        let out = crate::mgc::run(self, &world, api);
+        let mut out = crate::mgc::run(self, &world, api);
+        if to_drop_thread {
+            later(&mut out);
+        }
         drop(world);
         Some(self.after_stop(out, api, true))
     }
@@ -289,10 +300,11 @@ impl MHeap {
     /// `collect()`: a full collection, then its destructors on this thread, then the drop
     /// thread's batches of before the call awaited (mdrop).
     pub(crate) fn collect_and_destroy(&'static self, api: &str) {
-        let ticket = crate::mdrop::ticket();
         let batch = self
-            .collect_now(true, Duration::from_millis(1), api)
+            .collect_now(true, Duration::from_millis(1), false, api)
             .unwrap_or_default();
+        // Taken after the stop: every batch an earlier stop handed over is under it.
+        let ticket = crate::mdrop::ticket();
         crate::mdrop::destroy_now(batch, ticket);
     }
 
@@ -645,9 +657,7 @@ impl MHeap {
         what: impl FnOnce(&V) -> (&'static Type, usize),
     ) -> Result<R, AllocError<V>> {
         let wait = !world::in_section();
-        if let Some(batch) = self.collect_now(wait, Duration::from_millis(20), api) {
-            crate::mdrop::destroy_later(batch);
-        }
+        let _ = self.collect_now(wait, Duration::from_millis(20), true, api);
         let refusals = self.limit_refusals.load(Ordering::Relaxed);
         place(value).map_err(|value| {
             let (ty, size) = what(&value);
@@ -971,3 +981,12 @@ impl<T> core::fmt::Display for AllocError<T> {
 }
 
 impl<T> std::error::Error for AllocError<T> {}
+
+/// Hands a stop's doomed garbage to the drop thread, with the world still stopped: a
+/// `collect()` whose stop comes after this one then finds the batch under its ticket
+/// (taken after its own stop) and waits for it, so that when it returns every destructor
+/// of garbage found before it has run and its slot is free. (Handed over after the world
+/// resumed, a batch could reach the drop thread after such a `collect()` took its ticket.)
+fn later(out: &mut crate::mgc::Outcome) {
+    crate::mdrop::destroy_later(core::mem::take(&mut out.doomed));
+}

@@ -26,11 +26,13 @@
 //!   counts its handles hold are left for its destructor to drop), doomed, and handed
 //!   over as the cycle's batch. An explicit `collect()` runs its batch on the calling
 //!   thread after the world resumes, then waits for the batches the drop thread was
-//!   given before the call began (a ticket: a thread that keeps making garbage cannot
+//!   given before its stop ended (a ticket: a thread that keeps making garbage cannot
 //!   keep it waiting), so when it returns every destructor of garbage found so far has
-//!   run. A collection an allocation triggered hands its batch to the drop thread
-//!   (`fing-drop`, started on first use): the allocating thread may hold a lock that a
-//!   destructor takes, so it must not run them, nor wait for them;
+//!   run and its slot is free. A collection an allocation triggered, or a slice on the
+//!   collector thread, hands its batch to the drop thread (`fing-drop`, started on first
+//!   use) before the world resumes (so that a later `collect()` finds it under its
+//!   ticket): the allocating thread may hold a lock that a destructor takes, so it must
+//!   not run them, nor wait for them;
 //! - never the finalizer thread: what dies there (a finalizer dropped the last handle),
 //!   and a `collect()` it calls, go to the drop thread, so a destructor can always wait
 //!   for finalizers, and a slow destructor never holds up the finalizers behind it;
