@@ -41,8 +41,8 @@ pub struct GcCell<T> {
 }
 
 const READERS: u64 = (1 << 29) - 1;
-/// The cell's epoch (`mgcwork`): the cycle that counted or stamped it last, mod 3, or
-/// `NO_EPOCH` for a cell no cycle has seen.
+/// The cell's epoch (`mgcwork`): the cycle whose barrier stamped it (mutated in that
+/// cycle), mod 3, or `NO_EPOCH` for a cell no cycle has stamped since it was last counted.
 const EPOCH_SHIFT: u32 = 29;
 const EPOCH_MASK: u64 = 3 << EPOCH_SHIFT;
 const WAITING: u64 = 1 << 31;
@@ -614,14 +614,15 @@ unsafe impl<T: Trace> Trace for GcCell<T> {
             // The collector counts references (`mgcmark::count_refs`): a cell stamped in
             // this cycle was mutated since the snapshot, and its barrier shaded what it
             // held then; its edges are not counted (their targets look referenced from
-            // outside: kept). Any other is counted, and stamped so that its next mutable
-            // borrow shades. Readers may be changing the reader count: an atomic xor.
+            // outside: kept). Any other is counted, and stamped `NO_EPOCH` (mgcmark's "Cell
+            // stamps"), so that its next mutable borrow shades. Readers may be changing
+            // the reader count: an atomic xor.
             let s = self.state.load(Ordering::Relaxed);
             let old = epoch_of(s);
             if old == e {
                 return;
             }
-            let counted = crate::mgcwork::counted_epoch(e);
+            let counted = crate::mgcwork::NO_EPOCH;
             self.state
                 .fetch_xor(u64::from(old ^ counted) << EPOCH_SHIFT, Ordering::Relaxed);
         }

@@ -19,7 +19,11 @@
 //! Left to the collector: tiny blocks (the current block may still be filling); large
 //! objects whose destructor only drops handles; objects in a span with finalizer or cleanup
 //! records (one of them may be this object's: it must be resurrected, or its cleanups
-//! queued, not freed here).
+//! queued, not freed here). While a cycle marks, an object left here is shaded, as a drop
+//! that leaves a count above zero shades (mgcmark's snapshot argument): it was in the
+//! snapshot, so the cycle keeps it and the next one finds it. What a cycle frees then does
+//! not depend on how far its marking had gone when the last handle went (the model test's
+//! rule for cycles in steps: reachable at the first step, kept).
 //!
 //! Freeing an object:
 //! - drops its value. For a type with a pointer mask, that means lowering the counts of
@@ -187,7 +191,10 @@ fn join_chain(
             doom_unless_recorded(l, obj, ty, arena);
             false
         }
-        AtZeroHere::Leave => false,
+        AtZeroHere::Leave => {
+            crate::mgcwork::shade_if_marking(obj);
+            false
+        }
     }
 }
 
@@ -266,6 +273,8 @@ fn doom_unless_recorded(
         // SAFETY: `obj`'s count just reached zero, in this thread's section: no handle to
         // it is left.
         l.push_dying(unsafe { Doomed::doom(obj, ty) });
+    } else {
+        crate::mgcwork::shade_if_marking(obj);
     }
 }
 

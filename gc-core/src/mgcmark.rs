@@ -41,7 +41,21 @@
 //!   object: nothing referred to it.
 //! - Counting skips marked objects (shaded or black): their edges are not counted, which
 //!   only makes their targets look referenced from outside (kept); marked objects are
-//!   traced anyway.
+//!   traced anyway. (It must: a black object is never scanned, and an edge it holds may be
+//!   the only reference to an object the snapshot reached from a handle since moved into
+//!   it.) Their cells are still visited, to be stamped (below).
+//!
+//! # Cell stamps
+//!
+//! A cell's stamp says "mutated in the cycle of this epoch" (the heap's cycles mod 3) or
+//! `NO_EPOCH`. Counting skips a cell stamped with its own cycle's epoch, and stamps every
+//! other cell it visits `NO_EPOCH`, marked objects' too: so every count that completes
+//! leaves no stamp older than its own cycle, and a later cycle never meets a stale stamp
+//! equal to its epoch (which would hide the cell's edges from the count: garbage kept a
+//! cycle). A cycle abandoned part way (`collect()` while its heap's cycle marks) is
+//! followed at once by a full cycle, whose count completes. Found by the model test: a
+//! cell counted in one cycle and skipped (its object shaded first) in the next kept a
+//! self-loop alive through the third's `collect()`.
 //! - A root is an object with `count != gc_refs`, not `count > gc_refs`: counting may see
 //!   an edge that a holder freed at zero later takes back, leaving the count below.
 //! - A weak upgrade shades what it hands out; cells of unmarked objects are cleared only
@@ -216,10 +230,13 @@ pub(crate) fn count_refs(
         }
         let mut n = 0;
         s.for_each_allocated(|i| {
+            n += 1;
             if s.is_marked(i) {
+                // Not counted (above), but its cells are stamped.
+                // SAFETY: `i` is allocated and the world is stopped.
+                unsafe { for_each_edge(s.slot(i), &mut t, |_| {}) };
                 return;
             }
-            n += 1;
             let edge = |e: NonNull<u8>| {
                 if arena_of_cached(e.as_ptr() as usize, &mut last)
                     .is_some_and(|a| a.heap_id == heap.id)

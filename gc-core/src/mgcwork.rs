@@ -44,7 +44,7 @@ static MARKING: AtomicU64 = AtomicU64::new(0);
 /// and skip cells it should count).
 static EPOCH: AtomicU32 = AtomicU32::new(0);
 
-/// The epoch no cycle ever has: a new cell's (it has never been counted or stamped).
+/// The epoch no cycle ever has: a new cell's, and a counted one's.
 pub(crate) const NO_EPOCH: u32 = 3;
 
 /// The heap whose cycle is marking (its id), or 0: the barriers shade only then (once
@@ -147,18 +147,11 @@ thread_local! {
 
 /// While the collector counts: the cycle's epoch. A `GcCell` stamped with it was mutated
 /// in this cycle (its barrier shaded what it held at the snapshot), and its edges are not
-/// counted; any other cell is counted and stamped `counted_epoch`, so that its first
-/// mutable borrow after that still shades.
+/// counted; any other cell is counted and stamped `NO_EPOCH`, so that its first mutable
+/// borrow after that still shades (mgcmark's "Cell stamps").
 #[inline]
 pub(crate) fn counting() -> Option<u32> {
     COUNTING.with(|c| c.get().checked_sub(1))
-}
-
-/// The stamp of a cell counted in a cycle of epoch `e`: neither `e` nor the next cycle's
-/// epoch, so that a later cycle never mistakes it for its own.
-#[inline]
-pub(crate) const fn counted_epoch(e: u32) -> u32 {
-    (e + 2) % 3
 }
 
 /// Counting mode on this thread while the guard lives (`mgcmark::count_refs`).
@@ -174,5 +167,358 @@ impl Counting {
 impl Drop for Counting {
     fn drop(&mut self) {
         COUNTING.with(|c| c.set(0));
+    }
+}
+
+/// Models of a cycle run in stops with a mutator running between them (`mgc`'s steps):
+/// the snapshot barriers of this module against the count-based roots of `mgcmark`. The
+/// handshake is `handshake`'s code; the heap is a model of fing's, as in `handshake`'s
+/// `loom_world`: payloads, links and cell stamps are loom cells (written in sections or
+/// with the world stopped, and loom reports any overlap), counts and mark bits are
+/// atomics, the mutator's grey list is a lock (as `Slot::grey`), taken by the collector
+/// in its stops. The first stop starts the cycle and counts; the next ones find the roots,
+/// take the greys, mark (all at once, or a budget at a time), end marking and sweep. The
+/// mutator's operations land before, between or after them. Property: an object the
+/// mutator still holds a handle to is never freed (its payload is read after the cycle),
+/// and a collection after the mutator is done frees everything. Each model fails with its
+/// barrier taken out (checked by hand when they were written).
+#[cfg(all(test, loom))]
+mod loom_cycle {
+    use crate::handshake::{all_idle, leave, raise_stop, try_enter};
+    use core::sync::atomic::Ordering;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{fence, AtomicBool, AtomicU32};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+
+    const LIVE: u32 = 42;
+    const POISON: u32 = 0xdead;
+
+    fn get<T: Copy>(c: &UnsafeCell<T>) -> T {
+        // SAFETY: a loom cell: loom checks that no write races this read.
+        c.with(|p| unsafe { *p })
+    }
+
+    fn put<T>(c: &UnsafeCell<T>, v: T) -> T {
+        // SAFETY: as in `get`, for a write.
+        c.with_mut(|p| unsafe { core::ptr::replace(p, v) })
+    }
+
+    struct Obj {
+        count: AtomicU32,
+        marked: AtomicBool,
+        allocated: UnsafeCell<bool>,
+        payload: UnsafeCell<u32>,
+        /// A `GcCell<Option<Gc<_>>>`: the index of the object it holds.
+        link: UnsafeCell<Option<usize>>,
+        /// The cell's stamp: mutated in this cycle (its barrier shaded the old value).
+        stamped: UnsafeCell<bool>,
+    }
+
+    struct Heap {
+        stop: AtomicBool,
+        active: AtomicBool,
+        /// `MARKING`: the barriers shade.
+        marking: AtomicBool,
+        /// The mutator's grey list (`Slot::grey`).
+        greys: Mutex<Vec<usize>>,
+        objs: Vec<Obj>,
+        /// The collector's `gc_refs`, between its stops.
+        refs: UnsafeCell<Vec<u32>>,
+        /// The collector's mark stack, between its stops.
+        stack: UnsafeCell<Vec<usize>>,
+    }
+
+    impl Heap {
+        /// `objs[i] = (count, link)`, all allocated.
+        fn new(objs: &[(u32, Option<usize>)]) -> Arc<Heap> {
+            Arc::new(Heap {
+                stop: AtomicBool::new(false),
+                active: AtomicBool::new(false),
+                marking: AtomicBool::new(false),
+                greys: Mutex::new(Vec::new()),
+                objs: objs
+                    .iter()
+                    .map(|&(count, link)| Obj {
+                        count: AtomicU32::new(count),
+                        marked: AtomicBool::new(false),
+                        allocated: UnsafeCell::new(true),
+                        payload: UnsafeCell::new(LIVE),
+                        link: UnsafeCell::new(link),
+                        stamped: UnsafeCell::new(false),
+                    })
+                    .collect(),
+                refs: UnsafeCell::new(vec![0; objs.len()]),
+                stack: UnsafeCell::new(Vec::new()),
+            })
+        }
+
+        /// A mutator section: a thread that finds the world stopping waits for it to
+        /// resume before it tries again (as `world` parks it).
+        fn section<R>(&self, f: impl FnOnce() -> R) -> R {
+            while !try_enter(&self.active, &self.stop, || fence(Ordering::SeqCst)) {
+                while self.stop.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+            }
+            let r = f();
+            leave(&self.active);
+            r
+        }
+
+        /// `mgcwork::shade`: marks, and puts a newly marked object on the grey list.
+        fn shade(&self, i: usize) {
+            if !self.objs[i].marked.swap(true, Ordering::Relaxed) {
+                self.greys.lock().unwrap().push(i);
+            }
+        }
+
+        /// `Drop for Gc` (in a section): above zero the deletion barrier shades; at zero
+        /// the object is freed here (`mfree`), lowering what it links to the same way.
+        fn drop_handle(&self, i: usize) {
+            self.section(|| self.lower(i));
+        }
+
+        fn lower(&self, i: usize) {
+            let o = &self.objs[i];
+            if o.count.fetch_sub(1, Ordering::Release) > 1 {
+                if self.marking.load(Ordering::Relaxed) {
+                    self.shade(i);
+                }
+                return;
+            }
+            fence(Ordering::Acquire);
+            let link = put(&o.link, None);
+            put(&o.payload, POISON);
+            put(&o.allocated, false);
+            if let Some(j) = link {
+                self.lower(j);
+            }
+        }
+
+        /// `GcCell::borrow_mut` + `take` (in a section): the snapshot barrier shades what
+        /// the cell held and stamps it; the handle moves out to the caller.
+        fn take_link(&self, i: usize) -> Option<usize> {
+            self.section(|| {
+                let o = &self.objs[i];
+                if self.marking.load(Ordering::Relaxed) && !put(&o.stamped, true) {
+                    if let Some(j) = get(&o.link) {
+                        self.shade(j);
+                    }
+                }
+                put(&o.link, None)
+            })
+        }
+
+        /// `GcCell::borrow_mut` + `set` of a cell that holds nothing (in a section): the
+        /// barrier stamps it; the caller's handle moves in.
+        fn put_link(&self, i: usize, j: usize) {
+            self.section(|| {
+                let o = &self.objs[i];
+                if self.marking.load(Ordering::Relaxed) && !put(&o.stamped, true) {
+                    if let Some(k) = get(&o.link) {
+                        self.shade(k);
+                    }
+                }
+                assert_eq!(put(&o.link, Some(j)), None);
+            })
+        }
+
+        fn read(&self, i: usize) {
+            assert_eq!(
+                get(&self.objs[i].payload),
+                LIVE,
+                "object {i} read after it was freed"
+            );
+        }
+
+        /// Runs `f` with the world stopped, waiting for a running section to end.
+        fn stopped(&self, f: impl FnOnce()) {
+            raise_stop(&self.stop, || fence(Ordering::SeqCst));
+            while !all_idle([&self.active]) {
+                thread::yield_now();
+            }
+            f();
+            self.stop.store(false, Ordering::Release);
+        }
+
+        /// First stop: the cycle starts (barriers on) and counts the references from
+        /// unmarked objects' unstamped cells (`count_refs`).
+        fn start_and_count(&self) {
+            self.marking.store(true, Ordering::Relaxed);
+            let mut refs = vec![0; self.objs.len()];
+            for o in &self.objs {
+                if get(&o.allocated) && !o.marked.load(Ordering::Relaxed) && !get(&o.stamped) {
+                    if let Some(j) = get(&o.link) {
+                        refs[j] += 1;
+                    }
+                }
+            }
+            put(&self.refs, refs);
+        }
+
+        /// The roots (`count != gc_refs`) and the greys go on the mark stack; then
+        /// `budget` objects of it are scanned (`None`: all).
+        fn roots_and_mark(&self, budget: Option<usize>) {
+            let refs = put(&self.refs, Vec::new());
+            let mut todo = put(&self.stack, Vec::new());
+            for (i, o) in self.objs.iter().enumerate() {
+                if get(&o.allocated)
+                    && o.count.load(Ordering::Relaxed) != refs[i]
+                    && !o.marked.swap(true, Ordering::Relaxed)
+                {
+                    todo.push(i);
+                }
+            }
+            put(&self.stack, todo);
+            self.mark(budget);
+        }
+
+        /// Takes the greys and scans `budget` objects of the mark stack (`None`: until it
+        /// is empty).
+        fn mark(&self, budget: Option<usize>) {
+            let mut todo = put(&self.stack, Vec::new());
+            todo.append(&mut self.greys.lock().unwrap());
+            let mut left = budget.unwrap_or(usize::MAX);
+            while left > 0 {
+                let Some(i) = todo.pop() else { break };
+                left -= 1;
+                if let Some(j) = get(&self.objs[i].link) {
+                    if !self.objs[j].marked.swap(true, Ordering::Relaxed) {
+                        todo.push(j);
+                    }
+                }
+            }
+            put(&self.stack, todo);
+        }
+
+        /// Second stop: roots, marking to the end, the end of marking, and the sweep.
+        fn mark_and_sweep(&self) {
+            self.roots_and_mark(None);
+            self.terminate_and_sweep();
+        }
+
+        /// Marking ends (the stack and the greys empty, in this stop), then the sweep:
+        /// dead holders give back their counts on live targets.
+        fn terminate_and_sweep(&self) {
+            self.mark(None);
+            self.marking.store(false, Ordering::Relaxed);
+            let n = self.objs.len();
+            let alloc: Vec<bool> = self.objs.iter().map(|o| get(&o.allocated)).collect();
+            for i in (0..n).filter(|&i| alloc[i]) {
+                let o = &self.objs[i];
+                if o.marked.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Some(j) = put(&o.link, None) {
+                    if self.objs[j].marked.load(Ordering::Relaxed) {
+                        self.objs[j].count.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                put(&o.payload, POISON);
+                put(&o.allocated, false);
+                o.count.store(0, Ordering::Relaxed);
+            }
+            for o in &self.objs {
+                o.marked.store(false, Ordering::Relaxed);
+                put(&o.stamped, false);
+            }
+        }
+
+        /// A cycle in two stops.
+        fn cycle(&self) {
+            self.stopped(|| self.start_and_count());
+            self.stopped(|| self.mark_and_sweep());
+        }
+
+        fn all_freed(&self) -> bool {
+            self.objs.iter().all(|o| !get(&o.allocated))
+        }
+    }
+
+    /// loom with a bound on preemptions (three: enough for the mutator's operations to land
+    /// before, between or after the two stops, and inside either handshake).
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.max_branches = 100_000;
+        b.check(f);
+    }
+
+    fn race(heap: Arc<Heap>, mutator: impl FnOnce(&Heap) + Send + 'static) {
+        let h2 = heap.clone();
+        let m = thread::spawn(move || mutator(&h2));
+        heap.cycle();
+        m.join().unwrap();
+        heap.stopped(|| {
+            heap.start_and_count();
+            heap.mark_and_sweep();
+        });
+        assert!(heap.all_freed(), "a count was left too high");
+    }
+
+    /// The snapshot barrier: B is held by a handle and by A's cell; the mutator moves B
+    /// out of the cell (counted there by the first stop) and drops its other handle, so
+    /// that B's count equals what the count saw inside the heap. Without the barrier the
+    /// second stop would take B for garbage. (A and B held; A.link = B.)
+    #[test]
+    fn a_handle_moved_out_of_a_counted_cell_between_stops() {
+        model(|| {
+            let heap = Heap::new(&[(1, Some(1)), (2, None)]);
+            race(heap, |h| {
+                let b = h.take_link(0).unwrap();
+                h.drop_handle(1);
+                h.read(b);
+                h.drop_handle(b);
+                h.drop_handle(0);
+            });
+        });
+    }
+
+    /// The snapshot barrier with marking spread over stops: A and C held, A.link = B (its
+    /// only reference). The second stop finds the roots A and C and scans C only; between
+    /// it and the third the mutator moves B from A's cell into C's (already scanned); the
+    /// third scans A, now empty. Without the barrier on A's cell B would be garbage while C
+    /// holds it. (A, C held; A.link = B.)
+    #[test]
+    fn a_handle_moved_behind_the_marking_front() {
+        model(|| {
+            let heap = Heap::new(&[(1, Some(1)), (1, None), (1, None)]);
+            let h2 = heap.clone();
+            let m = thread::spawn(move || {
+                let h = &*h2;
+                let b = h.take_link(0).unwrap();
+                h.put_link(2, b);
+                h.drop_handle(0);
+                h.read(b);
+                h.drop_handle(2);
+            });
+            heap.stopped(|| heap.start_and_count());
+            // The stack holds A then C: C is scanned first, and alone.
+            heap.stopped(|| heap.roots_and_mark(Some(1)));
+            heap.stopped(|| heap.terminate_and_sweep());
+            m.join().unwrap();
+            heap.stopped(|| {
+                heap.start_and_count();
+                heap.mark_and_sweep();
+            });
+            assert!(heap.all_freed(), "a count was left too high");
+        });
+    }
+
+    /// The deletion barrier: C (held) links to B, which a handle also holds. The mutator
+    /// drops C, which frees it at zero and lowers B to the count the first stop saw
+    /// inside the heap (C's edge). Without the shade on that decrement the second stop
+    /// would take B for garbage. (C, B held; C.link = B.)
+    #[test]
+    fn a_holder_freed_at_zero_between_stops() {
+        model(|| {
+            let heap = Heap::new(&[(1, Some(1)), (2, None)]);
+            race(heap, |h| {
+                h.drop_handle(0);
+                h.read(1);
+                h.drop_handle(1);
+            });
+        });
     }
 }

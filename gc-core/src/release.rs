@@ -50,17 +50,16 @@ fn release_slow(obj: NonNull<u8>) {
 }
 
 /// Lowers `obj`'s count by one with the world stopped (an object whose count reaches zero
-/// is left to the collector). A count left above zero shades the object if a cycle is in
-/// progress (`mgcwork`'s deletion barrier).
+/// is left to the collector). The object is shaded if a cycle marks: above zero, that is
+/// `mgcwork`'s deletion barrier; at zero, the object is left as `mfree` leaves objects, and
+/// shaded as it shades them (the cycle keeps what its snapshot held).
 pub(crate) fn drop_count(obj: NonNull<u8>) {
     // SAFETY: `obj` is the header of an object a handle counted on; the count being
     // dropped kept it allocated until now.
-    let was = unsafe { header(obj.as_ptr()) }
+    unsafe { header(obj.as_ptr()) }
         .count
         .fetch_sub(1, Ordering::Release);
-    if was > 1 {
-        crate::mgcwork::shade_if_marking(obj);
-    }
+    crate::mgcwork::shade_if_marking(obj);
 }
 
 /// Drops a handle's count on `obj` on a mutator thread: at once if this thread is in a

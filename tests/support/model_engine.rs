@@ -17,7 +17,9 @@
 //! re-arming itself once) or clear one; make a weak handle of an object or a tiny object,
 //! upgrade one (a handle it gives back becomes a root), drop one; add a cleanup to an
 //! object or a tiny object, with a handle to another object as its argument (a root until
-//! the cleanup runs), and stop one; `collect()`; `wait_finalizers()`. A collection
+//! the cleanup runs), and stop one; `collect()`; one step of a cycle
+//! (`Heap::collect_step`: the operations that follow run inside the cycle, between its
+//! steps, until a step or a `collect()` ends it); `wait_finalizers()`. A collection
 //! does not wait for its finalizers: they run on the finalizer thread while the next
 //! operations mutate the heap, and are checked at the next `Wait` or `Collect`. On a heap
 //! made with `finalizers_at_safe_points` (`World::with_safe_points`) they wait instead for
@@ -32,7 +34,16 @@
 //! with the destructors run after the world resumes; a registry entry dropped by a
 //! destructor may free more.
 //!
-//! What is checked, exactly, after every collection and wait:
+//! A cycle in steps is modelled as fing's snapshot-at-the-beginning marking promises: it
+//! marks what was reachable at its first step, what is allocated while it runs, and what
+//! a weak handle gives back before its marking ends, with all they reach; nothing else.
+//! So a handle dropped or a link overwritten inside the cycle frees nothing before the
+//! next cycle (unless its count reaches zero), and an object that was garbage at the
+//! first step is found by this one, exactly as by a `collect()` at that point.
+//!
+//! What is checked, exactly, after every collection (for a cycle in steps: weak handles
+//! and finalizers from the step in which its marking ended, what it freed at the step
+//! that ended it) and wait:
 //! - the destructors that ran since the last check: each once; every object the model
 //!   calls garbage at the collection among them; and every other one unreachable once the
 //!   registry entries that those destructors took are gone (no object reachable in the
@@ -59,6 +70,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fing::reflect::{self, TypeBuilder};
 use fing::{Cleanup, Gc, GcCell, Heap, HeapConfig, Trace, Typed, Value, Weak};
@@ -247,10 +259,14 @@ pub enum Op {
     },
     /// Drop a built object's handle.
     DropBuilt(usize),
+    /// One step of collection (`Heap::collect_step`) of about this many microseconds
+    /// (0: the least step there is): starts a cycle when none is in progress, and the
+    /// operations after it run inside that cycle until a step ends it.
+    Step(u32),
 }
 
 /// How many kinds of operation `Op::decode` tells apart.
-const KINDS: u8 = 22;
+const KINDS: u8 = 23;
 
 impl Op {
     /// Decodes one operation from fuzzer bytes (`None` when they run out).
@@ -327,6 +343,7 @@ impl Op {
                 to: opt(byte(b)?),
             },
             21 => Op::DropBuilt(byte(b)? as usize),
+            22 => Op::Step(u32::from(k / KINDS) % 3 * 10),
             _ => Op::LinkMany {
                 from: byte(b)? as usize,
                 to: [opt(byte(b)?), opt(byte(b)?), opt(byte(b)?)],
@@ -359,6 +376,39 @@ impl ModelObj {
             .copied()
             .chain(self.many.iter().copied())
     }
+}
+
+/// What the model says a cycle does, from what its marking reaches.
+struct Prediction {
+    /// The objects marked (tiny ones by their blocks, `marked_blocks`).
+    reached: BTreeSet<u64>,
+    marked_blocks: BTreeSet<usize>,
+    /// Armed and unmarked: resurrected, their finalizers queued.
+    queued: BTreeSet<u64>,
+    /// Unmarked and not resurrected (nor in a resurrected tiny block): freed.
+    freed: BTreeSet<u64>,
+}
+
+impl Prediction {
+    fn marked(&self, id: &u64, o: &ModelObj) -> bool {
+        match o.block {
+            Some(b) => self.marked_blocks.contains(&b),
+            None => self.reached.contains(id),
+        }
+    }
+}
+
+/// A cycle in progress in steps (`Op::Step`), as the model has it.
+struct Stepping {
+    /// What its marking reaches from the roots: the snapshot at its start, what was
+    /// allocated since, what weak handles gave back before marking ended.
+    marked: BTreeSet<u64>,
+    /// The destructors that ran before it started.
+    early: BTreeSet<u64>,
+    /// The heap's `MemStats::num_gc` at its start: it moves when marking ends.
+    num_gc: u64,
+    /// Set when its marking ended.
+    ended: Option<Prediction>,
 }
 
 /// `model.Built { id: i64, a: Gc<Obj>, b: Gc<Obj> }`, built at run time.
@@ -410,6 +460,8 @@ pub struct World {
     /// (`HeapConfig::finalizers_at_safe_points`): `sync` runs them
     /// (`Heap::run_finalizers`), after checking that none ran on the finalizer thread.
     safe_points: bool,
+    /// The cycle in progress in steps, if any.
+    stepping: Option<Stepping>,
 }
 
 impl Default for World {
@@ -538,6 +590,7 @@ impl World {
             pending_cleanups: BTreeSet::new(),
             next_key: 1,
             safe_points: false,
+            stepping: None,
         }
     }
 
@@ -611,6 +664,8 @@ impl World {
                     token,
                 }));
                 self.model.insert(id, m);
+                // Allocated black inside a cycle in steps.
+                self.shade(id);
             }
             Op::AllocTiny => {
                 let id = self.new_id();
@@ -625,6 +680,8 @@ impl World {
                     armed: None,
                 };
                 self.model.insert(id, m);
+                // Allocated black inside a cycle in steps.
+                self.shade(id);
                 self.tiny_roots.push(t);
             }
             Op::AllocBig { link } => {
@@ -653,6 +710,8 @@ impl World {
                 );
                 self.bigs.push(big);
                 self.model.insert(id, m);
+                // Allocated black inside a cycle in steps.
+                self.shade(id);
             }
             Op::AllocBuilt => {
                 let id = self.new_id();
@@ -672,6 +731,7 @@ impl World {
                         armed: None,
                     },
                 );
+                self.shade(id);
                 self.built.push((id, v));
             }
             Op::SetBuilt { at, slot, to } => {
@@ -801,6 +861,7 @@ impl World {
                                 "a weak handle of {id} upgraded after the model cleared it"
                             );
                             assert_eq!(g.id, *id, "a weak handle upgraded to another object");
+                            self.shade(g.id);
                             self.roots.push(g);
                         }
                         None => assert!(
@@ -820,6 +881,7 @@ impl World {
                                 "a weak handle of tiny {id} upgraded after the model cleared it"
                             );
                             assert_eq!(g.id, *id, "a weak handle upgraded to another tiny object");
+                            self.shade(g.id);
                             self.tiny_roots.push(g);
                         }
                         None => assert!(
@@ -840,6 +902,9 @@ impl World {
                 }
             }
             Op::AddCleanup { at, tiny, arg } => self.add_cleanup(at, tiny, arg),
+            Op::Step(us) => {
+                self.step(Duration::from_micros(us.into()));
+            }
             Op::StopCleanup(i) => {
                 if let Some(i) = Self::pick(self.cleanup_handles.len(), i) {
                     let (key, c) = self.cleanup_handles[i];
@@ -990,9 +1055,11 @@ impl World {
         }
     }
 
-    /// One collection on both sides (after syncing the last one's finalizers), then the
-    /// checks of what was freed and of what is left.
-    pub fn collect_and_check(&mut self) {
+    /// The start of a cycle, on the model's side (after syncing the last one's
+    /// finalizers): the registry without the entries destructors took, and the objects
+    /// reachable now, the cycle's snapshot. Returns them with the destructors that ran
+    /// before it.
+    fn snapshot(&mut self) -> (BTreeSet<u64>, BTreeSet<u64>) {
         self.sync();
         // Destructors that ran since the last check (at count zero) took their registry
         // entries already: the collection sees the registry without them.
@@ -1005,9 +1072,12 @@ impl World {
             .copied()
             .collect();
         self.model_registry = self.registry_after(&early);
-        // The model's cycle: Go's markfin, then the two-pass sweep, with tiny blocks
-        // marked as a whole.
-        let base = self.closure(self.roots_with(&self.model_registry));
+        (self.closure(self.roots_with(&self.model_registry)), early)
+    }
+
+    /// The model's cycle from what its marking reaches from the roots (`base`): Go's
+    /// markfin, then the two-pass sweep, with tiny blocks marked as a whole.
+    fn predict(&self, base: &BTreeSet<u64>) -> Prediction {
         let fin_children: Vec<u64> = self
             .model
             .iter()
@@ -1019,34 +1089,100 @@ impl World {
             .iter()
             .filter_map(|id| self.model[id].block)
             .collect();
-        let marked = |id: &u64, o: &ModelObj| match o.block {
-            Some(b) => marked_blocks.contains(&b),
-            None => reached.contains(id),
+        let mut p = Prediction {
+            reached,
+            marked_blocks,
+            queued: BTreeSet::new(),
+            freed: BTreeSet::new(),
         };
-        let queued: BTreeSet<u64> = self
+        p.queued = self
             .model
             .iter()
-            .filter(|(id, o)| o.armed.is_some() && !marked(id, o))
+            .filter(|(id, o)| o.armed.is_some() && !p.marked(id, o))
             .map(|(id, _)| *id)
             .collect();
-        let resurrected_blocks: BTreeSet<usize> = queued
+        let resurrected_blocks: BTreeSet<usize> = p
+            .queued
             .iter()
             .filter_map(|id| self.model[id].block)
             .collect();
-        let freed: BTreeSet<u64> = self
+        p.freed = self
             .model
             .iter()
-            .filter(|(id, o)| !marked(id, o) && !queued.contains(id))
+            .filter(|(id, o)| !p.marked(id, o) && !p.queued.contains(id))
             .filter(|(_, o)| o.block.is_none_or(|b| !resurrected_blocks.contains(&b)))
             .map(|(id, _)| *id)
             .collect();
+        p
+    }
 
+    /// One collection on both sides (after syncing the last one's finalizers), then the
+    /// checks of what was freed and of what is left. A cycle in progress in steps is
+    /// finished first if its marking ended, else `collect()` abandons it.
+    pub fn collect_and_check(&mut self) {
+        if self.stepping.as_ref().is_some_and(|s| s.ended.is_some()) {
+            while !self.step(Duration::from_secs(1)) {}
+        }
+        self.stepping = None;
+        let (base, early) = self.snapshot();
+        let p = self.predict(&base);
         self.heap.collect();
+        self.marking_ended(&p);
+        self.cycle_ended(&p, &early);
+    }
 
+    /// `Op::Step`: one step on both sides. A cycle starts with a snapshot of what is
+    /// reachable (and waits for the last one's finalizers first, so that none runs inside
+    /// it); what is allocated while it runs is marked (black), and so is what a weak handle
+    /// gives back before its marking ends (shaded), with all it reaches; everything else
+    /// that was reachable at the snapshot stays marked however the program relinks and
+    /// drops it (the snapshot barrier). When the heap's `num_gc` moves, marking ended: weak
+    /// handles and finalizers are checked from then on as after a collection; when the step
+    /// says the cycle ended, what it freed is checked. Returns whether it ended.
+    fn step(&mut self, work: Duration) -> bool {
+        if self.stepping.is_none() {
+            let (marked, early) = self.snapshot();
+            self.stepping = Some(Stepping {
+                marked,
+                early,
+                num_gc: self.heap.stats().num_gc,
+                ended: None,
+            });
+        }
+        let done = self.heap.collect_step(work);
+        let s = self.stepping.as_ref().expect("a cycle in steps");
+        if s.ended.is_none() && self.heap.stats().num_gc > s.num_gc {
+            let p = self.predict(&s.marked);
+            self.marking_ended(&p);
+            self.stepping.as_mut().expect("a cycle in steps").ended = Some(p);
+        }
+        if done {
+            let s = self.stepping.take().expect("a cycle in steps");
+            let p = s
+                .ended
+                .expect("fing::Heap::collect_step: a cycle ended before its marking");
+            self.cycle_ended(&p, &s.early);
+        }
+        done
+    }
+
+    /// Marks, in a cycle in steps whose marking goes on, what the program reached from
+    /// outside the snapshot (a weak handle's object) or allocated.
+    fn shade(&mut self, id: u64) {
+        if self.stepping.as_ref().is_some_and(|s| s.ended.is_none()) {
+            let reached = self.closure([id]);
+            let s = self.stepping.as_mut().expect("a cycle in steps");
+            s.marked.extend(reached);
+        }
+    }
+
+    /// A cycle's marking ended: its weak handles went nil, its finalizers and cleanups are
+    /// queued (and may run from now on).
+    fn marking_ended(&mut self, p: &Prediction) {
         // A weak handle goes nil when marking leaves its object unmarked (queued or
         // freed), and stays nil.
         let now_nil = |id: &u64, nil: bool| {
-            nil || !marked(
+            nil || !p.marked(
                 id,
                 self.model
                     .get(id)
@@ -1069,12 +1205,34 @@ impl World {
                 "weak handle of tiny {id} after a collection"
             );
         }
+        // The cleanups of what this cycle frees (an object with cleanups is never freed
+        // at count zero, so only `freed` has them) are queued, and may run and drop their
+        // arguments from now on (on the finalizer thread, as the collection goes on):
+        // those arguments are roots no more.
+        let fired: Vec<u64> = self
+            .cleanups
+            .iter()
+            .filter(|(_, (id, _))| p.freed.contains(id))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in fired {
+            self.cleanups.remove(&k);
+            self.pending_cleanups.insert(k);
+        }
+        // An object whose finalizer ran and dropped its last handle may be freed by that
+        // drop, on the finalizer thread: `sync` finds it gone.
+        self.pending = p.queued.clone();
+    }
 
+    /// A cycle ended: the checks of what it freed (with what was freed at count zero since
+    /// `early`) and of what is left.
+    fn cycle_ended(&mut self, p: &Prediction, early: &BTreeSet<u64>) {
         let dropped = std::mem::take(&mut *self.shared.dropped.lock().unwrap());
         let dropped_set: BTreeSet<u64> = dropped.iter().copied().collect();
         assert_eq!(dropped.len(), dropped_set.len(), "a destructor ran twice");
         // Every object the model calls garbage was destroyed...
-        let freed_objs: BTreeSet<u64> = freed
+        let freed_objs: BTreeSet<u64> = p
+            .freed
             .iter()
             .filter(|id| self.model[id].block.is_none() && !self.model[id].built)
             .copied()
@@ -1089,25 +1247,11 @@ impl World {
         // finalizer to run first.
         for (k, (id, _)) in &self.cleanups {
             assert!(
-                freed.contains(id) || !dropped_set.contains(id),
+                p.freed.contains(id) || !dropped_set.contains(id),
                 "object {id} with cleanup {k} was destroyed outside a collection"
             );
         }
-        // The cleanups of what this cycle freed (an object with cleanups is never freed
-        // at count zero, so only `freed` has them) are queued, and may have run and
-        // dropped their arguments already (on the finalizer thread, as the collection
-        // goes on): those arguments are roots no more.
-        let fired: Vec<u64> = self
-            .cleanups
-            .iter()
-            .filter(|(_, (id, _))| freed.contains(id))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in fired {
-            self.cleanups.remove(&k);
-            self.pending_cleanups.insert(k);
-        }
-        let later: BTreeSet<u64> = dropped_set.difference(&early).copied().collect();
+        let later: BTreeSet<u64> = dropped_set.difference(early).copied().collect();
         let registry = self.registry_after(&later);
         let live = self.closure(self.roots_with(&registry));
         for id in dropped_set.difference(&freed_objs) {
@@ -1120,17 +1264,14 @@ impl World {
             // collection, with a plain finalizer, which dropped the last handle (on the
             // finalizer thread, which may have run it already).
             assert!(
-                o.armed.is_none() || (queued.contains(id) && o.armed == Some(Mode::Plain)),
+                o.armed.is_none() || (p.queued.contains(id) && o.armed == Some(Mode::Plain)),
                 "object {id} was destroyed before its finalizer ran"
             );
         }
         self.model_registry = registry;
-        for id in freed.iter().chain(&dropped_set) {
+        for id in p.freed.iter().chain(&dropped_set) {
             self.model.remove(id);
         }
-        // An object whose finalizer ran and dropped its last handle may have been freed
-        // since, by that drop, on the finalizer thread: `sync` finds it gone.
-        self.pending = queued;
         self.check_intact();
     }
 
