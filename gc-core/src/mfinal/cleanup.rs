@@ -400,21 +400,35 @@ pub fn add_cleanup(
     Ok(c)
 }
 
-/// After resurrection, with the world stopped: queues the cleanups of every object left
-/// unmarked (garbage: freed by this cycle's sweep, or by the next if a destructor of this
-/// cycle's garbage reaches it) into `out`, handing full parts to the
-/// finalizer thread as resurrection does. Returns how many were queued.
+/// After resurrection, with the world stopped, from span `*cursor` on: queues the cleanups
+/// of every object left unmarked (garbage: freed by this cycle's sweep, or by the next if
+/// a destructor of this cycle's garbage reaches it) into `out`, handing full parts to the
+/// finalizer thread as resurrection does, and adds how many to `queued`. Returns whether
+/// it is done; a step of the cycle (`mgc`), with the world running between steps (what a
+/// mutator does meanwhile touches only live objects' records).
 pub(crate) fn queue_cleanups(
     heap: &'static crate::mheap::MHeap,
     spans: &[SpanPtr],
+    cursor: &mut usize,
     out: &mut queue::FinQueue,
-) -> u64 {
+    queued: &mut u64,
+    budget: &mut crate::mgcmark::Budget,
+) -> bool {
     let mut n = 0;
     // The probes of queued cleanups go with them (a mutator holding the lock is outside
     // every section, and lets it go without waiting for the world).
     let mut probes = PROBING.load(Ordering::Relaxed).then(probes);
-    for s in spans.iter().map(|s| s.get()).filter(|s| s.has_cleanups()) {
+    while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
+        *cursor += 1;
+        if !s.has_cleanups() {
+            if !budget.go_on(1) {
+                break;
+            }
+            continue;
+        }
         let mut records = s.cleanups.lock();
+        // The records looked at: the step's units of work.
+        let work = records.len() as u32 + 1;
         let entry = |r: CleanupRecord| Record {
             ptr: core::ptr::null(),
             func: r.func,
@@ -437,10 +451,17 @@ pub(crate) fn queue_cleanups(
             if out.len >= HANDOFF_EVERY {
                 super::enqueue(heap, out.take_filled());
             }
+            if !budget.go_on(work) {
+                break;
+            }
             continue;
         }
         let dead = |r: &CleanupRecord| !s.is_marked(s.index_of(r.ptr as usize));
         if !records.iter().any(dead) {
+            drop(records);
+            if !budget.go_on(work) {
+                break;
+            }
             continue;
         }
         for r in records.extract_if(.., |r| dead(r)) {
@@ -455,9 +476,13 @@ pub(crate) fn queue_cleanups(
         if out.len >= HANDOFF_EVERY {
             super::enqueue(heap, out.take_filled());
         }
+        if !budget.go_on(work) {
+            break;
+        }
     }
     QUEUED.fetch_add(n, Ordering::Relaxed);
-    n
+    *queued += n;
+    *cursor >= spans.len()
 }
 
 /// `check_finalizers` after marking, with the world stopped: reports each live object of

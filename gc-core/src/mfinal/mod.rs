@@ -70,6 +70,7 @@ use crate::slot::{data_offset, HEADER};
 pub use cleanup::{add_cleanup, Cleanup};
 pub(crate) use cleanup::{check_cleanups, queue_cleanups};
 pub use panic_hook::{set_finalizer_panic_hook, take_finalizer_panic_hook, FinalizerPanic};
+pub(crate) use queue::FinQueue;
 pub(crate) use thread::on_finalizer_thread;
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
 
@@ -619,15 +620,29 @@ pub fn keep_alive<T: ?Sized>(x: &T) {
 
 /// The sweeper's first step (Go's two-pass rule): every object with records that marking
 /// left unmarked is resurrected (marked, so this cycle keeps it and what it points to) and
-/// all its records are queued, each entry holding one count on it. World stopped; the
-/// entries are handed to the finalizer thread in parts as they are gathered.
+/// all its records are queued, each entry holding one count on it, into `out`. World
+/// stopped; the entries are handed to the finalizer thread in parts as they are gathered.
+/// From span `*cursor` on, until `budget` is spent; returns whether it is done. A step of
+/// the cycle (`mgc`): mutators may run between steps, and what they do touches only live
+/// (marked or black) objects' records, which it leaves.
 pub(crate) fn resurrect(
     heap: &'static crate::mheap::MHeap,
     spans: &[crate::mspan::SpanPtr],
-) -> queue::FinQueue {
-    let mut out = thread::batch();
-    for s in spans.iter().map(|s| s.get()).filter(|s| s.has_specials()) {
+    cursor: &mut usize,
+    out: &mut queue::FinQueue,
+    budget: &mut crate::mgcmark::Budget,
+) -> bool {
+    while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
+        *cursor += 1;
+        if !s.has_specials() {
+            if !budget.go_on(1) {
+                break;
+            }
+            continue;
+        }
         let mut sp = s.specials.lock();
+        // The records looked at: the step's units of work.
+        let work = sp.len() as u32 + 1;
         let index = |r: &Record| s.index_of(r.ptr as usize);
         // Marks the record's object and gives the entry its count.
         let resurrect_one = |r: &Record| {
@@ -674,6 +689,10 @@ pub(crate) fn resurrect(
                 out.push(r);
             }
         } else {
+            drop(sp);
+            if !budget.go_on(work) {
+                break;
+            }
             continue;
         }
         s.set_has_specials(!sp.is_empty());
@@ -681,8 +700,16 @@ pub(crate) fn resurrect(
         if out.len >= HANDOFF_EVERY {
             enqueue(heap, out.take_filled());
         }
+        if !budget.go_on(work) {
+            break;
+        }
     }
-    out
+    *cursor >= spans.len()
+}
+
+/// An empty batch of finalizers, for `resurrect` to fill.
+pub(crate) fn batch() -> queue::FinQueue {
+    thread::batch()
 }
 
 /// How many records ahead resurrection and the finalizer thread prefetch an object (the
