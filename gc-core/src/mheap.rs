@@ -262,12 +262,20 @@ impl MHeap {
         }
     }
 
-    /// Sets the pacer's goal after a cycle that left `live` bytes: a cycle run in slices
-    /// is wanted 70% of the way from `live` to `goal` (Go starts its cycles early too: its
-    /// trigger ratio), one run in one stop at the goal.
-    pub(crate) fn set_goal(&self, live: usize, goal: usize) {
+    /// Sets the pacer's goal after a cycle that left `live` bytes, during which the heap
+    /// grew by `grown` (allocation while it ran in slices). A cycle run in one stop is
+    /// wanted at the goal. One run in slices starts early enough that, growing as fast as
+    /// the last, it ends at the goal (Go's trigger): `grown` (and a tenth) before it, but
+    /// no later than 70 % and no earlier than 10 % of the way from `live` to `goal`.
+    pub(crate) fn set_goal(&self, live: usize, goal: usize, grown: usize) {
         let trigger = match self.config().gc_slice {
-            Some(_) if goal != usize::MAX => live + (goal - live.min(goal)) / 10 * 7,
+            Some(_) if goal != usize::MAX => {
+                let runway = goal - live.min(goal);
+                let lead = grown
+                    .saturating_add(grown / 10)
+                    .clamp(runway / 10 * 3, runway / 10 * 9);
+                goal - lead
+            }
             _ => goal,
         };
         self.next_gc.store(goal, Ordering::Relaxed);
