@@ -474,6 +474,10 @@ impl Heap {
     /// cycle of this heap ended in this step. (Lua's `collectgarbage("step")`; a program
     /// that wants to pay for collection at points of its choosing calls it there.)
     ///
+    /// One cycle runs at a time in the process: a `collect()` of another heap, or a cycle
+    /// the pacer starts for one, first finishes this heap's cycle in progress, so the cycle
+    /// a step continues may have ended, and a new one begun, since the last step.
+    ///
     /// # Panics
     /// As `collect`.
     pub fn collect_step(&self, work: Duration) -> bool {

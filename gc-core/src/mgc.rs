@@ -15,8 +15,9 @@
 //! - **resurrect** (`mfinal::resurrect`): finalizable garbage is resurrected and queued,
 //!   span by span; **cleanups** (`mfinal::queue_cleanups`): the cleanups of what is still
 //!   unmarked are queued. Both resumable (a heap with 80 000 finalizers took 14 ms in one
-//!   stop): mutators between their steps touch only live objects' records. At their end
-//!   the rest of the queue is handed over and the cycle counts in `num_gc`;
+//!   stop): mutators between their steps touch only live objects' records, and the
+//!   finalizers handed over so far may run. At their end the rest of the queue is handed
+//!   over;
 //! - **doomed** (`mark_doomed`): garbage whose destructor runs user code is marked for the
 //!   drop batch;
 //! - **release** (`mgcsweep::release`): garbage gives back the counts it holds;
@@ -377,11 +378,15 @@ impl Cycle {
         // Before resurrection: a weak handle goes nil when its finalizers are queued, and
         // now, before any mutator runs with the barriers off.
         crate::weak::after_mark(heap);
+        let mut k = lock(&heap.counters);
+        k.num_gc += 1;
+        k.finalizer_cycles += self.fin_cycles;
+        self.n = k.num_gc;
     }
 
-    /// After the resurrect and cleanups steps: the rest of the queue to whoever runs it,
-    /// and the cycle counted (`num_gc`: what a program sees of marking's end, its
-    /// finalizers and cleanups all queued).
+    /// After the resurrect and cleanups steps: the rest of the queue to whoever runs it.
+    /// (The cycle counted in `num_gc` at terminate, when marking ended: a `collect()` from
+    /// then on finishes the cycle rather than abandoning it.)
     fn queued_all(&mut self) {
         let heap = self.heap;
         crate::mfinal::enqueue(heap, core::mem::take(&mut self.fins));
@@ -389,10 +394,6 @@ impl Cycle {
         // over as it goes), less its cleanups (the same queue).
         self.queued =
             (crate::mfinal::counters().0 - self.queued_before).saturating_sub(self.cleanups);
-        let mut k = lock(&heap.counters);
-        k.num_gc += 1;
-        k.finalizer_cycles += self.fin_cycles;
-        self.n = k.num_gc;
     }
 
     /// Undoes the cycle (before release: a `Trace` impl panicked, or `collect()` starts
@@ -415,6 +416,11 @@ impl Cycle {
     ) -> (Vec<Doomed>, Report) {
         let heap = self.heap;
         let t = Instant::now();
+        // What the heap grew by while the cycle ran (its slices' pacing, `set_goal`).
+        let grown = heap
+            .heap_live
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.live_before);
         let (live, freed) = mgcsweep::flip(heap, world);
         mgcwork::end(world);
         heap.heap_live.store(live, Ordering::Relaxed);
@@ -423,7 +429,7 @@ impl Cycle {
             Some(g) => (live.saturating_mul(100 + g as usize) / 100).max(config.min_heap),
             None => usize::MAX,
         };
-        heap.set_goal(live, goal);
+        heap.set_goal(live, goal, grown);
         self.spent("flip", t.elapsed());
         // The last stop, the flip in it (heap-proportional: see the module docs).
         self.note_stop(world, from, "flip", work_began);

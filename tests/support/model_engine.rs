@@ -34,6 +34,9 @@
 //! with the destructors run after the world resumes; a registry entry dropped by a
 //! destructor may free more.
 //!
+//! A `wait_finalizers()` inside a cycle whose marking has ended finishes the cycle first
+//! (its finalizers are queued over its steps after marking).
+//!
 //! A cycle in steps is modelled as fing's snapshot-at-the-beginning marking promises: it
 //! marks what was reachable at its first step, what is allocated while it runs, and what
 //! a weak handle gives back before its marking ends, with all they reach; nothing else.
@@ -864,16 +867,10 @@ impl World {
                             self.shade(g.id);
                             self.roots.push(g);
                         }
-                        None => {
-                            // Marking may have ended in the last step (the heap counts the
-                            // cycle once its finalizers are queued, a step or more later):
-                            // then the handle of an object the snapshot left unmarked is nil.
-                            assert!(
-                                *nil || self.cleared_early(*id),
-                                "a weak handle of {id} is nil while the model has it live"
-                            );
-                            self.weaks[i].2 = true;
-                        }
+                        None => assert!(
+                            nil,
+                            "a weak handle of {id} is nil while the model has it live"
+                        ),
                     }
                 }
             }
@@ -890,16 +887,10 @@ impl World {
                             self.shade(g.id);
                             self.tiny_roots.push(g);
                         }
-                        None => {
-                            // Marking may have ended in the last step (the heap counts the
-                            // cycle once its finalizers are queued, a step or more later):
-                            // then the handle of an object the snapshot left unmarked is nil.
-                            assert!(
-                                *nil || self.cleared_early(*id),
-                                "a weak handle of tiny {id} is nil while the model has it live"
-                            );
-                            self.tiny_weaks[i].2 = true;
-                        }
+                        None => assert!(
+                            nil,
+                            "a weak handle of tiny {id} is nil while the model has it live"
+                        ),
                     }
                 }
             }
@@ -1026,6 +1017,12 @@ impl World {
     /// Waits for the finalizers of the last collection and checks that exactly the
     /// model's queued set ran, each once; then applies what they did to the model.
     fn sync(&mut self) {
+        // A cycle in steps whose marking ended queues its finalizers over its next steps
+        // (and may have handed some over already): it is finished first, so that all of
+        // them are queued.
+        if self.stepping.as_ref().is_some_and(|s| s.ended.is_some()) {
+            while !self.step(Duration::from_secs(1)) {}
+        }
         if self.safe_points {
             // Queued on the heap, not on the finalizer thread: nothing ran until now.
             fing::wait_finalizers();
@@ -1176,21 +1173,6 @@ impl World {
             self.cycle_ended(&p, &s.early);
         }
         done
-    }
-
-    /// Could a weak handle of `id` have gone nil already: a cycle in steps whose marking
-    /// may have ended, and that leaves `id` (its tiny block) unmarked?
-    fn cleared_early(&self, id: u64) -> bool {
-        let Some(s) = self.stepping.as_ref().filter(|s| s.ended.is_none()) else {
-            return false;
-        };
-        match self.model[&id].block {
-            Some(b) => !s
-                .marked
-                .iter()
-                .any(|m| self.model.get(m).and_then(|o| o.block) == Some(b)),
-            None => !s.marked.contains(&id),
-        }
     }
 
     /// Marks, in a cycle in steps whose marking goes on, what the program reached from
