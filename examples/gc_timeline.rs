@@ -1,7 +1,9 @@
 //! Turns a `FING_TRACE=gc` log into a timeline picture (plain SVG): the heap before and
-//! after each collection and its goal over time, and every stop-the-world pause as a bar
-//! whose height is its length. Lines that are not collection lines are skipped, so the
-//! whole stderr of a run can be given.
+//! after each collection and its goal over time, and each collection's stop-the-world time
+//! as a bar whose height is its longest stop (a cycle run in slices stops the world
+//! thousands of times; its bar is drawn where it ended, its total in the bar's tooltip).
+//! Lines that are not collection lines are skipped, so the whole stderr of a run can be
+//! given.
 //!
 //! `FING_TRACE=gc cargo run --release --example latency 2> gc.log`, then
 //! `cargo run --example gc_timeline -- gc.log > timeline.svg` (or the log on stdin).
@@ -9,11 +11,16 @@
 use std::fmt::Write as _;
 use std::io::Read as _;
 
-/// One collection line: `gc N @T s: pause P ms (…), A -> B MB, G MB goal, …`.
+/// One collection line: `gc N @T s: pause P ms [in K stops (longest L ms, …)], A -> B MB,
+/// G MB goal, …`.
 #[derive(Debug)]
 struct Cycle {
     at_s: f64,
+    /// Stop-the-world time in all.
     pause_ms: f64,
+    /// The longest single stop (the whole pause for a one-stop cycle).
+    longest_ms: f64,
+    stops: u64,
     before_mb: f64,
     after_mb: f64,
     goal_mb: Option<f64>,
@@ -29,12 +36,24 @@ fn parse(line: &str) -> Option<Cycle> {
         .0
         .parse()
         .ok()?;
+    let stops = rest
+        .split_once(" in ")
+        .and_then(|(_, r)| r.split_once(" stops"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or(1);
+    let longest_ms = rest
+        .split_once("(longest ")
+        .and_then(|(_, r)| r.split_once(" ms"))
+        .and_then(|(l, _)| l.parse().ok())
+        .unwrap_or(pause_ms);
     let (heap, goal) = rest.split_once(" MB, ")?;
     let (before, after) = heap.rsplit_once(", ")?.1.split_once(" -> ")?;
     let goal_mb = goal.split_once(" MB goal")?.0.parse().ok();
     Some(Cycle {
         at_s,
         pause_ms,
+        longest_ms,
+        stops,
         before_mb: before.parse().ok()?,
         after_mb: after.parse().ok()?,
         goal_mb,
@@ -70,7 +89,7 @@ fn svg(cycles: &[Cycle]) -> String {
         .map(|c| c.before_mb.max(c.goal_mb.unwrap_or(0.0)))
         .fold(1.0, f64::max)
         * 1.05;
-    let p_max = cycles.iter().map(|c| c.pause_ms).fold(0.1, f64::max);
+    let p_max = cycles.iter().map(|c| c.longest_ms).fold(0.1, f64::max);
     let x = |t: f64| left + (w - left - right) * t / t_max;
     let y = |mb: f64| mid - (mid - top) * mb / mb_max;
     let mut s = String::new();
@@ -87,7 +106,7 @@ fn svg(cycles: &[Cycle]) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{left}" y="18">heap in use (MB): before and after each collection; goal dashed; {} collections, longest pause {p_max:.1} ms</text>"#,
+        r#"<text x="{left}" y="18">heap in use (MB): before and after each collection; goal dashed; {} collections, longest stop {p_max:.1} ms</text>"#,
         cycles.len()
     );
     let _ = writeln!(
@@ -97,7 +116,7 @@ fn svg(cycles: &[Cycle]) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}">{t_max:.2} s</text><text x="{left}" y="{}">pauses (bar height: length, scale {p_max:.1} ms)</text>"#,
+        r#"<text x="{}" y="{}">{t_max:.2} s</text><text x="{left}" y="{}">stops of the world (bar height: each collection's longest, scale {p_max:.1} ms)</text>"#,
         w - right - 40.0,
         mid + 14.0,
         mid + 30.0
@@ -138,15 +157,22 @@ fn svg(cycles: &[Cycle]) -> String {
             r#"<path d="{goal}" stroke="gray" stroke-dasharray="4 3" fill="none"/>"#
         );
     }
-    // Pauses: bars below the time axis, from the pause's start to its end.
+    // Pauses: bars below the time axis. A one-stop cycle's spans its stop; a cycle in
+    // slices is a thin bar where it ended, as high as its longest stop.
     for c in cycles {
-        let x1 = x((c.at_s - c.pause_ms / 1e3).max(0.0));
-        let bw = (x(c.at_s) - x1).max(1.0);
-        let bh = ((bottom - mid - 40.0) * c.pause_ms / p_max).max(1.0);
+        let (x1, bw) = if c.stops == 1 {
+            let x1 = x((c.at_s - c.pause_ms / 1e3).max(0.0));
+            (x1, (x(c.at_s) - x1).max(1.0))
+        } else {
+            (x(c.at_s) - 1.0, 2.0)
+        };
+        let bh = ((bottom - mid - 40.0) * c.longest_ms / p_max).max(1.0);
         let _ = writeln!(
             s,
-            r#"<rect x="{x1:.1}" y="{:.1}" width="{bw:.1}" height="{bh:.1}" fill="crimson"><title>{:.3} ms at {:.3} s</title></rect>"#,
+            r#"<rect x="{x1:.1}" y="{:.1}" width="{bw:.1}" height="{bh:.1}" fill="crimson"><title>longest stop {:.3} ms of {} ({:.3} ms in all), ended at {:.3} s</title></rect>"#,
             bottom - bh,
+            c.longest_ms,
+            c.stops,
             c.pause_ms,
             c.at_s
         );
@@ -171,6 +197,18 @@ mod tests {
         );
         let none = parse("gc 1 @0.002s: pause 0.557 ms (0.003 ms stopping, 0.555 ms of work), 0.0 -> 0.0 MB, no MB goal, 0 objects freed").unwrap();
         assert_eq!(none.goal_mb, None);
+        assert_eq!((c.longest_ms, c.stops), (2074.237, 1));
+        let sliced = parse("gc 8 @7.830s: pause 1767.773 ms in 6338 stops (longest 1.387 ms, resurrect to resurrect, 0.014 ms of it stopping), 432.2 -> 398.2 MB, 796.4 MB goal, 2331571 objects freed").unwrap();
+        assert_eq!(
+            (
+                sliced.pause_ms,
+                sliced.stops,
+                sliced.longest_ms,
+                sliced.before_mb,
+                sliced.after_mb
+            ),
+            (1767.773, 6338, 1.387, 432.2, 398.2)
+        );
         assert!(parse("latency: built 64 MB live").is_none());
         assert!(svg(&[c]).contains("<rect"));
     }
