@@ -33,7 +33,8 @@
 //! 10. `mspan`: spans, and the finalizer records they hold.
 //! 11. `mpagealloc`: arenas, the arena map, free page runs.
 //! 12. `mcentral`: a heap's lists of spans with free slots.
-//! 13. `mheap`: a heap's state (`MHeap`), `HeapConfig`, the registry of heaps.
+//! 13. `mheap`: a heap's state (`MHeap`), `HeapConfig`, the registry of heaps, sweeping
+//!     a span.
 //! 14. `mcache`: thread caches, and their registry.
 //! 15. `malloc`: the allocation paths, planned per type.
 //! 16. `world`: threads' fing state, mutator sections, stopping the world.
@@ -44,7 +45,7 @@
 //! 21. `handle`: `Gc<T>`.
 //! 22. `weak`: weak handles, ephemerons, `WeakMap`, and their part in a collection.
 //! 23. `mgcmark`: roots by trial subtraction, marking, in resumable steps.
-//! 24. `mgcsweep`: releasing garbage, flipping mark bits.
+//! 24. `mgcsweep`: releasing garbage, the flip, the sweep in steps.
 //! 25. `mfinal`: finalizers.
 //! 26. `mgc`: the collection cycle, in one stop or in slices.
 //! 27. `mgcworker`: fing's collector thread, which runs the pacer's slices.

@@ -21,16 +21,26 @@
 //! - **doomed** (`mark_doomed`): garbage whose destructor runs user code is marked for the
 //!   drop batch;
 //! - **release** (`mgcsweep::release`): garbage gives back the counts it holds;
-//! - **flip** (`mgcsweep::flip`): mark bits become allocation bits, the next goal is set
-//!   (GOGC), and the cycle is reported. The doomed garbage goes to the caller, which
-//!   destroys it once the world has resumed (mdrop): no stop holds user code but `Trace`.
-//!   The flip is the one step still proportional to the heap in one stop (about 0.1 µs a
-//!   span: 11 ms at 112 000 spans, a 400 MB heap of small records), and the release of
-//!   free pages to the OS in it (`release_free`, one `madvise` per run: 31 ms once when a
-//!   heap shrank by half). Go sweeps lazily instead (`sweepgen`: a span is flipped when an
-//!   allocator takes it, or by a background sweeper) and scavenges in the background; that
-//!   is the way to bound it here too, and needs black allocation per span (a span already
-//!   flipped must not be marked again).
+//! - **flip** (`mgcsweep::flip`): the caches are flushed (allocation stops being black),
+//!   the central lists emptied, and every span handed to the sweep in one move (no walk);
+//! - **sweep** (`mgcsweep::sweep`): span by span, mark bits become allocation bits (Go's
+//!   trick), empty spans go back to the page heap, spans with free slots to the central
+//!   lists. Resumable, like the other steps, and shared: between its slices a thread that
+//!   finds its class's list empty sweeps spans itself before it takes new pages
+//!   (`MHeap::sweep_for`, Go's `mcentral.cacheSpan`), so the heap does not grow for want
+//!   of swept spans;
+//! - **end** (`mgcsweep::end`): free pages beyond the next goal go back to the OS, the
+//!   next goal is set (GOGC), and the cycle is reported. The doomed garbage goes to the
+//!   caller, which destroys it once the world has resumed (mdrop): no stop holds user
+//!   code but `Trace`.
+//!
+//! The sweep was the flip's walk over every span in the stop that ended the cycle (about
+//! 0.1 µs a span: 11 ms at 112 000 spans). Go sweeps lazily, concurrently with the
+//! mutators and guarded by `sweepgen`; here the sweep is a step of the cycle, so the next
+//! cycle cannot start before it ends (a span is never marked before it is swept), and a
+//! thread sweeps only inside a section, so never while the collector does. What remains
+//! in one stop at the end: the release of free pages (`release_free`, one `madvise` per
+//! run: 31 ms once when a heap shrank by half); Go scavenges in the background.
 //!
 //! One cycle runs at a time in the process (the world is one), whichever heap it
 //! collects: it lives in `CYCLE` between slices. `collect()` is Go's `runtime.GC()`: it
@@ -114,6 +124,7 @@ enum Phase {
     Cleanups,
     Doomed,
     Release,
+    Sweep,
 }
 
 impl Phase {
@@ -127,6 +138,7 @@ impl Phase {
             Phase::Cleanups => "cleanups",
             Phase::Doomed => "mark_doomed",
             Phase::Release => "release",
+            Phase::Sweep => "sweep",
         }
     }
 
@@ -146,7 +158,7 @@ struct Cycle {
     /// The spans at the start: what the cycle counts, marks and releases.
     spans: Vec<SpanPtr>,
     cursor: usize,
-    stack: Vec<*mut u8>,
+    stack: mgcwork::MarkStack,
     /// Markfin done (`Phase::MarkFin` comes once, between two `Phase::Mark`s).
     finned: bool,
     fin_scanned: Vec<NonNull<u8>>,
@@ -159,6 +171,9 @@ struct Cycle {
     /// `MemStats::num_gc` once marking ended.
     n: u64,
     live_before: usize,
+    /// `heap_live` at the flip: what threads take from then on is added to what the
+    /// sweep keeps.
+    live_at_flip: usize,
     queued_before: u64,
     queued: u64,
     cleanups: u64,
@@ -193,14 +208,21 @@ impl Cycle {
         crate::release::drain_deferred(world);
         // Weak handles' counts are references from inside the heap (weak).
         crate::weak::before_mark(heap);
-        let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
+        let spans: Vec<SpanPtr> = {
+            let all = lock(&heap.all_spans);
+            assert!(
+                all.unswept.is_empty(),
+                "fing::collect: a cycle began before the last one's sweep ended"
+            );
+            all.swept.clone()
+        };
         mgcwork::begin(world, heap);
         Box::new(Cycle {
             heap,
             phase: Phase::Count,
             spans,
             cursor: 0,
-            stack: Vec::new(),
+            stack: mgcwork::MarkStack::default(),
             finned: false,
             fin_scanned: Vec::new(),
             fins: crate::mfinal::batch(),
@@ -208,6 +230,7 @@ impl Cycle {
             panicked: None,
             n: 0,
             live_before: heap.heap_live.load(Ordering::Relaxed),
+            live_at_flip: 0,
             queued_before: crate::mfinal::counters().0,
             queued: 0,
             cleanups: 0,
@@ -234,7 +257,7 @@ impl Cycle {
         }
     }
 
-    /// Works until the release step is done (`true`) or the budget is spent. May run user
+    /// Works until the sweep is done (`true`) or the budget is spent. May run user
     /// code (`Trace` impls), which may panic: the caller abandons the cycle then.
     fn work(&mut self, world: &StoppedWorld, budget: &mut Budget) -> bool {
         let heap = self.heap;
@@ -289,6 +312,7 @@ impl Cycle {
                     &mut self.panicked,
                     budget,
                 ),
+                Phase::Sweep => mgcsweep::sweep(heap, world, budget),
             };
             self.spent(phase.name(), t.elapsed());
             if !done {
@@ -324,7 +348,17 @@ impl Cycle {
                     }
                     self.enter(Phase::Release);
                 }
-                Phase::Release => return true,
+                Phase::Release => {
+                    let t = Instant::now();
+                    self.live_at_flip = heap.heap_live.load(Ordering::Relaxed);
+                    mgcsweep::flip(heap, world);
+                    mgcwork::end(world);
+                    // The sweep frees spans of the snapshot: it is not read again.
+                    self.spans = Vec::new();
+                    self.spent("flip", t.elapsed());
+                    self.enter(Phase::Sweep);
+                }
+                Phase::Sweep => return true,
             }
             if budget.spent() {
                 return false;
@@ -400,7 +434,12 @@ impl Cycle {
     /// afresh): marks and scratch counts cleared, allocation no longer black.
     fn abandon(self: Box<Self>, world: &StoppedWorld) {
         let heap = self.heap;
-        let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
+        // The flip turned marks into allocation bits: past it there is nothing to undo.
+        assert!(
+            self.phase != Phase::Sweep,
+            "fing::collect: a cycle was abandoned in its sweep"
+        );
+        let spans: Vec<SpanPtr> = lock(&heap.all_spans).swept.clone();
         mgcmark::abandon(&spans);
         // SAFETY: `world` says this thread stopped the world.
         unsafe { crate::mcache::flush_all(heap, false) };
@@ -416,23 +455,24 @@ impl Cycle {
     ) -> (Vec<Doomed>, Report) {
         let heap = self.heap;
         let t = Instant::now();
+        let now = heap.heap_live.load(Ordering::Relaxed);
         // What the heap grew by while the cycle ran (its slices' pacing, `set_goal`).
-        let grown = heap
-            .heap_live
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.live_before);
-        let (live, freed) = mgcsweep::flip(heap, world);
-        mgcwork::end(world);
-        heap.heap_live.store(live, Ordering::Relaxed);
+        let grown = now.saturating_sub(self.live_before);
+        let (live, freed) = mgcsweep::end(heap, world);
+        // What the sweep kept, and what threads took since the flip.
+        heap.heap_live.store(
+            live + now.saturating_sub(self.live_at_flip),
+            Ordering::Relaxed,
+        );
         let config = heap.config();
         let goal = match config.gogc {
             Some(g) => (live.saturating_mul(100 + g as usize) / 100).max(config.min_heap),
             None => usize::MAX,
         };
         heap.set_goal(live, goal, grown);
-        self.spent("flip", t.elapsed());
-        // The last stop, the flip in it (heap-proportional: see the module docs).
-        self.note_stop(world, from, "flip", work_began);
+        self.spent("end", t.elapsed());
+        // The last stop.
+        self.note_stop(world, from, "end", work_began);
         let mut k = lock(&heap.counters);
         k.base.frees += freed;
         k.live_bytes = live;

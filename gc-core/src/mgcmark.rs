@@ -84,6 +84,7 @@ use std::time::Instant;
 
 use gc_types::{PtrMask, Tracer, Type};
 
+use crate::mgcwork::MarkStack;
 use crate::mheap::MHeap;
 use crate::mpagealloc::{arena_of_cached, span_of, Arena};
 use crate::mspan::{Span, SpanPtr};
@@ -268,7 +269,7 @@ pub(crate) fn scan_roots(
     heap: &MHeap,
     spans: &[SpanPtr],
     cursor: &mut usize,
-    stack: &mut Vec<*mut u8>,
+    stack: &mut MarkStack,
     budget: &mut Budget,
 ) -> bool {
     let dying = (&crate::slot::DYING as *const Type).cast_mut();
@@ -307,7 +308,7 @@ pub(crate) fn scan_roots(
 
 /// Marks the objects `objs` (headers of this heap's objects: ephemeron values, far cells,
 /// `weak`) and pushes those newly marked that can hold handles on `stack`, for `drain`.
-pub(crate) fn mark_objects(objs: &[NonNull<u8>], stack: &mut Vec<*mut u8>) {
+pub(crate) fn mark_objects(objs: &[NonNull<u8>], stack: &mut MarkStack) {
     for o in objs {
         let Some(s) = span_of(o.as_ptr() as usize) else {
             continue;
@@ -328,7 +329,7 @@ pub(crate) fn mark_objects(objs: &[NonNull<u8>], stack: &mut Vec<*mut u8>) {
 pub(crate) fn markfin(
     spans: &[SpanPtr],
     cursor: &mut usize,
-    stack: &mut Vec<*mut u8>,
+    stack: &mut MarkStack,
     fin_scanned: &mut Vec<NonNull<u8>>,
     budget: &mut Budget,
 ) -> bool {
@@ -395,7 +396,7 @@ pub(crate) fn check_fin_cycles(heap: &MHeap, fin_scanned: &[NonNull<u8>]) -> u64
 pub(crate) fn mark_doomed(
     spans: &[SpanPtr],
     cursor: &mut usize,
-    stack: &mut Vec<*mut u8>,
+    stack: &mut MarkStack,
     doomed: &mut Vec<Doomed>,
     budget: &mut Budget,
 ) -> bool {
@@ -493,7 +494,7 @@ fn search(heap: &MHeap, mut todo: Vec<*mut u8>, target: NonNull<u8>, t: &mut Tra
 /// Traces the stack's objects until it is empty or the budget is spent: each edge into
 /// this heap marks its target, and a newly marked one that can hold handles is pushed.
 /// Returns whether the stack is empty.
-pub(crate) fn drain(heap: &MHeap, stack: &mut Vec<*mut u8>, budget: &mut Budget) -> bool {
+pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) -> bool {
     let mut t = Tracer::new();
     // Consecutive edges usually land in the same span: remember the last one.
     let mut last: Option<&'static Span> = None;

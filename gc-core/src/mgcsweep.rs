@@ -1,4 +1,4 @@
-//! Sweeping (Go's mgcsweep), in two steps.
+//! Sweeping (Go's mgcsweep), in four steps.
 //!
 //! 1. [`release`], once marking is over, span by span of the snapshot (the world may run
 //!    between its slices): every unmarked object is garbage. It gives back the counts it
@@ -8,11 +8,20 @@
 //!    user code was marked for the cycle's drop batch and is destroyed after the world
 //!    resumes (mdrop), and any other destructor only drops handles, whose counts are
 //!    what this gives back. Every live object's scratch count goes back to zero.
-//! 2. [`flip`], in one stop at the end of the cycle, over every span of the heap (those
-//!    made during the cycle too): the mark bits become the allocation bits (Go's trick),
-//!    empty spans go back to the page heap, spans with free slots go to the central
-//!    lists, and free pages beyond what the pacer will use before the next cycle go back
-//!    to the OS (`PageHeap::release_free`).
+//! 2. [`flip`], in one stop: the caches are flushed (allocation stops being black), the
+//!    central lists emptied, and every span of the heap (those made during the cycle too)
+//!    moved to `Spans::unswept` in one move.
+//! 3. [`sweep`], span by span, resumable: the mark bits become the allocation bits (Go's
+//!    trick), empty spans go back to the page heap, spans with free slots go to the
+//!    central lists. Between its slices, a thread whose class list is empty sweeps too
+//!    (`MHeap::sweep_for`, which argues why it may with the world running). Spans made
+//!    meanwhile are swept already: their allocation bits are exact and their marks clear.
+//! 4. [`end`], once no span is left: free pages beyond what the pacer will use before the
+//!    next cycle go back to the OS (`PageHeap::release_free`), and the sweep's totals
+//!    (bytes kept, objects freed) go to the pacer and the statistics.
+//!
+//! Until the sweep ends the cycle is in progress: no cycle marks a span before it is
+//! swept. The statistics count unswept spans as in use.
 //!
 //! Why the counts are given back one by one rather than settled in bulk: between slices
 //! mutators change counts and cells, so what marking could subtract from live objects'
@@ -22,7 +31,7 @@
 //! Most acyclic garbage never reaches the sweep: mutators free it when its count reaches
 //! zero (`mfree`). Slots freed that way and not reused are still allocated, dead (type
 //! `FREED`, count zero): unless a free list holds them (then they are marked, as every
-//! slot handed out during a cycle), the flip frees them with the rest.
+//! slot handed out during a cycle), the sweep frees them with the rest.
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
@@ -124,54 +133,63 @@ pub(crate) fn release(
     *cursor >= spans.len()
 }
 
-/// Step 2 (see the module docs): flushes the caches, which stop allocating black; returns
-/// the live bytes and the objects freed. World stopped.
-pub(crate) fn flip(heap: &'static MHeap, world: &StoppedWorld) -> (usize, u64) {
+/// Step 2, the flip (see the module docs): flushes the caches, which stop allocating
+/// black, empties the central lists, and hands every span to the sweep, in one move.
+/// World stopped.
+pub(crate) fn flip(heap: &'static MHeap, world: &StoppedWorld) {
     let _ = world;
     // SAFETY: the world is stopped (`world`).
     unsafe { crate::mcache::flush_all(heap, false) };
-    let spans: Vec<SpanPtr> = lock(&heap.all_spans).clone();
     heap.central.reset();
-    let mut keep = Vec::with_capacity(spans.len());
-    let mut live_bytes = 0;
-    let mut freed_objects = 0u64;
-    // `all_spans` is held until it no longer lists the spans freed here: `stats()` reads
-    // it without a section, and must never see a freed span.
-    let mut all_spans = lock(&heap.all_spans);
+    let mut all = lock(&heap.all_spans);
+    assert!(
+        all.unswept.is_empty(),
+        "fing::collect: a sweep began before the last one ended"
+    );
+    all.unswept = core::mem::take(&mut all.swept);
+    all.live = 0;
+    all.freed = 0;
+    heap.sweeping.store(true, Ordering::Relaxed);
+}
+
+/// Step 3, the collector's part of the sweep: sweeps spans until none is left (`true`)
+/// or the budget is spent. World stopped.
+pub(crate) fn sweep(heap: &'static MHeap, world: &StoppedWorld, budget: &mut Budget) -> bool {
+    let _ = world;
+    let mut all = lock(&heap.all_spans);
     let mut pages = lock(&heap.pages);
-    for &sp in &spans {
-        let s = sp.get();
-        let (live, freed) = s.finish_sweep();
-        freed_objects += freed as u64;
-        if live == 0 {
-            pages.set_span(s, core::ptr::null_mut());
-            pages.free(s.base, s.npages);
-            // The span is in no list or cache any more (caches were flushed, the central
-            // lists reset, and it is left out of `keep`, which replaces `all_spans` before
-            // that lock is released), and its pages no longer point to it.
-            let raw = (s as *const crate::mspan::Span).cast_mut();
-            // SAFETY: `raw` came from a leaked box and this is its last reference (above).
-            drop(unsafe { Box::from_raw(raw) });
-            continue;
-        }
-        live_bytes += live * s.elem_size;
-        if s.has_free() {
+    while let Some(sp) = all.unswept.pop() {
+        if MHeap::sweep_span(sp, &mut all, &mut pages) {
             heap.central.push(sp);
         }
-        keep.push(sp);
+        // One span is the least step (a past deadline looks at the clock every unit).
+        if !budget.go_on(1) {
+            return all.unswept.is_empty();
+        }
     }
-    // Keep the free pages the pacer will fill before the next cycle; give back the rest.
+    true
+}
+
+/// The end of the sweep, once no span is left to sweep: free pages beyond what the pacer
+/// will fill before the next cycle go back to the OS. Returns the bytes of the objects the
+/// sweep kept, and the objects it freed. World stopped.
+pub(crate) fn end(heap: &'static MHeap, world: &StoppedWorld) -> (usize, u64) {
+    let _ = world;
+    let all = lock(&heap.all_spans);
+    assert!(
+        all.unswept.is_empty(),
+        "fing::collect: a cycle ended with spans still to sweep"
+    );
+    heap.sweeping.store(false, Ordering::Relaxed);
+    let (live_bytes, freed) = (all.live, all.freed);
     let config = heap.config();
     let retain = match config.gogc {
         Some(g) => (live_bytes.saturating_mul(g as usize) / 100).max(config.min_heap),
         None => 0,
     };
-    pages.release_free(retain, false);
-    drop(pages);
-    *all_spans = keep;
-    drop(all_spans);
+    lock(&heap.pages).release_free(retain, false);
     if cfg!(debug_assertions) {
-        for s in lock(&heap.all_spans).iter().map(|s| s.get()) {
+        for s in all.swept.iter().map(|s| s.get()) {
             s.for_each_allocated(|i| {
                 // SAFETY: `i` is allocated.
                 let r = unsafe { header(s.slot(i)) }.gc_refs.load(Ordering::Relaxed);
@@ -179,5 +197,5 @@ pub(crate) fn flip(heap: &'static MHeap, world: &StoppedWorld) -> (usize, u64) {
             });
         }
     }
-    (live_bytes, freed_objects)
+    (live_bytes, freed)
 }

@@ -13,9 +13,10 @@
 //!
 //! Lock order: a heap's `counters`, then the process's cache registry (`mcache`), then
 //! the heap's `all_spans`, then its `pages`; `config` is a leaf (taken under `pages` by
-//! `new_span`, and alone elsewhere). A mutator takes a central list (`MCentral`) alone;
-//! the sweep pushes onto central lists while it holds `all_spans` and `pages`, which is
-//! safe because the world is stopped then (no mutator holds a list). `HEAPS` is taken
+//! `new_span`, and alone elsewhere). A mutator takes a central list (`MCentral`) alone,
+//! except when it sweeps (`MHeap::sweep_for`): the sweep, the collector's or a
+//! mutator's, pushes onto central lists while it holds `all_spans` and `pages`, and no
+//! thread holding a central list takes another lock. `HEAPS` is taken
 //! alone. Every lock here guards lists whose every update is completed before unlocking:
 //! poisoning is ignored (`lock`).
 
@@ -131,8 +132,13 @@ pub(crate) struct MHeap {
     pub(crate) pages: Mutex<PageHeap>,
     /// Spans with free slots, per class (locked per list; see the lock order).
     pub(crate) central: MCentral,
-    /// Every in-use span. Lock order: after `counters`, before `pages`.
-    pub(crate) all_spans: Mutex<Vec<SpanPtr>>,
+    /// Every in-use span, swept or (during a cycle's sweep) not yet. Lock order: after
+    /// `counters`, before `pages`.
+    pub(crate) all_spans: Mutex<Spans>,
+    /// A cycle's sweep is under way (`Spans::unswept` may be non-empty): a thread that
+    /// finds its class's central list empty sweeps before it takes new pages. Set and
+    /// cleared with the world stopped.
+    pub(crate) sweeping: AtomicBool,
     /// Bytes in spans handed to caches since the last collection, plus live bytes then
     /// (the pacer's measure of the heap).
     pub(crate) heap_live: AtomicUsize,
@@ -212,6 +218,28 @@ pub(crate) fn any_checks() -> bool {
     ANY_CHECKS.load(Ordering::Relaxed)
 }
 
+/// A heap's spans. Between cycles every span is in `swept`; a cycle's flip moves them all
+/// to `unswept` (in one move), and its sweep (`mgcsweep`) takes them back one by one,
+/// freeing the empty ones. Spans made meanwhile go to `swept`.
+/// The most spans a thread sweeps for a span of its class before it takes new pages.
+const SWEEP_FOR: usize = 128;
+
+#[derive(Default)]
+pub(crate) struct Spans {
+    pub(crate) swept: Vec<SpanPtr>,
+    pub(crate) unswept: Vec<SpanPtr>,
+    /// The sweep so far: bytes of the objects it kept, and objects it freed.
+    pub(crate) live: usize,
+    pub(crate) freed: u64,
+}
+
+impl Spans {
+    /// Every in-use span.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SpanPtr> {
+        self.swept.iter().chain(self.unswept.iter())
+    }
+}
+
 impl MHeap {
     pub(crate) fn new(config: HeapConfig) -> &'static MHeap {
         note_config(&config);
@@ -223,7 +251,8 @@ impl MHeap {
             destructor_panics: AtomicU64::new(0),
             pages: Mutex::new(PageHeap::new(id)),
             central: MCentral::new(),
-            all_spans: Mutex::new(Vec::new()),
+            all_spans: Mutex::new(Spans::default()),
+            sweeping: AtomicBool::new(false),
             heap_live: AtomicUsize::new(0),
             next_gc: AtomicUsize::new(first_goal(&config)),
             trigger: AtomicUsize::new(first_goal(&config)),
@@ -282,9 +311,15 @@ impl MHeap {
         self.trigger.store(trigger, Ordering::Relaxed);
     }
 
-    /// A span of class `spc` with a free slot: from the central list, or new pages.
+    /// A span of class `spc` with a free slot: from the central list, from the sweep
+    /// (during a cycle's sweep, spans still to sweep are swept first: Go's
+    /// `mcentral.cacheSpan`), or new pages.
     pub(crate) fn take_span(&'static self, spc: SpanClass) -> Option<SpanPtr> {
-        let s = match self.central.pop(spc) {
+        let mut s = self.central.pop(spc);
+        if s.is_none() && self.sweeping.load(Ordering::Relaxed) {
+            s = self.sweep_for(spc);
+        }
+        let s = match s {
             Some(s) => s,
             None => {
                 let class = TABLE.classes[spc.index() >> 1];
@@ -338,8 +373,58 @@ impl MHeap {
         drop(pages);
         // SAFETY: as above, non-null.
         let s = SpanPtr(unsafe { NonNull::new_unchecked(ptr) });
-        lock(&self.all_spans).push(s);
+        lock(&self.all_spans).swept.push(s);
         Some(s)
+    }
+
+    /// A mutator's part of the sweep (Go's `mcentral.cacheSpan` sweeping): its class's
+    /// central list is empty while spans are still to sweep. Sweeps up to `SWEEP_FOR` spans
+    /// and returns the first of class `spc` with a free slot (the others with free slots go
+    /// to their lists). Inside a section, so no stop of the world (and no collector sweep)
+    /// runs meanwhile; other mutators may sweep too, under the same locks.
+    ///
+    /// Why a mutator may do this with the world running: a span still to sweep is in no cache
+    /// and no central list (the flip flushed the caches and emptied the lists), so no thread
+    /// allocates from it; every object of it a thread can reach is marked (it was reachable
+    /// or allocated black while the cycle marked, or handed out from a free list then), so
+    /// the flip of its bits changes no bit of such an object; one with no mark holds no object
+    /// a thread can reach, so its pages may go back.
+    pub(crate) fn sweep_for(&'static self, spc: SpanClass) -> Option<SpanPtr> {
+        let mut all = lock(&self.all_spans);
+        let mut pages = lock(&self.pages);
+        for _ in 0..SWEEP_FOR {
+            let sp = all.unswept.pop()?;
+            if Self::sweep_span(sp, &mut all, &mut pages) {
+                if sp.get().spc == spc {
+                    return Some(sp);
+                }
+                self.central.push(sp);
+            }
+        }
+        None
+    }
+
+    /// Sweeps one span (Go's trick: its mark bits become its allocation bits): an empty one
+    /// goes back to the page heap, another to `swept`. Returns whether the span was kept with
+    /// a free slot (for the caller to list or use).
+    pub(crate) fn sweep_span(sp: SpanPtr, all: &mut Spans, pages: &mut PageHeap) -> bool {
+        let s = sp.get();
+        let (live, freed) = s.finish_sweep();
+        all.freed += freed as u64;
+        if live == 0 {
+            pages.set_span(s, core::ptr::null_mut());
+            pages.free(s.base, s.npages);
+            // The span is in no list or cache (it was unswept: see `mgcsweep::flip`), it is off
+            // `unswept`, in neither list of `all_spans` (held), and its pages no longer point
+            // to it.
+            let raw = (s as *const crate::mspan::Span).cast_mut();
+            // SAFETY: `raw` came from a leaked box and this is its last reference (above).
+            drop(unsafe { Box::from_raw(raw) });
+            return false;
+        }
+        all.live += live * s.elem_size;
+        all.swept.push(sp);
+        s.has_free()
     }
 
     /// A cache gives back a span it allocated from.
