@@ -182,21 +182,30 @@ impl MHeap {
     }
 
     /// The pacer's part for cycles run in slices (`HeapConfig::gc_slice`): past the
-    /// trigger, fing's collector thread is asked to run a cycle; past the goal, with a
-    /// cycle of this heap still going, the allocating thread does a slice of it itself (an
-    /// assist, Go's mutator assist), no more often than the slices leave the mutators half
-    /// the time; past twice the goal, whenever it can have the world.
+    /// trigger, fing's collector thread is asked to run a cycle. While a cycle of this heap
+    /// runs, the allocating thread does a slice of it itself (an assist, Go's mutator
+    /// assist) whenever the heap has used more of its runway (trigger to goal) than the
+    /// cycle has done of its expected work (Go's assist ratio: allocation may not outrun
+    /// the collection, or each cycle's black allocation makes the next heap larger, its
+    /// cycle longer, and the heap runs away); past the goal, also whenever the slices
+    /// leave the mutators half the time; past twice the goal, whenever it can have the
+    /// world.
     fn pace_slices(&'static self, slice: Duration) {
         self.gc_wanted.store(false, Ordering::Relaxed);
         crate::mgcworker::request(self, MHeap::worker_step);
-        let live = self.heap_live.load(Ordering::Relaxed);
-        let goal = self.next_gc.load(Ordering::Relaxed).max(1);
-        if live < goal || crate::mgc::in_progress() != Some(self.id) {
+        if crate::mgc::in_progress() != Some(self.id) {
             return;
         }
         // Still wanted: the next span taken asks again.
         self.gc_wanted.store(true, Ordering::Relaxed);
-        if live / goal < 2 && !crate::mgcworker::assist_due() {
+        let live = self.heap_live.load(Ordering::Relaxed);
+        let goal = self.next_gc.load(Ordering::Relaxed).max(1);
+        let trigger = self.trigger.load(Ordering::Relaxed).min(goal);
+        let used = live.saturating_sub(trigger) as f64 / (goal - trigger).max(1) as f64;
+        let done = self.cycle_work_ns.load(Ordering::Relaxed) as f64
+            / self.cycle_expected_ns.load(Ordering::Relaxed).max(1) as f64;
+        let behind = used > done;
+        if !behind && (live < goal || (live / goal < 2 && !crate::mgcworker::assist_due())) {
             return;
         }
         let _ = self.collect_slice(false, slice, "fing::Heap::alloc");

@@ -202,6 +202,16 @@ pub(crate) fn in_progress() -> Option<u64> {
 impl Cycle {
     /// The start step (module docs).
     fn start(heap: &'static MHeap, world: &StoppedWorld) -> Box<Cycle> {
+        // The work this cycle should take, from the last one's per MB (the pacer's
+        // assists: `heap`); 2 ms a MB until a cycle has ended.
+        let per_mb = match heap.work_ns_per_mb.load(Ordering::Relaxed) {
+            0 => 2_000_000,
+            n => n,
+        };
+        let mb = (heap.heap_live.load(Ordering::Relaxed) >> 20).max(1) as u64;
+        heap.cycle_expected_ns
+            .store(per_mb.saturating_mul(mb), Ordering::Relaxed);
+        heap.cycle_work_ns.store(0, Ordering::Relaxed);
         // SAFETY: `world` says this thread stopped the world.
         unsafe { crate::mcache::flush_all(heap, true) };
         // Every thread's deferred drops first: the counts are then exact as of the stop.
@@ -471,6 +481,10 @@ impl Cycle {
         };
         heap.set_goal(live, goal, grown);
         self.spent("end", t.elapsed());
+        let work: Duration = self.phases.iter().map(|(_, d)| *d).sum();
+        let mb = (self.live_before >> 20).max(1) as u64;
+        heap.work_ns_per_mb
+            .store((work.as_nanos() as u64 / mb).max(1), Ordering::Relaxed);
         // The last stop.
         self.note_stop(world, from, "end", work_began);
         let mut k = lock(&heap.counters);
@@ -709,6 +723,9 @@ pub(crate) fn slice(
         &mut out,
     );
     drop(guard);
+    cycle_heap
+        .cycle_work_ns
+        .fetch_add(work_began.elapsed().as_nanos() as u64, Ordering::Relaxed);
     record_stop(cycle_heap, world.raised_at.elapsed());
     out
 }

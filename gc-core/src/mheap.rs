@@ -160,6 +160,13 @@ pub(crate) struct MHeap {
     pub(crate) started: Instant,
     /// Cycles begun, abandoned ones too (the source of a cycle's cell epoch: `mgcwork`).
     pub(crate) cycles_begun: AtomicU64,
+    /// The pacer's assist state for a cycle run in slices (Go's assist ratio, `heap`):
+    /// the collector's work on this heap's cycle in progress so far, the work the cycle is
+    /// expected to take, and what a cycle took per MB of heap at its start (learned from
+    /// the last cycle; 0 until one ended). Nanoseconds of work in stops.
+    pub(crate) cycle_work_ns: AtomicU64,
+    pub(crate) cycle_expected_ns: AtomicU64,
+    pub(crate) work_ns_per_mb: AtomicU64,
 }
 
 // SAFETY: the spans behind `SpanPtr`s are shared by design (mspan: atomics with one writer
@@ -262,6 +269,9 @@ impl MHeap {
             limit_refusals: AtomicU64::new(0),
             started: Instant::now(),
             cycles_begun: AtomicU64::new(0),
+            cycle_work_ns: AtomicU64::new(0),
+            cycle_expected_ns: AtomicU64::new(0),
+            work_ns_per_mb: AtomicU64::new(0),
         }));
         lock(&HEAPS).push(inner);
         inner
