@@ -289,3 +289,126 @@ fn sliced_cycles_beside_two_mutators() {
     }
     assert!(h.stats().num_gc > 0, "cycles ran");
 }
+
+/// Holds objects whose destructor runs user code; its own destructor only drops handles,
+/// so it is freed at count zero inside the section that drops it.
+#[derive(Trace)]
+struct Holder {
+    kids: [Option<Gc<Loud>>; 8],
+}
+
+/// An object whose destructor runs user code: it waits until the test opens the gate,
+/// then checks its payload and records its id.
+#[derive(Trace)]
+struct Loud {
+    id: u64,
+    #[gc(untraced)]
+    gate: Gate,
+}
+
+struct Gate {
+    open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    done: Arc<Mutex<Vec<u64>>>,
+    payload: Vec<u64>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let (open, cv) = &*self.open;
+        let mut o = open.lock().unwrap();
+        while !*o {
+            o = cv.wait(o).unwrap();
+        }
+        drop(o);
+        let id = self.payload[0];
+        assert_eq!(
+            self.payload,
+            vec![id; 8],
+            "a destroyed object's value was overwritten"
+        );
+        self.done.lock().unwrap().push(id);
+    }
+}
+
+/// An object whose destructor runs user code, whose last handle goes while its heap's
+/// cycle is marking and only a holder not yet scanned pointed to it, is kept by that
+/// cycle and destroyed once, intact, later. (Doomed at once, it read as `DYING`, with no
+/// edges and no mark: the cycle freed its slot while its destructor waited to run.) The
+/// destructors wait until the cycle is over, so those doomed wait on the dropping
+/// thread's list across the cycle's steps.
+#[test]
+fn an_object_doomed_at_zero_while_marking_is_kept_by_the_cycle() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = heap();
+    let open: Arc<(Mutex<bool>, std::sync::Condvar)> = Arc::default();
+    let done: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let holder = h.alloc(Holder {
+        kids: core::array::from_fn(|i| {
+            Some(h.alloc(Loud {
+                id: i as u64,
+                gate: Gate {
+                    open: open.clone(),
+                    done: done.clone(),
+                    payload: vec![i as u64; 8],
+                },
+            }))
+        }),
+    });
+    // Roots pushed after the holder are popped before it: marking reaches it last.
+    let others: Vec<Gc<Holder>> = (0..4096)
+        .map(|_| {
+            h.alloc(Holder {
+                kids: Default::default(),
+            })
+        })
+        .collect();
+    // Past counting and roots (one span per least step), into the drain of the others.
+    let mut ended = false;
+    for _ in 0..400 {
+        ended |= h.collect_step(Duration::ZERO);
+    }
+    assert!(!ended, "the cycle ended before the holder was scanned");
+    let dropper = {
+        let (h, open, done) = (h.clone(), open.clone(), done.clone());
+        std::thread::spawn(move || {
+            drop(holder);
+            // The slots freed meanwhile are handed out once each: a slot both on this
+            // thread's free list and free in its span would come back twice.
+            let fresh: Vec<Gc<Loud>> = (0..512)
+                .map(|i| {
+                    h.alloc(Loud {
+                        id: 1000 + i,
+                        gate: Gate {
+                            open: open.clone(),
+                            done: done.clone(),
+                            payload: vec![1000 + i; 8],
+                        },
+                    })
+                })
+                .collect();
+            let addrs: HashSet<usize> = fresh.iter().map(|g| Gc::as_ptr(g) as usize).collect();
+            assert_eq!(addrs.len(), fresh.len(), "a slot was handed out twice");
+            for g in &fresh {
+                assert_eq!(g.gate.payload, vec![g.id; 8], "an object was overwritten");
+            }
+            drop(fresh);
+        })
+    };
+    // The destructors wait for the cycle to end; the cycle goes on meanwhile.
+    while !h.collect_step(Duration::ZERO) {}
+    {
+        let (o, cv) = &*open;
+        *o.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    dropper.join().unwrap();
+    for _ in 0..3 {
+        h.collect();
+    }
+    fing::wait_finalizers();
+    let mut ids = done.lock().unwrap().clone();
+    ids.sort_unstable();
+    let want: Vec<u64> = (0..8).chain(1000..1512).collect();
+    assert_eq!(ids, want, "each destroyed once");
+    drop(others);
+}

@@ -19,7 +19,9 @@
 //! Left to the collector: tiny blocks (the current block may still be filling); large
 //! objects whose destructor only drops handles; objects in a span with finalizer or cleanup
 //! records (one of them may be this object's: it must be resurrected, or its cleanups
-//! queued, not freed here). While a cycle marks, an object left here is shaded, as a drop
+//! queued, not freed here); and, while its heap's cycle marks, an object whose destructor
+//! runs user code (doomed, it would not be marked: `doom_unless_recorded`). While a cycle
+//! marks, an object left here is shaded, as a drop
 //! that leaves a count above zero shades (mgcmark's snapshot argument): it was in the
 //! snapshot, so the cycle keeps it and the next one finds it. What a cycle frees then does
 //! not depend on how far its marking had gone when the last handle went (the model test's
@@ -269,6 +271,17 @@ fn doom_unless_recorded(
     let Some(s) = arena_of_cached(addr, arena).and_then(|a| a.span_at(addr)) else {
         return;
     };
+    if crate::mgcwork::marking() == s.heap_id {
+        // Its heap's cycle is marking: the object was in the snapshot (or allocated
+        // black), and what it points to may be reachable from nothing else the cycle will
+        // scan (its holder, freed at zero just now, reads as `FREED`). Doomed, its header
+        // would say `DYING` (no edges) and its mark stay clear: the cycle would free its
+        // slot, and leave what it points to unmarked, while its destructor runs. Left to
+        // the collector instead, shaded with its type in place, as an object left at zero
+        // is; the next cycle dooms it (`mark_doomed`).
+        crate::mgcwork::shade(obj);
+        return;
+    }
     if !s.has_records() {
         // SAFETY: `obj`'s count just reached zero, in this thread's section: no handle to
         // it is left.

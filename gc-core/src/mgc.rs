@@ -174,6 +174,9 @@ struct Cycle {
     /// `heap_live` at the flip: what threads take from then on is added to what the
     /// sweep keeps.
     live_at_flip: usize,
+    /// The caches' totals at the flip: what threads allocate and free from then on counts
+    /// on top of what the sweep kept (`MemStats::heap_alloc`).
+    totals_at_flip: crate::mstats::Totals,
     queued_before: u64,
     queued: u64,
     cleanups: u64,
@@ -241,6 +244,7 @@ impl Cycle {
             n: 0,
             live_before: heap.heap_live.load(Ordering::Relaxed),
             live_at_flip: 0,
+            totals_at_flip: Default::default(),
             queued_before: crate::mfinal::counters().0,
             queued: 0,
             cleanups: 0,
@@ -362,6 +366,8 @@ impl Cycle {
                     let t = Instant::now();
                     self.live_at_flip = heap.heap_live.load(Ordering::Relaxed);
                     mgcsweep::flip(heap, world);
+                    // After the flip's flush, which takes the caches' unused slots off.
+                    self.totals_at_flip = crate::mcache::totals(heap, &lock(&heap.counters));
                     mgcwork::end(world);
                     // The sweep frees spans of the snapshot: it is not read again.
                     self.spans = Vec::new();
@@ -490,9 +496,8 @@ impl Cycle {
         let mut k = lock(&heap.counters);
         k.base.frees += freed;
         k.live_bytes = live;
-        let totals = crate::mcache::totals(heap, &k);
-        k.bytes_at_gc = totals.bytes;
-        k.free_bytes_at_gc = totals.free_bytes;
+        k.bytes_at_gc = self.totals_at_flip.bytes;
+        k.free_bytes_at_gc = self.totals_at_flip.free_bytes;
         drop(k);
         let report = Report {
             heap: heap.id,

@@ -175,12 +175,19 @@ pub(crate) fn sweep(heap: &'static MHeap, world: &StoppedWorld, budget: &mut Bud
 /// sweep kept, and the objects it freed. World stopped.
 pub(crate) fn end(heap: &'static MHeap, world: &StoppedWorld) -> (usize, u64) {
     let _ = world;
-    let all = lock(&heap.all_spans);
+    let mut all = lock(&heap.all_spans);
     assert!(
         all.unswept.is_empty(),
         "fing::collect: a cycle ended with spans still to sweep"
     );
     heap.sweeping.store(false, Ordering::Relaxed);
+    for sp in core::mem::take(&mut all.dead) {
+        let raw = (sp.get() as *const crate::mspan::Span).cast_mut();
+        // SAFETY: `raw` came from a leaked box (`MHeap::new_span`); the sweep took the span
+        // out of every list and the page map (`MHeap::sweep_span`), and the world is
+        // stopped, so no thread holds it from an earlier lookup: this is its last reference.
+        drop(unsafe { Box::from_raw(raw) });
+    }
     let (live_bytes, freed) = (all.live, all.freed);
     let config = heap.config();
     let retain = match config.gogc {

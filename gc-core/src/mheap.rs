@@ -225,16 +225,21 @@ pub(crate) fn any_checks() -> bool {
     ANY_CHECKS.load(Ordering::Relaxed)
 }
 
-/// A heap's spans. Between cycles every span is in `swept`; a cycle's flip moves them all
-/// to `unswept` (in one move), and its sweep (`mgcsweep`) takes them back one by one,
-/// freeing the empty ones. Spans made meanwhile go to `swept`.
 /// The most spans a thread sweeps for a span of its class before it takes new pages.
 const SWEEP_FOR: usize = 128;
 
+/// A heap's spans. Between cycles every span is in `swept`; a cycle's flip moves them all
+/// to `unswept` (in one move), and its sweep (`mgcsweep`) takes them back one by one,
+/// freeing the empty ones. Spans made meanwhile go to `swept`.
 #[derive(Default)]
 pub(crate) struct Spans {
     pub(crate) swept: Vec<SpanPtr>,
     pub(crate) unswept: Vec<SpanPtr>,
+    /// Spans the sweep emptied: their pages are free already, but the `Span` itself is
+    /// dropped only at the sweep's end, with the world stopped. A thread sweeps with the
+    /// others running, and one of them may be reading a span it found by an address that
+    /// is no object's any more (`find_object`, `Cleanup::stop`, inside a section).
+    pub(crate) dead: Vec<SpanPtr>,
     /// The sweep so far: bytes of the objects it kept, and objects it freed.
     pub(crate) live: usize,
     pub(crate) freed: u64,
@@ -395,10 +400,13 @@ impl MHeap {
     ///
     /// Why a mutator may do this with the world running: a span still to sweep is in no cache
     /// and no central list (the flip flushed the caches and emptied the lists), so no thread
-    /// allocates from it; every object of it a thread can reach is marked (it was reachable
-    /// or allocated black while the cycle marked, or handed out from a free list then), so
-    /// the flip of its bits changes no bit of such an object; one with no mark holds no object
-    /// a thread can reach, so its pages may go back.
+    /// takes a fresh slot of it; every object of it a thread can reach is marked (it was
+    /// reachable or allocated black while the cycle marked, and an object whose count
+    /// reached zero while the cycle marked was shaded, not doomed: `mfree`), and so is
+    /// every slot of it on a free list (a slot freed at zero held such an object), so the
+    /// flip of its bits changes no bit of such a slot; one with no mark holds nothing a
+    /// thread can reach, so its pages may go back. Its `Span` stays until the sweep ends
+    /// (`Spans::dead`).
     pub(crate) fn sweep_for(&'static self, spc: SpanClass) -> Option<SpanPtr> {
         let mut all = lock(&self.all_spans);
         let mut pages = lock(&self.pages);
@@ -424,12 +432,9 @@ impl MHeap {
         if live == 0 {
             pages.set_span(s, core::ptr::null_mut());
             pages.free(s.base, s.npages);
-            // The span is in no list or cache (it was unswept: see `mgcsweep::flip`), it is off
-            // `unswept`, in neither list of `all_spans` (held), and its pages no longer point
-            // to it.
-            let raw = (s as *const crate::mspan::Span).cast_mut();
-            // SAFETY: `raw` came from a leaked box and this is its last reference (above).
-            drop(unsafe { Box::from_raw(raw) });
+            // In no list or cache (it was unswept: see `mgcsweep::flip`), off `unswept`,
+            // and no page points to it: dropped at the sweep's end (`dead`).
+            all.dead.push(sp);
             return false;
         }
         all.live += live * s.elem_size;

@@ -306,7 +306,8 @@ impl Span {
     }
 
     /// End of sweep (Go's trick): the mark bits become the alloc bits, the marks clear.
-    /// Returns the live objects, and the allocated ones freed by this. Collector only.
+    /// Returns the live objects, and the allocated ones freed by this. Whoever sweeps the
+    /// span (`MHeap::sweep_span`): the collector, or a thread holding `all_spans`.
     pub(crate) fn finish_sweep(&self) -> (usize, usize) {
         let (mut live, mut freed) = (0, 0);
         for (a, m) in self.alloc_bits.iter().zip(self.mark_bits.iter()) {
