@@ -852,9 +852,10 @@ impl MHeap {
 /// byte of a slot, one past the end of the previous slot, belongs to the previous object:
 /// an address one past the end of an object maps to that object or to none, never to the
 /// next one. A slot freed when its count reached zero counts as allocated until it is
-/// reused or the next collection sweeps it (it waits in a thread's free list).
+/// reused or the next collection sweeps it (it waits in a thread's free list), and so does
+/// a slot of garbage while a collection sweeps, until its span is swept.
 pub fn find_object(addr: *const u8) -> Option<(NonNull<u8>, usize)> {
-    // In a section: no sweep frees the span while it is read.
+    // In a section: a span is freed only with the world stopped (`mgcsweep::end`).
     let _section = world::enter("fing::find_object");
     let (s, _, slot) = crate::mpagealloc::find_object(addr as usize)?;
     Some((NonNull::new(slot)?, s.elem_size))

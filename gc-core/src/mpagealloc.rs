@@ -105,8 +105,10 @@ impl Arena {
     pub(crate) fn span_at(&self, addr: usize) -> Option<&'static Span> {
         let page = (addr - self.base as usize) / PAGE_SIZE;
         let s = self.spans.get(page)?.load(Ordering::Acquire);
-        // SAFETY: a span pointer in the map points at a live span: it is cleared (with the
-        // world stopped) before the span is freed.
+        // SAFETY: a span pointer in the map points at a live span: the sweep clears it
+        // before it frees the span, and frees spans only with the world stopped (at its
+        // end, `mgcsweep::end`), so a pointer read inside a section or a stop stays valid
+        // until that section or stop ends.
         NonNull::new(s).map(|s| unsafe { s.as_ref() })
     }
 }

@@ -31,7 +31,8 @@ impl SpanPtr {
     #[inline]
     pub(crate) fn get(self) -> &'static Span {
         // SAFETY: a SpanPtr is made from a leaked box and freed only by the collector with
-        // the world stopped, after it is removed from every list and cache.
+        // the world stopped (`mgcsweep::end`), after it is removed from every list, cache
+        // and the page map.
         unsafe { self.0.as_ref() }
     }
 }

@@ -127,7 +127,8 @@ impl Cleanup {
             return;
         }
         let removed = {
-            // No collection meanwhile: the sweep may free the span this address lies in.
+            // No stop meanwhile: the sweep frees the spans it empties in one (its end), and
+            // this address may lie in one.
             let _section = crate::world::enter("fing::Cleanup::stop");
             // The object may be gone and its slot or span reused: the id tells its record.
             let Some(s) = span_of(self.ptr) else { return };
