@@ -290,6 +290,7 @@ impl MHeap {
         api: &str,
         raise: bool,
     ) -> Vec<crate::slot::Doomed> {
+        out.scavenge();
         #[cfg(feature = "tracing")]
         for r in &out.reports {
             r.emit(api);

@@ -29,18 +29,19 @@
 //!   finds its class's list empty sweeps spans itself before it takes new pages
 //!   (`MHeap::sweep_for`, Go's `mcentral.cacheSpan`), so the heap does not grow for want
 //!   of swept spans;
-//! - **end** (`mgcsweep::end`): free pages beyond the next goal go back to the OS, the
-//!   next goal is set (GOGC), and the cycle is reported. The doomed garbage goes to the
-//!   caller, which destroys it once the world has resumed (mdrop): no stop holds user
-//!   code but `Trace`.
+//! - **end** (`mgcsweep::end`): the next goal is set (GOGC), and the cycle is reported.
+//!   The doomed garbage goes to the caller, which destroys it once the world has resumed
+//!   (mdrop): no stop holds user code but `Trace`; and so do free pages beyond the next
+//!   goal, which the caller gives back to the OS once the world has resumed
+//!   (`Outcome::scavenge`).
 //!
 //! The sweep was the flip's walk over every span in the stop that ended the cycle (about
 //! 0.1 µs a span: 11 ms at 112 000 spans). Go sweeps lazily, concurrently with the
 //! mutators and guarded by `sweepgen`; here the sweep is a step of the cycle, so the next
 //! cycle cannot start before it ends (a span is never marked before it is swept), and a
-//! thread sweeps only inside a section, so never while the collector does. What remains
-//! in one stop at the end: the release of free pages (`release_free`, one `madvise` per
-//! run: 31 ms once when a heap shrank by half); Go scavenges in the background.
+//! thread sweeps only inside a section, so never while the collector does. The release
+//! of free pages (`release_free`, one `madvise` per run: 31 ms once when a heap shrank by
+//! half) was in that stop too; it runs after it, as Go's background scavenger does.
 //!
 //! One cycle runs at a time in the process (the world is one), whichever heap it
 //! collects: it lives in `CYCLE` between slices. `collect()` is Go's `runtime.GC()`: it
@@ -87,6 +88,9 @@ pub(crate) struct Report {
     pub(crate) freed: u64,
     pub(crate) finalizers_queued: u64,
     pub(crate) cleanups_queued: u64,
+    /// The heap, and its free page bytes to keep: the rest goes back to the OS once the
+    /// world has resumed (`Outcome::scavenge`).
+    pub(crate) scavenge: (&'static MHeap, usize),
 }
 
 impl Report {
@@ -474,7 +478,7 @@ impl Cycle {
         let now = heap.heap_live.load(Ordering::Relaxed);
         // What the heap grew by while the cycle ran (its slices' pacing, `set_goal`).
         let grown = now.saturating_sub(self.live_before);
-        let (live, freed) = mgcsweep::end(heap, world);
+        let (live, freed, retain) = mgcsweep::end(heap, world);
         // What the sweep kept, and what threads took since the flip.
         heap.heap_live.store(
             live + now.saturating_sub(self.live_at_flip),
@@ -511,6 +515,7 @@ impl Cycle {
             freed,
             finalizers_queued: self.queued,
             cleanups_queued: self.cleanups,
+            scavenge: (heap, retain),
         };
         if config.trace {
             self.print(goal, &report);
@@ -613,6 +618,17 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// Gives back to the OS the free pages of each heap whose cycle ended, beyond what its
+    /// pacer will fill before the next cycle (Go's scavenger, run by whoever stopped the
+    /// world, once it has resumed: the `madvise` calls hold the heap's page lock, which
+    /// only a thread that needs new pages waits for).
+    pub(crate) fn scavenge(&self) {
+        for r in &self.reports {
+            let (heap, retain) = r.scavenge;
+            lock(&heap.pages).release_free(retain, false);
+        }
+    }
+
     fn add(
         &mut self,
         (doomed, report): (Vec<Doomed>, Report),
