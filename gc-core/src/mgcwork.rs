@@ -255,16 +255,18 @@ mod tests {
     /// Last in, first out across blocks; the length counts every block.
     #[test]
     fn mark_stack_is_a_stack_across_blocks() {
+        // Addresses without provenance: never read (Miri's strict provenance).
+        let p = core::ptr::without_provenance_mut::<u8>;
         let mut s = MarkStack::default();
         let n = MarkStack::BLOCK * 2 + 7;
-        s.extend((1..=n).map(|i| i as *mut u8));
+        s.extend((1..=n).map(p));
         assert_eq!(s.len(), n);
         for i in (n - MarkStack::BLOCK - 10..=n).rev() {
-            assert_eq!(s.pop(), Some(i as *mut u8));
+            assert_eq!(s.pop(), Some(p(i)));
         }
         assert_eq!(s.len(), n - MarkStack::BLOCK - 11);
-        s.push(9999 as *mut u8);
-        assert_eq!(s.pop(), Some(9999 as *mut u8));
+        s.push(p(9999));
+        assert_eq!(s.pop(), Some(p(9999)));
         let mut left = 0;
         while s.pop().is_some() {
             left += 1;
