@@ -223,7 +223,7 @@ impl MHeap {
         later(&mut out);
         drop(world);
         crate::mgcworker::slice_ended(began.elapsed());
-        let ended = out.reports.iter().any(|r| r.heap == self.id);
+        let ended = out.reports.iter().any(|r| r.heap.id == self.id);
         self.after_stop(out, api, false);
         ended
     }
@@ -254,7 +254,7 @@ impl MHeap {
         drop(world);
         // Taken after the stop: every batch an earlier stop handed over is under it.
         let ticket = crate::mdrop::ticket();
-        let ended = out.reports.iter().any(|r| r.heap == self.id);
+        let ended = out.reports.iter().any(|r| r.heap.id == self.id);
         let batch = self.after_stop(out, api, true);
         crate::mdrop::destroy_now(batch, ticket);
         ended

@@ -21,11 +21,11 @@
 //! records (one of them may be this object's: it must be resurrected, or its cleanups
 //! queued, not freed here); and, while its heap's cycle marks, an object whose destructor
 //! runs user code (doomed, it would not be marked: `doom_unless_recorded`). While a cycle
-//! marks, an object left here is shaded, as a drop
-//! that leaves a count above zero shades (mgcmark's snapshot argument): it was in the
-//! snapshot, so the cycle keeps it and the next one finds it. What a cycle frees then does
-//! not depend on how far its marking had gone when the last handle went (the model test's
-//! rule for cycles in steps: reachable at the first step, kept).
+//! marks, an object left here is shaded, as a drop that leaves a count above zero shades
+//! (mgcmark's snapshot argument): it was in the snapshot, so the cycle keeps it and the
+//! next one finds it. What a cycle frees then does not depend on how far its marking had
+//! gone when the last handle went (the model test's rule for cycles in steps: reachable
+//! at the first step, kept).
 //!
 //! Freeing an object:
 //! - drops its value. For a type with a pointer mask, that means lowering the counts of

@@ -75,7 +75,7 @@ use crate::{mgcmark, mgcsweep, mgcwork};
 /// code, which never runs with the world stopped).
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) struct Report {
-    pub(crate) heap: u64,
+    pub(crate) heap: &'static MHeap,
     pub(crate) cycle: u64,
     /// Stop-the-world time, in all; the stops; the longest.
     pub(crate) pause: Duration,
@@ -88,9 +88,9 @@ pub(crate) struct Report {
     pub(crate) freed: u64,
     pub(crate) finalizers_queued: u64,
     pub(crate) cleanups_queued: u64,
-    /// The heap, and its free page bytes to keep: the rest goes back to the OS once the
-    /// world has resumed (`Outcome::scavenge`).
-    pub(crate) scavenge: (&'static MHeap, usize),
+    /// The heap's free page bytes to keep: the rest goes back to the OS once the world
+    /// has resumed (`Outcome::scavenge`).
+    pub(crate) retain: usize,
 }
 
 impl Report {
@@ -98,7 +98,7 @@ impl Report {
     /// for the whole. The world has resumed.
     #[cfg(feature = "tracing")]
     pub(crate) fn emit(&self, api: &str) {
-        let span = tracing::info_span!("fing.gc", heap = self.heap, cycle = self.cycle, api);
+        let span = tracing::info_span!("fing.gc", heap = self.heap.id, cycle = self.cycle, api);
         let _in = span.enter();
         for (phase, took) in &self.phases {
             tracing::debug!(phase = *phase, micros = took.as_micros() as u64, "phase");
@@ -504,7 +504,7 @@ impl Cycle {
         k.free_bytes_at_gc = self.totals_at_flip.free_bytes;
         drop(k);
         let report = Report {
-            heap: heap.id,
+            heap,
             cycle: self.n,
             pause: self.pause,
             stops: self.stops,
@@ -515,7 +515,7 @@ impl Cycle {
             freed,
             finalizers_queued: self.queued,
             cleanups_queued: self.cleanups,
-            scavenge: (heap, retain),
+            retain,
         };
         if config.trace {
             self.print(goal, &report);
@@ -624,8 +624,7 @@ impl Outcome {
     /// only a thread that needs new pages waits for).
     pub(crate) fn scavenge(&self) {
         for r in &self.reports {
-            let (heap, retain) = r.scavenge;
-            lock(&heap.pages).release_free(retain, false);
+            lock(&r.heap.pages).release_free(r.retain, false);
         }
     }
 

@@ -16,9 +16,10 @@
 //!    central lists. Between its slices, a thread whose class list is empty sweeps too
 //!    (`MHeap::sweep_for`, which argues why it may with the world running). Spans made
 //!    meanwhile are swept already: their allocation bits are exact and their marks clear.
-//! 4. [`end`], once no span is left: free pages beyond what the pacer will use before the
-//!    next cycle go back to the OS (`PageHeap::release_free`), and the sweep's totals
-//!    (bytes kept, objects freed) go to the pacer and the statistics.
+//! 4. [`end`], once no span is left: the spans it emptied are dropped, and the sweep's
+//!    totals (bytes kept, objects freed) go to the pacer and the statistics. Free pages
+//!    beyond what the pacer will use before the next cycle go back to the OS after the
+//!    world resumes (`mgc::Outcome::scavenge`).
 //!
 //! Until the sweep ends the cycle is in progress: no cycle marks a span before it is
 //! swept. The statistics count unswept spans as in use.
