@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak};
+use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak, WeakMap};
 
 /// Records the id of each node dropped.
 struct Token(u64, Arc<Mutex<HashSet<u64>>>);
@@ -200,6 +200,52 @@ fn a_weak_upgrade_between_steps_keeps_the_object() {
     w.h.collect();
     w.h.collect();
     assert!(weak.upgrade().is_none());
+}
+
+/// A `WeakMap` looked up and pruned between steps keeps none of its dead keys for the
+/// cycle in progress: the lookups ask whether a key's cell is cleared without upgrading
+/// the key (an upgrade shades what it hands out). They once upgraded every key they
+/// looked at, and the soak in slices, which prunes its map every 64 rounds, never freed
+/// a list the map had seen: its heap grew by half each cycle.
+#[test]
+fn weak_map_lookups_between_steps_keep_no_dead_key() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    let mut map: WeakMap<Node, Node> = WeakMap::new();
+    let live = w.node();
+    let dead = w.node();
+    let (live_id, dead_id) = (live.id, dead.id);
+    // Each value points back to its key: only the key's other handles keep the entry.
+    let (lv, dv) = (w.node(), w.node());
+    lv.next.set(Some(live.clone()));
+    dv.next.set(Some(dead.clone()));
+    let dv_id = dv.id;
+    map.insert(&live, lv);
+    map.insert(&dead, dv);
+    drop(dead);
+    assert!(
+        !w.h.collect_step(Duration::ZERO),
+        "the least step ends no cycle"
+    );
+    loop {
+        assert!(map.contains_key(&live));
+        assert!(map.get(&live).is_some());
+        map.prune();
+        if w.h.collect_step(Duration::ZERO) {
+            break;
+        }
+    }
+    assert!(
+        w.dropped.lock().unwrap().contains(&dead_id),
+        "the dead key went in the cycle that found it unreachable"
+    );
+    assert!(
+        w.dropped.lock().unwrap().contains(&dv_id),
+        "and its value with it"
+    );
+    assert_eq!(map.len(), 1);
+    w.check(std::slice::from_ref(&live));
+    assert!(!w.dropped.lock().unwrap().contains(&live_id));
 }
 
 /// `collect()` during a cycle still runs a whole cycle: garbage made after the cycle in

@@ -445,6 +445,18 @@ impl<K: 'static, V: 'static> Ephemeron<K, V> {
         Some(unsafe { Gc::from_word(w) })
     }
 
+    /// Does the key's weak cell still name it (not cleared by a collection)? Unlike
+    /// [`key`](Self::key), this hands out no handle, so it does not shade the key while
+    /// a cycle marks: a `WeakMap` that looked its entries up through `key` (its lookups,
+    /// `prune`) kept every key it looked at alive for the cycle in progress, and with
+    /// cycles run in slices, which span thousands of lookups, no dead entry was ever
+    /// collected (the soak's heap ran away).
+    fn key_named(&self) -> bool {
+        // SAFETY: the key's weak cell, which the ephemeron's cell holds a reference to.
+        let key = unsafe { self.cell().key.as_ref() };
+        !key.word.load(Ordering::Acquire).is_null()
+    }
+
     /// The value, while the key is alive (nil from the collection that finds the key
     /// unreachable).
     pub fn value(&self) -> Option<Gc<V>> {
@@ -536,10 +548,14 @@ impl<K: 'static, V: 'static> WeakMap<K, V> {
     }
 
     /// The entry of `key`'s address, if it holds `key` itself (an entry whose key died
-    /// may hold an address a new object now has).
+    /// may hold an address a new object now has). An entry lives at its key's address,
+    /// and a key cell not yet cleared keeps its object allocated (its weak count): no
+    /// other object can have that address, so the entry's key is `key`. Asked without
+    /// upgrading the key ([`Ephemeron::key_named`]).
     fn live(&self, key: &Gc<K>) -> Option<&Ephemeron<K, V>> {
-        let e = self.entries.get(&(Gc::as_ptr(key) as usize))?;
-        e.key().filter(|k| Gc::ptr_eq(k, key)).map(|_| e)
+        self.entries
+            .get(&(Gc::as_ptr(key) as usize))
+            .filter(|e| e.key_named())
     }
 
     /// Sets `key`'s value; returns the value it replaces.
@@ -564,15 +580,16 @@ impl<K: 'static, V: 'static> WeakMap<K, V> {
     pub fn remove(&mut self, key: &Gc<K>) -> Option<Gc<V>> {
         let addr = Gc::as_ptr(key) as usize;
         let e = self.entries.remove(&addr)?;
-        match e.key() {
-            Some(k) if Gc::ptr_eq(&k, key) => e.value(),
-            _ => None,
+        if e.key_named() {
+            e.value()
+        } else {
+            None
         }
     }
 
     /// Drops the entries whose key has died.
     pub fn prune(&mut self) {
-        self.entries.retain(|_, e| e.key().is_some());
+        self.entries.retain(|_, e| e.key_named());
     }
 
     /// Entries whose key is alive (dropping the others).
