@@ -4,7 +4,8 @@
 //! at run time), clone, drop, register handles globally, leave one in a
 //! thread's `thread_local!` at its exit, set a plain, resurrecting or re-arming
 //! finalizer, clear one, make, upgrade and drop weak handles, add
-//! cleanups (with a handle as argument) and stop them, collect, do one step of a
+//! cleanups (with a handle as argument) and stop them, insert, look up, remove
+//! and prune entries of a weak-keyed map (ephemerons), collect, do one step of a
 //! cycle (the other operations then run inside the cycle, between its steps), wait for
 //! finalizers (on the finalizer thread, or at safe points on a quarter of the programs'
 //! heaps); every object's destructor takes a
@@ -57,6 +58,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::AllocBuilt),
         2 => (0usize..8, 0usize..2, idx()).prop_map(|(at, slot, to)| Op::SetBuilt { at, slot, to }),
         1 => (0usize..8).prop_map(Op::DropBuilt),
+        2 => (0usize..8, 0usize..8).prop_map(|(key, value)| Op::MapInsert { key, value }),
+        2 => (0usize..8).prop_map(Op::MapGet),
+        1 => (0usize..8).prop_map(Op::MapRemove),
+        1 => Just(Op::MapPrune),
     ]
 }
 

@@ -17,7 +17,9 @@
 //! re-arming itself once) or clear one; make a weak handle of an object or a tiny object,
 //! upgrade one (a handle it gives back becomes a root), drop one; add a cleanup to an
 //! object or a tiny object, with a handle to another object as its argument (a root until
-//! the cleanup runs), and stop one; `collect()`; one step of a cycle
+//! the cleanup runs), and stop one; insert, look up, remove and prune entries of a
+//! weak-keyed map (`WeakMap`: ephemerons, whose value is reached exactly when its key
+//! is); `collect()`; one step of a cycle
 //! (`Heap::collect_step`: the operations that follow run inside the cycle, between its
 //! steps, until a step or a `collect()` ends it); `wait_finalizers()`. A collection
 //! does not wait for its finalizers: they run on the finalizer thread while the next
@@ -39,7 +41,8 @@
 //!
 //! A cycle in steps is modelled as fing's snapshot-at-the-beginning marking promises: it
 //! marks what was reachable at its first step, what is allocated while it runs, and what
-//! a weak handle gives back before its marking ends, with all they reach; nothing else.
+//! a weak handle or a map lookup gives back before its marking ends, with all they
+//! reach; nothing else.
 //! So a handle dropped or a link overwritten inside the cycle frees nothing before the
 //! next cycle (unless its count reaches zero), and an object that was garbage at the
 //! first step is found by this one, exactly as by a `collect()` at that point.
@@ -58,7 +61,10 @@
 //! - every upgrade gives the object exactly when the model says its weak handle is live:
 //!   a weak handle goes nil in the collection whose marking leaves its object (or tiny
 //!   block) unmarked, whether the object is then freed or resurrected for its finalizer,
-//!   and stays nil;
+//!   and stays nil; a map entry goes in the collection whose marking leaves its key
+//!   unmarked, and every lookup, `remove` and `len` agrees with the model's entries (a
+//!   value a lookup hands out during marking is kept by that cycle; `prune` keeps
+//!   nothing);
 //! - the cleanups that ran are exactly those of the objects the last collection freed
 //!   (not those it resurrected for a finalizer), each once, none that was stopped before;
 //! - every object still reachable has its id, its token and its links intact (freed memory
@@ -76,7 +82,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fing::reflect::{self, TypeBuilder};
-use fing::{Cleanup, Gc, GcCell, Heap, HeapConfig, Trace, Typed, Value, Weak};
+use fing::{Cleanup, Gc, GcCell, Heap, HeapConfig, Trace, Typed, Value, Weak, WeakMap};
 
 type Log = Arc<Mutex<Vec<u64>>>;
 
@@ -262,6 +268,16 @@ pub enum Op {
     },
     /// Drop a built object's handle.
     DropBuilt(usize),
+    /// Set the program's `WeakMap` entry of an object (the key) to another object (the
+    /// value), replacing the key's entry if it has one.
+    MapInsert { key: usize, value: usize },
+    /// Look an object up in the map (`get`, `contains_key`): a value it gives back is
+    /// dropped at once.
+    MapGet(usize),
+    /// Remove an object's entry from the map; the value it gives back is dropped at once.
+    MapRemove(usize),
+    /// `prune` the map, and check its `len`.
+    MapPrune,
     /// One step of collection (`Heap::collect_step`) of about this many microseconds
     /// (0: the least step there is): starts a cycle when none is in progress, and the
     /// operations after it run inside that cycle until a step ends it.
@@ -287,6 +303,7 @@ impl Op {
                 leaf: opt(byte(b)?),
                 unregister: opt(byte(b)?),
             },
+            1 if k >= 128 => Op::MapPrune,
             1 => Op::AllocTiny,
             2 => Op::Link {
                 from: byte(b)? as usize,
@@ -338,13 +355,19 @@ impl Op {
                 tiny: k >= 128,
                 arg: opt(byte(b)?),
             },
+            18 if k >= 128 => Op::MapGet(byte(b)? as usize),
             18 => Op::StopCleanup(byte(b)? as usize),
+            19 if k >= 128 => Op::MapInsert {
+                key: byte(b)? as usize,
+                value: byte(b)? as usize,
+            },
             20 if k >= 128 => Op::AllocBuilt,
             20 => Op::SetBuilt {
                 at: byte(b)? as usize,
                 slot: (k / KINDS) as usize % 2,
                 to: opt(byte(b)?),
             },
+            21 if k >= 128 => Op::MapRemove(byte(b)? as usize),
             21 => Op::DropBuilt(byte(b)? as usize),
             22 => Op::Step(u32::from(k / KINDS) % 3 * 10),
             _ => Op::LinkMany {
@@ -465,6 +488,10 @@ pub struct World {
     safe_points: bool,
     /// The cycle in progress in steps, if any.
     stepping: Option<Stepping>,
+    /// The program's weak-keyed map (ephemerons), and the model's: key id -> value id,
+    /// for the entries whose key no collection has found unreachable.
+    map: WeakMap<Obj, Obj>,
+    model_map: BTreeMap<u64, u64>,
 }
 
 impl Default for World {
@@ -594,6 +621,8 @@ impl World {
             next_key: 1,
             safe_points: false,
             stepping: None,
+            map: WeakMap::new(),
+            model_map: BTreeMap::new(),
         }
     }
 
@@ -905,6 +934,49 @@ impl World {
                 }
             }
             Op::AddCleanup { at, tiny, arg } => self.add_cleanup(at, tiny, arg),
+            Op::MapInsert { key, value } => {
+                if let (Some(k), Some(v)) = (Self::pick(n, key), Self::pick(n, value)) {
+                    let (kid, vid) = (self.roots[k].id, self.roots[v].id);
+                    let old = self.map.insert(&self.roots[k], self.roots[v].clone());
+                    assert_eq!(
+                        old.map(|o| o.id),
+                        self.model_map.insert(kid, vid),
+                        "the value a map insert replaced"
+                    );
+                }
+            }
+            Op::MapGet(at) => {
+                if let Some(i) = Self::pick(n, at) {
+                    let (k, id) = (&self.roots[i], self.roots[i].id);
+                    let want = self.model_map.get(&id).copied();
+                    assert_eq!(self.map.contains_key(k), want.is_some(), "map holds {id}");
+                    let got = self.map.get(k).map(|v| v.id);
+                    assert_eq!(got, want, "the map's value of {id}");
+                    // An upgrade of the value: a cycle marking keeps it.
+                    if let Some(v) = got {
+                        self.shade(v);
+                    }
+                }
+            }
+            Op::MapRemove(at) => {
+                if let Some(i) = Self::pick(n, at) {
+                    let id = self.roots[i].id;
+                    let got = self.map.remove(&self.roots[i]).map(|v| v.id);
+                    assert_eq!(got, self.model_map.remove(&id), "the value map remove gave");
+                    if let Some(v) = got {
+                        self.shade(v);
+                    }
+                }
+            }
+            Op::MapPrune => {
+                // Looks at every key without handing any out: keeps none of them.
+                self.map.prune();
+                assert_eq!(
+                    self.map.len(),
+                    self.model_map.len(),
+                    "the map's live entries"
+                );
+            }
             Op::Step(us) => {
                 self.step(Duration::from_micros(us.into()));
             }
@@ -980,6 +1052,8 @@ impl World {
             if seen.insert(id) {
                 let m = &self.model[&id];
                 todo.extend(m.edges());
+                // An ephemeron: its value is reached exactly when its key is.
+                todo.extend(self.model_map.get(&id));
             }
         }
         seen
@@ -1214,6 +1288,9 @@ impl World {
                 "weak handle of tiny {id} after a collection"
             );
         }
+        // An ephemeron goes when marking leaves its key unmarked (freed or queued for its
+        // finalizer), and takes its value's count with it.
+        self.model_map.retain(|k, _| p.reached.contains(k));
         // The cleanups of what this cycle frees (an object with cleanups is never freed
         // at count zero, so only `freed` has them) are queued, and may run and drop their
         // arguments from now on (on the finalizer thread, as the collection goes on):
