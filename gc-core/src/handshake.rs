@@ -8,7 +8,19 @@
 //! accesses on both sides; asymmetric: a compiler fence on the mutator's side, `membarrier`
 //! on the collector's; see `world`).
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// The process's stop flag, the collector's side of the handshake: raised by
+/// `world::stop`, read by every section's `try_enter`. It lives here, below the layers
+/// that allocate, so that a long run of work inside a section (a mutator sweeping spans:
+/// `MHeap::sweep_for`) can see a collector waiting for it and end early.
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Does a collector hold or want the world?
+#[inline]
+pub(crate) fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 /// An atomic boolean: std's, or loom's in the model.
 pub(crate) trait Flag {

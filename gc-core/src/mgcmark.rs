@@ -227,6 +227,10 @@ pub(crate) fn count_refs(
     while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
         *cursor += 1;
         if s.spc.noscan() {
+            // A span passed over is a unit too: a run of them is a run of cache misses.
+            if !budget.go_on(1) {
+                break;
+            }
             continue;
         }
         let mut n = 0;
@@ -336,9 +340,12 @@ pub(crate) fn markfin(
     while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
         *cursor += 1;
         if s.spc.noscan() || !s.has_specials() {
+            if !budget.go_on(1) {
+                break;
+            }
             continue;
         }
-        let mut n = 0;
+        let mut n = 1;
         for r in s.specials.lock().iter() {
             n += 1;
             let obj = r.object(s);
@@ -404,6 +411,9 @@ pub(crate) fn mark_doomed(
     while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
         *cursor += 1;
         if !s.needs_sweep_drop() {
+            if !budget.go_on(1) {
+                break;
+            }
             continue;
         }
         // Objects with finalizer records are resurrected instead (in noscan spans too,

@@ -163,8 +163,10 @@ pub(crate) fn sweep(heap: &'static MHeap, world: &StoppedWorld, budget: &mut Bud
         if MHeap::sweep_span(sp, &mut all, &mut pages) {
             heap.central.push(sp);
         }
-        // One span is the least step (a past deadline looks at the clock every unit).
-        if !budget.go_on(1) {
+        // One span is the least step, and worth a look at the clock (64 units): a span
+        // swept cold takes about 20 µs, and 64 of them between two looks overran a 250 µs
+        // slice by 1.3 ms.
+        if !budget.go_on(64) {
             return all.unswept.is_empty();
         }
     }

@@ -410,7 +410,13 @@ impl MHeap {
     pub(crate) fn sweep_for(&'static self, spc: SpanClass) -> Option<SpanPtr> {
         let mut all = lock(&self.all_spans);
         let mut pages = lock(&self.pages);
-        for _ in 0..SWEEP_FOR {
+        for i in 0..SWEEP_FOR {
+            // A collector waiting for the world waits for this section: a span swept cold
+            // takes about 20 µs, and 128 of them held a stop back by 2.5 ms. The thread
+            // then takes new pages, once.
+            if i > 0 && crate::handshake::stop_requested() {
+                return None;
+            }
             let sp = all.unswept.pop()?;
             if Self::sweep_span(sp, &mut all, &mut pages) {
                 if sp.get().spc == spc {

@@ -104,7 +104,7 @@ impl Slot {
     /// whether the world is free (if not, `active` is withdrawn and the caller waits).
     #[inline]
     pub(crate) fn try_enter(&self) -> bool {
-        handshake::try_enter(&self.active, &WORLD.stop, fences::mutator_fence)
+        handshake::try_enter(&self.active, &handshake::STOP, fences::mutator_fence)
     }
 
     /// `try_enter`, waiting while a collector holds or wants the world.
@@ -124,8 +124,6 @@ impl Slot {
 
 /// The process's one world.
 struct World {
-    /// A collector holds or wants the world (the handshake's collector flag).
-    stop: AtomicBool,
     /// Mutators waiting for the world to resume: a collector lets them in before it stops
     /// the world again, so back-to-back collections cannot starve them.
     waiters: AtomicUsize,
@@ -139,7 +137,6 @@ struct World {
 }
 
 static WORLD: World = World {
-    stop: AtomicBool::new(false),
     waiters: AtomicUsize::new(0),
     slots: Mutex::new(Vec::new()),
     resume: Mutex::new(()),
@@ -162,7 +159,7 @@ pub(crate) fn for_each_slot(_world: &StoppedWorld, f: impl FnMut(&Arc<Slot>)) {
 fn wait_for_resume() {
     WORLD.waiters.fetch_add(1, Ordering::SeqCst);
     let mut g = lock(&WORLD.resume);
-    while WORLD.stop.load(Ordering::SeqCst) {
+    while handshake::STOP.load(Ordering::SeqCst) {
         g = WORLD
             .resumed
             .wait_timeout(g, Duration::from_millis(10))

@@ -8,9 +8,7 @@
 //! itself.
 
 use super::local::{try_local, with_temporary, Local, CURRENT};
-use super::WORLD;
 use core::cell::Cell;
-use core::sync::atomic::Ordering;
 
 /// A mutator section, held while the guard lives.
 pub(crate) struct Section {
@@ -157,7 +155,7 @@ fn with_section_slow<R>(api: &str, f: impl FnOnce(&Local) -> R) -> R {
 /// to pause.)
 #[inline]
 pub(crate) fn stop_requested() -> bool {
-    WORLD.stop.load(Ordering::Relaxed)
+    crate::handshake::stop_requested()
 }
 
 /// Leaves `l`'s section and enters it again, letting a waiting collector run in between:

@@ -76,7 +76,7 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
             std::thread::yield_now();
         }
         let raised_at = Instant::now();
-        handshake::raise_stop(&WORLD.stop, fences::heavy_fence);
+        handshake::raise_stop(&handshake::STOP, fences::heavy_fence);
         if drained(budget) {
             local(|l| l.holds_world.set(true));
             return Some(StoppedWorld {
@@ -118,7 +118,7 @@ fn drained(budget: Duration) -> bool {
 
 fn resume() {
     let _g = lock(&WORLD.resume);
-    WORLD.stop.store(false, Ordering::SeqCst);
+    handshake::STOP.store(false, Ordering::SeqCst);
     WORLD.resumed.notify_all();
 }
 
