@@ -319,10 +319,14 @@ impl MHeap {
     }
 
     pub(crate) fn stats(&self) -> MemStats {
+        // Every lock here is one a collector's stop may take: each is held for a few loads.
+        let in_use = lock(&self.all_spans).in_use;
+        let (sys, released) = {
+            let pages = lock(&self.pages);
+            (pages.sys, pages.released)
+        };
         let k = lock(&self.counters);
         let t = crate::mcache::totals(self, &k);
-        let in_use = lock(&self.all_spans).iter().map(|s| s.get().bytes()).sum();
-        let pages = lock(&self.pages);
         // The finalizer thread's counts include cleanups, published in batches: a
         // snapshot may see a cleanup's count before the thread's.
         let (cleanups_queued, cleanups_run) = crate::mfinal::cleanup_counters();
@@ -331,8 +335,8 @@ impl MHeap {
             heap_alloc: (k.live_bytes as u64 + (t.bytes - k.bytes_at_gc))
                 .saturating_sub(t.free_bytes - k.free_bytes_at_gc) as usize,
             heap_in_use: in_use,
-            heap_sys: pages.sys,
-            heap_released: pages.released,
+            heap_sys: sys,
+            heap_released: released,
             // The caches' counters are read while their threads run: a thread may take a
             // span (counted in `mallocs`) after its cache's `mallocs` was read, then free
             // objects of it at count zero before its `frees` is read.

@@ -200,6 +200,11 @@ pub(crate) fn end(heap: &'static MHeap, world: &StoppedWorld) -> (usize, u64, us
         None => 0,
     };
     if cfg!(debug_assertions) {
+        let in_use: usize = all.iter().map(|s| s.get().bytes()).sum();
+        assert_eq!(
+            all.in_use, in_use,
+            "fing::collect: in-use span bytes miscounted"
+        );
         for s in all.swept.iter().map(|s| s.get()) {
             s.for_each_allocated(|i| {
                 // SAFETY: `i` is allocated.
