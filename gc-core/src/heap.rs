@@ -290,6 +290,9 @@ impl MHeap {
         api: &str,
         raise: bool,
     ) -> Vec<crate::slot::Doomed> {
+        // The threads given work during the stop start on it now.
+        crate::mfinal::wake();
+        crate::mdrop::wake();
         out.scavenge();
         #[cfg(feature = "tracing")]
         for r in &out.reports {

@@ -95,6 +95,9 @@ pub(crate) fn destroy(l: &Local, mut batch: Vec<Doomed>) {
     let mut done: Vec<Doomed> = Vec::new();
     loop {
         while let Some(d) = batch.pop().or_else(|| l.pop_dying()) {
+            if on_drop_thread() {
+                crate::world::yield_to_collector();
+            }
             run_destructor(&d);
             done.push(d);
             // A batch's slots stay allocated until every destructor of the batch has run
@@ -251,12 +254,26 @@ pub(crate) fn destroy_dying_later(l: &Local) {
     destroy_later(objs);
 }
 
+/// Queues a batch for the drop thread. With the world stopped (a collection hands its
+/// garbage over before the world resumes), the thread is woken only once it has resumed
+/// ([`wake`]), so that its destructors do not take a core from the stop.
 fn push(b: Batch) {
     start();
-    DROPS.push(|q| {
+    let add = |q: &mut Batches| {
         q.batches.push(b);
         q.pushed += 1;
-    });
+    };
+    if crate::world::holds_world() == Some(true) {
+        DROPS.push_quiet(add);
+    } else {
+        DROPS.push(add);
+    }
+}
+
+/// Wakes the drop thread for what `push` queued while the world was stopped. Called by
+/// whoever stopped it, once it has resumed.
+pub(crate) fn wake() {
+    DROPS.wake_owed();
 }
 
 /// The ticket of the batches handed to the drop thread so far: `wait_for(ticket())` waits

@@ -71,7 +71,7 @@ pub use cleanup::{add_cleanup, Cleanup};
 pub(crate) use cleanup::{check_cleanups, queue_cleanups};
 pub use panic_hook::{set_finalizer_panic_hook, take_finalizer_panic_hook, FinalizerPanic};
 pub(crate) use queue::FinQueue;
-pub(crate) use thread::on_finalizer_thread;
+pub(crate) use thread::{on_finalizer_thread, wake};
 pub use thread::{wait_finalizers, wait_finalizers_timeout, FinalizerStuck};
 
 /// What `set_finalizer` did.

@@ -72,22 +72,35 @@ pub(crate) fn batch() -> FinQueue {
     FING.with(FinQueue::split_spare)
 }
 
-/// Queues finalizers the collector found and wakes the thread. The collector calls it
-/// with the world stopped, in parts while it resurrects and once after the sweep.
+/// Queues finalizers the collector found. The collector calls it with the world
+/// stopped, in parts while it resurrects (between the slices of a cycle run in slices,
+/// the finalizers handed over so far run) and once after the sweep; it wakes the thread
+/// once the world has resumed ([`wake`]): woken inside the stop, the thread took a core
+/// from the collector on a two-core machine, and the stop lasted that much longer.
 ///
-/// The thread starts on them at once, like any mutator running outside a section during a
-/// collection: their objects were resurrected (marked), so this cycle frees neither them
-/// nor what they point to, and whatever a finalizer does in a section (allocate, write a
-/// `GcCell`) waits until the world resumes. Its handle drops do not wait: the thread
-/// spills them to its world slot (`world::spill_drops`), for the next collection to apply
-/// with the world stopped, as it applies every thread's ring.
+/// The thread may still be running finalizers of an earlier batch when a stop begins,
+/// like any mutator running outside a section during a collection: their objects were
+/// resurrected (marked), so this cycle frees neither them nor what they point to, and
+/// whatever a finalizer does in a section (allocate, write a `GcCell`) waits until the
+/// world resumes. Its handle drops do not wait: the thread spills them to its world slot
+/// (`world::spill_drops`), for the next collection to apply with the world stopped, as it
+/// applies every thread's ring. Between two finalizers it waits for a stop to end
+/// (`world::yield_to_collector`).
 pub(crate) fn enqueue(batch: FinQueue) {
     QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
     if batch.len == 0 {
         FING.with(|q| q.append(batch));
+    } else if crate::world::holds_world() == Some(true) {
+        FING.push_quiet(|q| q.append(batch));
     } else {
         FING.push(|q| q.append(batch));
     }
+}
+
+/// Wakes the finalizer thread for what `enqueue` queued while the world was stopped. Called
+/// by whoever stopped it, once it has resumed.
+pub(crate) fn wake() {
+    FING.wake_owed();
 }
 
 /// Counts `n` entries queued for a safe-point heap (`mfinal::enqueue`), which the
@@ -130,6 +143,7 @@ fn run_batch(inv: &mut reflectcall::Invoker, batch: Blocks, on_thread: bool) -> 
         let ty = unsafe { (*f).obj_ty };
         let is_cleanup = core::ptr::eq(ty, &super::cleanup::CLEANUP);
         if on_thread {
+            crate::world::yield_to_collector();
             RUNNING.store((ty as *const gc_types::Type).cast_mut(), Ordering::Relaxed);
         }
         // With a hook installed, the object is kept for its report: one more count,

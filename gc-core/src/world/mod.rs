@@ -155,6 +155,19 @@ pub(crate) fn for_each_slot(_world: &StoppedWorld, f: impl FnMut(&Arc<Slot>)) {
     lock(&WORLD.slots).iter().for_each(f);
 }
 
+/// Between two pieces of user code on fing's own threads (a finalizer, a destructor):
+/// waits while a collector holds or wants the world. Those threads run outside sections,
+/// so a stop does not wait for them; but a stop that shares the machine's cores with
+/// them is preempted (on two cores, the finalizer thread, the drop thread and the
+/// collector are three), and every mutator waits for the whole stop. Go stops its
+/// finalizer goroutine with the rest.
+#[inline]
+pub(crate) fn yield_to_collector() {
+    if handshake::STOP.load(Ordering::Relaxed) {
+        wait_for_resume();
+    }
+}
+
 #[cold]
 fn wait_for_resume() {
     WORLD.waiters.fetch_add(1, Ordering::SeqCst);
