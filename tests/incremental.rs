@@ -458,3 +458,53 @@ fn an_object_doomed_at_zero_while_marking_is_kept_by_the_cycle() {
     assert_eq!(ids, want, "each destroyed once");
     drop(others);
 }
+
+#[derive(Trace)]
+struct Ring {
+    next: GcCell<Option<Gc<Ring>>>,
+}
+
+/// A thread allocating past its heap's goal in slices assists the cycle, and waits for the
+/// world only within a bound: another thread holding a `GcCell` write guard (a section,
+/// which every stop waits for) while it waits for the allocating one deadlocks neither.
+#[test]
+fn an_assist_does_not_wait_for_a_thread_holding_a_write_guard() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = HeapConfig::default();
+    c.gogc = Some(100);
+    c.min_heap = 1 << 20;
+    c.gc_slice = Some(Duration::from_micros(250));
+    let h = Heap::new(c);
+    let held = h.alloc(Ring {
+        next: GcCell::new(None),
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let (guard_tx, guard_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            let _guard = held.next.borrow_mut();
+            guard_tx.send(()).unwrap();
+            // Waits for the allocating thread with its section held.
+            done_rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("the allocating thread finished while a write guard was held");
+        })
+    };
+    guard_rx.recv().unwrap();
+    // Rings of two: garbage only a collection frees, far past the goal of 1 MiB.
+    for _ in 0..200_000 {
+        let a = h.alloc(Ring {
+            next: GcCell::new(None),
+        });
+        let b = h.alloc(Ring {
+            next: GcCell::new(Some(a.clone())),
+        });
+        a.next.set(Some(b));
+    }
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 1, "only the held ring is left");
+    drop(held);
+}

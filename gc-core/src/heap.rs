@@ -188,8 +188,9 @@ impl MHeap {
     /// cycle has done of its expected work (Go's assist ratio: allocation may not outrun
     /// the collection, or each cycle's black allocation makes the next heap larger, its
     /// cycle longer, and the heap runs away); past the goal, also whenever the slices
-    /// leave the mutators half the time, and then it waits for the world rather than
-    /// give up after 200 µs (past twice the goal, whenever it can have the world).
+    /// leave the mutators half the time, and then it waits longer for the world (past
+    /// twice the goal, whenever it can have the world). Always a bounded wait, as in
+    /// `try_collect`: a thread holding a `GcCell` write guard may be waiting for this one.
     fn pace_slices(&'static self, slice: Duration) {
         self.gc_wanted.store(false, Ordering::Relaxed);
         crate::mgcworker::request(self, MHeap::worker_step);
@@ -208,19 +209,27 @@ impl MHeap {
         if !behind && (live < goal || (live / goal < 2 && !crate::mgcworker::assist_due())) {
             return;
         }
-        // Past the goal, an assist waits for the world (unless this thread holds a
-        // section, a `GcCell` write guard): giving up when other threads' sections did not
-        // drain within 200 µs let three busy mutators allocate on while the cycle starved,
-        // and the heap ran away (the soak in slices: 1.5 GB for 0.4 MB live).
-        let wait = live >= goal && !crate::world::in_section();
-        let _ = self.collect_slice(wait, slice, "fing::Heap::alloc");
+        // Past the goal, an assist waits longer for the world: giving up when other
+        // threads' sections did not drain within 200 µs let three busy mutators allocate
+        // on while the cycle starved, and the heap ran away (the soak in slices: 1.5 GB
+        // for 0.4 MB live).
+        let patience = match live / goal {
+            0 => Duration::from_micros(200),
+            1 => Duration::from_millis(2),
+            _ => Duration::from_millis(20),
+        };
+        let _ = self.collect_slice(Take::InTurn(patience), slice, "fing::Heap::alloc");
     }
 
     /// One slice of the cycle in progress (or of a new cycle of this heap), of at most
-    /// `slice` of work, if the world can be had (`wait`: as `collect()` waits for it);
-    /// its destructors go to the drop thread. Returns whether a cycle of this heap ended.
-    pub(crate) fn collect_slice(&'static self, wait: bool, slice: Duration, api: &str) -> bool {
-        let Some(world) = world::stop(wait, Duration::from_micros(200), api) else {
+    /// `slice` of work, if the world can be had (`take`); its destructors go to the drop
+    /// thread. Returns whether a cycle of this heap ended.
+    pub(crate) fn collect_slice(&'static self, take: Take, slice: Duration, api: &str) -> bool {
+        let world = match take {
+            Take::Wait => world::stop(true, Duration::from_micros(200), api),
+            Take::InTurn(patience) => world::stop_in_turn(patience, api),
+        };
+        let Some(world) = world else {
             return false;
         };
         let began = std::time::Instant::now();
@@ -245,7 +254,7 @@ impl MHeap {
             return true;
         }
         let slice = heap.config().gc_slice.unwrap_or(Duration::from_micros(250));
-        heap.collect_slice(true, slice, "fing::gc");
+        heap.collect_slice(Take::Wait, slice, "fing::gc");
         crate::mgc::in_progress().is_none()
     }
 
@@ -1014,6 +1023,17 @@ impl<T> std::error::Error for AllocError<T> {}
 /// (taken after its own stop) and waits for it, so that when it returns every destructor
 /// of garbage found before it has run and its slot is free. (Handed over after the world
 /// resumed, a batch could reach the drop thread after such a `collect()` took its ticket.)
+/// How a slice takes the world.
+#[derive(Clone, Copy)]
+pub(crate) enum Take {
+    /// As `collect()` does: until it has it (fing's collector thread, which holds no
+    /// section and which no thread waits for).
+    Wait,
+    /// Within this long, after any other collector's slice (an assist: bounded, since a
+    /// thread holding a `GcCell` write guard may be waiting for this one).
+    InTurn(Duration),
+}
+
 fn later(out: &mut crate::mgc::Outcome) {
     crate::mdrop::destroy_later(core::mem::take(&mut out.doomed));
 }

@@ -69,7 +69,7 @@ pub(crate) use local::{
 pub(crate) use section::{
     assert_not_collecting, enter, pause, stop_requested, with_section, Section,
 };
-pub(crate) use stop::{holds_world, stop, StoppedWorld};
+pub(crate) use stop::{holds_world, stop, stop_in_turn, StoppedWorld};
 
 /// A thread's part of the handshake, and its deferred drops, which a collector applies.
 #[repr(align(128))]

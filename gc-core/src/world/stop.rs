@@ -37,6 +37,21 @@ pub(crate) struct StoppedWorld {
 /// # Panics
 /// If this thread holds a mutator section (it would wait for itself).
 pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
+    stop_inner(wait, false, budget, api)
+}
+
+/// `stop` without waiting (`wait: false`), except that a collector at work is waited for
+/// too, within the same `budget`: an allocating thread's assist past its heap's goal
+/// (`heap`'s `pace_slices`) takes its turn after the collector thread's slice instead of
+/// giving up at once. Giving up let busy mutators allocate on while the collector thread
+/// held the world lock (most of the time: its slices, and its waits for sections to
+/// drain), and a heap in slices ran away.
+pub(crate) fn stop_in_turn(budget: Duration, api: &str) -> Option<StoppedWorld> {
+    stop_inner(false, true, budget, api)
+}
+
+fn stop_inner(wait: bool, in_turn: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
+    let start = Instant::now();
     match try_local(|l| l.holds_world.get()) {
         Some(true) => in_collection(api),
         Some(false) => {}
@@ -57,12 +72,20 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
     let collector = if wait {
         lock(&WORLD.collector)
     } else {
-        match WORLD.collector.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
+        loop {
+            match WORLD.collector.try_lock() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                // Another collector's slice is short: look again soon, without taking
+                // the core it needs.
+                Err(std::sync::TryLockError::WouldBlock) if in_turn && start.elapsed() < budget => {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
         }
     };
+    let budget = budget.saturating_sub(start.elapsed());
     // A failed attempt backs off 100 µs, doubling to 10 ms: short enough that `collect()`
     // behind a burst of sections starts soon after it, long enough that mutators blocked
     // by the raised flag get a time slice between attempts.
