@@ -232,6 +232,7 @@ impl MHeap {
         let Some(world) = world else {
             return false;
         };
+        world.mark_short();
         let began = std::time::Instant::now();
         let mut out = crate::mgc::slice(self, &world, began + slice, api);
         later(&mut out);

@@ -155,17 +155,37 @@ pub(crate) fn for_each_slot(_world: &StoppedWorld, f: impl FnMut(&Arc<Slot>)) {
     lock(&WORLD.slots).iter().for_each(f);
 }
 
+/// The world is stopped for a slice of a cycle (`StoppedWorld::mark_short`).
+static SHORT_STOP: AtomicBool = AtomicBool::new(false);
+
 /// Between two pieces of user code on fing's own threads (a finalizer, a destructor):
-/// waits while a collector holds or wants the world. Those threads run outside sections,
-/// so a stop does not wait for them; but a stop that shares the machine's cores with
-/// them is preempted (on two cores, the finalizer thread, the drop thread and the
-/// collector are three), and every mutator waits for the whole stop. Go stops its
-/// finalizer goroutine with the rest.
+/// waits while the world is stopped for a slice. Those threads run outside sections, so
+/// a stop does not wait for them; but a slice that shares the machine's cores with them
+/// is preempted (on two cores, the finalizer thread, the drop thread and the collector
+/// are three), and every mutator waits for the whole stop. Go stops its finalizer
+/// goroutine with the rest. Whole collections are long, and these threads run beside
+/// them as before: otherwise the finalizers of a heap collected again and again (a
+/// retiring heap's) would run one per collection.
 #[inline]
 pub(crate) fn yield_to_collector() {
-    if handshake::STOP.load(Ordering::Relaxed) {
-        wait_for_resume();
+    if SHORT_STOP.load(Ordering::Relaxed) {
+        wait_short_stop();
     }
+}
+
+#[cold]
+fn wait_short_stop() {
+    WORLD.waiters.fetch_add(1, Ordering::SeqCst);
+    let mut g = lock(&WORLD.resume);
+    while SHORT_STOP.load(Ordering::SeqCst) && handshake::STOP.load(Ordering::SeqCst) {
+        g = WORLD
+            .resumed
+            .wait_timeout(g, Duration::from_millis(1))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    drop(g);
+    WORLD.waiters.fetch_sub(1, Ordering::SeqCst);
 }
 
 #[cold]

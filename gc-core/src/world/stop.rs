@@ -145,9 +145,21 @@ fn resume() {
     WORLD.resumed.notify_all();
 }
 
+impl StoppedWorld {
+    /// This stop is a slice of a cycle (`HeapConfig::gc_slice`): short, so fing's own
+    /// threads wait for it to end before their next finalizer or destructor
+    /// (`world::yield_to_collector`). Stops of whole collections are long, and those
+    /// threads run beside them: back to back (a retiring heap's collections, `collect()`
+    /// in a loop), they would otherwise starve (finalizers ran one per collection).
+    pub(crate) fn mark_short(&self) {
+        super::SHORT_STOP.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Drop for StoppedWorld {
     fn drop(&mut self) {
         local(|l| l.holds_world.set(false));
+        super::SHORT_STOP.store(false, Ordering::SeqCst);
         resume();
     }
 }
