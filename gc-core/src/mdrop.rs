@@ -254,16 +254,16 @@ pub(crate) fn destroy_dying_later(l: &Local) {
     destroy_later(objs);
 }
 
-/// Queues a batch for the drop thread. With the world stopped (a collection hands its
-/// garbage over before the world resumes), the thread is woken only once it has resumed
-/// ([`wake`]), so that its destructors do not take a core from the stop.
+/// Queues a batch for the drop thread. In a slice's stop (a collection hands its garbage
+/// over before the world resumes), the thread is woken only once it has resumed
+/// ([`wake`]), so that its destructors do not take a core from the short stop.
 fn push(b: Batch) {
     start();
     let add = |q: &mut Batches| {
         q.batches.push(b);
         q.pushed += 1;
     };
-    if crate::world::holds_world() == Some(true) {
+    if crate::world::in_short_stop() {
         DROPS.push_quiet(add);
     } else {
         DROPS.push(add);

@@ -74,11 +74,13 @@ pub(crate) fn batch() -> FinQueue {
 
 /// Queues finalizers the collector found. The collector calls it with the world
 /// stopped, in parts while it resurrects (between the slices of a cycle run in slices,
-/// the finalizers handed over so far run) and once after the sweep; it wakes the thread
-/// once the world has resumed ([`wake`]): woken inside the stop, the thread took a core
-/// from the collector on a two-core machine, and the stop lasted that much longer.
+/// the finalizers handed over so far run) and once after the sweep. In a slice's stop it
+/// wakes the thread once the world has resumed ([`wake`]): woken inside the stop, the
+/// thread took a core from the collector on a two-core machine, and the short stop lasted
+/// that much longer. In a whole collection's stop the thread starts at once, on the core
+/// the stopped mutators leave free.
 ///
-/// The thread may still be running finalizers of an earlier batch when a stop begins,
+/// The thread may be running finalizers when a stop begins,
 /// like any mutator running outside a section during a collection: their objects were
 /// resurrected (marked), so this cycle frees neither them nor what they point to, and
 /// whatever a finalizer does in a section (allocate, write a `GcCell`) waits until the
@@ -90,7 +92,7 @@ pub(crate) fn enqueue(batch: FinQueue) {
     QUEUED.fetch_add(batch.len as u64, Ordering::Relaxed);
     if batch.len == 0 {
         FING.with(|q| q.append(batch));
-    } else if crate::world::holds_world() == Some(true) {
+    } else if crate::world::in_short_stop() {
         FING.push_quiet(|q| q.append(batch));
     } else {
         FING.push(|q| q.append(batch));

@@ -173,6 +173,15 @@ pub(crate) fn yield_to_collector() {
     }
 }
 
+/// Does this thread hold the world for a slice (`StoppedWorld::mark_short`)? Work it
+/// hands to fing's threads then waits for the world to resume before waking them
+/// (`Handoff::push_quiet`); in a whole collection they start on it at once, on the core
+/// the stopped mutators leave free (the soak in one stop did 10 % fewer rounds when they
+/// waited).
+pub(crate) fn in_short_stop() -> bool {
+    SHORT_STOP.load(Ordering::Relaxed) && holds_world() == Some(true)
+}
+
 #[cold]
 fn wait_short_stop() {
     WORLD.waiters.fetch_add(1, Ordering::SeqCst);
