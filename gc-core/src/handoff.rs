@@ -155,6 +155,10 @@ impl<Q: Queue> Handoff<Q> {
         self.wake_owed();
         let mut s = self.lock();
         while s.busy() {
+            // Owed and not yet paid (the payer may have unwound): pay it here.
+            if core::mem::take(&mut s.owed) {
+                self.work.notify_one();
+            }
             match deadline {
                 None => s = self.idle.wait(s).unwrap_or_else(|e| e.into_inner()),
                 #[cfg(not(loom))]

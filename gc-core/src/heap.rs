@@ -225,6 +225,17 @@ impl MHeap {
     /// `slice` of work, if the world can be had (`take`); its destructors go to the drop
     /// thread. Returns whether a cycle of this heap ended.
     pub(crate) fn collect_slice(&'static self, take: Take, slice: Duration, api: &str) -> bool {
+        /// Wakes fing's threads for the work a slice's stop handed them quietly, once the
+        /// world has resumed, on every way out (a `Trace` panic unwinds through here): it
+        /// is dropped after `world`.
+        struct Wake;
+        impl Drop for Wake {
+            fn drop(&mut self) {
+                crate::mfinal::wake();
+                crate::mdrop::wake();
+            }
+        }
+        let _wake = Wake;
         let world = match take {
             Take::Wait => world::stop(true, Duration::from_micros(200), api),
             Take::InTurn(patience) => world::stop_in_turn(patience, api),
@@ -305,9 +316,6 @@ impl MHeap {
         api: &str,
         raise: bool,
     ) -> Vec<crate::slot::Doomed> {
-        // The threads given work during the stop start on it now.
-        crate::mfinal::wake();
-        crate::mdrop::wake();
         out.scavenge();
         #[cfg(feature = "tracing")]
         for r in &out.reports {
@@ -337,11 +345,12 @@ impl MHeap {
     }
 
     pub(crate) fn stats(&self) -> MemStats {
-        // Every lock here is one a collector's stop may take: each is held for a few loads.
-        let in_use = lock(&self.all_spans).in_use;
-        let (sys, released) = {
+        // Every lock here is one a collector's stop may take: each is held for a few loads
+        // (this walked every span under `counters` and `all_spans`: half a millisecond at
+        // 90 000 spans, and a stop waited for it). The pages in spans are every span's.
+        let (in_use, sys, released) = {
             let pages = lock(&self.pages);
-            (pages.sys, pages.released)
+            (pages.in_use, pages.sys, pages.released)
         };
         let k = lock(&self.counters);
         let t = crate::mcache::totals(self, &k);
@@ -1019,11 +1028,6 @@ impl<T> core::fmt::Display for AllocError<T> {
 
 impl<T> std::error::Error for AllocError<T> {}
 
-/// Hands a stop's doomed garbage to the drop thread, with the world still stopped: a
-/// `collect()` whose stop comes after this one then finds the batch under its ticket
-/// (taken after its own stop) and waits for it, so that when it returns every destructor
-/// of garbage found before it has run and its slot is free. (Handed over after the world
-/// resumed, a batch could reach the drop thread after such a `collect()` took its ticket.)
 /// How a slice takes the world.
 #[derive(Clone, Copy)]
 pub(crate) enum Take {
@@ -1035,6 +1039,11 @@ pub(crate) enum Take {
     InTurn(Duration),
 }
 
+/// Hands a stop's doomed garbage to the drop thread, with the world still stopped: a
+/// `collect()` whose stop comes after this one then finds the batch under its ticket
+/// (taken after its own stop) and waits for it, so that when it returns every destructor
+/// of garbage found before it has run and its slot is free. (Handed over after the world
+/// resumed, a batch could reach the drop thread after such a `collect()` took its ticket.)
 fn later(out: &mut crate::mgc::Outcome) {
     crate::mdrop::destroy_later(core::mem::take(&mut out.doomed));
 }

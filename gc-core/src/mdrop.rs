@@ -288,6 +288,8 @@ pub(crate) fn wait_for(ticket: u64, deadline: Option<Instant>) -> Result<(), usi
     if on_drop_thread() {
         return Ok(());
     }
+    // A batch handed over quietly (a slice's stop) whose wake-up is still owed.
+    DROPS.wake_owed();
     let mut done = lock(&DONE.0);
     while *done < ticket {
         done = match deadline {

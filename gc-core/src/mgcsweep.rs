@@ -202,8 +202,9 @@ pub(crate) fn end(heap: &'static MHeap, world: &StoppedWorld) -> (usize, u64, us
     if cfg!(debug_assertions) {
         let in_use: usize = all.iter().map(|s| s.get().bytes()).sum();
         assert_eq!(
-            all.in_use, in_use,
-            "fing::collect: in-use span bytes miscounted"
+            lock(&heap.pages).in_use,
+            in_use,
+            "fing::collect: the pages in spans are not the spans' bytes"
         );
         for s in all.swept.iter().map(|s| s.get()) {
             s.for_each_allocated(|i| {

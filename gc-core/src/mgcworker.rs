@@ -68,7 +68,12 @@ fn run() {
             }
         };
         loop {
-            if step(heap) {
+            // A `Trace` impl that panics in a slice abandons its cycle (mgc's `guarded`) and
+            // unwinds to here: this thread goes on serving the pacer (it died before, and
+            // no slice ran again in the process).
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(heap)))
+                .unwrap_or(true);
+            if done {
                 break;
             }
             std::thread::sleep(Duration::from_nanos(LAST_LEN.load(Ordering::Relaxed)));

@@ -242,11 +242,6 @@ pub(crate) struct Spans {
     /// others running, and one of them may be reading a span it found by an address that
     /// is no object's any more (`find_object`, `Cleanup::stop`, inside a section).
     pub(crate) dead: Vec<SpanPtr>,
-    /// Bytes of every in-use span (`swept` and `unswept`), kept as spans come and go so
-    /// that `MemStats::heap_in_use` does not walk them under this lock, which the
-    /// collector's steps take (a walk over 90 000 spans held it for half a millisecond,
-    /// and a stop of the world waited for it).
-    pub(crate) in_use: usize,
     /// The sweep so far: bytes of the objects it kept, and objects it freed.
     pub(crate) live: usize,
     pub(crate) freed: u64,
@@ -395,9 +390,7 @@ impl MHeap {
         drop(pages);
         // SAFETY: as above, non-null.
         let s = SpanPtr(unsafe { NonNull::new_unchecked(ptr) });
-        let mut all = lock(&self.all_spans);
-        all.in_use += s.get().bytes();
-        all.swept.push(s);
+        lock(&self.all_spans).swept.push(s);
         Some(s)
     }
 
@@ -454,7 +447,6 @@ impl MHeap {
             pages.free(s.base, s.npages);
             // In no list or cache (it was unswept: see `mgcsweep::flip`), off `unswept`,
             // and no page points to it: dropped at the sweep's end (`dead`).
-            all.in_use -= s.bytes();
             all.dead.push(sp);
             return false;
         }

@@ -182,9 +182,10 @@ pub(crate) fn in_short_stop() -> bool {
     SHORT_STOP.load(Ordering::Relaxed) && holds_world() == Some(true)
 }
 
+/// Not counted in `waiters`: a stop lets woken mutators in first, and these threads need
+/// no such turn (a short stop's end wakes them, and the next stop need not wait for them).
 #[cold]
 fn wait_short_stop() {
-    WORLD.waiters.fetch_add(1, Ordering::SeqCst);
     let mut g = lock(&WORLD.resume);
     while SHORT_STOP.load(Ordering::SeqCst) && handshake::STOP.load(Ordering::SeqCst) {
         g = WORLD
@@ -193,8 +194,6 @@ fn wait_short_stop() {
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
-    drop(g);
-    WORLD.waiters.fetch_sub(1, Ordering::SeqCst);
 }
 
 #[cold]

@@ -85,7 +85,15 @@ fn stop_inner(wait: bool, in_turn: bool, budget: Duration, api: &str) -> Option<
             }
         }
     };
-    let budget = budget.saturating_sub(start.elapsed());
+    // An assist's drain has what its wait for the lock left, and at least 200 µs; a
+    // waiting stop keeps its whole budget for each attempt (its lock wait is not bounded).
+    let budget = if in_turn {
+        budget
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_micros(200))
+    } else {
+        budget
+    };
     // A failed attempt backs off 100 µs, doubling to 10 ms: short enough that `collect()`
     // behind a burst of sections starts soon after it, long enough that mutators blocked
     // by the raised flag get a time slice between attempts.
