@@ -152,10 +152,9 @@ impl<Q: Queue> Handoff<Q> {
     /// Waits until nothing is queued or in flight, or until `deadline`; on time-out,
     /// returns how many are still queued.
     pub(crate) fn wait_idle(&self, deadline: Option<Instant>) -> Result<(), usize> {
-        self.wake_owed();
         let mut s = self.lock();
         while s.busy() {
-            // Owed and not yet paid (the payer may have unwound): pay it here.
+            // Owed and not yet paid (the payer may be later, or have unwound): pay it here.
             if core::mem::take(&mut s.owed) {
                 self.work.notify_one();
             }

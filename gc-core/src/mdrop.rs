@@ -93,9 +93,10 @@ pub(crate) fn destroy(l: &Local, mut batch: Vec<Doomed>) {
     }
     let _restore = Restore(l, l.destroying.replace(true));
     let mut done: Vec<Doomed> = Vec::new();
+    let drop_thread = on_drop_thread();
     loop {
         while let Some(d) = batch.pop().or_else(|| l.pop_dying()) {
-            if on_drop_thread() {
+            if drop_thread {
                 crate::world::yield_to_collector();
             }
             run_destructor(&d);

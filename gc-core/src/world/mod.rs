@@ -63,12 +63,13 @@ use crate::deferred::{Ring, Spilled};
 use crate::handshake;
 use crate::spin::SpinLock;
 
+/// Does a collector hold or want the world? (A long run of work inside a section checks it
+/// to pause.)
+pub(crate) use crate::handshake::stop_requested;
 pub(crate) use local::{
     can_collect, in_section, local, try_local, with_local, with_temporary, Local,
 };
-pub(crate) use section::{
-    assert_not_collecting, enter, pause, stop_requested, with_section, Section,
-};
+pub(crate) use section::{assert_not_collecting, enter, pause, with_section, Section};
 pub(crate) use stop::{holds_world, stop, stop_in_turn, StoppedWorld};
 
 /// A thread's part of the handshake, and its deferred drops, which a collector applies.
@@ -186,29 +187,33 @@ pub(crate) fn in_short_stop() -> bool {
 /// no such turn (a short stop's end wakes them, and the next stop need not wait for them).
 #[cold]
 fn wait_short_stop() {
-    let mut g = lock(&WORLD.resume);
-    while SHORT_STOP.load(Ordering::SeqCst) && handshake::STOP.load(Ordering::SeqCst) {
-        g = WORLD
-            .resumed
-            .wait_timeout(g, Duration::from_millis(1))
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
+    wait_while(
+        || SHORT_STOP.load(Ordering::SeqCst) && handshake::STOP.load(Ordering::SeqCst),
+        Duration::from_millis(1),
+    );
 }
 
 #[cold]
 fn wait_for_resume() {
     WORLD.waiters.fetch_add(1, Ordering::SeqCst);
+    wait_while(
+        || handshake::STOP.load(Ordering::SeqCst),
+        Duration::from_millis(10),
+    );
+    WORLD.waiters.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Waits on `resumed` while `stopped` holds, looking again at least every `every` (a
+/// resume notifies, but a wake-up may be missed between the look and the wait).
+fn wait_while(stopped: impl Fn() -> bool, every: Duration) {
     let mut g = lock(&WORLD.resume);
-    while handshake::STOP.load(Ordering::SeqCst) {
+    while stopped() {
         g = WORLD
             .resumed
-            .wait_timeout(g, Duration::from_millis(10))
+            .wait_timeout(g, every)
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
-    drop(g);
-    WORLD.waiters.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// What a thread is to fing: its own two threads behave differently from mutators.

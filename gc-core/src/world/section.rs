@@ -151,13 +151,6 @@ fn with_section_slow<R>(api: &str, f: impl FnOnce(&Local) -> R) -> R {
     })
 }
 
-/// Does a collector hold or want the world? (A long run of work inside a section checks it
-/// to pause.)
-#[inline]
-pub(crate) fn stop_requested() -> bool {
-    crate::handshake::stop_requested()
-}
-
 /// Leaves `l`'s section and enters it again, letting a waiting collector run in between:
 /// `pin(true)` runs before leaving, `pin(false)` after entering again. Only in a section
 /// that is `pausable`, whose owner holds no state the collector must not see.
