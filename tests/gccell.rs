@@ -67,6 +67,57 @@ fn borrow_while_this_thread_writes_panics() {
     });
 }
 
+/// The thread's record of its shared borrows (which `borrow_mut` reads to panic rather
+/// than deadlock) stays right when guards go out of order and when more are held than it
+/// lists (16).
+#[test]
+fn shared_borrows_released_out_of_order_are_forgotten() {
+    within(30, "out-of-order releases", || {
+        let h = heap();
+        let cells: Vec<Gc<GcCell<u64>>> = (0..20).map(|i| h.alloc(GcCell::new(i))).collect();
+        // Out of order: the oldest first, then one from the middle.
+        let a = cells[0].borrow();
+        let b = cells[1].borrow();
+        let c = cells[2].borrow();
+        drop(a);
+        *cells[0].borrow_mut() += 1;
+        drop(b);
+        *cells[1].borrow_mut() += 1;
+        assert!(cells[2].try_borrow_mut().is_err(), "cell 2 is still read");
+        drop(c);
+        *cells[2].borrow_mut() += 1;
+        // More than the list holds, released oldest first.
+        let guards: Vec<_> = cells.iter().map(|c| c.borrow()).collect();
+        assert_eq!(guards.iter().map(|g| **g).sum::<u64>(), 190 + 3);
+        drop(guards);
+        for c in &cells {
+            *c.borrow_mut() += 1;
+        }
+        // The same cell twice, released newest first and oldest first.
+        let x = cells[5].borrow();
+        let y = cells[5].borrow();
+        drop(x);
+        assert!(cells[5].try_borrow_mut().is_err());
+        drop(y);
+        *cells[5].borrow_mut() += 1;
+    });
+}
+
+#[test]
+#[should_panic(expected = "fing::GcCell::borrow_mut: already borrowed by this thread")]
+fn borrow_mut_under_a_read_released_out_of_order_still_panics() {
+    within(30, "borrow_mut under a read", || {
+        let h = heap();
+        let a = h.alloc(GcCell::new(0u64));
+        let b = h.alloc(GcCell::new(0u64));
+        let ra = a.borrow();
+        let rb = b.borrow();
+        drop(ra);
+        let _w = b.borrow_mut();
+        drop(rb);
+    });
+}
+
 #[test]
 fn try_borrow_says_who_holds_the_cell() {
     let h = heap();
