@@ -195,6 +195,8 @@ mod tests {
             (c.at_s, c.pause_ms, c.before_mb, c.after_mb, c.goal_mb),
             (4.554, 2074.237, 127.4, 120.5, Some(241.0))
         );
+        let phased = parse("gc 5 @0.291s: pause 8.561 ms in 1 stops (longest 8.561 ms, start to end, 0.019 ms of it stopping), 7.9 -> 4.0 MB, 7.9 MB goal, 86531 objects freed, 0 finalizers queued, 0 cleanups queued, 86524 objects to destroy; work in ms: count_refs 2.678 roots 1.149 mark 0.006").unwrap();
+        assert_eq!((phased.pause_ms, phased.after_mb), (8.561, 4.0));
         let none = parse("gc 1 @0.002s: pause 0.557 ms (0.003 ms stopping, 0.555 ms of work), 0.0 -> 0.0 MB, no MB goal, 0 objects freed").unwrap();
         assert_eq!(none.goal_mb, None);
         assert_eq!((c.longest_ms, c.stops), (2074.237, 1));

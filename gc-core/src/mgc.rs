@@ -529,7 +529,7 @@ impl Cycle {
         const MB: f64 = 1024.0 * 1024.0;
         let (from, to, stopping) = self.longest;
         eprintln!(
-            "gc {} @{:.3}s: pause {:.3} ms in {} stops (longest {:.3} ms, {from} to {to}, {:.3} ms of it stopping), {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} cleanups queued, {} objects to destroy",
+            "gc {} @{:.3}s: pause {:.3} ms in {} stops (longest {:.3} ms, {from} to {to}, {:.3} ms of it stopping), {:.1} -> {:.1} MB, {} MB goal, {} objects freed, {} finalizers queued, {} cleanups queued, {} objects to destroy; work in ms:{}",
             r.cycle,
             self.heap.started.elapsed().as_secs_f64(),
             r.pause.as_secs_f64() * 1e3,
@@ -543,6 +543,11 @@ impl Cycle {
             r.finalizers_queued,
             r.cleanups_queued,
             self.doomed.len(),
+            r.phases.iter().fold(String::new(), |mut s, (phase, took)| {
+                use core::fmt::Write;
+                let _ = write!(s, " {phase} {:.3}", took.as_secs_f64() * 1e3);
+                s
+            }),
         );
     }
 
