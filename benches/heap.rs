@@ -1,7 +1,8 @@
 //! The costs fing's design decides (docs/design.md, "The rooting model"): allocating a
 //! 32-byte traced object (with the collections it triggers, amortised) against
 //! `Box::new`; cloning and dropping a handle against `Arc`; a full collection of a heap of
-//! 1 000 000 live objects (the mark rate, in objects per second).
+//! 1 000 000 live objects (the mark rate, in objects per second), and of the same heap
+//! with a weak handle to each object (the collector's walks over weak cells).
 //!
 //! `cargo bench --bench heap`
 
@@ -107,7 +108,17 @@ fn collect(c: &mut Criterion) {
     g.bench_function("1M live objects", |b| {
         b.iter_batched(|| (), |()| heap.collect(), BatchSize::PerIteration)
     });
+    let mut weak = Vec::with_capacity(N as usize);
+    let mut n = Some(head.clone());
+    while let Some(node) = n {
+        weak.push(node.downgrade());
+        n = node.next.borrow().clone();
+    }
+    g.bench_function("1M live objects, a weak handle each", |b| {
+        b.iter_batched(|| (), |()| heap.collect(), BatchSize::PerIteration)
+    });
     g.finish();
+    assert!(weak.iter().all(|w| w.upgrade().is_some()));
     assert_eq!(head.value, 0);
 }
 

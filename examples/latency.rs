@@ -11,7 +11,14 @@
 //! stop-the-world pause (`MemStats::recent_pauses`, polled) and, from the mutator's side,
 //! the longest gap between two steps of its loop.
 //!
-//! `cargo run --release --example latency -- [live_mb (256)] [secs (10)] [threads (1)]`
+//! `cargo run --release --example latency -- [live_mb (256)] [secs (10)] [threads (1)]
+//! [weak (0)]`
+//!
+//! With `weak` 1, the program also keeps weak handles, as an interpreter's weak tables
+//! and intern tables do: one to every live record, and one to the first record of each
+//! ring the workload makes, in a table of 65 536 per thread whose old entries are
+//! dropped as new ones come (their cells are reaped, and the rings' are cleared, by the
+//! cycles). No Go twin: it measures the collector's walks over weak cells.
 //!
 //! Its Go twin is `benches/go/latency` (`cd benches/go/latency && go run . 256 10 1`).
 //! The last line, for scripts:
@@ -60,6 +67,9 @@ fn ring(h: &Heap, id: u64, n: u64) -> Gc<Rec> {
 /// The live records whose cross links hold the workload's rings of four.
 const SLOTS: u64 = 4096;
 
+/// The weak handles each thread keeps to rings it made (with `weak` 1).
+const WEAKS: u64 = 1 << 16;
+
 /// A small xorshift generator (no dependency, the same sequence as the Go twin's).
 struct Rng(u64);
 
@@ -102,6 +112,7 @@ fn main() {
     let live_mb: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
     let secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
     let threads: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
+    let weak = args.next().is_some_and(|a| a == "1");
 
     let heap = Heap::new(HeapConfig::default());
     // Build the live heap: rings of 64 records, cross-linked.
@@ -135,6 +146,11 @@ fn main() {
         built.num_gc
     );
 
+    let live_weak: Vec<fing::Weak<Rec>> = if weak {
+        live.iter().map(Gc::downgrade).collect()
+    } else {
+        Vec::new()
+    };
     let live = Arc::new(live);
     let before = heap.stats();
     let seen_gc = before.num_gc;
@@ -153,9 +169,17 @@ fn main() {
                 let mut last = Instant::now();
                 let mut max_stall = Duration::ZERO;
                 let mut n = 0u64;
+                let mut weaks: Vec<fing::Weak<Rec>> = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let r = ring(&heap, id, 4);
                     id += 4;
+                    if weak {
+                        let w = r.downgrade();
+                        match weaks.get_mut((n % WEAKS) as usize) {
+                            Some(old) => *old = w,
+                            None => weaks.push(w),
+                        }
+                    }
                     let slot = &live[(rng.next() % SLOTS.min(live.len() as u64)) as usize];
                     slot.other.set(Some(r));
                     let a = (rng.next() % live.len() as u64) as usize;
@@ -232,5 +256,7 @@ fn main() {
         alloc as f64 / (1 << 20) as f64 / elapsed.as_secs_f64(),
         after.num_gc - seen_gc
     );
+    // The live records' weak handles still upgrade (and were kept to the end).
+    assert!(live_weak.iter().take(64).all(|w| w.upgrade().is_some()));
     drop(live);
 }

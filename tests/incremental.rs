@@ -508,3 +508,70 @@ fn an_assist_does_not_wait_for_a_thread_holding_a_write_guard() {
     assert_eq!(h.stats().heap_objects, 1, "only the held ring is left");
     drop(held);
 }
+
+/// The weak walks are steps of their own: with many weak handles, a cycle in the least
+/// steps takes a step per cell. Weak handles of what marking left unmarked give nothing
+/// from the step that ends marking on, before the clear step reaches their cells; a
+/// `WeakMap` forgets those keys and their values at once; an ephemeron made meanwhile
+/// keeps its value; a downgrade between the steps of the weak step is counted right.
+#[test]
+fn weak_handles_go_nil_when_marking_ends_while_the_clear_step_goes_on() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    const N: usize = 2_000;
+    let live: Vec<Gc<Node>> = (0..N).map(|_| w.node()).collect();
+    let dead: Vec<Gc<Node>> = (0..N).map(|_| w.node()).collect();
+    let live_weak: Vec<Weak<Node>> = live.iter().map(Gc::downgrade).collect();
+    let dead_weak: Vec<Weak<Node>> = dead.iter().map(Gc::downgrade).collect();
+    let mut map: WeakMap<Node, Node> = WeakMap::new();
+    map.insert(&live[0], w.node());
+    map.insert(&dead[0], w.node());
+    let dead_ids: Vec<u64> = dead.iter().map(|n| n.id).collect();
+    drop(dead);
+    let num_gc = w.h.stats().num_gc;
+    let mut steps = 0;
+    // The weak step: a downgrade between its steps is counted (or taken for a root).
+    let late = w.node();
+    assert!(!w.h.collect_step(Duration::ZERO));
+    let late_weak = late.downgrade();
+    drop(late);
+    while w.h.stats().num_gc == num_gc {
+        assert!(
+            !w.h.collect_step(Duration::ZERO),
+            "marking ends before the cycle"
+        );
+        steps += 1;
+    }
+    assert!(
+        steps > N,
+        "the weak step went over {N} cells in {steps} least steps"
+    );
+    // Marking is over; the clear step has thousands of cells to go.
+    assert!(dead_weak.iter().all(|d| d.upgrade().is_none()));
+    assert!(live_weak.iter().all(|l| l.upgrade().is_some()));
+    assert_eq!(map.len(), 1, "the dead key's entry is gone from the map");
+    let fresh_key = w.node();
+    let fresh = fing::Ephemeron::new(&fresh_key, w.node());
+    let mut clear_steps = 0;
+    while !w.h.collect_step(Duration::ZERO) {
+        clear_steps += 1;
+        assert!(dead_weak[N - 1].upgrade().is_none(), "nil stays nil");
+    }
+    assert!(clear_steps > N, "the clear step took {clear_steps} steps");
+    assert!(
+        fresh.value().is_some(),
+        "an ephemeron made while cells were cleared"
+    );
+    assert!(dead_weak.iter().all(|d| d.upgrade().is_none()));
+    let dropped = w.dropped.lock().unwrap().clone();
+    assert!(dead_ids.iter().all(|id| dropped.contains(id)));
+    // The late weak handle's object was allocated black: it goes in the next cycle.
+    assert!(late_weak.upgrade().is_some());
+    w.h.collect();
+    assert!(late_weak.upgrade().is_none());
+    assert!(fresh.value().is_some());
+    w.check(&live);
+    drop(fresh_key);
+    w.h.collect();
+    assert!(fresh.value().is_none());
+}

@@ -4,14 +4,16 @@
 //!
 //! The steps, each with the world stopped:
 //! - **start**: flush the thread caches (their allocation turns black), apply every
-//!   thread's deferred drops, count the weak cells (weak), take the snapshot of the spans,
-//!   and turn the mutators' barriers on (`mgcwork`);
-//! - **count** (`mgcmark::count_refs`), **roots** (`scan_roots`), **mark** (`drain`, with
-//!   the threads' grey objects, Go's markfin and the ephemeron fixpoint), each resumable
-//!   from a cursor;
+//!   thread's deferred drops, take the snapshot of the spans, and turn the mutators'
+//!   barriers on (`mgcwork`);
+//! - **weak** (`weak::before_mark`): the weak cells' and ephemerons' counts, counted as
+//!   references from inside the heap; **count** (`mgcmark::count_refs`), **roots**
+//!   (`scan_roots`), **mark** (`drain`, with the threads' grey objects, Go's markfin and
+//!   the ephemeron fixpoint), each resumable from a cursor;
 //! - **terminate**, in the same stop as the check that marking is over: the barriers
-//!   stop, weak handles of unmarked objects go nil (before any mutator runs without
-//!   barriers);
+//!   stop, and weak handles of unmarked objects go nil to upgrades (before any mutator
+//!   runs without barriers: `weak::open_window`);
+//! - **clear** (`weak::after_mark`): their cells are cleared, resumable;
 //! - **resurrect** (`mfinal::resurrect`): finalizable garbage is resurrected and queued,
 //!   span by span; **cleanups** (`mfinal::queue_cleanups`): the cleanups of what is still
 //!   unmarked are queued. Both resumable (a heap with 80 000 finalizers took 14 ms in one
@@ -120,10 +122,12 @@ impl Report {
 /// Where a cycle is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
+    Weak,
     Count,
     Roots,
     Mark,
     MarkFin,
+    Clear,
     Resurrect,
     Cleanups,
     Doomed,
@@ -134,10 +138,12 @@ enum Phase {
 impl Phase {
     fn name(self) -> &'static str {
         match self {
+            Phase::Weak => "weak",
             Phase::Count => "count_refs",
             Phase::Roots => "roots",
             Phase::Mark => "mark",
             Phase::MarkFin => "markfin",
+            Phase::Clear => "clear",
             Phase::Resurrect => "resurrect",
             Phase::Cleanups => "cleanups",
             Phase::Doomed => "mark_doomed",
@@ -150,7 +156,7 @@ impl Phase {
     fn marking(self) -> bool {
         matches!(
             self,
-            Phase::Count | Phase::Roots | Phase::Mark | Phase::MarkFin
+            Phase::Weak | Phase::Count | Phase::Roots | Phase::Mark | Phase::MarkFin
         )
     }
 }
@@ -163,6 +169,8 @@ struct Cycle {
     spans: Vec<SpanPtr>,
     cursor: usize,
     stack: mgcwork::MarkStack,
+    /// Where the walks over weak cells and ephemerons are (the weak and clear steps).
+    walks: crate::weak::Walks,
     /// Markfin done (`Phase::MarkFin` comes once, between two `Phase::Mark`s).
     finned: bool,
     fin_scanned: Vec<NonNull<u8>>,
@@ -223,8 +231,6 @@ impl Cycle {
         unsafe { crate::mcache::flush_all(heap, true) };
         // Every thread's deferred drops first: the counts are then exact as of the stop.
         crate::release::drain_deferred(world);
-        // Weak handles' counts are references from inside the heap (weak).
-        crate::weak::before_mark(heap);
         let spans: Vec<SpanPtr> = {
             let all = lock(&heap.all_spans);
             assert!(
@@ -236,10 +242,11 @@ impl Cycle {
         mgcwork::begin(world, heap);
         Box::new(Cycle {
             heap,
-            phase: Phase::Count,
+            phase: Phase::Weak,
             spans,
             cursor: 0,
             stack: mgcwork::MarkStack::default(),
+            walks: Default::default(),
             finned: false,
             fin_scanned: Vec::new(),
             fins: crate::mfinal::batch(),
@@ -283,6 +290,10 @@ impl Cycle {
             let t = Instant::now();
             let phase = self.phase;
             let done = match phase {
+                // Weak handles' counts are references from inside the heap (weak).
+                Phase::Weak => {
+                    crate::weak::before_mark(heap, &mut self.walks, &mut |n| budget.go_on(n))
+                }
                 Phase::Count => mgcmark::count_refs(heap, &self.spans, &mut self.cursor, budget),
                 Phase::Roots => mgcmark::scan_roots(
                     heap,
@@ -299,6 +310,9 @@ impl Cycle {
                     &mut self.fin_scanned,
                     budget,
                 ),
+                Phase::Clear => {
+                    crate::weak::after_mark(heap, &mut self.walks, &mut |n| budget.go_on(n))
+                }
                 Phase::Resurrect => crate::mfinal::resurrect(
                     heap,
                     &self.spans,
@@ -337,6 +351,7 @@ impl Cycle {
                 return false;
             }
             match phase {
+                Phase::Weak => self.enter(Phase::Count),
                 Phase::Count => self.enter(Phase::Roots),
                 Phase::Roots => self.enter(Phase::Mark),
                 Phase::MarkFin => {
@@ -350,9 +365,10 @@ impl Cycle {
                         let t = Instant::now();
                         self.terminate(world);
                         self.spent("terminate", t.elapsed());
-                        self.enter(Phase::Resurrect);
+                        self.enter(Phase::Clear);
                     }
                 }
+                Phase::Clear => self.enter(Phase::Resurrect),
                 Phase::Resurrect => self.enter(Phase::Cleanups),
                 Phase::Cleanups => {
                     self.queued_all();
@@ -429,9 +445,10 @@ impl Cycle {
                 + crate::mfinal::check_cleanups(heap, &self.spans);
         }
         self.fin_scanned = Vec::new();
-        // Before resurrection: a weak handle goes nil when its finalizers are queued, and
-        // now, before any mutator runs with the barriers off.
-        crate::weak::after_mark(heap);
+        // Weak handles of what marking did not reach go nil now, before any mutator runs
+        // with the barriers off: to upgrades at once (the window), in their cells by the
+        // clear step, which ends before resurrection marks what finalizers get.
+        crate::weak::open_window(heap);
         let mut k = lock(&heap.counters);
         k.num_gc += 1;
         k.finalizer_cycles += self.fin_cycles;
@@ -452,8 +469,9 @@ impl Cycle {
 
     /// Undoes the cycle (before release: a `Trace` impl panicked, or `collect()` starts
     /// afresh): marks and scratch counts cleared, allocation no longer black.
-    fn abandon(self: Box<Self>, world: &StoppedWorld) {
+    fn abandon(mut self: Box<Self>, world: &StoppedWorld) {
         let heap = self.heap;
+        self.walks.abandon();
         // The flip turned marks into allocation bits: past it there is nothing to undo.
         assert!(
             self.phase != Phase::Sweep,

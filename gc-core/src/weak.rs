@@ -14,19 +14,33 @@
 //! cleared. So an object with weak handles never reaches count zero and is never freed
 //! by a mutator (`mfree`): the collector frees it, as it frees every object in Go. The
 //! collector treats the weak count as a reference from inside the heap:
-//! - [`before_mark`] (world stopped, before the roots are found) adds one to `gc_refs`
-//!   per cell, so a weak count alone never makes its object a root; and it drops the
-//!   cells no weak handle refers to any more, with their weak count;
-//! - [`after_mark`] (once marking is over, before the finalizers' resurrection): a cell
-//!   whose object is marked stays; every other cell is cleared and leaves the table, and
-//!   its weak count goes at once (so an object a finalizer resurrects keeps no weak
-//!   count, garbage is freed whatever its count, and a collection abandoned later, when a
-//!   `Trace` impl panics, leaves no count behind).
+//! - [`before_mark`] (the cycle's weak step, before the roots are found) adds one to
+//!   `gc_refs` per cell whose object is unmarked, so a weak count alone never makes its
+//!   object a root; and it drops the cells no weak handle refers to any more, with their
+//!   weak count;
+//! - [`after_mark`] (the clear step, once marking is over, before the finalizers'
+//!   resurrection): a cell whose object is marked stays; every other cell is cleared and
+//!   leaves the table, and its weak count goes at once (so an object a finalizer
+//!   resurrects keeps no weak count, garbage is freed whatever its count, and a
+//!   collection abandoned later, when a `Trace` impl panics, leaves no count behind).
 //!
 //! Clearing there gives Go's semantics: a weak handle goes nil in the cycle that finds
 //! its object unreachable, before the object's finalizers are queued (so it stays nil
 //! even if a finalizer resurrects the object, and a resurrected object is never seen
 //! through a weak handle), and before the cycle frees it.
+//!
+//! Both walks are resumable steps of the cycle, over plain vectors of the cells (`CELLS`,
+//! the ephemeron registry; `Walk`): a million weak handles took 90 ms a walk in one stop
+//! through the `DashMap`, and a collection with them 260–360 ms (the fixpoint's far
+//! round walked the table too). Between the weak step's steps, a cell made is counted if
+//! the walk has not passed it, else its object looks referenced from outside (a root:
+//! its maker held it, so the snapshot reached it). Between the clear step's steps (the
+//! barriers off), the cells it has yet to reach must already read as cleared: `CLEARING`
+//! names the heap, and an upgrade (and a `WeakMap` lookup) of a cell of that heap whose
+//! object is unmarked gives nothing, as Go's `makeStrongFromWeak` reads the mark bit of a
+//! span not yet swept. The mark bits are exact then (resurrection, which marks, waits for
+//! the clear step's end); an ephemeron made meanwhile is born taken (its key is alive: its
+//! maker holds it).
 //!
 //! Why it is sound:
 //! - An upgrade adds to the count of an object that a cell still names. It does so in a
@@ -59,8 +73,10 @@
 //!
 //! Costs: a downgrade takes a section and a lock of one of the table's shards (dashmap);
 //! an upgrade takes a section and adds one to a count; a clone or drop of a weak handle
-//! is one atomic operation on its cell. Each collection walks the whole table once in
-//! each of its two passes. An object whose weak handles are all gone keeps its weak count
+//! is one atomic operation on its cell. Each collection walks every cell and every
+//! ephemeron in each of its two steps (about 4 and 6 ms a million cells, in slices with
+//! the cycle's other steps), and every ephemeron in each round of the fixpoint (in the
+//! stop that ends marking: not yet resumable). An object whose weak handles are all gone keeps its weak count
 //! until the next collection, and is freed by that collection rather than at count zero.
 //! Weak handles to a value outside the heap (`Gc::from_static`, a zero-sized value)
 //! never go nil; their cells are dropped like the others once no weak handle is left.
@@ -76,8 +92,8 @@ use core::fmt;
 use core::hash::{BuildHasherDefault, Hash, Hasher};
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -94,6 +110,8 @@ struct WeakCell {
     word: AtomicPtr<u8>,
     /// Weak handles to this cell, plus one while the table lists it.
     refs: AtomicUsize,
+    /// The address the weak handles point at: the cell's key in `TABLE`.
+    addr: usize,
 }
 
 /// A cell in the table.
@@ -128,10 +146,126 @@ impl Hasher for AddrHasher {
 
 type Table = DashMap<usize, CellPtr, BuildHasherDefault<AddrHasher>>;
 
+/// The listed cells by address, for downgrades to find and share. A cell is listed here
+/// exactly while it is in `CELLS` (both change together: a downgrade adds, in a section;
+/// a collection removes, with the world stopped).
 static TABLE: OnceLock<Table> = OnceLock::new();
 
 fn table() -> &'static Table {
     TABLE.get_or_init(Table::default)
+}
+
+/// The listed cells in a plain vector, for the collector's walks: a walk over the
+/// `DashMap` could not stop part way and go on after the world ran (the map rehashes as
+/// downgrades add to it), and it took a shard's lock per step. Downgrades push, the
+/// collector's walks remove (`Walk`).
+static CELLS: Mutex<Vec<CellPtr>> = Mutex::new(Vec::new());
+
+/// The listed cells whose word is a far handle's (a weak handle of a `Gc::map` far into
+/// or outside its object), for `far_round`: a fixpoint round used to walk every cell of
+/// the process to find these few (100 ms for a million weak handles, in the stop that
+/// ends marking).
+static FAR: Mutex<Vec<CellPtr>> = Mutex::new(Vec::new());
+
+/// Locks one of the lists; every update completes before unlocking, so poisoning is
+/// ignored.
+fn locked<T>(m: &'static Mutex<Vec<T>>) -> MutexGuard<'static, Vec<T>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The heap (its id plus one) whose cycle has finished marking and is still clearing the
+/// cells of what it found unreachable (`after_mark`, resumable), else zero. Set and
+/// reset with the world stopped; read by upgrades in their section. While it is set, an
+/// upgrade treats a cell of that heap as cleared if its object is unmarked (Go's
+/// `makeStrongFromWeak` checks the mark bit of an unswept span the same way), so what a
+/// weak handle gives is the same whether the walk has reached its cell yet or not.
+static CLEARING: AtomicU64 = AtomicU64::new(0);
+
+/// Has the cycle clearing `obj`'s heap found `obj` unreachable, its cell not yet
+/// cleared? In a mutator section (so the window and the mark bits hold).
+fn dead_in_window(obj: NonNull<u8>) -> bool {
+    let h = CLEARING.load(Ordering::Relaxed);
+    h != 0 && arena_of(obj.as_ptr() as usize).is_some_and(|a| a.heap_id + 1 == h) && !is_marked(obj)
+}
+
+/// A walk over one of the lists, resumable between the steps of a cycle. The walk is the
+/// only remover and compacts in place: entries before `w` were kept, `w..r` are stale
+/// copies, `r..` are not visited yet (mutators append there between steps). Its end
+/// truncates to `w`; an abandoned walk closes the gap.
+#[derive(Default)]
+pub(crate) struct Walk {
+    r: usize,
+    w: usize,
+}
+
+impl Walk {
+    /// Visits entries while `go_on` (the cycle's budget, charged one unit an entry)
+    /// allows; `keep` says whether each stays. Returns whether the walk is over.
+    fn step<T: Copy>(
+        &mut self,
+        v: &mut Vec<T>,
+        go_on: &mut impl FnMut(u32) -> bool,
+        mut keep: impl FnMut(T) -> bool,
+    ) -> bool {
+        while let Some(&e) = v.get(self.r) {
+            self.r += 1;
+            if keep(e) {
+                v[self.w] = e;
+                self.w += 1;
+            }
+            if !go_on(1) && self.r < v.len() {
+                return false;
+            }
+        }
+        v.truncate(self.w);
+        *self = Walk::default();
+        true
+    }
+
+    /// Ends a walk part way: the stale entries go, the rest stays listed.
+    fn close<T>(&mut self, v: &mut Vec<T>) {
+        if self.r > self.w {
+            v.drain(self.w..self.r);
+        }
+        *self = Walk::default();
+    }
+}
+
+/// Where a cycle's walks over the cells are.
+#[derive(Default)]
+pub(crate) struct Walks {
+    ephemerons: Walk,
+    /// The walk over the ephemerons is over; the one over the cells goes on.
+    ephemerons_done: bool,
+    cells: Walk,
+    /// Far cells this step took out of the table: out of `FAR` too before the step ends
+    /// (their memory may be freed, but no cell is made while the world is stopped, so the
+    /// address names no other cell meanwhile).
+    gone_far: Vec<CellPtr>,
+}
+
+impl Walks {
+    /// Takes the far cells this step removed out of `FAR`.
+    fn unlist_far(&mut self) {
+        if !self.gone_far.is_empty() {
+            let gone: std::collections::HashSet<usize> = self
+                .gone_far
+                .drain(..)
+                .map(|c| c.0.as_ptr().addr())
+                .collect();
+            locked(&FAR).retain(|c| !gone.contains(&c.0.as_ptr().addr()));
+        }
+    }
+
+    /// A cycle is abandoned with a walk part way: the lists are made whole again, and a
+    /// window opened by `after_mark` closes. World stopped.
+    pub(crate) fn abandon(&mut self) {
+        self.unlist_far();
+        self.ephemerons.close(&mut ephemerons());
+        self.cells.close(&mut locked(&CELLS));
+        self.ephemerons_done = false;
+        CLEARING.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Drops one reference to the cell at `c`, freeing it with the last.
@@ -201,7 +335,7 @@ impl<T: 'static> Weak<T> {
     pub fn upgrade(&self) -> Option<Gc<T>> {
         // SAFETY: this weak handle holds a reference to its cell.
         let cell = unsafe { self.cell?.as_ref() };
-        let w = upgrade_word(&cell.word, "fing::Weak::upgrade")?;
+        let w = upgrade_word(&cell.word, "fing::Weak::upgrade", weak_dead)?;
         // SAFETY: the word was made for a `T` at its address (a downgrade of a `Gc<T>`,
         // or of a handle to the same address, which holds a `T` there too), and its
         // object (if any) now counts this handle.
@@ -235,8 +369,13 @@ impl<T: 'static> Gc<T> {
                 let c = CellPtr(NonNull::from(Box::leak(Box::new(WeakCell {
                     word: AtomicPtr::new(w.cast_mut()),
                     refs: AtomicUsize::new(2),
+                    addr,
                 }))));
                 v.insert(c);
+                locked(&CELLS).push(c);
+                if word::tag(w.addr()) == word::FAR {
+                    locked(&FAR).push(c);
+                }
                 c
             }
         };
@@ -312,7 +451,7 @@ struct EphCell {
     /// Ephemeron handles, plus one while the registry lists the cell.
     refs: AtomicUsize,
     /// Set by the collection that found the key alive this cycle (`ephemeron_round`).
-    traced: core::sync::atomic::AtomicBool,
+    traced: AtomicBool,
 }
 
 /// A cell in the registry.
@@ -327,13 +466,10 @@ unsafe impl Sync for EphPtr {}
 /// Every ephemeron cell. Pushed by `Ephemeron::new` in a mutator section; walked and
 /// pruned by collections with the world stopped, so a collection sees the same cells in
 /// all its passes.
-static EPHEMERONS: std::sync::Mutex<Vec<EphPtr>> = std::sync::Mutex::new(Vec::new());
+static EPHEMERONS: Mutex<Vec<EphPtr>> = Mutex::new(Vec::new());
 
-fn ephemerons() -> std::sync::MutexGuard<'static, Vec<EphPtr>> {
-    // Every update completes before unlocking: poisoning is ignored.
-    EPHEMERONS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn ephemerons() -> MutexGuard<'static, Vec<EphPtr>> {
+    locked(&EPHEMERONS)
 }
 
 /// Drops one reference to the ephemeron cell at `c`, freeing it (and its reference to
@@ -349,28 +485,48 @@ fn release_eph(c: NonNull<EphCell>) {
 }
 
 /// Adds one to the count of the object `word` counts on and returns the word as a
-/// handle's, if the word (a weak or ephemeron cell's) is not cleared. In a mutator
-/// section unless the word counts on nothing.
-fn upgrade_word(word: &AtomicPtr<u8>, api: &str) -> Option<NonNull<u8>> {
+/// handle's, if the word (a weak or ephemeron cell's) is not cleared, nor `dead` while a
+/// cycle clears cells (`CLEARING`: `dead` gets the word's object, `None` for a value
+/// outside the heap). In a mutator section unless the word counts on nothing.
+fn upgrade_word(
+    word: &AtomicPtr<u8>,
+    api: &str,
+    dead: impl Fn(Option<NonNull<u8>>) -> bool,
+) -> Option<NonNull<u8>> {
     let w = NonNull::new(word.load(Ordering::Acquire))?;
     // SAFETY: a cell's word is a handle word (stored from a handle).
-    if unsafe { word::object_of(w.as_ptr()) }.is_none() {
-        // Outside the heap: counts on nothing, never cleared.
+    let outside = unsafe { word::object_of(w.as_ptr()) }.is_none();
+    if outside && CLEARING.load(Ordering::Relaxed) == 0 {
+        // Outside the heap: counts on nothing, and only an ephemeron's is ever cleared.
         return Some(w);
     }
     let _section = crate::world::enter(api);
-    // In the section: cells are cleared only with the world stopped, so what is read
-    // now holds until the section ends.
+    // In the section: cells are cleared, and `CLEARING` changes, only with the world
+    // stopped, so what is read now holds until the section ends.
     let w = NonNull::new(word.load(Ordering::Acquire))?;
+    // SAFETY: as above.
+    let obj = unsafe { word::object_of(w.as_ptr()) };
+    if CLEARING.load(Ordering::Relaxed) != 0 && dead(obj) {
+        return None;
+    }
+    let Some(obj) = obj else {
+        return Some(w);
+    };
+    if outside {
+        panic!("{api}: a cell's word came to count on an object");
+    }
     // SAFETY: an uncleared cell's word counts on an allocated object (module docs).
-    let obj = unsafe { word::object_of(w.as_ptr()) }
-        .unwrap_or_else(|| panic!("{api}: a heap handle's word stopped counting on its object"));
-    // SAFETY: as above: `obj` heads an allocated object.
     count_one_more(unsafe { header(obj.as_ptr()) });
     // A cycle marking now may have found the object reachable only through weak cells:
     // it is reachable again, and the cycle must keep it (Go's issue 69210).
     crate::mgcwork::shade_if_marking(obj);
     Some(w)
+}
+
+/// `upgrade_word`'s test for a weak cell's word (also an ephemeron's key): its object is
+/// unmarked in the heap that clears.
+fn weak_dead(obj: Option<NonNull<u8>>) -> bool {
+    obj.is_some_and(dead_in_window)
 }
 
 /// An ephemeron (boa_gc's `Ephemeron`, a JavaScript `WeakMap` entry): a weak reference to
@@ -421,7 +577,10 @@ impl<K: 'static, V: 'static> Ephemeron<K, V> {
             key: key_cell,
             value: AtomicPtr::new(v.thin().cast_mut()),
             refs: AtomicUsize::new(2),
-            traced: core::sync::atomic::AtomicBool::new(false),
+            // Made while a cycle clears (its key is alive: this thread holds it): taken
+            // already, or that cycle's walk would clear it (a cycle resets the flag as
+            // it starts).
+            traced: AtomicBool::new(CLEARING.load(Ordering::Relaxed) != 0),
         })));
         ephemerons().push(EphPtr(cell));
         Ephemeron {
@@ -439,7 +598,7 @@ impl<K: 'static, V: 'static> Ephemeron<K, V> {
     pub fn key(&self) -> Option<Gc<K>> {
         // SAFETY: the key's weak cell, which the ephemeron's cell holds a reference to.
         let key = unsafe { self.cell().key.as_ref() };
-        let w = upgrade_word(&key.word, "fing::Ephemeron::key")?;
+        let w = upgrade_word(&key.word, "fing::Ephemeron::key", weak_dead)?;
         // SAFETY: the word was made for a `K` at its address (`new` downgraded a
         // `Gc<K>`), and its object now counts this handle.
         Some(unsafe { Gc::from_word(w) })
@@ -451,16 +610,39 @@ impl<K: 'static, V: 'static> Ephemeron<K, V> {
     /// `prune`) kept every key it looked at alive for the cycle in progress, and with
     /// cycles run in slices, which span thousands of lookups, no dead entry was ever
     /// collected (the soak's heap ran away).
+    ///
+    /// While a cycle clears cells (`CLEARING`), a key that cycle found unreachable is
+    /// not named, as for an upgrade; that is asked in a section (the mark bits hold then).
     fn key_named(&self) -> bool {
         // SAFETY: the key's weak cell, which the ephemeron's cell holds a reference to.
         let key = unsafe { self.cell().key.as_ref() };
-        !key.word.load(Ordering::Acquire).is_null()
+        if key.word.load(Ordering::Acquire).is_null() {
+            return false;
+        }
+        if CLEARING.load(Ordering::Relaxed) == 0 {
+            return true;
+        }
+        let _section = crate::world::enter("fing::WeakMap");
+        let w = key.word.load(Ordering::Acquire);
+        // SAFETY: a cell's word is null or a handle word.
+        !w.is_null() && !weak_dead(unsafe { word::object_of(w) })
     }
 
     /// The value, while the key is alive (nil from the collection that finds the key
     /// unreachable).
     pub fn value(&self) -> Option<Gc<V>> {
-        let w = upgrade_word(&self.cell().value, "fing::Ephemeron::value")?;
+        let cell = self.cell();
+        // While a cycle clears: the value goes with an ephemeron that cycle did not take
+        // (its key unreachable), as `after_mark` will clear it (values in other heaps
+        // are not that cycle's).
+        let dead = |obj: Option<NonNull<u8>>| {
+            !cell.traced.load(Ordering::Relaxed)
+                && obj.is_none_or(|o| {
+                    arena_of(o.as_ptr() as usize)
+                        .is_some_and(|a| a.heap_id + 1 == CLEARING.load(Ordering::Relaxed))
+                })
+        };
+        let w = upgrade_word(&cell.value, "fing::Ephemeron::value", dead)?;
         // SAFETY: the word is a `Gc<V>`'s (`new`), and its object now counts this handle.
         Some(unsafe { Gc::from_word(w) })
     }
@@ -667,29 +849,64 @@ fn cell_object(cell: &WeakCell, heap: &MHeap) -> (Option<NonNull<u8>>, bool) {
     (obj, obj.is_none_or(|o| in_heap(o, heap)))
 }
 
-/// Before the roots are found, with the world stopped: drops the cells of `heap` no weak
-/// handle refers to any more, with their weak counts, and counts every other cell's weak
-/// count as a reference from inside the heap (module docs).
-pub(crate) fn before_mark(heap: &MHeap) {
-    ephemerons().retain(|c| {
-        // SAFETY: a listed cell is allocated.
-        let cell = unsafe { c.0.as_ref() };
-        cell.traced.store(false, Ordering::Relaxed);
-        let w = cell.value.load(Ordering::Relaxed);
-        // SAFETY: an uncleared value word is a handle word whose object it counts on.
-        let obj = unsafe { word::object_of(w) };
-        if obj.is_some_and(|o| !in_heap(o, heap)) {
-            return true;
-        }
-        // No ephemeron left (the registry's reference alone): the value and the cell go.
-        let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
-        if !stays {
-            release_eph(c.0);
-        }
-        stays
-    });
-    let Some(t) = TABLE.get() else { return };
-    t.retain(|_, c| {
+/// Takes listed cell `c` out of the table (its address's entry is this cell: a cell
+/// leaves only here, and a downgrade makes another only for an address with none) and
+/// drops the table's reference; `CELLS` drops it as the walk goes on. World stopped.
+fn unlist(c: CellPtr, gone_far: &mut Vec<CellPtr>, far: bool) {
+    // SAFETY: a listed cell is allocated.
+    let addr = unsafe { c.0.as_ref() }.addr;
+    if let Some(t) = TABLE.get() {
+        t.remove_if(&addr, |_, v| v.0 == c.0);
+    }
+    if far {
+        gone_far.push(c);
+    }
+    release_cell(c.0);
+}
+
+/// Is `w` a far handle's word?
+fn is_far(w: *const u8) -> bool {
+    !w.is_null() && word::tag(w.addr()) == word::FAR
+}
+
+/// The first step of a cycle of `heap`, before the roots are found, resumable: drops the
+/// cells of `heap` no weak handle (or ephemeron) refers to any more, with their weak
+/// counts, and counts every other cell's weak count as a reference from inside the heap
+/// (module docs). Returns whether it is done.
+///
+/// Between its steps mutators run (with the barriers on): a cell made meanwhile is
+/// counted if the walk has not passed it yet, and otherwise makes its object look
+/// referenced from outside (a root, kept: it was reachable, its maker held it). A reaped
+/// cell's count goes without shading its object (a weak count is no reference of the
+/// snapshot's): `release::drop_count` would keep what this cycle should free.
+pub(crate) fn before_mark(
+    heap: &MHeap,
+    walks: &mut Walks,
+    go_on: &mut impl FnMut(u32) -> bool,
+) -> bool {
+    walks.ephemerons_done = walks.ephemerons_done
+        || walks.ephemerons.step(&mut ephemerons(), go_on, |c| {
+            // SAFETY: a listed cell is allocated.
+            let cell = unsafe { c.0.as_ref() };
+            cell.traced.store(false, Ordering::Relaxed);
+            let w = cell.value.load(Ordering::Relaxed);
+            // SAFETY: an uncleared value word is a handle word whose object it counts on.
+            let obj = unsafe { word::object_of(w) };
+            if obj.is_some_and(|o| !in_heap(o, heap)) {
+                return true;
+            }
+            // No ephemeron left (the registry's reference alone): the value and the cell go.
+            let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
+            if !stays {
+                release_eph(c.0);
+            }
+            stays
+        });
+    if !walks.ephemerons_done {
+        return false;
+    }
+    let gone_far = &mut walks.gone_far;
+    let done = walks.cells.step(&mut locked(&CELLS), go_on, |c| {
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
         let (obj, ours) = cell_object(cell, heap);
@@ -700,38 +917,56 @@ pub(crate) fn before_mark(heap: &MHeap) {
         // downgrade needs a section).
         let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
         if !stays {
-            release_cell(c.0);
+            unlist(c, gone_far, is_far(cell.word.load(Ordering::Relaxed)));
         }
         stays
     });
+    walks.unlist_far();
+    walks.ephemerons_done &= !done;
+    done
 }
 
-/// After marking, before resurrection, with the world stopped: keeps the cells of
-/// `heap` whose object is marked and clears the others (module docs). Returns how many
-/// were cleared.
-pub(crate) fn after_mark(heap: &MHeap) -> u64 {
-    let mut cleared = 0;
-    for c in ephemerons().iter() {
-        // SAFETY: a listed cell is allocated.
-        let cell = unsafe { c.0.as_ref() };
-        let w = cell.value.load(Ordering::Relaxed);
-        // SAFETY: an uncleared value word is a handle word.
-        let obj = unsafe { word::object_of(w) };
-        if w.is_null()
-            || cell.traced.load(Ordering::Relaxed)
-            || obj.is_some_and(|o| !in_heap(o, heap))
-        {
-            continue;
-        }
-        // The key is unreachable: the value goes with it, and its count now.
-        cell.value.store(core::ptr::null_mut(), Ordering::Release);
-        if let Some(o) = obj {
-            crate::release::drop_count(o);
-        }
-        cleared += 1;
+/// Opens the window in which `after_mark` clears `heap`'s cells (`CLEARING`), once
+/// marking is over and before any mutator runs with the barriers off. World stopped.
+pub(crate) fn open_window(heap: &MHeap) {
+    CLEARING.store(heap.id + 1, Ordering::Relaxed);
+}
+
+/// After marking, before resurrection, resumable: keeps the cells of `heap` whose object
+/// is marked and clears the others (module docs). Returns whether
+/// it is done, and then closes the window `open_window` opened. Until then, upgrades
+/// treat the cells it has yet to clear as cleared (`CLEARING`); resurrection waits for
+/// its end, since it marks objects that must stay nil to weak handles.
+pub(crate) fn after_mark(
+    heap: &MHeap,
+    walks: &mut Walks,
+    go_on: &mut impl FnMut(u32) -> bool,
+) -> bool {
+    walks.ephemerons_done = walks.ephemerons_done
+        || walks.ephemerons.step(&mut ephemerons(), go_on, |c| {
+            // SAFETY: a listed cell is allocated.
+            let cell = unsafe { c.0.as_ref() };
+            let w = cell.value.load(Ordering::Relaxed);
+            // SAFETY: an uncleared value word is a handle word.
+            let obj = unsafe { word::object_of(w) };
+            if w.is_null()
+                || cell.traced.load(Ordering::Relaxed)
+                || obj.is_some_and(|o| !in_heap(o, heap))
+            {
+                return true;
+            }
+            // The key is unreachable: the value goes with it, and its count now.
+            cell.value.store(core::ptr::null_mut(), Ordering::Release);
+            if let Some(o) = obj {
+                crate::release::drop_count(o);
+            }
+            true
+        });
+    if !walks.ephemerons_done {
+        return false;
     }
-    let Some(t) = TABLE.get() else { return cleared };
-    t.retain(|_, c| {
+    let gone_far = &mut walks.gone_far;
+    let done = walks.cells.step(&mut locked(&CELLS), go_on, |c| {
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
         let (Some(o), true) = cell_object(cell, heap) else {
@@ -740,23 +975,40 @@ pub(crate) fn after_mark(heap: &MHeap) -> u64 {
         if is_marked(o) {
             return true;
         }
+        let far = is_far(cell.word.load(Ordering::Relaxed));
         cell.word.store(core::ptr::null_mut(), Ordering::Release);
         crate::release::drop_count(o);
-        cleared += 1;
-        release_cell(c.0);
+        unlist(c, gone_far, far);
         false
     });
-    cleared
+    walks.unlist_far();
+    if done {
+        walks.ephemerons_done = false;
+        CLEARING.store(0, Ordering::Relaxed);
+    }
+    done
 }
 
-/// A cell's count on `obj` at the start of a cycle, with the world stopped: dropped if the
-/// cell is to be `reap`ed (no handle refers to it any more), else counted as a reference
-/// from inside the heap. Returns whether the cell stays.
+/// A cell's count on `obj` in the weak step, with the world stopped: dropped if the cell
+/// is to be `reap`ed (no handle refers to it any more), else counted as a reference from
+/// inside the heap (unless `obj` is marked). Returns whether the cell stays.
 fn count_at_start(obj: Option<NonNull<u8>>, reap: bool) -> bool {
     match obj {
-        Some(o) if reap => crate::release::drop_count(o),
-        Some(o) => add_ref(o),
-        None => {}
+        // Not `release::drop_count`: no shading (`before_mark`). An object left at zero
+        // is the collector's, as on the collector's other drops.
+        // SAFETY: `o` heads an allocated object (this count kept it so).
+        Some(o) if reap => drop(
+            unsafe { header(o.as_ptr()) }
+                .count
+                .fetch_sub(1, Ordering::Release),
+        ),
+        // A marked object (allocated since the cycle began, or shaded) is kept whatever
+        // its scratch count, and one allocated in a span the cycle's snapshot lacks
+        // would keep the count past the cycle (release zeroes the snapshot's): the next
+        // cycle would find it a root forever. Counting skips marked objects for the
+        // same reason.
+        Some(o) if !is_marked(o) => add_ref(o),
+        _ => {}
     }
     !reap
 }
@@ -835,13 +1087,12 @@ fn is_marked(o: NonNull<u8>) -> bool {
 /// hands `mark` the far cell of each weak cell of `heap` with a far word whose cell is not
 /// marked but whose object is (or lies outside this heap). Returns whether it found any.
 pub(crate) fn far_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -> bool {
-    let Some(t) = TABLE.get() else { return false };
     let mut progress = false;
-    for e in t.iter() {
+    for c in locked(&FAR).iter() {
         // SAFETY: a listed cell is allocated.
-        let cell = unsafe { e.value().0.as_ref() };
+        let cell = unsafe { c.0.as_ref() };
         let w = cell.word.load(Ordering::Relaxed);
-        if w.is_null() || word::tag(w.addr()) != word::FAR {
+        if !is_far(w) {
             continue;
         }
         // SAFETY: a far word is a handle word counting on its far cell.
