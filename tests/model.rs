@@ -142,8 +142,26 @@ fn cycles_in_steps_regressions() {
         Op::Drop { at: 0, tiny: true },
         Op::Step(10),
     ];
+    // A destructor run at count zero takes a registry entry; a cycle in steps starts and
+    // `collect()` abandons it: the model took the entry at each of the two snapshots, one
+    // more than the destructor did, and called an object still registered garbage.
+    let snapshot_twice = vec![
+        alloc(),
+        alloc(),
+        Op::Register(5),
+        Op::Alloc {
+            links: [None, None],
+            leaf: None,
+            unregister: Some(0),
+        },
+        Op::Register(4),
+        Op::Drop { at: 4, tiny: false },
+        Op::Drop { at: 1, tiny: false },
+        Op::Step(0),
+        Op::Collect,
+    ];
     let _turn = turn();
-    for ops in [stale_stamp, dropped_inside] {
+    for ops in [stale_stamp, dropped_inside, snapshot_twice] {
         let mut w = World::new();
         for op in &ops {
             w.apply(op);

@@ -468,6 +468,10 @@ pub struct World {
     model_registry: Vec<u64>,
     /// What each object's destructor takes out of the registry.
     unregisters: BTreeMap<u64, u64>,
+    /// Destructors that ran since the last check whose registry entries the model took
+    /// already (`snapshot`): a cycle in steps that `collect()` abandons is followed by a
+    /// second snapshot, which must not take them twice.
+    taken_early: BTreeSet<u64>,
     /// Queued by the last collection, not yet checked against what ran.
     pending: BTreeSet<u64>,
     /// Weak handles, each with its object's id and whether the model says it is nil.
@@ -616,6 +620,7 @@ impl World {
             model_globals: BTreeSet::new(),
             model_registry: Vec::new(),
             unregisters: BTreeMap::new(),
+            taken_early: BTreeSet::new(),
             pending: BTreeSet::new(),
             weaks: Vec::new(),
             tiny_weaks: Vec::new(),
@@ -1168,7 +1173,9 @@ impl World {
             .iter()
             .copied()
             .collect();
-        self.model_registry = self.registry_after(&early);
+        let fresh: BTreeSet<u64> = early.difference(&self.taken_early).copied().collect();
+        self.model_registry = self.registry_after(&fresh);
+        self.taken_early.extend(fresh);
         (self.closure(self.roots_with(&self.model_registry)), early)
     }
 
@@ -1328,6 +1335,7 @@ impl World {
     /// `early`) and of what is left.
     fn cycle_ended(&mut self, p: &Prediction, early: &BTreeSet<u64>) {
         let dropped = std::mem::take(&mut *self.shared.dropped.lock().unwrap());
+        self.taken_early.clear();
         let dropped_set: BTreeSet<u64> = dropped.iter().copied().collect();
         assert_eq!(dropped.len(), dropped_set.len(), "a destructor ran twice");
         // Every object the model calls garbage was destroyed...
