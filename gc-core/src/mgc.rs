@@ -178,6 +178,9 @@ struct Cycle {
     /// handed over.
     fins: crate::mfinal::FinQueue,
     doomed: Vec<Doomed>,
+    /// `mark_doomed` went over every span; it found garbage it does not doom.
+    doomed_listed: bool,
+    plain_garbage: bool,
     /// A `Trace` impl that panicked during release (its object was kept).
     panicked: Option<Box<dyn Any + Send>>,
     /// `MemStats::num_gc` once marking ended.
@@ -251,6 +254,8 @@ impl Cycle {
             fin_scanned: Vec::new(),
             fins: crate::mfinal::batch(),
             doomed: Vec::new(),
+            doomed_listed: false,
+            plain_garbage: false,
             panicked: None,
             n: 0,
             live_before: heap.heap_live.load(Ordering::Relaxed),
@@ -329,13 +334,19 @@ impl Cycle {
                     budget,
                 ),
                 Phase::Doomed => {
-                    mgcmark::mark_doomed(
-                        &self.spans,
-                        &mut self.cursor,
-                        &mut self.stack,
-                        &mut self.doomed,
-                        budget,
-                    ) && mgcmark::drain(heap, &mut self.stack, budget)
+                    if !self.doomed_listed {
+                        self.doomed_listed = mgcmark::mark_doomed(
+                            &self.spans,
+                            &mut self.cursor,
+                            &mut self.doomed,
+                            &mut self.plain_garbage,
+                            budget,
+                        );
+                        if self.doomed_listed && self.plain_garbage {
+                            mgcmark::push_doomed(&self.doomed, &mut self.stack);
+                        }
+                    }
+                    self.doomed_listed && mgcmark::drain(heap, &mut self.stack, budget)
                 }
                 Phase::Release => mgcsweep::release(
                     heap,

@@ -393,25 +393,38 @@ pub(crate) fn check_fin_cycles(heap: &MHeap, fin_scanned: &[NonNull<u8>]) -> u64
 
 /// Step 4, after resurrection, from span `*cursor` on: garbage whose destructor runs user
 /// code (mdrop). Each such object still unmarked, and without finalizer records (those
-/// were just resurrected), is marked, pushed on `stack` (the caller drains it), and
-/// listed in `doomed`. So this cycle frees nothing its destructor can touch, and the
-/// counts its handles hold stay for that destructor to drop. After resurrection, so that
-/// a finalizable object reachable only from such garbage is queued in this cycle, as Go
-/// queues it (to Go, the holder is plain garbage): reaching it here only keeps it
-/// allocated, already marked. Once the stack is drained, the caller dooms the listed
-/// objects. Returns whether it is done.
+/// were just resurrected), is marked and listed in `doomed`; `plain` is set if any other
+/// garbage is left (unmarked objects this step does not doom). Then the caller marks what
+/// the doomed reach (`push_doomed` and `drain`), so that this cycle frees nothing their
+/// destructors can touch, and the counts their handles hold stay for those destructors to
+/// drop; unless no other garbage is left, when that trace could mark nothing (the
+/// garbage of an interpreter's closures, all of it doomed: the trace was half of this
+/// step). After resurrection, so that a finalizable object reachable only from such
+/// garbage is queued in this cycle, as Go queues it (to Go, the holder is plain garbage):
+/// reaching it here only keeps it allocated, already marked. Nothing turns unmarked
+/// between slices (marking is over and allocation black), so `plain` holds across them.
+/// Once that is done, the caller dooms the listed objects. Returns whether it is done.
 pub(crate) fn mark_doomed(
     spans: &[SpanPtr],
     cursor: &mut usize,
-    stack: &mut MarkStack,
     doomed: &mut Vec<Doomed>,
+    plain: &mut bool,
     budget: &mut Budget,
 ) -> bool {
     let mut with_records = Vec::new();
     while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
         *cursor += 1;
         if !s.needs_sweep_drop() {
-            if !budget.go_on(1) {
+            // No object here runs user code: what is unmarked is plain garbage, or a slot
+            // freed at count zero.
+            let mut n = 1;
+            if !*plain && s.any_unmarked() {
+                s.for_each_allocated(|i| {
+                    n += 1;
+                    *plain = *plain || (!s.is_marked(i) && !is_freed(s, i));
+                });
+            }
+            if !budget.go_on(n) {
                 break;
             }
             continue;
@@ -425,7 +438,11 @@ pub(crate) fn mark_doomed(
         let mut n = 0;
         s.for_each_allocated(|i| {
             n += 1;
-            if s.is_marked(i) || with_records.binary_search(&i).is_ok() {
+            if s.is_marked(i) {
+                return;
+            }
+            if with_records.binary_search(&i).is_ok() {
+                *plain = true;
                 return;
             }
             let slot = s.slot(i);
@@ -433,15 +450,16 @@ pub(crate) fn mark_doomed(
             let h = unsafe { header(slot) };
             // SAFETY: a header's type is null (a tiny block) or a `&'static Type`.
             let Some(ty) = (unsafe { h.ty.load(Ordering::Relaxed).as_ref() }) else {
+                *plain = true;
                 return;
             };
             if !crate::slot::runs_user_code(ty) {
+                // A slot freed at count zero (on a free list since before the cycle) is
+                // no object: nothing reaches it, and it reaches nothing.
+                *plain = *plain || !core::ptr::eq(ty, &crate::slot::FREED);
                 return;
             }
             s.mark(i);
-            if !s.spc.noscan() {
-                stack.push(slot);
-            }
             doomed.push(Doomed {
                 obj: NonNull::new(slot).expect("fing::mark: a slot at null"),
                 ty,
@@ -452,6 +470,24 @@ pub(crate) fn mark_doomed(
         }
     }
     *cursor >= spans.len()
+}
+
+/// Is slot `i` of `s` (allocated) one freed at count zero?
+fn is_freed(s: &Span, i: usize) -> bool {
+    // SAFETY: `i` is allocated: its header is initialised.
+    let ty = unsafe { header(s.slot(i)) }.ty.load(Ordering::Relaxed);
+    core::ptr::eq(ty, &crate::slot::FREED)
+}
+
+/// Pushes the doomed objects that can hold handles on `stack`, for `drain` to mark what
+/// they reach (`mark_doomed`).
+pub(crate) fn push_doomed(doomed: &[Doomed], stack: &mut MarkStack) {
+    stack.extend(
+        doomed
+            .iter()
+            .filter(|d| !d.ty.is_noscan())
+            .map(|d| d.obj.as_ptr()),
+    );
 }
 
 /// Is `obj` reachable from its own fields? (A search with its own visited set; debug only.)

@@ -299,6 +299,14 @@ impl Span {
             .any(|m| m.load(Ordering::Relaxed) != 0)
     }
 
+    /// Is any allocated object unmarked? Collector only.
+    pub(crate) fn any_unmarked(&self) -> bool {
+        self.alloc_bits
+            .iter()
+            .zip(self.mark_bits.iter())
+            .any(|(a, m)| a.load(Ordering::Relaxed) & !m.load(Ordering::Relaxed) != 0)
+    }
+
     /// Clears every mark bit (an abandoned cycle). Collector only.
     pub(crate) fn clear_marks(&self) {
         for m in self.mark_bits.iter() {
