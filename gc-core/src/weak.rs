@@ -108,10 +108,23 @@ use crate::slot::{count_one_more, header};
 struct WeakCell {
     /// The handle word the weak handles upgrade to; null once cleared.
     word: AtomicPtr<u8>,
-    /// Weak handles to this cell, plus one while the table lists it.
+    /// Weak handles to this cell, plus one while the table lists it, plus one while
+    /// `FAR` does.
     refs: AtomicUsize,
     /// The address the weak handles point at: the cell's key in `TABLE`.
     addr: usize,
+    /// Its word is a far handle's: `FAR` lists it too, and holds a reference of its own.
+    far: bool,
+    /// In the table (and `CELLS`): cleared by the collection that takes it out.
+    listed: AtomicBool,
+}
+
+impl WeakCell {
+    /// No weak handle refers to the cell any more, only the lists do (with the world
+    /// stopped, none can be made: a downgrade needs a section).
+    fn unused(&self) -> bool {
+        self.refs.load(Ordering::Acquire) == 1 + usize::from(self.far)
+    }
 }
 
 /// A cell in the table.
@@ -161,10 +174,11 @@ fn table() -> &'static Table {
 /// collector's walks remove (`Walk`).
 static CELLS: Mutex<Vec<CellPtr>> = Mutex::new(Vec::new());
 
-/// The listed cells whose word is a far handle's (a weak handle of a `Gc::map` far into
-/// or outside its object), for `far_round`: a fixpoint round used to walk every cell of
-/// the process to find these few (100 ms for a million weak handles, in the stop that
-/// ends marking).
+/// The cells whose word is a far handle's (a weak handle of a `Gc::map` far into or
+/// outside its object), for `far_round`: a fixpoint round used to walk every cell of the
+/// process to find these few (100 ms for a million weak handles, in the stop that ends
+/// marking). Each entry holds a reference to its cell, so an unlisted cell stays
+/// allocated until `prune_far` drops it, once per walk.
 static FAR: Mutex<Vec<CellPtr>> = Mutex::new(Vec::new());
 
 /// Locks one of the lists; every update completes before unlocking, so poisoning is
@@ -188,14 +202,17 @@ fn dead_in_window(obj: NonNull<u8>) -> bool {
     h != 0 && arena_of(obj.as_ptr() as usize).is_some_and(|a| a.heap_id + 1 == h) && !is_marked(obj)
 }
 
-/// A walk over one of the lists, resumable between the steps of a cycle. The walk is the
-/// only remover and compacts in place: entries before `w` were kept, `w..r` are stale
-/// copies, `r..` are not visited yet (mutators append there between steps). Its end
-/// truncates to `w`; an abandoned walk closes the gap.
+/// A walk over one of the lists, resumable between the steps of a cycle. It visits the
+/// entries listed when it began (`end`): mutators append behind them between steps, and a
+/// walk that followed them could go on as long as they keep making cells. It is the only
+/// remover and compacts in place: entries before `w` were kept, `w..r` are stale copies,
+/// `r..end` are not visited yet. Its end takes the gap out (the entries appended stay, and
+/// are the next walk's); an abandoned walk does the same part way.
 #[derive(Default)]
 pub(crate) struct Walk {
     r: usize,
     w: usize,
+    end: Option<usize>,
 }
 
 impl Walk {
@@ -207,17 +224,21 @@ impl Walk {
         go_on: &mut impl FnMut(u32) -> bool,
         mut keep: impl FnMut(T) -> bool,
     ) -> bool {
-        while let Some(&e) = v.get(self.r) {
+        let end = *self.end.get_or_insert(v.len());
+        while self.r < end {
+            let e = v[self.r];
+            // Past `keep`: an entry whose visit panics stays listed (`close`).
+            let kept = keep(e);
             self.r += 1;
-            if keep(e) {
+            if kept {
                 v[self.w] = e;
                 self.w += 1;
             }
-            if !go_on(1) && self.r < v.len() {
+            if !go_on(1) && self.r < end {
                 return false;
             }
         }
-        v.truncate(self.w);
+        v.drain(self.w..end);
         *self = Walk::default();
         true
     }
@@ -238,34 +259,30 @@ pub(crate) struct Walks {
     /// The walk over the ephemerons is over; the one over the cells goes on.
     ephemerons_done: bool,
     cells: Walk,
-    /// Far cells this step took out of the table: out of `FAR` too before the step ends
-    /// (their memory may be freed, but no cell is made while the world is stopped, so the
-    /// address names no other cell meanwhile).
-    gone_far: Vec<CellPtr>,
 }
 
 impl Walks {
-    /// Takes the far cells this step removed out of `FAR`.
-    fn unlist_far(&mut self) {
-        if !self.gone_far.is_empty() {
-            let gone: std::collections::HashSet<usize> = self
-                .gone_far
-                .drain(..)
-                .map(|c| c.0.as_ptr().addr())
-                .collect();
-            locked(&FAR).retain(|c| !gone.contains(&c.0.as_ptr().addr()));
-        }
-    }
-
     /// A cycle is abandoned with a walk part way: the lists are made whole again, and a
     /// window opened by `after_mark` closes. World stopped.
     pub(crate) fn abandon(&mut self) {
-        self.unlist_far();
         self.ephemerons.close(&mut ephemerons());
         self.cells.close(&mut locked(&CELLS));
         self.ephemerons_done = false;
-        CLEARING.store(0, Ordering::Relaxed);
+        CLEARING.store(0, Ordering::Release);
     }
+}
+
+/// Drops `FAR`'s entries for the cells the walks took out of the table, with their
+/// references. World stopped.
+fn prune_far() {
+    locked(&FAR).retain(|c| {
+        // SAFETY: `FAR`'s entry holds a reference to the cell.
+        let listed = unsafe { c.0.as_ref() }.listed.load(Ordering::Relaxed);
+        if !listed {
+            release_cell(c.0);
+        }
+        listed
+    });
 }
 
 /// Drops one reference to the cell at `c`, freeing it with the last.
@@ -366,14 +383,17 @@ impl<T: 'static> Gc<T> {
                     // SAFETY: `obj` heads the object this handle counts on.
                     count_one_more(unsafe { header(obj.as_ptr()) });
                 }
+                let far = is_far(w);
                 let c = CellPtr(NonNull::from(Box::leak(Box::new(WeakCell {
                     word: AtomicPtr::new(w.cast_mut()),
-                    refs: AtomicUsize::new(2),
+                    refs: AtomicUsize::new(2 + usize::from(far)),
                     addr,
+                    far,
+                    listed: AtomicBool::new(true),
                 }))));
                 v.insert(c);
                 locked(&CELLS).push(c);
-                if word::tag(w.addr()) == word::FAR {
+                if far {
                     locked(&FAR).push(c);
                 }
                 c
@@ -464,8 +484,9 @@ unsafe impl Send for EphPtr {}
 unsafe impl Sync for EphPtr {}
 
 /// Every ephemeron cell. Pushed by `Ephemeron::new` in a mutator section; walked and
-/// pruned by collections with the world stopped, so a collection sees the same cells in
-/// all its passes.
+/// pruned by collections with the world stopped (`Walk`). A cell made after a cycle's
+/// weak step passed it is seen by that cycle's later passes only: its value's count was
+/// not counted, so the value is a root, and its key is marked (its maker held it).
 static EPHEMERONS: Mutex<Vec<EphPtr>> = Mutex::new(Vec::new());
 
 fn ephemerons() -> MutexGuard<'static, Vec<EphPtr>> {
@@ -493,10 +514,13 @@ fn upgrade_word(
     api: &str,
     dead: impl Fn(Option<NonNull<u8>>) -> bool,
 ) -> Option<NonNull<u8>> {
+    // The window first, then the word: a thread that saw the window open and then reads
+    // it closed (the store that closes it is `Release`) reads the cell cleared.
+    let open = CLEARING.load(Ordering::Acquire) != 0;
     let w = NonNull::new(word.load(Ordering::Acquire))?;
     // SAFETY: a cell's word is a handle word (stored from a handle).
     let outside = unsafe { word::object_of(w.as_ptr()) }.is_none();
-    if outside && CLEARING.load(Ordering::Relaxed) == 0 {
+    if outside && !open {
         // Outside the heap: counts on nothing, and only an ephemeron's is ever cleared.
         return Some(w);
     }
@@ -565,9 +589,8 @@ unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Ephemeron<K, V> {}
 impl<K: 'static, V: 'static> Ephemeron<K, V> {
     /// An ephemeron of `key` (held weakly) and `value`.
     pub fn new(key: &Gc<K>, value: Gc<V>) -> Ephemeron<K, V> {
-        // Registered in a section: a collection sees the cell in all of its passes or in
-        // none (one that met it only after `before_mark` would take a count off its value
-        // that was never added).
+        // Registered in a section: never in the middle of a collection's step (see
+        // `EPHEMERONS` for one made between a cycle's steps).
         let _section = crate::world::enter("fing::Ephemeron::new");
         let k = core::mem::ManuallyDrop::new(key.downgrade());
         let key_cell = k.cell.expect("a downgrade has a cell");
@@ -616,10 +639,12 @@ impl<K: 'static, V: 'static> Ephemeron<K, V> {
     fn key_named(&self) -> bool {
         // SAFETY: the key's weak cell, which the ephemeron's cell holds a reference to.
         let key = unsafe { self.cell().key.as_ref() };
+        // The window first, then the word (as in `upgrade_word`).
+        let open = CLEARING.load(Ordering::Acquire) != 0;
         if key.word.load(Ordering::Acquire).is_null() {
             return false;
         }
-        if CLEARING.load(Ordering::Relaxed) == 0 {
+        if !open {
             return true;
         }
         let _section = crate::world::enter("fing::WeakMap");
@@ -851,15 +876,14 @@ fn cell_object(cell: &WeakCell, heap: &MHeap) -> (Option<NonNull<u8>>, bool) {
 
 /// Takes listed cell `c` out of the table (its address's entry is this cell: a cell
 /// leaves only here, and a downgrade makes another only for an address with none) and
-/// drops the table's reference; `CELLS` drops it as the walk goes on. World stopped.
-fn unlist(c: CellPtr, gone_far: &mut Vec<CellPtr>, far: bool) {
+/// drops the table's reference; `CELLS` drops it as the walk goes on, `FAR` at the walk's
+/// end (`prune_far`). World stopped.
+fn unlist(c: CellPtr) {
     // SAFETY: a listed cell is allocated.
-    let addr = unsafe { c.0.as_ref() }.addr;
+    let cell = unsafe { c.0.as_ref() };
+    cell.listed.store(false, Ordering::Relaxed);
     if let Some(t) = TABLE.get() {
-        t.remove_if(&addr, |_, v| v.0 == c.0);
-    }
-    if far {
-        gone_far.push(c);
+        t.remove_if(&cell.addr, |_, v| v.0 == c.0);
     }
     release_cell(c.0);
 }
@@ -905,7 +929,6 @@ pub(crate) fn before_mark(
     if !walks.ephemerons_done {
         return false;
     }
-    let gone_far = &mut walks.gone_far;
     let done = walks.cells.step(&mut locked(&CELLS), go_on, |c| {
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
@@ -913,23 +936,23 @@ pub(crate) fn before_mark(
         if !ours {
             return true;
         }
-        // The table's reference alone: no weak handle is left, and none can be made (a
-        // downgrade needs a section).
-        let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
+        let stays = count_at_start(obj, cell.unused());
         if !stays {
-            unlist(c, gone_far, is_far(cell.word.load(Ordering::Relaxed)));
+            unlist(c);
         }
         stays
     });
-    walks.unlist_far();
-    walks.ephemerons_done &= !done;
+    if done {
+        prune_far();
+        walks.ephemerons_done = false;
+    }
     done
 }
 
 /// Opens the window in which `after_mark` clears `heap`'s cells (`CLEARING`), once
 /// marking is over and before any mutator runs with the barriers off. World stopped.
 pub(crate) fn open_window(heap: &MHeap) {
-    CLEARING.store(heap.id + 1, Ordering::Relaxed);
+    CLEARING.store(heap.id + 1, Ordering::Release);
 }
 
 /// After marking, before resurrection, resumable: keeps the cells of `heap` whose object
@@ -965,7 +988,6 @@ pub(crate) fn after_mark(
     if !walks.ephemerons_done {
         return false;
     }
-    let gone_far = &mut walks.gone_far;
     let done = walks.cells.step(&mut locked(&CELLS), go_on, |c| {
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
@@ -975,16 +997,17 @@ pub(crate) fn after_mark(
         if is_marked(o) {
             return true;
         }
-        let far = is_far(cell.word.load(Ordering::Relaxed));
         cell.word.store(core::ptr::null_mut(), Ordering::Release);
         crate::release::drop_count(o);
-        unlist(c, gone_far, far);
+        unlist(c);
         false
     });
-    walks.unlist_far();
     if done {
+        prune_far();
         walks.ephemerons_done = false;
-        CLEARING.store(0, Ordering::Relaxed);
+        // Release: a thread that reads the window closed reads the cleared words too
+        // (the fast paths of `upgrade_word` and `key_named` read it first).
+        CLEARING.store(0, Ordering::Release);
     }
     done
 }
@@ -1089,10 +1112,10 @@ fn is_marked(o: NonNull<u8>) -> bool {
 pub(crate) fn far_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -> bool {
     let mut progress = false;
     for c in locked(&FAR).iter() {
-        // SAFETY: a listed cell is allocated.
+        // SAFETY: `FAR`'s entry holds a reference to the cell.
         let cell = unsafe { c.0.as_ref() };
         let w = cell.word.load(Ordering::Relaxed);
-        if !is_far(w) {
+        if !cell.listed.load(Ordering::Relaxed) || !is_far(w) {
             continue;
         }
         // SAFETY: a far word is a handle word counting on its far cell.
