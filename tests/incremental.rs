@@ -575,3 +575,119 @@ fn weak_handles_go_nil_when_marking_ends_while_the_clear_step_goes_on() {
     w.h.collect();
     assert!(fresh.value().is_none());
 }
+
+/// The ephemeron fixpoint's rounds are resumable: a chain of ephemerons whose values
+/// hold the next key needs a round per link, each spread over least steps; a mutator
+/// shading between steps makes a round inconclusive. Live chains keep every value, a
+/// dead chain loses all of them, and an ephemeron made between the steps keeps its
+/// value.
+#[test]
+fn the_ephemeron_fixpoint_runs_in_steps() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::new();
+    const N: usize = 40;
+    // keys[i] -> value[i], and value[i].next = keys[i + 1]: only the first key is held.
+    let chain = |w: &mut World, map: &mut WeakMap<Node, Node>| {
+        let keys: Vec<Gc<Node>> = (0..N).map(|_| w.node()).collect();
+        for i in 0..N {
+            let v = w.node();
+            v.next.set(keys.get(i + 1).cloned());
+            map.insert(&keys[i], v);
+        }
+        keys
+    };
+    let mut map: WeakMap<Node, Node> = WeakMap::new();
+    let live_keys = chain(&mut w, &mut map);
+    let dead_keys = chain(&mut w, &mut map);
+    let dead_ids: Vec<u64> = dead_keys.iter().map(|k| k.id).collect();
+    let first = live_keys[0].clone();
+    let live_ids: Vec<u64> = live_keys.iter().map(|k| k.id).collect();
+    drop(live_keys);
+    drop(dead_keys);
+    let other = w.node();
+    let num_gc = w.h.stats().num_gc;
+    let mut steps = 0;
+    let mut made = None;
+    while w.h.stats().num_gc == num_gc {
+        assert!(!w.h.collect_step(Duration::ZERO));
+        steps += 1;
+        // Shade between steps: a drop that leaves a count above zero.
+        drop(other.clone());
+        if steps == 3 * N {
+            let k = w.node();
+            made = Some((fing::Ephemeron::new(&k, w.node()), k));
+        }
+    }
+    assert!(steps > 4 * N, "the fixpoint took {steps} least steps");
+    while !w.h.collect_step(Duration::ZERO) {}
+    let dropped = w.dropped.lock().unwrap().clone();
+    assert!(
+        dead_ids.iter().all(|id| dropped.contains(id)),
+        "the dead chain went"
+    );
+    assert!(
+        live_ids.iter().all(|id| !dropped.contains(id)),
+        "the live chain stayed"
+    );
+    // The live chain's values are all there, found key by key from the first.
+    let mut k = first.clone();
+    for _ in 1..N {
+        let v = map.get(&k).expect("a live key's value");
+        k = v.next.borrow().clone().expect("the next key");
+    }
+    assert!(map.get(&k).is_some());
+    let (e, key) = made.expect("an ephemeron made between steps");
+    assert!(e.value().is_some());
+    drop(key);
+    w.h.collect();
+    assert!(e.value().is_none());
+    w.check(&[first, other]);
+}
+
+/// A key that a round of the fixpoint saw unmarked, upgraded from a weak handle by the
+/// program before the round ends (the upgrade marks it): the round is not conclusive, and
+/// the key's value stays. The key holds no handles, so marking it puts nothing on a grey
+/// list. The upgrade comes after a different number of least steps in each run, so that
+/// some land inside a round.
+#[test]
+fn a_key_marked_by_an_upgrade_during_a_round_keeps_its_value() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut inside = 0;
+    for at in (20..1500).step_by(37) {
+        let mut w = World::new();
+        let mut map: WeakMap<[u64; 4], Node> = WeakMap::new();
+        let x = w.h.alloc([7u64; 4]);
+        let vx = w.node();
+        let vx_id = vx.id;
+        map.insert(&x, vx);
+        let wx = x.downgrade();
+        drop(x);
+        // Many live entries after it: each round takes many steps.
+        let keys: Vec<Gc<[u64; 4]>> = (0..200).map(|i| w.h.alloc([i; 4])).collect();
+        for k in &keys {
+            map.insert(k, w.node());
+        }
+        let mut steps = 0;
+        let mut got = None;
+        let num_gc = w.h.stats().num_gc;
+        while w.h.stats().num_gc == num_gc {
+            assert!(!w.h.collect_step(Duration::ZERO));
+            steps += 1;
+            if steps == at {
+                got = wx.upgrade();
+            }
+        }
+        while !w.h.collect_step(Duration::ZERO) {}
+        if let Some(x) = &got {
+            inside += 1;
+            assert_eq!(
+                map.get(x).map(|v| v.id),
+                Some(vx_id),
+                "upgraded after {at} steps: the key lives, so does its value"
+            );
+            assert!(!w.dropped.lock().unwrap().contains(&vx_id));
+        }
+        assert_eq!(map.len(), 200 + usize::from(got.is_some()));
+    }
+    assert!(inside > 0, "some upgrade came before marking ended");
+}

@@ -171,6 +171,8 @@ struct Cycle {
     stack: mgcwork::MarkStack,
     /// Where the walks over weak cells and ephemerons are (the weak and clear steps).
     walks: crate::weak::Walks,
+    /// The ephemeron fixpoint's round in progress (the mark step, once markfin ran).
+    round: Option<FixpointRound>,
     /// Markfin done (`Phase::MarkFin` comes once, between two `Phase::Mark`s).
     finned: bool,
     fin_scanned: Vec<NonNull<u8>>,
@@ -208,6 +210,15 @@ struct Cycle {
 // SAFETY: the raw pointers are slots of the heap, read only by the collector holding the
 // world (whichever thread it is).
 unsafe impl Send for Cycle {}
+
+/// A round of the ephemeron fixpoint spread over slices (`Cycle::mark`).
+struct FixpointRound {
+    at: crate::weak::Round,
+    /// Something was marked since the round began: by the round, or by the collector.
+    dirty: bool,
+    /// `mgcwork::shaded()` when it began: what mutators marked since shows as a change.
+    shaded: u64,
+}
 
 /// The cycle in progress, if any. Locked by the collector while it holds the world.
 static CYCLE: Mutex<Option<Box<Cycle>>> = Mutex::new(None);
@@ -250,6 +261,7 @@ impl Cycle {
             cursor: 0,
             stack: mgcwork::MarkStack::default(),
             walks: Default::default(),
+            round: None,
             finned: false,
             fin_scanned: Vec::new(),
             fins: crate::mfinal::batch(),
@@ -414,13 +426,21 @@ impl Cycle {
     }
 
     /// The mark step: drains the stack, with the threads' grey objects, then runs the
-    /// ephemeron fixpoint's rounds; done when a round in the same stop as an empty stack
-    /// and no grey object finds nothing new.
+    /// ephemeron fixpoint's rounds, each resumable over slices; done when a round is over
+    /// in a stop whose stack and grey lists are empty, and nothing was marked since the
+    /// round began: not by the round, not by the collector draining, not by a mutator's
+    /// barrier between slices (`mgcwork::shaded`: a shaded object without handles goes on
+    /// no grey list). Then every key the round saw unmarked is still unmarked, and the
+    /// fixpoint holds.
     fn mark(&mut self, world: &StoppedWorld, budget: &mut Budget) -> bool {
         let heap = self.heap;
         let mut values = Vec::new();
         loop {
             mgcwork::take_greys(world, &mut self.stack);
+            let work = !self.stack.is_empty();
+            if let (true, Some(r)) = (work, self.round.as_mut()) {
+                r.dirty = true;
+            }
             if !mgcmark::drain(heap, &mut self.stack, budget) {
                 return false;
             }
@@ -434,13 +454,31 @@ impl Cycle {
             // Ephemerons whose keys are marked keep their values, and weak handles of far
             // interior handles keep their far cells while their objects are marked, to a
             // fixpoint (weak).
-            let e = crate::weak::ephemeron_round(heap, |v| values.push(v));
-            let f = crate::weak::far_round(heap, |v| values.push(v));
-            if !(e || f) {
+            let r = self.round.get_or_insert_with(|| FixpointRound {
+                at: Default::default(),
+                dirty: false,
+                shaded: mgcwork::shaded(),
+            });
+            let over =
+                crate::weak::ephemeron_round(heap, &mut r.at, &mut |n| budget.go_on(n), |v| {
+                    values.push(v)
+                });
+            if over && crate::weak::far_round(heap, |v| values.push(v)) {
+                r.dirty = true;
+            }
+            if !values.is_empty() {
+                r.dirty = true;
+                mgcmark::mark_objects(&values, &mut self.stack);
+                values.clear();
+            }
+            if !over {
+                return false;
+            }
+            let conclusive = !r.dirty && r.shaded == mgcwork::shaded() && self.stack.is_empty();
+            self.round = None;
+            if conclusive {
                 return true;
             }
-            mgcmark::mark_objects(&values, &mut self.stack);
-            values.clear();
             if budget.spent() {
                 return false;
             }

@@ -104,11 +104,24 @@ pub(crate) fn shade(obj: NonNull<u8>) {
         return;
     }
     let i = s.index_of(addr);
-    if s.mark_shared(i) && !s.spc.noscan() {
-        let slot = s.slot(i) as usize;
-        try_local(|l| l.slot.grey.lock().push(slot))
-            .unwrap_or_else(|| ORPHAN_GREYS.lock().push(slot));
+    if s.mark_shared(i) {
+        SHADED.fetch_add(1, Ordering::Relaxed);
+        if !s.spc.noscan() {
+            let slot = s.slot(i) as usize;
+            try_local(|l| l.slot.grey.lock().push(slot))
+                .unwrap_or_else(|| ORPHAN_GREYS.lock().push(slot));
+        }
     }
+}
+
+/// Objects mutators shaded (marked) since the process began: a round of the ephemeron
+/// fixpoint spread over slices is conclusive only if none was marked since it began, and
+/// a shaded object that holds no handles goes on no grey list.
+static SHADED: AtomicU64 = AtomicU64::new(0);
+
+/// `SHADED`, read by the collector with the world stopped.
+pub(crate) fn shaded() -> u64 {
+    SHADED.load(Ordering::Relaxed)
 }
 
 /// Shades every object `value` holds a handle to (the barrier of a `GcCell`'s first

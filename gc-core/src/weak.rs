@@ -75,9 +75,11 @@
 //! an upgrade takes a section and adds one to a count; a clone or drop of a weak handle
 //! is one atomic operation on its cell. Each collection walks every cell and every
 //! ephemeron in each of its two steps (about 4 and 6 ms a million cells, in slices with
-//! the cycle's other steps), and every ephemeron in each round of the fixpoint (in the
-//! stop that ends marking: not yet resumable). An object whose weak handles are all gone keeps its weak count
-//! until the next collection, and is freed by that collection rather than at count zero.
+//! the cycle's other steps), and every ephemeron that existed when the cycle began in
+//! each round of the fixpoint (resumable too: `ephemeron_round`; ephemerons made during a
+//! cycle are born taken, their keys alive in it). An object whose weak handles are all
+//! gone keeps its weak count until the next collection, and is freed by that collection
+//! rather than at count zero.
 //! Weak handles to a value outside the heap (`Gc::from_static`, a zero-sized value)
 //! never go nil; their cells are dropped like the others once no weak handle is left.
 //!
@@ -600,10 +602,11 @@ impl<K: 'static, V: 'static> Ephemeron<K, V> {
             key: key_cell,
             value: AtomicPtr::new(v.thin().cast_mut()),
             refs: AtomicUsize::new(2),
-            // Made while a cycle clears (its key is alive: this thread holds it): taken
-            // already, or that cycle's walk would clear it (a cycle resets the flag as
-            // it starts).
-            traced: AtomicBool::new(CLEARING.load(Ordering::Relaxed) != 0),
+            // Made during a cycle: taken already (a cycle resets the flag as it starts).
+            // Its key is alive in that cycle (this thread holds it), and so is its value
+            // (the weak step did not count this cell, so the value is a root); a fixpoint
+            // round need not look at it, and the clear step must not clear it.
+            traced: AtomicBool::new(crate::mheap::cycling() != 0),
         })));
         ephemerons().push(EphPtr(cell));
         Ephemeron {
@@ -1063,31 +1066,50 @@ fn key_alive(k: NonNull<WeakCell>, heap: &MHeap) -> bool {
     !in_heap(o, heap) || is_marked(o)
 }
 
-/// One round of the ephemeron fixpoint, after marking, with the world stopped: each
-/// ephemeron of `heap` not yet taken whose key is marked is taken, and its value handed
-/// to `mark`. Returns whether any was taken (the collector marks what `mark` got, and runs
-/// another round).
-pub(crate) fn ephemeron_round(heap: &MHeap, mut mark: impl FnMut(NonNull<u8>)) -> bool {
-    let mut progress = false;
-    for c in ephemerons().iter() {
+/// Where a round of the ephemeron fixpoint is, across slices: the next ephemeron, and the
+/// end of the round (the registry's length when it began: those made since are born taken,
+/// `Ephemeron::new`).
+#[derive(Default)]
+pub(crate) struct Round {
+    next: usize,
+    end: Option<usize>,
+}
+
+/// A round of the ephemeron fixpoint, once the mark stack is empty, with the world
+/// stopped, resumable (`go_on`: the cycle's budget, a unit an ephemeron): each ephemeron
+/// of `heap` not yet taken whose key is marked is taken, and its value handed to `mark`.
+/// Returns whether the round is over; the collector marks what `mark` got, and runs
+/// another round unless nothing was marked, by it or anyone, since the round began
+/// (`mgc`: a key seen unmarked early in a round may be marked by its end).
+pub(crate) fn ephemeron_round(
+    heap: &MHeap,
+    at: &mut Round,
+    go_on: &mut impl FnMut(u32) -> bool,
+    mut mark: impl FnMut(NonNull<u8>),
+) -> bool {
+    let list = ephemerons();
+    let end = *at.end.get_or_insert(list.len());
+    while at.next < end {
+        let c = list[at.next];
+        at.next += 1;
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
         let w = cell.value.load(Ordering::Relaxed);
-        if w.is_null() || cell.traced.load(Ordering::Relaxed) {
-            continue;
+        if !w.is_null() && !cell.traced.load(Ordering::Relaxed) {
+            // SAFETY: an uncleared value word is a handle word.
+            let obj = unsafe { word::object_of(w) };
+            if !obj.is_some_and(|o| !in_heap(o, heap)) && key_alive(cell.key, heap) {
+                cell.traced.store(true, Ordering::Relaxed);
+                if let Some(o) = obj {
+                    mark(o);
+                }
+            }
         }
-        // SAFETY: an uncleared value word is a handle word.
-        let obj = unsafe { word::object_of(w) };
-        if obj.is_some_and(|o| !in_heap(o, heap)) || !key_alive(cell.key, heap) {
-            continue;
-        }
-        cell.traced.store(true, Ordering::Relaxed);
-        progress = true;
-        if let Some(o) = obj {
-            mark(o);
+        if !go_on(1) && at.next < end {
+            return false;
         }
     }
-    progress
+    true
 }
 
 /// The object a far handle word's cells lead back to (`Gc::owner`).
