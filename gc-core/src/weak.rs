@@ -1098,7 +1098,7 @@ pub(crate) fn ephemeron_round(
         if !w.is_null() && !cell.traced.load(Ordering::Relaxed) {
             // SAFETY: an uncleared value word is a handle word.
             let obj = unsafe { word::object_of(w) };
-            if !obj.is_some_and(|o| !in_heap(o, heap)) && key_alive(cell.key, heap) {
+            if obj.is_none_or(|o| in_heap(o, heap)) && key_alive(cell.key, heap) {
                 cell.traced.store(true, Ordering::Relaxed);
                 if let Some(o) = obj {
                     mark(o);
