@@ -200,8 +200,13 @@ static CLEARING: AtomicU64 = AtomicU64::new(0);
 /// Has the cycle clearing `obj`'s heap found `obj` unreachable, its cell not yet
 /// cleared? In a mutator section (so the window and the mark bits hold).
 fn dead_in_window(obj: NonNull<u8>) -> bool {
+    in_clearing_heap(obj) && !is_marked(obj)
+}
+
+/// Is `obj` in the heap whose cycle clears cells now (`CLEARING`)? In a mutator section.
+fn in_clearing_heap(obj: NonNull<u8>) -> bool {
     let h = CLEARING.load(Ordering::Relaxed);
-    h != 0 && arena_of(obj.as_ptr() as usize).is_some_and(|a| a.heap_id + 1 == h) && !is_marked(obj)
+    h != 0 && arena_of(obj.as_ptr() as usize).is_some_and(|a| a.heap_id + 1 == h)
 }
 
 /// A walk over one of the lists, resumable between the steps of a cycle. It visits the
@@ -264,6 +269,25 @@ pub(crate) struct Walks {
 }
 
 impl Walks {
+    /// One step of a pass over both lists: the ephemerons, then the cells (`Walk::step`
+    /// with `ephemeron` and `cell` as `keep`). Returns whether the pass is over; its end
+    /// drops `FAR`'s entries of the cells it took out of the table.
+    fn both(
+        &mut self,
+        go_on: &mut impl FnMut(u32) -> bool,
+        ephemeron: impl FnMut(EphPtr) -> bool,
+        cell: impl FnMut(CellPtr) -> bool,
+    ) -> bool {
+        self.ephemerons_done =
+            self.ephemerons_done || self.ephemerons.step(&mut ephemerons(), go_on, ephemeron);
+        if !self.ephemerons_done || !self.cells.step(&mut locked(&CELLS), go_on, cell) {
+            return false;
+        }
+        prune_far();
+        self.ephemerons_done = false;
+        true
+    }
+
     /// A cycle is abandoned with a walk part way: the lists are made whole again, and a
     /// window opened by `after_mark` closes. World stopped.
     pub(crate) fn abandon(&mut self) {
@@ -664,11 +688,7 @@ impl<K: 'static, V: 'static> Ephemeron<K, V> {
         // (its key unreachable), as `after_mark` will clear it (values in other heaps
         // are not that cycle's).
         let dead = |obj: Option<NonNull<u8>>| {
-            !cell.traced.load(Ordering::Relaxed)
-                && obj.is_none_or(|o| {
-                    arena_of(o.as_ptr() as usize)
-                        .is_some_and(|a| a.heap_id + 1 == CLEARING.load(Ordering::Relaxed))
-                })
+            !cell.traced.load(Ordering::Relaxed) && obj.is_none_or(in_clearing_heap)
         };
         let w = upgrade_word(&cell.value, "fing::Ephemeron::value", dead)?;
         // SAFETY: the word is a `Gc<V>`'s (`new`), and its object now counts this handle.
@@ -911,28 +931,24 @@ pub(crate) fn before_mark(
     walks: &mut Walks,
     go_on: &mut impl FnMut(u32) -> bool,
 ) -> bool {
-    walks.ephemerons_done = walks.ephemerons_done
-        || walks.ephemerons.step(&mut ephemerons(), go_on, |c| {
-            // SAFETY: a listed cell is allocated.
-            let cell = unsafe { c.0.as_ref() };
-            cell.traced.store(false, Ordering::Relaxed);
-            let w = cell.value.load(Ordering::Relaxed);
-            // SAFETY: an uncleared value word is a handle word whose object it counts on.
-            let obj = unsafe { word::object_of(w) };
-            if obj.is_some_and(|o| !in_heap(o, heap)) {
-                return true;
-            }
-            // No ephemeron left (the registry's reference alone): the value and the cell go.
-            let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
-            if !stays {
-                release_eph(c.0);
-            }
-            stays
-        });
-    if !walks.ephemerons_done {
-        return false;
-    }
-    let done = walks.cells.step(&mut locked(&CELLS), go_on, |c| {
+    let ephemeron = |c: EphPtr| {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { c.0.as_ref() };
+        cell.traced.store(false, Ordering::Relaxed);
+        let w = cell.value.load(Ordering::Relaxed);
+        // SAFETY: an uncleared value word is a handle word whose object it counts on.
+        let obj = unsafe { word::object_of(w) };
+        if obj.is_some_and(|o| !in_heap(o, heap)) {
+            return true;
+        }
+        // No ephemeron left (the registry's reference alone): the value and the cell go.
+        let stays = count_at_start(obj, cell.refs.load(Ordering::Acquire) == 1);
+        if !stays {
+            release_eph(c.0);
+        }
+        stays
+    };
+    walks.both(go_on, ephemeron, |c| {
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
         let (obj, ours) = cell_object(cell, heap);
@@ -944,12 +960,7 @@ pub(crate) fn before_mark(
             unlist(c);
         }
         stays
-    });
-    if done {
-        prune_far();
-        walks.ephemerons_done = false;
-    }
-    done
+    })
 }
 
 /// Opens the window in which `after_mark` clears `heap`'s cells (`CLEARING`), once
@@ -968,30 +979,26 @@ pub(crate) fn after_mark(
     walks: &mut Walks,
     go_on: &mut impl FnMut(u32) -> bool,
 ) -> bool {
-    walks.ephemerons_done = walks.ephemerons_done
-        || walks.ephemerons.step(&mut ephemerons(), go_on, |c| {
-            // SAFETY: a listed cell is allocated.
-            let cell = unsafe { c.0.as_ref() };
-            let w = cell.value.load(Ordering::Relaxed);
-            // SAFETY: an uncleared value word is a handle word.
-            let obj = unsafe { word::object_of(w) };
-            if w.is_null()
-                || cell.traced.load(Ordering::Relaxed)
-                || obj.is_some_and(|o| !in_heap(o, heap))
-            {
-                return true;
-            }
-            // The key is unreachable: the value goes with it, and its count now.
-            cell.value.store(core::ptr::null_mut(), Ordering::Release);
-            if let Some(o) = obj {
-                crate::release::drop_count(o);
-            }
-            true
-        });
-    if !walks.ephemerons_done {
-        return false;
-    }
-    let done = walks.cells.step(&mut locked(&CELLS), go_on, |c| {
+    let ephemeron = |c: EphPtr| {
+        // SAFETY: a listed cell is allocated.
+        let cell = unsafe { c.0.as_ref() };
+        let w = cell.value.load(Ordering::Relaxed);
+        // SAFETY: an uncleared value word is a handle word.
+        let obj = unsafe { word::object_of(w) };
+        if w.is_null()
+            || cell.traced.load(Ordering::Relaxed)
+            || obj.is_some_and(|o| !in_heap(o, heap))
+        {
+            return true;
+        }
+        // The key is unreachable: the value goes with it, and its count now.
+        cell.value.store(core::ptr::null_mut(), Ordering::Release);
+        if let Some(o) = obj {
+            crate::release::drop_count(o);
+        }
+        true
+    };
+    let done = walks.both(go_on, ephemeron, |c| {
         // SAFETY: a listed cell is allocated.
         let cell = unsafe { c.0.as_ref() };
         let (Some(o), true) = cell_object(cell, heap) else {
@@ -1006,8 +1013,6 @@ pub(crate) fn after_mark(
         false
     });
     if done {
-        prune_far();
-        walks.ephemerons_done = false;
         // Release: a thread that reads the window closed reads the cleared words too
         // (the fast paths of `upgrade_word` and `key_named` read it first).
         CLEARING.store(0, Ordering::Release);
