@@ -2,7 +2,8 @@
 //! 32-byte traced object (with the collections it triggers, amortised) against
 //! `Box::new`; cloning and dropping a handle against `Arc`; a full collection of a heap of
 //! 1 000 000 live objects (the mark rate, in objects per second), and of the same heap
-//! with a weak handle to each object (the collector's walks over weak cells).
+//! with a weak handle to each object (the collector's walks over weak cells), and of a
+//! heap of as many objects linked at random (marking that waits on memory).
 //!
 //! `cargo bench --bench heap`
 
@@ -117,9 +118,55 @@ fn collect(c: &mut Criterion) {
     g.bench_function("1M live objects, a weak handle each", |b| {
         b.iter_batched(|| (), |()| heap.collect(), BatchSize::PerIteration)
     });
-    g.finish();
     assert!(weak.iter().all(|w| w.upgrade().is_some()));
     assert_eq!(head.value, 0);
+    drop((weak, head));
+    // The same number of objects linked at random (a shuffled list, and a second edge from
+    // each node to any other): consecutive edges land anywhere in the heap, as in a heap
+    // that has been mutated for a while, and marking waits on memory.
+    let scattered = scattered_heap(&heap, N);
+    g.bench_function("1M live objects linked at random", |b| {
+        b.iter_batched(|| (), |()| heap.collect(), BatchSize::PerIteration)
+    });
+    g.finish();
+    assert!(scattered.next.borrow().is_some());
+}
+
+#[derive(Trace)]
+struct Scattered {
+    next: GcCell<Option<Gc<Scattered>>>,
+    other: GcCell<Option<Gc<Scattered>>>,
+}
+
+/// `n` objects allocated in order, then linked in a random order into one list, each with
+/// a second edge to a random one; returns the list's head.
+fn scattered_heap(heap: &Heap, n: u64) -> Gc<Scattered> {
+    let nodes: Vec<Gc<Scattered>> = (0..n)
+        .map(|_| {
+            heap.alloc(Scattered {
+                next: GcCell::new(None),
+                other: GcCell::new(None),
+            })
+        })
+        .collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rand = move |bound: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % bound as u64) as usize
+    };
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rand(i + 1));
+    }
+    for w in order.windows(2) {
+        nodes[w[0]].next.set(Some(nodes[w[1]].clone()));
+    }
+    for node in &nodes {
+        node.other.set(Some(nodes[rand(nodes.len())].clone()));
+    }
+    nodes[order[0]].clone()
 }
 
 criterion_group!(benches, alloc, clone_drop, collect);

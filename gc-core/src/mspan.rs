@@ -54,11 +54,20 @@ impl SpanClass {
     }
 }
 
+// Marking prefetches a span's first two lines (`mgcmark::Marker`): what it reads is there.
+const _: () =
+    assert!(core::mem::offset_of!(Span, spc) < 128 && core::mem::align_of::<Span>() == 64);
+
 /// `Span::records`: finalizer records.
 const SPECIALS: u8 = 1;
 /// `Span::records`: cleanup records.
 const CLEANUPS: u8 = 2;
 
+/// The fields marking reads for every edge (`mgcmark::drain`: the span's range, the slot
+/// index, the mark bitmap, the class) come first, in the struct's first two cache lines
+/// (`repr(C)` keeps the order; the alignment keeps a span from straddling more lines),
+/// which marking prefetches before it reads them.
+#[repr(C, align(64))]
 pub(crate) struct Span {
     /// The first page.
     pub(crate) base: *mut u8,
@@ -68,8 +77,9 @@ pub(crate) struct Span {
     pub(crate) npages: usize,
     pub(crate) elem_size: usize,
     pub(crate) nelems: usize,
-    pub(crate) spc: SpanClass,
     div_magic: u64,
+    mark_bits: Box<[AtomicU64]>,
+    pub(crate) spc: SpanClass,
     free_index: AtomicUsize,
     /// Allocated objects as of the last refill, flush or sweep (not kept up to date by
     /// the fast path; see `recount`).
@@ -79,7 +89,6 @@ pub(crate) struct Span {
     /// (The name is older than `mdrop`: the sweeper used to run those destructors.)
     needs_sweep_drop: AtomicBool,
     alloc_bits: Box<[AtomicU64]>,
-    mark_bits: Box<[AtomicU64]>,
     /// Finalizer records of objects in this span, sorted by the address each was set on
     /// (Go's specials list). Locked by `set_finalizer`; the collector takes it with the
     /// world stopped.
@@ -200,6 +209,13 @@ impl Span {
     #[inline]
     pub(crate) fn is_marked(&self, i: usize) -> bool {
         self.mark_bits[i / 64].load(Ordering::Relaxed) >> (i % 64) & 1 == 1
+    }
+
+    /// The address of the word that holds slot `i`'s mark bit (for a prefetch; `i` may be
+    /// out of range: then any address).
+    #[inline]
+    pub(crate) fn mark_word(&self, i: usize) -> *const u8 {
+        self.mark_bits.as_ptr().wrapping_add(i / 64).cast::<u8>()
     }
 
     /// Sets the mark bit with an atomic read-modify-write; returns whether it was clear.
