@@ -88,6 +88,7 @@ use crate::mgcwork::MarkStack;
 use crate::mheap::MHeap;
 use crate::mpagealloc::{arena_of_cached, span_of, Arena};
 use crate::mspan::{Span, SpanPtr};
+use crate::sizeclasses::PAGE_SIZE;
 use crate::slot::{data_offset, header, Doomed};
 
 /// How long a step may run: until a deadline, or without end (`collect()`).
@@ -584,7 +585,7 @@ const COUNT_AHEAD: usize = 16;
 /// 3. then it is marked, and pushed if newly marked and it can hold handles; popped, its
 ///    slot is in the cache.
 ///
-/// An edge into the span of the edge before is marked at once, and so is every edge of an
+/// An edge into the page of the edge before is marked at once, and so is every edge of an
 /// object popped with the stack then empty (a list: each scan finds the next object only,
 /// and a pipeline would hide nothing). That keeps the stack's order where the heap lies
 /// in allocation order (binary-trees' trees, built depth first, are marked in address
@@ -599,6 +600,7 @@ pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) ->
         heap_id: heap.id,
         arena: None,
         last: None,
+        last_page: 0,
         direct: false,
         spans: [(core::ptr::null_mut(), core::ptr::null()); EDGE_AHEAD],
         words: [(core::ptr::null(), 0); EDGE_AHEAD],
@@ -635,8 +637,12 @@ struct Marker {
     /// The arena of the last edge that left `last` (edges usually land in the one of the
     /// one before).
     arena: Option<&'static Arena>,
-    /// The span of the last edge: an edge into it is marked at once.
+    /// The span of the last edge that needed a lookup, and the page that edge is in: an
+    /// edge into the same page is marked at once. (A page, not the span's range: that is
+    /// in the span, whose lines may be only on their way; comparing against them made
+    /// every edge wait for the edge before's miss, a third of marking's time in slices.)
     last: Option<&'static Span>,
+    last_page: usize,
     /// Mark every edge at once (`drain`: nothing else is in flight).
     direct: bool,
     /// A ring of edges (target headers) whose span's lines were prefetched, and that
@@ -657,11 +663,10 @@ impl Marker {
     #[inline(always)]
     fn edge(&mut self, e: NonNull<u8>, stack: &mut MarkStack) {
         let addr = e.as_ptr() as usize;
-        if let Some(l) = self.last {
-            if addr.wrapping_sub(l.base as usize) < l.bytes() {
-                Self::mark(l, l.index_of(addr), stack);
-                return;
-            }
+        let page = addr / PAGE_SIZE;
+        if let Some(l) = self.last.filter(|_| page == self.last_page) {
+            Self::mark(l, l.index_of(addr), stack);
+            return;
         }
         let Some(a) = arena_of_cached(addr, &mut self.arena) else {
             return;
@@ -671,6 +676,7 @@ impl Marker {
         }
         let Some(s) = a.span_at(addr) else { return };
         self.last = Some(s);
+        self.last_page = page;
         if self.direct {
             Self::mark(s, s.index_of(addr), stack);
             return;
