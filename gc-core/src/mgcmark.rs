@@ -229,6 +229,7 @@ pub(crate) fn count_refs(
     // this step returns: a count is whole for every span the cursor has passed).
     let mut ahead = [core::ptr::null_mut::<u8>(); COUNT_AHEAD];
     let mut at = 0usize;
+    let mut last_page = usize::MAX;
     let mut count = |e: *mut u8| {
         if arena_of_cached(e as usize, &mut last).is_some_and(|a| a.heap_id == heap.id) {
             // SAFETY: edges into this heap are headers of its live objects.
@@ -258,6 +259,13 @@ pub(crate) fn count_refs(
                 return;
             }
             let edge = |e: NonNull<u8>| {
+                // An edge into the page of the edge before is counted at once (a heap in
+                // allocation order: its header is likely in the cache already).
+                let page = e.as_ptr() as usize / PAGE_SIZE;
+                if page == core::mem::replace(&mut last_page, page) {
+                    count(e.as_ptr());
+                    return;
+                }
                 // Any address may be prefetched: the edge is checked when it is counted.
                 crate::mem::prefetch(e.as_ptr());
                 let old = core::mem::replace(&mut ahead[at % COUNT_AHEAD], e.as_ptr());
