@@ -227,8 +227,7 @@ pub(crate) fn count_refs(
     let mut last: Option<&'static Arena> = None;
     // Edges found and prefetched, counted `COUNT_AHEAD` edges later (all of them before
     // this step returns: a count is whole for every span the cursor has passed).
-    let mut ahead = [core::ptr::null_mut::<u8>(); COUNT_AHEAD];
-    let mut at = 0usize;
+    let mut ahead = Ring::<NonNull<u8>, COUNT_AHEAD>::new();
     let mut last_page = usize::MAX;
     let mut count = |e: *mut u8| {
         if arena_of_cached(e as usize, &mut last).is_some_and(|a| a.heap_id == heap.id) {
@@ -268,10 +267,8 @@ pub(crate) fn count_refs(
                 }
                 // Any address may be prefetched: the edge is checked when it is counted.
                 crate::mem::prefetch(e.as_ptr());
-                let old = core::mem::replace(&mut ahead[at % COUNT_AHEAD], e.as_ptr());
-                at = at.wrapping_add(1);
-                if !old.is_null() {
-                    count(old);
+                if let Some(old) = ahead.push(e) {
+                    count(old.as_ptr());
                 }
             };
             // SAFETY: `i` is allocated and the world is stopped.
@@ -281,10 +278,8 @@ pub(crate) fn count_refs(
             break;
         }
     }
-    for e in ahead {
-        if !e.is_null() {
-            count(e);
-        }
+    while let Some(e) = ahead.pop() {
+        count(e.as_ptr());
     }
     *cursor >= spans.len()
 }
@@ -581,7 +576,7 @@ const COUNT_AHEAD: usize = 16;
 /// relinked for a while), marking waits on memory: each edge is a miss on its span (where
 /// the mark bitmap's address is), then on the bitmap's word, and each object scanned one
 /// more on its slot. Taken one after the other these cost 250 ns an object on the latency
-/// example's 256 MB. So an edge that leaves the span of the edge before goes through a
+/// example's 256 MB. So an edge that leaves the page of the edge before goes through a
 /// pipeline whose stages are `EDGE_AHEAD` entries apart, each prefetching what the next
 /// reads (after Cher, Hosking and Vijaykumar, "Software prefetching for mark-sweep garbage
 /// collection", ASPLOS 2004):
@@ -610,10 +605,8 @@ pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) ->
         last: None,
         last_page: 0,
         direct: false,
-        spans: [(core::ptr::null_mut(), core::ptr::null()); EDGE_AHEAD],
-        words: [(core::ptr::null(), 0); EDGE_AHEAD],
-        at: 0,
-        pending: false,
+        spans: Ring::new(),
+        words: Ring::new(),
     };
     loop {
         let Some(slot) = stack.pop() else {
@@ -637,9 +630,9 @@ pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) ->
     stack.is_empty()
 }
 
-/// The pipeline of `drain`: edges waiting for their span, then for their mark word. Spans
-/// are held as pointers: each is live until the stop ends (spans are freed only at a
-/// cycle's end, `mgcsweep::end`), and the windows are emptied before `drain` returns.
+/// The pipeline of `drain`: edges waiting for their span, then for their mark word. Each
+/// span is live until the stop ends (spans are freed only at a cycle's end,
+/// `mgcsweep::end`), and the rings are emptied before `drain` returns.
 struct Marker {
     heap_id: u64,
     /// The arena of the last edge that left `last` (edges usually land in the one of the
@@ -653,17 +646,10 @@ struct Marker {
     last_page: usize,
     /// Mark every edge at once (`drain`: nothing else is in flight).
     direct: bool,
-    /// A ring of edges (target headers) whose span's lines were prefetched, and that
-    /// span (null: an empty place). The edge put in place `at` pushes out the one put
-    /// there `EDGE_AHEAD` edges before.
-    spans: [(*mut u8, *const Span); EDGE_AHEAD],
-    /// A ring of edges' spans and slot indices, whose mark word and slot were prefetched:
-    /// an edge leaving `spans` at a place enters this ring at the same place.
-    words: [(*const Span, usize); EDGE_AHEAD],
-    /// The place of the next edge in `spans`.
-    at: usize,
-    /// Is any edge in flight?
-    pending: bool,
+    /// Edges (target headers) whose span's lines were prefetched, and that span.
+    spans: Ring<(*mut u8, &'static Span), EDGE_AHEAD>,
+    /// Edges' spans and slot indices, whose mark word and slot were prefetched.
+    words: Ring<(&'static Span, usize), EDGE_AHEAD>,
 }
 
 impl Marker {
@@ -692,28 +678,19 @@ impl Marker {
         let p = (s as *const Span).cast::<u8>();
         crate::mem::prefetch(p);
         crate::mem::prefetch(p.wrapping_add(64));
-        self.pending = true;
-        let at = self.at % EDGE_AHEAD;
-        let (addr, s) = core::mem::replace(&mut self.spans[at], (e.as_ptr(), s));
-        self.at = self.at.wrapping_add(1);
-        if !s.is_null() {
-            self.index(addr, s, at, stack);
+        if let Some((addr, s)) = self.spans.push((e.as_ptr(), s)) {
+            self.index(addr, s, stack);
         }
     }
 
-    /// Stage 2: the edge's slot index, read off its span (`at`: its place in the ring,
-    /// which the word stage's ring reuses).
+    /// Stage 2: the edge's slot index, read off its span.
     #[inline(always)]
-    fn index(&mut self, addr: *mut u8, s: *const Span, at: usize, stack: &mut MarkStack) {
-        // SAFETY: a span of this stop's (`Marker`).
-        let span = unsafe { &*s };
-        let i = span.index_of(addr as usize);
-        crate::mem::prefetch(span.mark_word(i));
+    fn index(&mut self, addr: *mut u8, s: &'static Span, stack: &mut MarkStack) {
+        let i = s.index_of(addr as usize);
+        crate::mem::prefetch(s.mark_word(i));
         crate::mem::prefetch(addr);
-        let (s, i) = core::mem::replace(&mut self.words[at], (s, i));
-        if !s.is_null() {
-            // SAFETY: as above.
-            Self::mark(unsafe { &*s }, i, stack);
+        if let Some((s, i)) = self.words.push((s, i)) {
+            Self::mark(s, i, stack);
         }
     }
 
@@ -726,29 +703,61 @@ impl Marker {
     }
 
     fn is_idle(&self) -> bool {
-        !self.pending
+        self.spans.is_empty() && self.words.is_empty()
     }
 
     /// Takes every edge in flight through to its mark, oldest first.
     fn flush(&mut self, stack: &mut MarkStack) {
-        for k in 0..EDGE_AHEAD {
-            let at = self.at.wrapping_add(k) % EDGE_AHEAD;
-            let (addr, s) = core::mem::replace(
-                &mut self.spans[at],
-                (core::ptr::null_mut(), core::ptr::null()),
-            );
-            if !s.is_null() {
-                self.index(addr, s, at, stack);
-            }
+        while let Some((addr, s)) = self.spans.pop() {
+            self.index(addr, s, stack);
         }
-        for k in 0..EDGE_AHEAD {
-            let at = self.at.wrapping_add(k) % EDGE_AHEAD;
-            let (s, i) = core::mem::replace(&mut self.words[at], (core::ptr::null(), 0));
-            if !s.is_null() {
-                // SAFETY: a span of this stop's (`Marker`).
-                Self::mark(unsafe { &*s }, i, stack);
-            }
+        while let Some((s, i)) = self.words.pop() {
+            Self::mark(s, i, stack);
         }
-        self.pending = false;
+    }
+}
+
+/// A ring of at most `N` entries in flight (`count_refs`, `Marker`): an entry pushed into a
+/// full ring pushes out the oldest, `N` entries later.
+struct Ring<T: Copy, const N: usize> {
+    items: [Option<T>; N],
+    /// The place of the oldest entry, where the next one goes once the ring is full.
+    at: usize,
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> Ring<T, N> {
+    fn new() -> Self {
+        Ring {
+            items: [None; N],
+            at: 0,
+            len: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `x`; returns the entry it pushed out, if the ring was full.
+    #[inline(always)]
+    fn push(&mut self, x: T) -> Option<T> {
+        let place = (self.at + self.len) % N;
+        let old = self.items[place].replace(x);
+        if old.is_some() {
+            self.at = (self.at + 1) % N;
+        } else {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Takes the oldest entry.
+    #[inline(always)]
+    fn pop(&mut self) -> Option<T> {
+        let x = self.items[self.at].take()?;
+        self.at = (self.at + 1) % N;
+        self.len -= 1;
+        Some(x)
     }
 }
