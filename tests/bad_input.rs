@@ -152,6 +152,92 @@ fn node(h: &Heap, id: u64, next: Option<Gc<Node>>, drops: &Arc<AtomicUsize>) -> 
     })
 }
 
+/// `Mine::trace` panics from its call of this number on (`usize::MAX`: never).
+static MINE_PANICS_FROM: AtomicUsize = AtomicUsize::new(usize::MAX);
+static MINE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// `Bomb` for `a_panicking_trace_in_a_shared_count_loses_nothing` (its own flag: the tests
+/// of this file run at once).
+struct Mine {
+    next: Option<Gc<Node>>,
+}
+
+// SAFETY: the descriptor describes `Mine`: a struct whose handles `trace` reports.
+unsafe impl Typed for Mine {
+    // SAFETY: the impl's own argument: this descriptor describes the type exactly.
+    const TYPE: &'static Type =
+        &unsafe { Type::rust::<Mine>(Kind::Struct) }.named("bad_input.Mine");
+}
+
+// SAFETY: `trace` reports the one handle `Mine` owns (or panics before reporting any).
+unsafe impl Trace for Mine {
+    const NO_SCAN: bool = false;
+    fn trace(&self, t: &mut Tracer) {
+        if MINE_CALLS.fetch_add(1, Ordering::SeqCst) >= MINE_PANICS_FROM.load(Ordering::SeqCst) {
+            panic!("Mine::trace panics on purpose");
+        }
+        self.next.trace(t);
+    }
+}
+
+/// A heap large enough that a collection's count and marking are shared with the
+/// collector's helper thread (over 512 spans of objects with handles, over 4 MB), with
+/// `Trace` impls that panic spread through it, first while references are counted (each
+/// `Mine` is traced once there), then while marking (its second trace): whichever thread
+/// meets one first, the panic reaches `collect()`, after both threads are done, nothing is
+/// freed, and the next collection frees exactly the garbage.
+#[test]
+fn a_panicking_trace_in_a_shared_count_or_mark_loses_nothing() {
+    const N: u64 = 120_000;
+    for in_mark in [false, true] {
+        let h = heap(None);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut live = Vec::new();
+        let mut mines = Vec::new();
+        for id in 0..N {
+            // Pairs of nodes: the even ones live, holding the odd ones; one pair in a
+            // thousand made garbage (a cycle).
+            let odd = node(&h, 2 * id + 1, None, &drops);
+            let even = node(&h, 2 * id, Some(odd.clone()), &drops);
+            if id % 1000 == 0 {
+                odd.next.set(Some(even.clone()));
+            } else {
+                live.push(even);
+            }
+            if id % 1500 == 0 {
+                mines.push(h.alloc(Mine {
+                    next: Some(node(&h, 1_000_000 + id, None, &drops)),
+                }));
+            }
+        }
+        let garbage = 2 * N.div_ceil(1000) as usize;
+        MINE_CALLS.store(0, Ordering::SeqCst);
+        MINE_PANICS_FROM.store(if in_mark { mines.len() } else { 0 }, Ordering::SeqCst);
+        let p = catch_unwind(AssertUnwindSafe(|| h.collect())).unwrap_err();
+        MINE_PANICS_FROM.store(usize::MAX, Ordering::SeqCst);
+        assert_eq!(
+            p.downcast_ref::<&str>(),
+            Some(&"Mine::trace panics on purpose")
+        );
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "nothing was freed");
+        h.collect();
+        assert_eq!(drops.load(Ordering::SeqCst), garbage, "exactly the garbage");
+        for (i, e) in live.iter().enumerate().step_by(997) {
+            assert_eq!(e.id % 2, 0, "live node {i} intact");
+            assert_eq!(e.next.borrow().as_ref().unwrap().id, e.id + 1);
+        }
+        let kept = mines.len();
+        drop((live, mines));
+        h.collect();
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            2 * N as usize + kept,
+            "everything, once dropped"
+        );
+        assert_eq!(h.stats().heap_objects, 0);
+    }
+}
+
 #[test]
 fn a_panicking_trace_abandons_the_collection_and_loses_nothing() {
     let h = heap(None);

@@ -429,3 +429,87 @@ fn recent_pauses_are_a_ring_of_256() {
     assert!(s.recent_pauses.iter().all(|p| p.1 <= s.pause_max));
     assert_eq!(*keep, 7);
 }
+
+/// A record with two links, for a graph linked at random.
+#[derive(Trace)]
+struct Vertex {
+    id: u64,
+    a: GcCell<Option<Gc<Vertex>>>,
+    b: GcCell<Option<Gc<Vertex>>>,
+}
+
+/// A heap large enough that a collection shares its count of references with the
+/// collector's helper thread (over 512 spans of objects with handles; `mgchelp`), linked
+/// at random so that both threads add to the same objects' counts: exactly what the roots
+/// reach survives, with its links, and a collection in one thread's share (an abandoned
+/// count would leave scratch counts behind) finds the same again.
+#[test]
+fn a_count_shared_with_the_helper_keeps_exactly_what_is_reachable() {
+    let h = heap();
+    const N: usize = 150_000;
+    let nodes: Vec<Gc<Vertex>> = (0..N as u64)
+        .map(|id| {
+            h.alloc(Vertex {
+                id,
+                a: GcCell::new(None),
+                b: GcCell::new(None),
+            })
+        })
+        .collect();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let mut edges = vec![Vec::new(); N];
+    for (i, v) in nodes.iter().enumerate() {
+        for cell in [&v.a, &v.b] {
+            if next(4) != 0 {
+                let j = next(N);
+                cell.set(Some(nodes[j].clone()));
+                edges[i].push(j);
+            }
+        }
+    }
+    let roots: Vec<Gc<Vertex>> = (0..50).map(|_| nodes[next(N)].clone()).collect();
+    let mut reach = std::collections::HashSet::new();
+    let mut todo: Vec<usize> = roots.iter().map(|r| r.id as usize).collect();
+    while let Some(i) = todo.pop() {
+        if reach.insert(i) {
+            todo.extend(&edges[i]);
+        }
+    }
+    assert!(
+        reach.len() > N / 2 && reach.len() < N,
+        "a giant component and garbage"
+    );
+    drop(nodes);
+    for _ in 0..2 {
+        h.collect();
+        assert_eq!(h.stats().heap_objects as usize, reach.len());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = roots.clone();
+    while let Some(v) = todo.pop() {
+        if seen.insert(v.id as usize) {
+            let targets: Vec<usize> = [&v.a, &v.b]
+                .iter()
+                .filter_map(|c| c.borrow().as_ref().map(|t| t.id as usize))
+                .collect();
+            assert_eq!(
+                targets, edges[v.id as usize],
+                "vertex {} keeps its links",
+                v.id
+            );
+            for c in [&v.a, &v.b] {
+                todo.extend(c.borrow().clone());
+            }
+        }
+    }
+    assert_eq!(seen, reach);
+    drop((roots, todo));
+    h.collect();
+    assert_eq!(h.stats().heap_objects, 0);
+}

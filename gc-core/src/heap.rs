@@ -296,6 +296,8 @@ impl MHeap {
         to_drop_thread: bool,
         api: &str,
     ) -> Option<Vec<crate::slot::Doomed>> {
+        // The helper that shares the stop's longest passes starts outside every stop.
+        crate::mgchelp::start();
         let world = world::stop(wait, budget, api)?;
         self.gc_wanted.store(false, Ordering::Relaxed);
         let mut out = crate::mgc::run(self, &world, api);

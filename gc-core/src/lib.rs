@@ -38,20 +38,21 @@
 //! 14. `mcache`: thread caches, and their registry.
 //! 15. `malloc`: the allocation paths, planned per type.
 //! 16. `world`: threads' fing state, mutator sections, stopping the world.
-//! 17. `mgcwork`: a cycle's state for mutators: barriers, shading, grey lists.
-//! 18. `mfree`: freeing at count zero.
-//! 19. `release`: a handle drop's path, deferred while a collector runs.
-//! 20. `mdrop`: destructors, outside every section; the drop thread.
-//! 21. `handle`: `Gc<T>`.
-//! 22. `weak`: weak handles, ephemerons, `WeakMap`, and their part in a collection.
-//! 23. `mgcmark`: roots by trial subtraction, marking, in resumable steps.
-//! 24. `mgcsweep`: releasing garbage, the flip, the sweep in steps.
-//! 25. `mfinal`: finalizers.
-//! 26. `mgc`: the collection cycle, in one stop or in slices.
-//! 27. `mgcworker`: fing's collector thread, which runs the pacer's slices.
-//! 28. `cell`: `GcCell`.
-//! 29. `heap`: the API layer: `Heap`, `collect`, the pacer's collections, retiring heaps.
-//! 30. `reflect`: objects of types built at run time (`Heap::alloc_zeroed`, fields).
+//! 17. `mgchelp`: the collector's helper thread, which shares a long stop's passes.
+//! 18. `mgcwork`: a cycle's state for mutators: barriers, shading, grey lists.
+//! 19. `mfree`: freeing at count zero.
+//! 20. `release`: a handle drop's path, deferred while a collector runs.
+//! 21. `mdrop`: destructors, outside every section; the drop thread.
+//! 22. `handle`: `Gc<T>`.
+//! 23. `weak`: weak handles, ephemerons, `WeakMap`, and their part in a collection.
+//! 24. `mgcmark`: roots by trial subtraction, marking, in resumable steps.
+//! 25. `mgcsweep`: releasing garbage, the flip, the sweep in steps.
+//! 26. `mfinal`: finalizers.
+//! 27. `mgc`: the collection cycle, in one stop or in slices.
+//! 28. `mgcworker`: fing's collector thread, which runs the pacer's slices.
+//! 29. `cell`: `GcCell`.
+//! 30. `heap`: the API layer: `Heap`, `collect`, the pacer's collections, retiring heaps.
+//! 31. `reflect`: objects of types built at run time (`Heap::alloc_zeroed`, fields).
 //!
 //! The calls upward, each where the lower layer hands work to policy above it:
 //! - `world` → `mdrop`: leaving the outermost section runs the destructors of what died
@@ -80,6 +81,7 @@ mod mem;
 pub(crate) mod mfinal;
 mod mfree;
 mod mgc;
+mod mgchelp;
 mod mgcmark;
 mod mgcsweep;
 mod mgcwork;

@@ -77,9 +77,27 @@
 //!
 //! Every step here takes a [`Budget`]: the time it may run before it returns to let the
 //! world resume, with a cursor that says where to go on.
+//!
+//! # Two threads in a long stop
+//!
+//! With no budget (a cycle in one stop) over a large heap, [`count_refs`] and [`drain`]
+//! run on the collector's thread and its helper at once (`mgchelp`): the stopped
+//! mutators leave a core idle. What makes it sound is what each pass writes. Counting
+//! writes scratch counts (both threads may count edges into one object: `fetch_add`) and
+//! the cell stamps of the objects it visits (each object is in one thread's chunk of
+//! spans). Marking writes mark bits (two threads may set bits of one word: `fetch_or`,
+//! and the thread whose `fetch_or` set a bit is the one that scans the object) and its
+//! own stack. `Trace` impls run on both threads, each on its own objects: a `Trace` type
+//! is `Send` (objects are), which is what running its impl on another thread than the
+//! one that made the object asks; `Sync` is not needed, since no object is traced by two
+//! threads at once. A panic on either thread stops the other at its next object, and is
+//! resumed on the collector's thread once both are done (the cycle is then abandoned as
+//! for any `Trace` panic).
 
+use core::cell::Cell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
 use gc_types::{PtrMask, Tracer, Type};
@@ -109,6 +127,11 @@ impl Budget {
             n: 0,
             spent: false,
         }
+    }
+
+    /// Is this `unlimited()` (a whole cycle in one stop)?
+    pub(crate) fn is_unlimited(&self) -> bool {
+        self.deadline.is_none()
     }
 
     /// Until `deadline`. One already past gives the least step there is: one unit of
@@ -177,8 +200,9 @@ pub(crate) unsafe fn for_each_edge(slot: *mut u8, t: &mut Tracer, mut f: impl Fn
         }
         return;
     }
-    // For the report if this user code panics (one collector at a time writes it).
-    TRACING.store((ty as *const Type).cast_mut(), Ordering::Relaxed);
+    // For the report if this user code panics (this thread's: the collector's helper
+    // traces too).
+    TRACING.with(|t| t.set(ty));
     // SAFETY: the value at `data` is a valid value of `ty` (written at allocation, alive
     // until swept), and nothing mutates it while the world is stopped.
     unsafe { ty.trace_value(data, t) };
@@ -187,13 +211,18 @@ pub(crate) unsafe fn for_each_edge(slot: *mut u8, t: &mut Tracer, mut f: impl Fn
     }
 }
 
-/// The type whose `Trace` impl ran last (see `for_each_edge`).
-static TRACING: AtomicPtr<Type> = AtomicPtr::new(core::ptr::null_mut());
+thread_local! {
+    /// The type whose `Trace` impl ran last on this thread (see `for_each_edge`; a shared
+    /// count puts the one that panicked here: `count_refs`).
+    static TRACING: Cell<*const Type> = const { Cell::new(core::ptr::null()) };
+}
 
-/// The type whose `Trace` impl ran last: after a panic in tracing, the one that panicked.
+/// The type whose `Trace` impl ran last on this thread: after a panic in tracing, the one
+/// that panicked.
 pub(crate) fn tracing_type() -> Option<&'static Type> {
-    // SAFETY: TRACING is null or a `&'static Type` (stored in `for_each_edge`).
-    unsafe { TRACING.load(Ordering::Relaxed).as_ref() }
+    // SAFETY: TRACING is null or a `&'static Type` (set in `for_each_edge`, or from what
+    // `for_each_edge` set on the helper's thread).
+    unsafe { TRACING.with(Cell::get).as_ref() }
 }
 
 /// Undoes an interrupted cycle (a `Trace` impl panicked, or `collect()` starts afresh
@@ -215,7 +244,84 @@ pub(crate) fn abandon(spans: &[SpanPtr]) {
 
 /// Step 1, from span `*cursor` of the snapshot on: counts the references from inside the
 /// heap into `gc_refs` (module docs). Returns whether it is done.
+///
+/// A whole count in one stop over more than `SHARED_SPANS` spans is shared with the
+/// collector's helper (`mgchelp`): both threads claim chunks of `SHARED_CHUNK` spans from
+/// one counter, and add to scratch counts with `fetch_add` (two threads may count edges
+/// into one object), where one thread alone adds with a plain load and store. Why only
+/// counting, for now: it visits each object of a chunk once, and writes only scratch
+/// counts and its own objects' cell stamps, so the two threads share nothing but
+/// `fetch_add`s; marking would need shared mark bits and a shared stack.
 pub(crate) fn count_refs(
+    heap: &MHeap,
+    spans: &[SpanPtr],
+    cursor: &mut usize,
+    budget: &mut Budget,
+) -> bool {
+    if budget.is_unlimited()
+        && *cursor == 0
+        && (spans.len() > SHARED_SPANS || always_share())
+        && crate::mgchelp::available()
+    {
+        let next = AtomicUsize::new(0);
+        // The type whose `Trace` impl panicked first, for the report (`tracing_type`).
+        let failed = AtomicPtr::new(core::ptr::null_mut());
+        let shared = catch_unwind(AssertUnwindSafe(|| {
+            crate::mgchelp::run_shared(&|| {
+                let counted = catch_unwind(AssertUnwindSafe(|| loop {
+                    let from = next.fetch_add(SHARED_CHUNK, Ordering::Relaxed);
+                    let Some(chunk) = spans.get(from..(from + SHARED_CHUNK).min(spans.len()))
+                    else {
+                        break;
+                    };
+                    count_chunk::<true>(heap, chunk, &mut 0, &mut Budget::unlimited());
+                }));
+                if let Err(p) = counted {
+                    let ty = TRACING.with(Cell::get).cast_mut();
+                    let _ = failed.compare_exchange(
+                        core::ptr::null_mut(),
+                        ty,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    // The other thread stops at its next claim: the cycle is abandoned.
+                    next.store(usize::MAX / 2, Ordering::Relaxed);
+                    resume_unwind(p);
+                }
+            })
+        }));
+        if let Err(p) = shared {
+            TRACING.with(|t| t.set(failed.load(Ordering::Relaxed)));
+            resume_unwind(p);
+        }
+        *cursor = spans.len();
+        return true;
+    }
+    count_chunk::<false>(heap, spans, cursor, budget)
+}
+
+/// `FING_DEBUG=sharedmark`: every count and mark of a cycle in one stop is shared with the
+/// helper, whatever the heap's size (for the tests, whose heaps are small: the model test
+/// runs with it in `.ci/deep`). Read once.
+fn always_share() -> bool {
+    static ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALWAYS.get_or_init(|| {
+        std::env::var("FING_DEBUG").is_ok_and(|v| v.split(',').any(|x| x.trim() == "sharedmark"))
+    })
+}
+
+/// Spans of a snapshot over which a whole count is shared with the helper (4 MB of
+/// small-object spans, a count of a few milliseconds): below it the helper's wake-up
+/// (tens of microseconds) is a large part of the gain.
+const SHARED_SPANS: usize = 512;
+
+/// Spans claimed at a time by each thread of a shared count: small enough that the two end
+/// close together, large enough that the counter they share is rarely touched.
+const SHARED_CHUNK: usize = 16;
+
+/// `count_refs` over `spans` from `*cursor`, on this thread; `SHARED`: another thread
+/// counts other spans of the same heap at the same time (`count_refs`).
+fn count_chunk<const SHARED: bool>(
     heap: &MHeap,
     spans: &[SpanPtr],
     cursor: &mut usize,
@@ -233,10 +339,14 @@ pub(crate) fn count_refs(
         if arena_of_cached(e as usize, &mut last).is_some_and(|a| a.heap_id == heap.id) {
             // SAFETY: edges into this heap are headers of its live objects.
             let h = unsafe { header(e) };
-            h.gc_refs.store(
-                h.gc_refs.load(Ordering::Relaxed).wrapping_add(1),
-                Ordering::Relaxed,
-            );
+            if SHARED {
+                h.gc_refs.fetch_add(1, Ordering::Relaxed);
+            } else {
+                h.gc_refs.store(
+                    h.gc_refs.load(Ordering::Relaxed).wrapping_add(1),
+                    Ordering::Relaxed,
+                );
+            }
         }
     };
     while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
@@ -598,17 +708,19 @@ const COUNT_AHEAD: usize = 16;
 /// a slice ends with all its edges marked. A `Trace` panic loses what is in flight, but
 /// the cycle is abandoned then (`mgc`), its marks cleared.
 pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) -> bool {
+    let share = budget.is_unlimited()
+        && (heap.heap_live.load(Ordering::Relaxed) >= SHARED_HEAP || always_share())
+        && crate::mgchelp::available();
     let mut t = Tracer::new();
-    let mut m = Marker {
-        heap_id: heap.id,
-        arena: None,
-        last: None,
-        last_page: 0,
-        direct: false,
-        spans: Ring::new(),
-        words: Ring::new(),
-    };
+    let mut m = Marker::<false>::new(heap.id);
     loop {
+        if share && stack.len() >= 2 {
+            // Two objects to scan: one for each thread (a tree's stack is as deep as the
+            // tree, and its bottom entries are its largest subtrees).
+            m.flush(stack);
+            drain_shared(heap, stack);
+            return true;
+        }
         let Some(slot) = stack.pop() else {
             // Nothing left to scan: what the edges in flight mark is.
             if m.is_idle() {
@@ -630,10 +742,160 @@ pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) ->
     stack.is_empty()
 }
 
+/// A heap with this many bytes allocated is marked, in a stop with no budget, by two
+/// threads: this one and the collector's helper (`mgchelp`). Its marking takes
+/// milliseconds; the helper's wake-up, tens of microseconds.
+const SHARED_HEAP: usize = 4 << 20;
+
+/// The most objects handed between the two threads of a shared drain at a time.
+const SHARED_BATCH: usize = 512;
+
+/// `drain` to the end on this thread and the helper (see `SHARED_STACK`): each marks with
+/// atomic mark bits (`Span::mark_shared`: the two may mark objects of one bitmap word)
+/// from a stack of its own; a thread with nothing left takes a batch from the pool, and
+/// while one waits there, the other gives it batches off its stack. Marking is over when
+/// every thread that took part waits at an empty pool (a thread that never started counts
+/// for nothing: it has no objects to give). Leaves `stack` empty.
+fn drain_shared(heap: &MHeap, stack: &mut MarkStack) {
+    let pool = Pool {
+        state: std::sync::Mutex::new(PoolState::default()),
+        more: std::sync::Condvar::new(),
+        hungry: core::sync::atomic::AtomicBool::new(false),
+        abort: core::sync::atomic::AtomicBool::new(false),
+    };
+    {
+        let mut st = pool.lock();
+        while !stack.is_empty() {
+            let batch = stack.take_bottom(stack.len().min(SHARED_BATCH));
+            st.batches.push(batch);
+        }
+    }
+    let failed = AtomicPtr::new(core::ptr::null_mut());
+    let shared = catch_unwind(AssertUnwindSafe(|| {
+        crate::mgchelp::run_shared(&|| {
+            pool.lock().started += 1;
+            let marked = catch_unwind(AssertUnwindSafe(|| drain_worker(heap, &pool)));
+            if let Err(p) = marked {
+                let ty = TRACING.with(Cell::get).cast_mut();
+                let _ = failed.compare_exchange(
+                    core::ptr::null_mut(),
+                    ty,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                // The other thread stops at its next object: the cycle is abandoned.
+                pool.abort.store(true, Ordering::Relaxed);
+                pool.lock().idle += 1;
+                pool.more.notify_all();
+                resume_unwind(p);
+            }
+        })
+    }));
+    if let Err(p) = shared {
+        TRACING.with(|t| t.set(failed.load(Ordering::Relaxed)));
+        resume_unwind(p);
+    }
+}
+
+/// One thread's part of `drain_shared`.
+fn drain_worker(heap: &MHeap, pool: &Pool) {
+    let mut t = Tracer::new();
+    let mut m = Marker::<true>::new(heap.id);
+    let mut stack = MarkStack::default();
+    loop {
+        if pool.abort.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(slot) = stack.pop() else {
+            if !m.is_idle() {
+                m.flush(&mut stack);
+                continue;
+            }
+            if !pool.take(&mut stack) {
+                return;
+            }
+            continue;
+        };
+        m.direct = stack.is_empty() && m.is_idle();
+        // SAFETY: as in `drain`; the other thread scans other objects (each is pushed by
+        // the one thread whose atomic mark set its bit).
+        unsafe { for_each_edge(slot, &mut t, |e| m.edge(e, &mut stack)) };
+        if pool.hungry.load(Ordering::Relaxed) && stack.len() >= 2 {
+            pool.give(&mut stack);
+        }
+    }
+}
+
+/// The batches two threads of a shared drain hand each other.
+struct Pool {
+    state: std::sync::Mutex<PoolState>,
+    /// Signalled when a batch is given, or marking is over.
+    more: std::sync::Condvar,
+    /// A thread waits for a batch: the other gives one at its next object.
+    hungry: core::sync::atomic::AtomicBool,
+    /// A `Trace` impl panicked: both stop.
+    abort: core::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Slot addresses to scan, a batch at a time.
+    batches: Vec<Vec<usize>>,
+    /// Threads that began their part.
+    started: usize,
+    /// Of those, the ones waiting at an empty pool (or gone).
+    idle: usize,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // Nothing runs under this lock that can panic and leave it half changed.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch onto `stack`; or, once every thread that began waits here with the pool
+    /// empty, `false`: marking is over.
+    fn take(&self, stack: &mut MarkStack) -> bool {
+        let mut st = self.lock();
+        let mut waited = false;
+        loop {
+            if let Some(b) = st.batches.pop() {
+                if waited {
+                    st.idle -= 1;
+                }
+                self.hungry.store(st.idle > 0, Ordering::Relaxed);
+                stack.extend(b.into_iter().map(|a| a as *mut u8));
+                return true;
+            }
+            if !waited {
+                st.idle += 1;
+                waited = true;
+            }
+            if st.idle == st.started || self.abort.load(Ordering::Relaxed) {
+                self.more.notify_all();
+                return false;
+            }
+            self.hungry.store(true, Ordering::Relaxed);
+            st = self.more.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// A batch off `stack` for the thread waiting in `take`: half of it, at most
+    /// `SHARED_BATCH`, from its bottom (a tree's largest subtrees).
+    fn give(&self, stack: &mut MarkStack) {
+        let batch = stack.take_bottom((stack.len() / 2).min(SHARED_BATCH));
+        let mut st = self.lock();
+        st.batches.push(batch);
+        self.hungry.store(false, Ordering::Relaxed);
+        drop(st);
+        self.more.notify_one();
+    }
+}
+
 /// The pipeline of `drain`: edges waiting for their span, then for their mark word. Each
 /// span is live until the stop ends (spans are freed only at a cycle's end,
 /// `mgcsweep::end`), and the rings are emptied before `drain` returns.
-struct Marker {
+struct Marker<const SHARED: bool> {
     heap_id: u64,
     /// The arena of the last edge that left `last` (edges usually land in the one of the
     /// one before).
@@ -652,7 +914,19 @@ struct Marker {
     words: Ring<(&'static Span, usize), EDGE_AHEAD>,
 }
 
-impl Marker {
+impl<const SHARED: bool> Marker<SHARED> {
+    fn new(heap_id: u64) -> Self {
+        Marker {
+            heap_id,
+            arena: None,
+            last: None,
+            last_page: 0,
+            direct: false,
+            spans: Ring::new(),
+            words: Ring::new(),
+        }
+    }
+
     /// Stage 1: an edge found by a scan. One into another heap (or none) is dropped here.
     #[inline(always)]
     fn edge(&mut self, e: NonNull<u8>, stack: &mut MarkStack) {
@@ -697,7 +971,9 @@ impl Marker {
     /// Stage 3: marks slot `i` of `s`; pushes it if newly marked and it can hold handles.
     #[inline(always)]
     fn mark(s: &Span, i: usize, stack: &mut MarkStack) {
-        if s.mark(i) && !s.spc.noscan() {
+        // Shared: the other thread may set a bit of the same word.
+        let new = if SHARED { s.mark_shared(i) } else { s.mark(i) };
+        if new && !s.spc.noscan() {
             stack.push(s.slot(i));
         }
     }

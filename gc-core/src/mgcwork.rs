@@ -204,6 +204,22 @@ impl MarkStack {
         self.len() == 0
     }
 
+    /// Takes `n` entries (at most `len()`) as addresses: the oldest when they are all in
+    /// one block (a shared drain hands a tree's largest subtrees to the other thread),
+    /// else the newest.
+    pub(crate) fn take_bottom(&mut self, n: usize) -> Vec<usize> {
+        if self.top == 0 {
+            let Some(b) = self.blocks.get_mut(0) else {
+                return Vec::new();
+            };
+            let n = n.min(b.len());
+            return b.drain(..n).map(|p| p as usize).collect();
+        }
+        (0..n)
+            .map_while(|_| self.pop().map(|p| p as usize))
+            .collect()
+    }
+
     pub(crate) fn extend(&mut self, it: impl IntoIterator<Item = *mut u8>) {
         for p in it {
             self.push(p);

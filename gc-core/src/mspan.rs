@@ -26,6 +26,9 @@ pub(crate) struct SpanPtr(pub(crate) NonNull<Span>);
 // SAFETY: spans are shared between threads by design; their mutable state is atomics with
 // one writer at a time (module docs of mspan).
 unsafe impl Send for SpanPtr {}
+// SAFETY: a shared `SpanPtr` gives only copies of itself (it is `Copy`), and a copy may be
+// sent (above): the collector's helper reads a snapshot's list of them (`mgchelp`).
+unsafe impl Sync for SpanPtr {}
 
 impl SpanPtr {
     #[inline]

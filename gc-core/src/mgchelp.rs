@@ -1,0 +1,362 @@
+//! The collector's helper, `fing-gchelp` (Go's dedicated mark worker, one of them): a
+//! second thread that takes a share of the work of a stop, on a core that the stopped
+//! mutators leave idle.
+//!
+//! [`run_shared`] runs one closure on the calling thread (the collector, holding the
+//! stopped world) and on the helper at once, and returns when both have returned. The
+//! closure shares its work out itself (a counter of chunks both claim from). While it runs
+//! the helper counts as holding the world (`Local::holds_world`): a `Trace` impl that
+//! calls into fing from it panics as it would on the collector's thread, instead of
+//! waiting for a world that will not resume, and a handle it drops is lowered as the
+//! collector lowers one. A panic on the helper is caught there and resumed on the caller
+//! once both are done, so the caller's unwinding (a `Trace` impl's panic abandons the
+//! cycle: `mgc`) sees every panic of the stop, and nothing runs on the helper after
+//! `run_shared` has returned.
+//!
+//! Why a thread that lives for the process rather than a scoped thread per stop: a new
+//! thread makes its fing state (`Local`) the first time it touches it, and a thread's exit
+//! applies the drops it deferred in a section of its own (`Local::drop`), which would wait
+//! for a world that its own collector holds. The helper is started outside every stop
+//! (`start`, from the collection's caller before it stops the world) and sleeps on a
+//! condition variable between jobs.
+//!
+//! Only stops that are long use it: a cycle in one stop, whose counting pass covers more
+//! than `mgcmark::SHARED_SPANS` spans. A slice's stop is a quarter of a millisecond, of
+//! the order of the helper's wake-up; and on one core there is nothing to share.
+//!
+//! Invariant: the job pointer is set only by `run_shared`, which does not return until
+//! the helper has marked it done, so the closure it points to outlives every use.
+
+use std::any::Any;
+#[cfg(not(loom))]
+use std::panic::resume_unwind;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// A closure to run on both threads, its lifetime erased (see the module's invariant).
+#[derive(Clone, Copy)]
+struct Job(*const (dyn Fn() + Sync + 'static));
+
+// SAFETY: the closure is `Sync` (the pointer is only used to call it through a shared
+// reference), and it outlives the job (module invariant).
+unsafe impl Send for Job {}
+
+/// What the caller and the helper share.
+struct State {
+    /// The job the helper is to run, until it takes it.
+    job: Option<Job>,
+    /// The helper has finished the last job it took.
+    done: bool,
+    /// That job's panic, if it panicked.
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+/// The hand-off between the caller of `run_shared` and the helper (the code the loom
+/// model below checks).
+struct Helper {
+    state: Mutex<State>,
+    /// Signalled when a job is set.
+    work: Condvar,
+    /// Signalled when the helper finishes one.
+    finished: Condvar,
+}
+
+/// The one body of `Helper::new`, const or not.
+macro_rules! helper {
+    () => {
+        Helper {
+            state: Mutex::new(State {
+                job: None,
+                done: true,
+                panic: None,
+            }),
+            work: Condvar::new(),
+            finished: Condvar::new(),
+        }
+    };
+}
+
+impl Helper {
+    /// A hand-off with no job (const for the real one, a static; loom's primitives are
+    /// made at run time, inside a model).
+    #[cfg(not(loom))]
+    const fn new() -> Helper {
+        helper!()
+    }
+
+    #[cfg(loom)]
+    fn new() -> Helper {
+        helper!()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under this lock leaves no broken state (jobs run outside it).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caller's side: sets `f` as the job, runs it here too, waits for the helper's
+    /// run to end; returns the panics of both (this thread's first). `Err(f)` back, run
+    /// nowhere, if a job is in flight already (one collector at a time holds the world;
+    /// only the unit tests share the helper otherwise).
+    #[allow(clippy::type_complexity)]
+    fn share(
+        &self,
+        f: &(dyn Fn() + Sync),
+    ) -> Result<(Option<Box<dyn Any + Send>>, Option<Box<dyn Any + Send>>), ()> {
+        // SAFETY: only the lifetime is erased: this function does not return (nor unwind:
+        // the call of `f` here is caught) before the helper has marked the job done, and
+        // the helper never calls a job after that, so `f` outlives every call through the
+        // pointer.
+        let job = Job(unsafe {
+            core::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(
+                f as *const _,
+            )
+        });
+        {
+            let mut s = self.lock();
+            if !s.done || s.job.is_some() {
+                return Err(());
+            }
+            s.job = Some(job);
+            s.done = false;
+        }
+        self.work.notify_one();
+        let mine = catch_unwind(AssertUnwindSafe(f)).err();
+        let mut s = self.lock();
+        while !s.done {
+            s = self.finished.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok((mine, s.panic.take()))
+    }
+
+    /// The helper's side: waits for a job, runs it (between `before` and `after`), and
+    /// marks it done with its panic.
+    fn serve(&self, before: impl FnOnce(), after: impl FnOnce()) {
+        let job = {
+            let mut s = self.lock();
+            loop {
+                if let Some(j) = s.job.take() {
+                    break j;
+                }
+                s = self.work.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        before();
+        // SAFETY: the caller of `share` waits for `done` before `f` goes (module
+        // invariant), and `f` is `Sync`.
+        let out = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() }));
+        after();
+        let mut s = self.lock();
+        s.panic = out.err();
+        s.done = true;
+        drop(s);
+        self.finished.notify_one();
+    }
+}
+
+#[cfg(not(loom))]
+static HELPER: Helper = Helper::new();
+
+/// Whether the helper runs: decided by the first `start` (a machine of one core, or a
+/// thread the OS refused, has none).
+static RUNNING: OnceLock<bool> = OnceLock::new();
+
+/// Starts the helper if the machine has a second core and it is not started yet. Call it
+/// outside every stop: the helper makes its fing state as it starts. Cheap after the
+/// first call.
+#[cfg(not(loom))]
+pub(crate) fn start() {
+    RUNNING.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores > 1
+            && std::thread::Builder::new()
+                .name("fing-gchelp".into())
+                .spawn(run)
+                .is_ok()
+    });
+}
+
+/// Is the helper there to share a stop's work?
+pub(crate) fn available() -> bool {
+    RUNNING.get().copied().unwrap_or(false)
+}
+
+/// Runs `f` on this thread and on the helper at once (just here if there is no helper, or
+/// it is busy), and returns once both calls have returned. A panic of either is resumed
+/// here after both are done (this thread's own first). For the collector, with the world
+/// stopped.
+#[cfg(not(loom))]
+pub(crate) fn run_shared(f: &(dyn Fn() + Sync)) {
+    if !available() {
+        f();
+        return;
+    }
+    match HELPER.share(f) {
+        Err(()) => f(),
+        Ok((Some(p), _) | (None, Some(p))) => resume_unwind(p),
+        Ok((None, None)) => {}
+    }
+}
+
+/// In the loom build the helper is the model's thread, not the process's.
+#[cfg(loom)]
+pub(crate) fn start() {}
+
+/// In the loom build: `f` here only.
+#[cfg(loom)]
+pub(crate) fn run_shared(f: &(dyn Fn() + Sync)) {
+    f();
+}
+
+/// The helper thread: takes a job, runs it holding the world, says it is done.
+#[cfg(not(loom))]
+fn run() {
+    use crate::world::local;
+    // Its fing state, made now (outside every stop: see `start`), lives as long as the
+    // process; the thread never ends.
+    local(|_| ());
+    loop {
+        HELPER.serve(
+            || local(|l| l.holds_world.set(true)),
+            || local(|l| l.holds_world.set(false)),
+        );
+    }
+}
+
+/// The hand-off in loom: a caller shares a job of two parts (each claimed once, through an
+/// atomic, as `mgcmark::count_refs` claims chunks) with the helper, twice. Properties: each
+/// part is done exactly once per job, its writes (loom cells) are visible to the caller
+/// when `share` returns, no write to them races (loom checks), and the helper never runs
+/// the first job's closure after `share` returned (the second job's cells start fresh).
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Two parts, each written by the thread that claims it.
+    struct Parts([UnsafeCell<u32>; 2]);
+
+    // SAFETY: each part is claimed by one thread (an atomic counter), and loom reports any
+    // access that races, which is what the model checks.
+    unsafe impl Sync for Parts {}
+
+    impl Parts {
+        fn part(&self, i: usize) -> Option<&UnsafeCell<u32>> {
+            self.0.get(i)
+        }
+    }
+
+    #[test]
+    fn a_shared_job_is_done_once_and_seen_whole() {
+        loom::model(|| {
+            let h = Arc::new(Helper::new());
+            let h2 = h.clone();
+            let helper = thread::spawn(move || {
+                for _ in 0..2 {
+                    h2.serve(|| (), || ());
+                }
+            });
+            for _ in 0..2 {
+                let next = AtomicUsize::new(0);
+                let parts = Parts([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
+                let r = h.share(&|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(p) = parts.part(i) else { break };
+                    // SAFETY: part `i` is claimed by one thread only (loom checks).
+                    p.with_mut(|v| unsafe { *v += 1 });
+                });
+                assert!(matches!(r, Ok((None, None))));
+                for p in &parts.0 {
+                    // SAFETY: both runs have ended (loom checks the happens-before).
+                    assert_eq!(p.with(|v| unsafe { *v }), 1);
+                }
+            }
+            helper.join().unwrap();
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// These tests share the one helper (another test's collection may too: then a job
+    /// runs on its caller alone, which the tests allow for).
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// The work a job shares is done once, `run_shared` returns only after the helper's
+    /// share, and (with a second core) the helper does take part.
+    #[test]
+    #[cfg_attr(miri, ignore)] // a thread that never ends
+    fn a_job_is_shared_and_waited_for() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        start();
+        let mut shared = 0;
+        for _ in 0..100 {
+            let next = AtomicUsize::new(0);
+            let done = AtomicUsize::new(0);
+            let runs = AtomicUsize::new(0);
+            run_shared(&|| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                while next.fetch_add(1, Ordering::Relaxed) < 1000 {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert_eq!(done.load(Ordering::Relaxed), 1000);
+            let runs = runs.load(Ordering::Relaxed);
+            assert!(runs == 1 || (runs == 2 && available()));
+            shared += usize::from(runs == 2);
+        }
+        assert_eq!(
+            shared > 0,
+            available(),
+            "the helper takes part when there is one"
+        );
+    }
+
+    /// A panic on the helper's share reaches the caller, after both are done; the helper
+    /// serves the next job.
+    #[test]
+    #[cfg_attr(miri, ignore)] // a thread that never ends
+    fn a_panic_on_the_helper_reaches_the_caller() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        start();
+        if !available() {
+            return;
+        }
+        let caller = std::thread::current().id();
+        let p = (0..1000)
+            .find_map(|_| {
+                catch_unwind(AssertUnwindSafe(|| {
+                    run_shared(&|| {
+                        if std::thread::current().id() != caller {
+                            panic!("the helper's share");
+                        }
+                    })
+                }))
+                .err()
+            })
+            .expect("the helper's panic is resumed here");
+        assert_eq!(p.downcast_ref::<&str>(), Some(&"the helper's share"));
+        let runs = (0..1000)
+            .map(|_| {
+                let runs = AtomicUsize::new(0);
+                run_shared(&|| {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                });
+                runs.load(Ordering::Relaxed)
+            })
+            .max();
+        assert_eq!(runs, Some(2), "the helper serves the next jobs");
+    }
+}
