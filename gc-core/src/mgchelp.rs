@@ -20,12 +20,16 @@
 //! (`start`, from the collection's caller before it stops the world) and sleeps on a
 //! condition variable between jobs.
 //!
-//! Only stops that are long use it: a cycle in one stop, whose counting pass covers more
-//! than `mgcmark::SHARED_SPANS` spans. A slice's stop is a quarter of a millisecond, of
-//! the order of the helper's wake-up; and on one core there is nothing to share.
+//! Only stops that are long use it: a cycle in one stop over a large heap (`mgcmark`'s
+//! `SHARED_SPANS` to count, `SHARED_HEAP` to mark). A slice's stop is a quarter of a
+//! millisecond, of the order of the helper's wake-up; and on one core there is nothing to
+//! share. A job the helper has not taken by the time the caller has done it all is taken
+//! back, not waited for. The helper is the process's: in a child made by `fork` it does
+//! not exist, and the child's jobs run on the caller alone.
 //!
-//! Invariant: the job pointer is set only by `run_shared`, which does not return until
-//! the helper has marked it done, so the closure it points to outlives every use.
+//! Invariant: the job pointer is set only by `Helper::share`, which does not return until
+//! the helper has marked it done or the job was taken back untouched, so the closure it
+//! points to outlives every use.
 
 use std::any::Any;
 #[cfg(not(loom))]
@@ -54,6 +58,8 @@ struct State {
     done: bool,
     /// That job's panic, if it panicked.
     panic: Option<Box<dyn Any + Send>>,
+    /// Only the loom model closes a helper (its threads must end): `serve` returns.
+    closed: bool,
 }
 
 /// The hand-off between the caller of `run_shared` and the helper (the code the loom
@@ -74,6 +80,7 @@ macro_rules! helper {
                 job: None,
                 done: true,
                 panic: None,
+                closed: false,
             }),
             work: Condvar::new(),
             finished: Condvar::new(),
@@ -128,6 +135,13 @@ impl Helper {
         self.work.notify_one();
         let mine = catch_unwind(AssertUnwindSafe(f)).err();
         let mut s = self.lock();
+        if s.job.take().is_some() {
+            // The helper has not woken yet, and this thread has done the whole job (a job
+            // must allow that: it shares its work out itself): taken back, and not waited
+            // for (a wake-up on a loaded machine can be a scheduler tick).
+            s.done = true;
+            return Ok((mine, None));
+        }
         while !s.done {
             s = self.finished.wait(s).unwrap_or_else(|e| e.into_inner());
         }
@@ -135,13 +149,16 @@ impl Helper {
     }
 
     /// The helper's side: waits for a job, runs it (between `before` and `after`), and
-    /// marks it done with its panic.
+    /// marks it done with its panic. Returns without one once the helper is closed.
     fn serve(&self, before: impl FnOnce(), after: impl FnOnce()) {
         let job = {
             let mut s = self.lock();
             loop {
                 if let Some(j) = s.job.take() {
                     break j;
+                }
+                if s.closed {
+                    return;
                 }
                 s = self.work.wait(s).unwrap_or_else(|e| e.into_inner());
             }
@@ -162,9 +179,18 @@ impl Helper {
 #[cfg(not(loom))]
 static HELPER: Helper = Helper::new();
 
-/// Whether the helper runs: decided by the first `start` (a machine of one core, or a
-/// thread the OS refused, has none).
-static RUNNING: OnceLock<bool> = OnceLock::new();
+#[cfg(loom)]
+impl Helper {
+    /// Makes `serve` return once no job is left (the model's helper thread must end).
+    fn close(&self) {
+        self.lock().closed = true;
+        self.work.notify_all();
+    }
+}
+
+/// The process whose helper runs (its id): decided by the first `start` (`None`: a
+/// machine of one core, or a thread the OS refused, has none).
+static RUNNING: OnceLock<Option<u32>> = OnceLock::new();
 
 /// Starts the helper if the machine has a second core and it is not started yet. Call it
 /// outside every stop: the helper makes its fing state as it starts. Cheap after the
@@ -173,17 +199,23 @@ static RUNNING: OnceLock<bool> = OnceLock::new();
 pub(crate) fn start() {
     RUNNING.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cores > 1
+        let spawned = cores > 1
             && std::thread::Builder::new()
                 .name("fing-gchelp".into())
                 .spawn(run)
-                .is_ok()
+                .is_ok();
+        spawned.then(std::process::id)
     });
 }
 
-/// Is the helper there to share a stop's work?
+/// Is the helper there to share a stop's work? (Not in a child made by `fork`: its
+/// threads stayed in the parent.)
 pub(crate) fn available() -> bool {
-    RUNNING.get().copied().unwrap_or(false)
+    RUNNING
+        .get()
+        .copied()
+        .flatten()
+        .is_some_and(|pid| pid == std::process::id())
 }
 
 /// Runs `f` on this thread and on the helper at once (just here if there is no helper, or
@@ -229,10 +261,11 @@ fn run() {
 }
 
 /// The hand-off in loom: a caller shares a job of two parts (each claimed once, through an
-/// atomic, as `mgcmark::count_refs` claims chunks) with the helper, twice. Properties: each
-/// part is done exactly once per job, its writes (loom cells) are visible to the caller
-/// when `share` returns, no write to them races (loom checks), and the helper never runs
-/// the first job's closure after `share` returned (the second job's cells start fresh).
+/// atomic, as `mgcmark::count_refs` claims chunks) with the helper, twice; the helper may
+/// take each job or not (the caller then takes it back). Properties: each part is done
+/// exactly once per job, its writes (loom cells) are visible to the caller when `share`
+/// returns, no write to them races (loom checks), and the helper never runs a job's
+/// closure after `share` returned (the second job's cells start fresh).
 #[cfg(all(test, loom))]
 mod loom_model {
     use super::*;
@@ -260,7 +293,8 @@ mod loom_model {
             let h = Arc::new(Helper::new());
             let h2 = h.clone();
             let helper = thread::spawn(move || {
-                for _ in 0..2 {
+                // Serves until closed: the caller may have taken a job back untouched.
+                while !h2.lock().closed {
                     h2.serve(|| (), || ());
                 }
             });
@@ -279,6 +313,7 @@ mod loom_model {
                     assert_eq!(p.with(|v| unsafe { *v }), 1);
                 }
             }
+            h.close();
             helper.join().unwrap();
         });
     }
@@ -309,6 +344,11 @@ mod tests {
             run_shared(&|| {
                 runs.fetch_add(1, Ordering::Relaxed);
                 while next.fetch_add(1, Ordering::Relaxed) < 1000 {
+                    // Long enough (about a millisecond in all) for the helper to wake and
+                    // take part, which it need not.
+                    for _ in 0..1000 {
+                        core::hint::spin_loop();
+                    }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             });
@@ -335,26 +375,43 @@ mod tests {
             return;
         }
         let caller = std::thread::current().id();
-        let p = (0..1000)
+        // The caller's share waits (a second at most) for the helper's to begin, so that
+        // the job is not taken back untouched.
+        let wait_for = |began: &AtomicUsize| {
+            let t = std::time::Instant::now();
+            while began.load(Ordering::SeqCst) == 0 && t.elapsed().as_secs() < 1 {
+                std::thread::yield_now();
+            }
+        };
+        let p = (0..10)
             .find_map(|_| {
+                let began = AtomicUsize::new(0);
                 catch_unwind(AssertUnwindSafe(|| {
                     run_shared(&|| {
                         if std::thread::current().id() != caller {
+                            began.store(1, Ordering::SeqCst);
                             panic!("the helper's share");
                         }
+                        wait_for(&began);
                     })
                 }))
                 .err()
             })
             .expect("the helper's panic is resumed here");
         assert_eq!(p.downcast_ref::<&str>(), Some(&"the helper's share"));
-        let runs = (0..1000)
+        let runs = (0..10)
             .map(|_| {
                 let runs = AtomicUsize::new(0);
                 run_shared(&|| {
-                    runs.fetch_add(1, Ordering::Relaxed);
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    if std::thread::current().id() == caller {
+                        let t = std::time::Instant::now();
+                        while runs.load(Ordering::SeqCst) < 2 && t.elapsed().as_secs() < 1 {
+                            std::thread::yield_now();
+                        }
+                    }
                 });
-                runs.load(Ordering::Relaxed)
+                runs.load(Ordering::SeqCst)
             })
             .max();
         assert_eq!(runs, Some(2), "the helper serves the next jobs");

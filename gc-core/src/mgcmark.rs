@@ -87,12 +87,15 @@
 //! the cell stamps of the objects it visits (each object is in one thread's chunk of
 //! spans). Marking writes mark bits (two threads may set bits of one word: `fetch_or`,
 //! and the thread whose `fetch_or` set a bit is the one that scans the object) and its
-//! own stack. `Trace` impls run on both threads, each on its own objects: a `Trace` type
-//! is `Send` (objects are), which is what running its impl on another thread than the
-//! one that made the object asks; `Sync` is not needed, since no object is traced by two
-//! threads at once. A panic on either thread stops the other at its next object, and is
-//! resumed on the collector's thread once both are done (the cycle is then abandoned as
-//! for any `Trace` panic).
+//! own stack; a stack holding markfin's objects, which are scanned without being marked
+//! (and could be marked and scanned by the other thread at the same time), is drained on
+//! one thread (`MarkStack::push_unmarked`). `Trace` impls run on both threads, each on
+//! its own objects: a `Trace` type is `Send` (objects are), which is what running its
+//! impl on another thread than the one that made the object asks; `Sync` is not needed,
+//! since no object is traced by two threads at once. A panic on either thread stops the
+//! other at its next object, and is resumed on the collector's thread once both are done
+//! (the cycle is then abandoned as for any `Trace` panic), with the type of the panic
+//! resumed in the report (`Failed`).
 
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -248,10 +251,8 @@ pub(crate) fn abandon(spans: &[SpanPtr]) {
 /// A whole count in one stop over more than `SHARED_SPANS` spans is shared with the
 /// collector's helper (`mgchelp`): both threads claim chunks of `SHARED_CHUNK` spans from
 /// one counter, and add to scratch counts with `fetch_add` (two threads may count edges
-/// into one object), where one thread alone adds with a plain load and store. Why only
-/// counting, for now: it visits each object of a chunk once, and writes only scratch
-/// counts and its own objects' cell stamps, so the two threads share nothing but
-/// `fetch_add`s; marking would need shared mark bits and a shared stack.
+/// into one object), where one thread alone adds with a plain load and store (module
+/// docs, "Two threads in a long stop").
 pub(crate) fn count_refs(
     heap: &MHeap,
     spans: &[SpanPtr],
@@ -264,9 +265,8 @@ pub(crate) fn count_refs(
         && crate::mgchelp::available()
     {
         let next = AtomicUsize::new(0);
-        // The type whose `Trace` impl panicked first, for the report (`tracing_type`).
-        let failed = AtomicPtr::new(core::ptr::null_mut());
-        let shared = catch_unwind(AssertUnwindSafe(|| {
+        let failed = Failed::new();
+        failed.run(|| {
             crate::mgchelp::run_shared(&|| {
                 let counted = catch_unwind(AssertUnwindSafe(|| loop {
                     let from = next.fetch_add(SHARED_CHUNK, Ordering::Relaxed);
@@ -277,27 +277,62 @@ pub(crate) fn count_refs(
                     count_chunk::<true>(heap, chunk, &mut 0, &mut Budget::unlimited());
                 }));
                 if let Err(p) = counted {
-                    let ty = TRACING.with(Cell::get).cast_mut();
-                    let _ = failed.compare_exchange(
-                        core::ptr::null_mut(),
-                        ty,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                    failed.record();
                     // The other thread stops at its next claim: the cycle is abandoned.
                     next.store(usize::MAX / 2, Ordering::Relaxed);
                     resume_unwind(p);
                 }
             })
-        }));
-        if let Err(p) = shared {
-            TRACING.with(|t| t.set(failed.load(Ordering::Relaxed)));
-            resume_unwind(p);
-        }
+        });
         *cursor = spans.len();
         return true;
     }
     count_chunk::<false>(heap, spans, cursor, budget)
+}
+
+/// The types whose `Trace` impls panicked in a shared pass, on the calling thread and on
+/// the helper: `mgchelp::run_shared` resumes the caller's panic if it had one, else the
+/// helper's, and `tracing_type` must name the type of that one.
+struct Failed {
+    caller: std::thread::ThreadId,
+    mine: AtomicPtr<Type>,
+    theirs: AtomicPtr<Type>,
+}
+
+impl Failed {
+    fn new() -> Failed {
+        Failed {
+            caller: std::thread::current().id(),
+            mine: AtomicPtr::new(core::ptr::null_mut()),
+            theirs: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    /// On the thread whose pass panicked: records the type it was tracing.
+    fn record(&self) {
+        let ty = TRACING.with(Cell::get).cast_mut();
+        let at = if std::thread::current().id() == self.caller {
+            &self.mine
+        } else {
+            &self.theirs
+        };
+        at.store(ty, Ordering::Relaxed);
+    }
+
+    /// Runs `shared` (the call of `run_shared`); if it panics, names the type of the panic
+    /// it resumes for `tracing_type`, and resumes it.
+    fn run(&self, shared: impl FnOnce()) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(shared)) {
+            let mine = self.mine.load(Ordering::Relaxed);
+            let ty = if mine.is_null() {
+                self.theirs.load(Ordering::Relaxed)
+            } else {
+                mine
+            };
+            TRACING.with(|t| t.set(ty));
+            resume_unwind(p);
+        }
+    }
 }
 
 /// `FING_DEBUG=sharedmark`: every count and mark of a cycle in one stop is shared with the
@@ -484,7 +519,7 @@ pub(crate) fn markfin(
             if s.is_marked(i) || fin_scanned.last() == Some(&obj) {
                 continue;
             }
-            stack.push(obj.as_ptr());
+            stack.push_unmarked(obj.as_ptr());
             fin_scanned.push(obj);
         }
         if !budget.go_on(n) {
@@ -708,8 +743,10 @@ const COUNT_AHEAD: usize = 16;
 /// a slice ends with all its edges marked. A `Trace` panic loses what is in flight, but
 /// the cycle is abandoned then (`mgc`), its marks cleared.
 pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) -> bool {
+    // Not while markfin's unmarked objects are on the stack (`MarkStack::push_unmarked`).
     let share = budget.is_unlimited()
         && (heap.heap_live.load(Ordering::Relaxed) >= SHARED_HEAP || always_share())
+        && !stack.holds_unmarked()
         && crate::mgchelp::available();
     let mut t = Tracer::new();
     let mut m = Marker::<false>::new(heap.id);
@@ -750,7 +787,7 @@ const SHARED_HEAP: usize = 4 << 20;
 /// The most objects handed between the two threads of a shared drain at a time.
 const SHARED_BATCH: usize = 512;
 
-/// `drain` to the end on this thread and the helper (see `SHARED_STACK`): each marks with
+/// `drain` to the end on this thread and the helper (see `SHARED_HEAP`): each marks with
 /// atomic mark bits (`Span::mark_shared`: the two may mark objects of one bitmap word)
 /// from a stack of its own; a thread with nothing left takes a batch from the pool, and
 /// while one waits there, the other gives it batches off its stack. Marking is over when
@@ -770,19 +807,13 @@ fn drain_shared(heap: &MHeap, stack: &mut MarkStack) {
             st.batches.push(batch);
         }
     }
-    let failed = AtomicPtr::new(core::ptr::null_mut());
-    let shared = catch_unwind(AssertUnwindSafe(|| {
+    let failed = Failed::new();
+    failed.run(|| {
         crate::mgchelp::run_shared(&|| {
             pool.lock().started += 1;
             let marked = catch_unwind(AssertUnwindSafe(|| drain_worker(heap, &pool)));
             if let Err(p) = marked {
-                let ty = TRACING.with(Cell::get).cast_mut();
-                let _ = failed.compare_exchange(
-                    core::ptr::null_mut(),
-                    ty,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                failed.record();
                 // The other thread stops at its next object: the cycle is abandoned.
                 pool.abort.store(true, Ordering::Relaxed);
                 pool.lock().idle += 1;
@@ -790,11 +821,7 @@ fn drain_shared(heap: &MHeap, stack: &mut MarkStack) {
                 resume_unwind(p);
             }
         })
-    }));
-    if let Err(p) = shared {
-        TRACING.with(|t| t.set(failed.load(Ordering::Relaxed)));
-        resume_unwind(p);
-    }
+    });
 }
 
 /// One thread's part of `drain_shared`.
@@ -817,8 +844,10 @@ fn drain_worker(heap: &MHeap, pool: &Pool) {
             continue;
         };
         m.direct = stack.is_empty() && m.is_idle();
-        // SAFETY: as in `drain`; the other thread scans other objects (each is pushed by
-        // the one thread whose atomic mark set its bit).
+        // SAFETY: as in `drain`; the other thread scans other objects: every entry of a
+        // shared drain is marked (`MarkStack::push_unmarked` keeps markfin's unmarked
+        // ones out), and each is pushed once, by the thread whose `mark_shared` set its
+        // bit.
         unsafe { for_each_edge(slot, &mut t, |e| m.edge(e, &mut stack)) };
         if pool.hungry.load(Ordering::Relaxed) && stack.len() >= 2 {
             pool.give(&mut stack);

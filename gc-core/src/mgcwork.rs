@@ -156,6 +156,9 @@ pub(crate) struct MarkStack {
     blocks: Vec<Vec<*mut u8>>,
     /// The block pushed to and popped from; the ones above it are empty.
     top: usize,
+    /// An unmarked object was pushed (`push_unmarked`: markfin's) since the stack was last
+    /// empty: a drain of it stays on one thread (`mgcmark::drain`).
+    unmarked: bool,
 }
 
 impl MarkStack {
@@ -204,9 +207,26 @@ impl MarkStack {
         self.len() == 0
     }
 
-    /// Takes `n` entries (at most `len()`) as addresses: the oldest when they are all in
-    /// one block (a shared drain hands a tree's largest subtrees to the other thread),
-    /// else the newest.
+    /// Pushes an object that is not marked (markfin scans finalizable objects without
+    /// marking them): until the stack is next found empty, its drain stays on one thread,
+    /// since a second thread could mark that object through another edge and scan it at
+    /// the same time (two threads in one `Trace` impl).
+    pub(crate) fn push_unmarked(&mut self, p: *mut u8) {
+        self.unmarked = true;
+        self.push(p);
+    }
+
+    /// Did `push_unmarked` push since the stack was last found empty?
+    pub(crate) fn holds_unmarked(&mut self) -> bool {
+        if self.unmarked && self.is_empty() {
+            self.unmarked = false;
+        }
+        self.unmarked
+    }
+
+    /// Takes the oldest entries as addresses (a shared drain hands a tree's largest
+    /// subtrees to the other thread): `n` of them (at most `len()`) when they are all in
+    /// one block, else the whole of the bottom block, which is full.
     pub(crate) fn take_bottom(&mut self, n: usize) -> Vec<usize> {
         if self.top == 0 {
             let Some(b) = self.blocks.get_mut(0) else {
@@ -215,8 +235,11 @@ impl MarkStack {
             let n = n.min(b.len());
             return b.drain(..n).map(|p| p as usize).collect();
         }
-        (0..n)
-            .map_while(|_| self.pop().map(|p| p as usize))
+        self.top -= 1;
+        self.blocks
+            .remove(0)
+            .into_iter()
+            .map(|p| p as usize)
             .collect()
     }
 
@@ -235,8 +258,8 @@ pub(crate) fn clear_greys(world: &StoppedWorld) {
 }
 
 thread_local! {
-    /// On the collector's thread while it counts references (`mgcmark::count_refs`): the
-    /// cycle's epoch plus one (0: not counting).
+    /// On the collector's thread, and its helper's, while it counts references
+    /// (`mgcmark::count_refs`): the cycle's epoch plus one (0: not counting).
     static COUNTING: Cell<u32> = const { Cell::new(0) };
 }
 

@@ -8,8 +8,9 @@
 //! at a time. Ownership of that state (`free_index`, `alloc_count`, setting alloc bits):
 //! the one mcache that holds it (inside a mutator section), or the central list under its
 //! lock, or the collector with the world stopped. Alloc bits are atomics because
-//! `find_object` may read them from any thread; mark bits are written by the collector
-//! only, with the world stopped.
+//! `find_object` may read them from any thread; mark bits are written with the world
+//! stopped, by the collector and its helper (`mgchelp`: then with `mark_shared`), and by
+//! mutators between a cycle's slices (`mark_shared`).
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -222,7 +223,8 @@ impl Span {
     }
 
     /// Sets the mark bit with an atomic read-modify-write; returns whether it was clear.
-    /// For mutators between a cycle's slices (`mgcwork::shade`, black allocation), which
+    /// For mutators between a cycle's slices (`mgcwork::shade`, black allocation), and the
+    /// two threads of a shared drain (`mgcmark::drain_shared`), which
     /// may share a bitmap word with another thread's.
     #[inline]
     pub(crate) fn mark_shared(&self, i: usize) -> bool {
