@@ -115,10 +115,10 @@ impl Helper {
         &self,
         f: &(dyn Fn() + Sync),
     ) -> Result<(Option<Box<dyn Any + Send>>, Option<Box<dyn Any + Send>>), ()> {
-        // SAFETY: only the lifetime is erased: this function does not return (nor unwind:
-        // the call of `f` here is caught) before the helper has marked the job done, and
-        // the helper never calls a job after that, so `f` outlives every call through the
-        // pointer.
+        // Only the lifetime is erased: this function does not return (nor unwind: the call
+        // of `f` here is caught) before the helper has marked the job done or it is taken
+        // back untouched, and the helper never calls a job after that.
+        // SAFETY: so `f` outlives every call through the pointer (above).
         let job = Job(unsafe {
             core::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(
                 f as *const _,

@@ -265,29 +265,41 @@ pub(crate) fn count_refs(
         && crate::mgchelp::available()
     {
         let next = AtomicUsize::new(0);
-        let failed = Failed::new();
-        failed.run(|| {
-            crate::mgchelp::run_shared(&|| {
-                let counted = catch_unwind(AssertUnwindSafe(|| loop {
-                    let from = next.fetch_add(SHARED_CHUNK, Ordering::Relaxed);
-                    let Some(chunk) = spans.get(from..(from + SHARED_CHUNK).min(spans.len()))
-                    else {
-                        break;
-                    };
-                    count_chunk::<true>(heap, chunk, &mut 0, &mut Budget::unlimited());
-                }));
-                if let Err(p) = counted {
-                    failed.record();
-                    // The other thread stops at its next claim: the cycle is abandoned.
-                    next.store(usize::MAX / 2, Ordering::Relaxed);
-                    resume_unwind(p);
-                }
-            })
-        });
+        share(
+            &|| loop {
+                let from = next.fetch_add(SHARED_CHUNK, Ordering::Relaxed);
+                let Some(chunk) = spans.get(from..(from + SHARED_CHUNK).min(spans.len())) else {
+                    break;
+                };
+                count_chunk::<true>(heap, chunk, &mut 0, &mut Budget::unlimited());
+            },
+            // The other thread stops at its next claim.
+            &|| next.store(usize::MAX / 2, Ordering::Relaxed),
+        );
         *cursor = spans.len();
         return true;
     }
     count_chunk::<false>(heap, spans, cursor, budget)
+}
+
+/// Runs `work` on this thread and on the collector's helper at once
+/// (`mgchelp::run_shared`). A `Trace` panic in either's part calls `stop` (the other ends
+/// its part soon: the cycle is abandoned) and is resumed here once both are done, with
+/// `tracing_type` naming the type of the panic resumed.
+fn share(work: &(dyn Fn() + Sync), stop: &(dyn Fn() + Sync)) {
+    let failed = Failed::new();
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+        crate::mgchelp::run_shared(&|| {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(work)) {
+                failed.record();
+                stop();
+                resume_unwind(p);
+            }
+        })
+    })) {
+        TRACING.with(|t| t.set(failed.resumed()));
+        resume_unwind(p);
+    }
 }
 
 /// The types whose `Trace` impls panicked in a shared pass, on the calling thread and on
@@ -319,18 +331,13 @@ impl Failed {
         at.store(ty, Ordering::Relaxed);
     }
 
-    /// Runs `shared` (the call of `run_shared`); if it panics, names the type of the panic
-    /// it resumes for `tracing_type`, and resumes it.
-    fn run(&self, shared: impl FnOnce()) {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(shared)) {
-            let mine = self.mine.load(Ordering::Relaxed);
-            let ty = if mine.is_null() {
-                self.theirs.load(Ordering::Relaxed)
-            } else {
-                mine
-            };
-            TRACING.with(|t| t.set(ty));
-            resume_unwind(p);
+    /// The type of the panic `run_shared` resumes: this thread's, else the helper's.
+    fn resumed(&self) -> *const Type {
+        let mine = self.mine.load(Ordering::Relaxed);
+        if mine.is_null() {
+            self.theirs.load(Ordering::Relaxed)
+        } else {
+            mine
         }
     }
 }
@@ -340,9 +347,7 @@ impl Failed {
 /// runs with it in `.ci/deep`). Read once.
 fn always_share() -> bool {
     static ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALWAYS.get_or_init(|| {
-        std::env::var("FING_DEBUG").is_ok_and(|v| v.split(',').any(|x| x.trim() == "sharedmark"))
-    })
+    *ALWAYS.get_or_init(|| crate::mheap::env_lists("FING_DEBUG", "sharedmark"))
 }
 
 /// Spans of a snapshot over which a whole count is shared with the helper (4 MB of
@@ -807,21 +812,18 @@ fn drain_shared(heap: &MHeap, stack: &mut MarkStack) {
             st.batches.push(batch);
         }
     }
-    let failed = Failed::new();
-    failed.run(|| {
-        crate::mgchelp::run_shared(&|| {
+    share(
+        &|| {
             pool.lock().started += 1;
-            let marked = catch_unwind(AssertUnwindSafe(|| drain_worker(heap, &pool)));
-            if let Err(p) = marked {
-                failed.record();
-                // The other thread stops at its next object: the cycle is abandoned.
-                pool.abort.store(true, Ordering::Relaxed);
-                pool.lock().idle += 1;
-                pool.more.notify_all();
-                resume_unwind(p);
-            }
-        })
-    });
+            drain_worker(heap, &pool);
+        },
+        // The other thread stops at its next object, or leaves the pool it waits at.
+        &|| {
+            pool.abort.store(true, Ordering::Relaxed);
+            pool.lock().idle += 1;
+            pool.more.notify_all();
+        },
+    );
 }
 
 /// One thread's part of `drain_shared`.
@@ -844,10 +846,10 @@ fn drain_worker(heap: &MHeap, pool: &Pool) {
             continue;
         };
         m.direct = stack.is_empty() && m.is_idle();
-        // SAFETY: as in `drain`; the other thread scans other objects: every entry of a
-        // shared drain is marked (`MarkStack::push_unmarked` keeps markfin's unmarked
-        // ones out), and each is pushed once, by the thread whose `mark_shared` set its
-        // bit.
+        // The other thread scans other objects: every entry of a shared drain is marked
+        // (`MarkStack::push_unmarked` keeps markfin's unmarked ones out), and each is
+        // pushed once, by the thread whose `mark_shared` set its bit.
+        // SAFETY: as in `drain`, and no object is scanned by both threads (above).
         unsafe { for_each_edge(slot, &mut t, |e| m.edge(e, &mut stack)) };
         if pool.hungry.load(Ordering::Relaxed) && stack.len() >= 2 {
             pool.give(&mut stack);

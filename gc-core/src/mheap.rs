@@ -87,7 +87,7 @@ impl Default for HeapConfig {
 }
 
 /// Does the comma-separated list in environment variable `var` contain `word`?
-fn env_lists(var: &str, word: &str) -> bool {
+pub(crate) fn env_lists(var: &str, word: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v.split(',').any(|x| x.trim() == word))
 }
 
