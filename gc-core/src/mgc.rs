@@ -321,6 +321,7 @@ impl Cycle {
                 ),
                 Phase::Mark => self.mark(world, budget),
                 Phase::MarkFin => mgcmark::markfin(
+                    heap,
                     &self.spans,
                     &mut self.cursor,
                     &mut self.stack,

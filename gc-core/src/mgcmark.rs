@@ -87,9 +87,9 @@
 //! the cell stamps of the objects it visits (each object is in one thread's chunk of
 //! spans). Marking writes mark bits (two threads may set bits of one word: `fetch_or`,
 //! and the thread whose `fetch_or` set a bit is the one that scans the object) and its
-//! own stack; a stack holding markfin's objects, which are scanned without being marked
-//! (and could be marked and scanned by the other thread at the same time), is drained on
-//! one thread (`MarkStack::push_unmarked`). `Trace` impls run on both threads, each on
+//! own stack, which holds marked objects only (markfin scans its unmarked objects itself,
+//! rather than pushing them, which could let the other thread mark and scan one at the
+//! same time). `Trace` impls run on both threads, each on
 //! its own objects: a `Trace` type is `Send` (objects are), which is what running its
 //! impl on another thread than the one that made the object asks; `Sync` is not needed,
 //! since no object is traced by two threads at once. A panic on either thread stops the
@@ -496,17 +496,23 @@ pub(crate) fn mark_objects(objs: &[NonNull<u8>], stack: &mut MarkStack) {
 
 /// Go's markfin, from span `*cursor` of the snapshot on: each object with finalizers that
 /// is still unmarked has what it points to marked, but is not marked itself (if it stays
-/// unmarked, it is resurrected and its finalizers queued: mfinal). It is pushed on `stack`
-/// unmarked, to be scanned, and listed in `fin_scanned` (for `check_fin_cycles`). Noscan
+/// unmarked, it is resurrected and its finalizers queued: mfinal). It is scanned here, as
+/// Go's `markrootSpans` scans it: its targets are marked and pushed on `stack` for
+/// `drain`, so the stack holds marked objects only, which a shared drain needs (an
+/// unmarked object on it could be marked through another edge and scanned by both
+/// threads at once). It is listed in `fin_scanned` (for `check_fin_cycles`). Noscan
 /// spans are skipped without reading their records: their objects point nowhere. Returns
 /// whether it is done.
 pub(crate) fn markfin(
+    heap: &MHeap,
     spans: &[SpanPtr],
     cursor: &mut usize,
     stack: &mut MarkStack,
     fin_scanned: &mut Vec<NonNull<u8>>,
     budget: &mut Budget,
 ) -> bool {
+    let mut t = Tracer::new();
+    let mut m = Marker::<false>::new(heap.id);
     while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
         *cursor += 1;
         if s.spc.noscan() || !s.has_specials() {
@@ -524,13 +530,17 @@ pub(crate) fn markfin(
             if s.is_marked(i) || fin_scanned.last() == Some(&obj) {
                 continue;
             }
-            stack.push_unmarked(obj.as_ptr());
+            // SAFETY: a record's object is allocated (records go with their objects), and
+            // the world is stopped.
+            unsafe { for_each_edge(obj.as_ptr(), &mut t, |e| m.edge(e, stack)) };
             fin_scanned.push(obj);
         }
         if !budget.go_on(n) {
             break;
         }
     }
+    // Nothing left in flight: what this step's scans reach is marked and pushed.
+    m.flush(stack);
     *cursor >= spans.len()
 }
 
@@ -748,10 +758,8 @@ const COUNT_AHEAD: usize = 16;
 /// a slice ends with all its edges marked. A `Trace` panic loses what is in flight, but
 /// the cycle is abandoned then (`mgc`), its marks cleared.
 pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) -> bool {
-    // Not while markfin's unmarked objects are on the stack (`MarkStack::push_unmarked`).
     let share = budget.is_unlimited()
         && (heap.heap_live.load(Ordering::Relaxed) >= SHARED_HEAP || always_share())
-        && !stack.holds_unmarked()
         && crate::mgchelp::available();
     let mut t = Tracer::new();
     let mut m = Marker::<false>::new(heap.id);
@@ -772,8 +780,8 @@ pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) ->
             continue;
         };
         m.direct = stack.is_empty() && m.is_idle();
-        // SAFETY: only allocated slots are pushed (marked ones, unmarked objects with
-        // finalizers, and grey objects, whose slots stay allocated until the cycle ends:
+        // SAFETY: only allocated slots are pushed (marked ones, and grey objects, also
+        // marked, whose slots stay allocated until the cycle ends:
         // at worst freed at count zero, `FREED`, with no edges); the world is stopped.
         unsafe { for_each_edge(slot, &mut t, |e| m.edge(e, stack)) };
         if !budget.go_on(1) {
@@ -847,7 +855,7 @@ fn drain_worker(heap: &MHeap, pool: &Pool) {
         };
         m.direct = stack.is_empty() && m.is_idle();
         // The other thread scans other objects: every entry of a shared drain is marked
-        // (`MarkStack::push_unmarked` keeps markfin's unmarked ones out), and each is
+        // (markfin scans its unmarked objects itself), and each is
         // pushed once, by the thread whose `mark_shared` set its bit.
         // SAFETY: as in `drain`, and no object is scanned by both threads (above).
         unsafe { for_each_edge(slot, &mut t, |e| m.edge(e, &mut stack)) };

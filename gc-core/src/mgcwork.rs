@@ -156,9 +156,6 @@ pub(crate) struct MarkStack {
     blocks: Vec<Vec<*mut u8>>,
     /// The block pushed to and popped from; the ones above it are empty.
     top: usize,
-    /// An unmarked object was pushed (`push_unmarked`: markfin's) since the stack was last
-    /// empty: a drain of it stays on one thread (`mgcmark::drain`).
-    unmarked: bool,
 }
 
 impl MarkStack {
@@ -205,23 +202,6 @@ impl MarkStack {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Pushes an object that is not marked (markfin scans finalizable objects without
-    /// marking them): until the stack is next found empty, its drain stays on one thread,
-    /// since a second thread could mark that object through another edge and scan it at
-    /// the same time (two threads in one `Trace` impl).
-    pub(crate) fn push_unmarked(&mut self, p: *mut u8) {
-        self.unmarked = true;
-        self.push(p);
-    }
-
-    /// Did `push_unmarked` push since the stack was last found empty?
-    pub(crate) fn holds_unmarked(&mut self) -> bool {
-        if self.unmarked && self.is_empty() {
-            self.unmarked = false;
-        }
-        self.unmarked
     }
 
     /// Takes the oldest entries as addresses (a shared drain hands a tree's largest
