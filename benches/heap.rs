@@ -2,8 +2,9 @@
 //! 32-byte traced object (with the collections it triggers, amortised) against
 //! `Box::new`; cloning and dropping a handle against `Arc`; a full collection of a heap of
 //! 1 000 000 live objects (the mark rate, in objects per second), and of the same heap
-//! with a weak handle to each object (the collector's walks over weak cells), and of a
-//! heap of as many objects linked at random (marking that waits on memory).
+//! with a weak handle to each object (the collector's walks over weak cells), of a
+//! heap of as many objects linked at random (marking that waits on memory), and of that
+//! heap reached only through an object with a finalizer (marking from markfin's scan).
 //!
 //! `cargo bench --bench heap`
 
@@ -128,8 +129,33 @@ fn collect(c: &mut Criterion) {
     g.bench_function("1M live objects linked at random", |b| {
         b.iter_batched(|| (), |()| heap.collect(), BatchSize::PerIteration)
     });
-    g.finish();
     assert!(scattered.next.borrow().is_some());
+    drop(scattered);
+    // The same again, reached only through an object with a finalizer that the list leads
+    // back to: a cycle through a finalizable object, never finalized (Go's rule), so each
+    // collection marks the million objects from markfin's scan of that object.
+    let head = scattered_heap(&heap, N);
+    let mut last = head.clone();
+    while let Some(n) = {
+        let n = last.next.borrow().clone();
+        n
+    } {
+        last = n;
+    }
+    last.next.set(Some(head.clone()));
+    head.set_finalizer(|_: Gc<Scattered>| ())
+        .expect("a finalizer");
+    let weak = head.downgrade();
+    drop((head, last));
+    g.bench_function(
+        "1M objects linked at random, reached through a finalizer's object",
+        |b| b.iter_batched(|| (), |()| heap.collect(), BatchSize::PerIteration),
+    );
+    g.finish();
+    assert!(
+        weak.upgrade().is_some(),
+        "a cycle through a finalizer's object is kept"
+    );
 }
 
 #[derive(Trace)]
