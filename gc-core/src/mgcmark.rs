@@ -494,15 +494,19 @@ pub(crate) fn mark_objects(objs: &[NonNull<u8>], stack: &mut MarkStack) {
     }
 }
 
-/// Go's markfin, from span `*cursor` of the snapshot on: each object with finalizers that
-/// is still unmarked has what it points to marked, but is not marked itself (if it stays
-/// unmarked, it is resurrected and its finalizers queued: mfinal). It is scanned here, as
-/// Go's `markrootSpans` scans it: its targets are marked and pushed on `stack` for
-/// `drain`, so the stack holds marked objects only, which a shared drain needs (an
-/// unmarked object on it could be marked through another edge and scanned by both
-/// threads at once). It is listed in `fin_scanned` (for `check_fin_cycles`). Noscan
-/// spans are skipped without reading their records: their objects point nowhere. Returns
-/// whether it is done.
+/// Go's markfin, from `*cursor` on: each object with finalizers that is still unmarked
+/// has what it points to marked, but is not marked itself (if it stays unmarked, it is
+/// resurrected and its finalizers queued: mfinal). Two passes, one cursor: first the
+/// snapshot's spans (`*cursor` below `spans.len()`) are walked and every such object is
+/// listed in `fin_scanned` (for `check_fin_cycles` too), under each span's record lock;
+/// then the listed objects are scanned, with no lock held (a `Trace` impl is user code),
+/// as Go's `markrootSpans` scans them: their targets are marked and pushed on `stack`. So
+/// the stack holds marked objects only, which a shared drain needs (an unmarked object on
+/// it could be marked through another edge and scanned by both threads at once); and the
+/// list is made before any scan, so which objects are listed does not depend on the
+/// order of the scans. The stack is drained as it grows past `ROOTS_STACK`, as
+/// `scan_roots` drains it. Noscan spans are skipped without reading their records: their
+/// objects point nowhere. Returns whether it is done.
 pub(crate) fn markfin(
     heap: &MHeap,
     spans: &[SpanPtr],
@@ -511,13 +515,11 @@ pub(crate) fn markfin(
     fin_scanned: &mut Vec<NonNull<u8>>,
     budget: &mut Budget,
 ) -> bool {
-    let mut t = Tracer::new();
-    let mut m = Marker::<false>::new(heap.id);
     while let Some(s) = spans.get(*cursor).map(|s| s.get()) {
         *cursor += 1;
         if s.spc.noscan() || !s.has_specials() {
             if !budget.go_on(1) {
-                break;
+                return false;
             }
             continue;
         }
@@ -530,18 +532,33 @@ pub(crate) fn markfin(
             if s.is_marked(i) || fin_scanned.last() == Some(&obj) {
                 continue;
             }
-            // SAFETY: a record's object is allocated (records go with their objects), and
-            // the world is stopped.
-            unsafe { for_each_edge(obj.as_ptr(), &mut t, |e| m.edge(e, stack)) };
             fin_scanned.push(obj);
         }
         if !budget.go_on(n) {
+            return false;
+        }
+    }
+    let mut t = Tracer::new();
+    let mut m = Marker::<false>::new(heap.id);
+    while let Some(&obj) = fin_scanned.get(*cursor - spans.len()) {
+        if stack.len() >= ROOTS_STACK {
+            m.flush(stack);
+            if !drain(heap, stack, budget) {
+                break;
+            }
+        }
+        *cursor += 1;
+        // SAFETY: a listed object's slot is allocated, as a pushed one is in `drain` (a
+        // slot is freed only by the sweep, after marking; at worst its object was freed at
+        // count zero since, `FREED`, with no edges), and the world is stopped.
+        unsafe { for_each_edge(obj.as_ptr(), &mut t, |e| m.edge(e, stack)) };
+        if !budget.go_on(1) {
             break;
         }
     }
     // Nothing left in flight: what this step's scans reach is marked and pushed.
     m.flush(stack);
-    *cursor >= spans.len()
+    *cursor - spans.len() >= fin_scanned.len()
 }
 
 /// Go's checkfinalizers, once marking is over: a finalizable object that the finalizer
@@ -931,9 +948,10 @@ impl Pool {
     }
 }
 
-/// The pipeline of `drain`: edges waiting for their span, then for their mark word. Each
-/// span is live until the stop ends (spans are freed only at a cycle's end,
-/// `mgcsweep::end`), and the rings are emptied before `drain` returns.
+/// The pipeline of `drain` (and of markfin's scans): edges waiting for their span, then
+/// for their mark word. Each span is live until the stop ends (spans are freed only at a
+/// cycle's end, `mgcsweep::end`), and the rings are emptied before `drain` (or `markfin`)
+/// returns.
 struct Marker<const SHARED: bool> {
     heap_id: u64,
     /// The arena of the last edge that left `last` (edges usually land in the one of the
@@ -945,7 +963,7 @@ struct Marker<const SHARED: bool> {
     /// every edge wait for the edge before's miss, a third of marking's time in slices.)
     last: Option<&'static Span>,
     last_page: usize,
-    /// Mark every edge at once (`drain`: nothing else is in flight).
+    /// Mark every edge at once (`drain`, when nothing else is in flight).
     direct: bool,
     /// Edges (target headers) whose span's lines were prefetched, and that span.
     spans: Ring<(*mut u8, &'static Span), EDGE_AHEAD>,
