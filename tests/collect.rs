@@ -3,7 +3,7 @@
 
 #![allow(missing_docs, dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -438,6 +438,68 @@ struct Vertex {
     b: GcCell<Option<Gc<Vertex>>>,
 }
 
+/// xorshift64: a seeded generator for the graphs linked at random.
+struct Xorshift(u64);
+
+impl Xorshift {
+    /// A number below `n`.
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// `n` vertices in `h`; each of a vertex's two cells links to a random vertex where
+/// `edge` (drawn first) says so. Returns them, and each one's links by index.
+fn random_graph(
+    h: &Heap,
+    n: usize,
+    rng: &mut Xorshift,
+    edge: impl Fn(&mut Xorshift) -> bool,
+) -> (Vec<Gc<Vertex>>, Vec<Vec<usize>>) {
+    let nodes: Vec<Gc<Vertex>> = (0..n as u64)
+        .map(|id| {
+            h.alloc(Vertex {
+                id,
+                a: GcCell::new(None),
+                b: GcCell::new(None),
+            })
+        })
+        .collect();
+    let mut edges = vec![Vec::new(); n];
+    for (i, v) in nodes.iter().enumerate() {
+        for cell in [&v.a, &v.b] {
+            if edge(rng) {
+                let j = rng.below(n);
+                cell.set(Some(nodes[j].clone()));
+                edges[i].push(j);
+            }
+        }
+    }
+    (nodes, edges)
+}
+
+/// The vertices `from` reaches in the graph `edges`: from `from` on with `itself`, else
+/// through at least one link.
+fn reachable(edges: &[Vec<usize>], from: &[usize], itself: bool) -> HashSet<usize> {
+    let mut seen = HashSet::new();
+    let mut todo: Vec<usize> = if itself {
+        from.to_vec()
+    } else {
+        from.iter()
+            .flat_map(|&i| edges[i].iter().copied())
+            .collect()
+    };
+    while let Some(i) = todo.pop() {
+        if seen.insert(i) {
+            todo.extend(&edges[i]);
+        }
+    }
+    seen
+}
+
 /// A heap large enough that a collection shares its count of references with the
 /// collector's helper thread (over 512 spans of objects with handles; `mgchelp`), linked
 /// at random so that both threads add to the same objects' counts: exactly what the roots
@@ -447,40 +509,14 @@ struct Vertex {
 fn a_count_shared_with_the_helper_keeps_exactly_what_is_reachable() {
     let h = heap();
     const N: usize = 150_000;
-    let nodes: Vec<Gc<Vertex>> = (0..N as u64)
-        .map(|id| {
-            h.alloc(Vertex {
-                id,
-                a: GcCell::new(None),
-                b: GcCell::new(None),
-            })
-        })
-        .collect();
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = |n: usize| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % n as u64) as usize
-    };
-    let mut edges = vec![Vec::new(); N];
-    for (i, v) in nodes.iter().enumerate() {
-        for cell in [&v.a, &v.b] {
-            if next(4) != 0 {
-                let j = next(N);
-                cell.set(Some(nodes[j].clone()));
-                edges[i].push(j);
-            }
-        }
-    }
-    let roots: Vec<Gc<Vertex>> = (0..50).map(|_| nodes[next(N)].clone()).collect();
-    let mut reach = std::collections::HashSet::new();
-    let mut todo: Vec<usize> = roots.iter().map(|r| r.id as usize).collect();
-    while let Some(i) = todo.pop() {
-        if reach.insert(i) {
-            todo.extend(&edges[i]);
-        }
-    }
+    let mut rng = Xorshift(0x2545_F491_4F6C_DD1D);
+    let (nodes, edges) = random_graph(&h, N, &mut rng, |r| r.below(4) != 0);
+    let roots: Vec<Gc<Vertex>> = (0..50).map(|_| nodes[rng.below(N)].clone()).collect();
+    let reach = reachable(
+        &edges,
+        &roots.iter().map(|r| r.id as usize).collect::<Vec<_>>(),
+        true,
+    );
     assert!(
         reach.len() > N / 2 && reach.len() < N,
         "a giant component and garbage"
@@ -490,7 +526,7 @@ fn a_count_shared_with_the_helper_keeps_exactly_what_is_reachable() {
         h.collect();
         assert_eq!(h.stats().heap_objects as usize, reach.len());
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut todo = roots.clone();
     while let Some(v) = todo.pop() {
         if seen.insert(v.id as usize) {
@@ -524,69 +560,29 @@ fn a_count_shared_with_the_helper_keeps_exactly_what_is_reachable() {
 fn markfin_over_a_shared_drain_finalizes_exactly_go_s_set() {
     let h = heap();
     const N: usize = 150_000;
-    let nodes: Vec<Gc<Vertex>> = (0..N as u64)
-        .map(|id| {
-            h.alloc(Vertex {
-                id,
-                a: GcCell::new(None),
-                b: GcCell::new(None),
-            })
-        })
-        .collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = |n: usize| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % n as u64) as usize
-    };
-    let mut edges = vec![Vec::new(); N];
-    for (i, v) in nodes.iter().enumerate() {
-        for cell in [&v.a, &v.b] {
-            // About one edge a vertex: components of every size, many of them trees.
-            if next(2) == 0 {
-                let j = next(N);
-                cell.set(Some(nodes[j].clone()));
-                edges[i].push(j);
-            }
-        }
-    }
+    let mut rng = Xorshift(0x9E37_79B9_7F4A_7C15);
+    // About one edge a vertex: components of every size, many of them trees.
+    let (nodes, edges) = random_graph(&h, N, &mut rng, |r| r.below(2) == 0);
     let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut fin = Vec::new();
     for (i, v) in nodes.iter().enumerate() {
-        if next(16) == 0 {
+        if rng.below(16) == 0 {
             let ran = ran.clone();
             v.set_finalizer(move |v: Gc<Vertex>| ran.lock().unwrap().push(v.id as usize))
                 .expect("a finalizer");
             fin.push(i);
         }
     }
-    let roots: Vec<Gc<Vertex>> = (0..20).map(|_| nodes[next(N)].clone()).collect();
-    // What `from` reaches through at least one edge (or, with `itself`, from `from` on).
-    let reach = |from: &[usize], itself: bool| {
-        let mut seen = std::collections::HashSet::new();
-        let mut todo: Vec<usize> = if itself {
-            from.to_vec()
-        } else {
-            from.iter()
-                .flat_map(|&i| edges[i].iter().copied())
-                .collect()
-        };
-        while let Some(i) = todo.pop() {
-            if seen.insert(i) {
-                todo.extend(&edges[i]);
-            }
-        }
-        seen
-    };
-    let live = reach(
+    let roots: Vec<Gc<Vertex>> = (0..20).map(|_| nodes[rng.below(N)].clone()).collect();
+    let live = reachable(
+        &edges,
         &roots.iter().map(|r| r.id as usize).collect::<Vec<_>>(),
         true,
     );
     let mut pending: Vec<usize> = fin.into_iter().filter(|i| !live.contains(i)).collect();
     drop(nodes);
     for round in 0..2 {
-        let reached = reach(&pending, false);
+        let reached = reachable(&edges, &pending, false);
         let (mut due, rest): (Vec<usize>, Vec<usize>) =
             pending.iter().partition(|i| !reached.contains(i));
         assert!(

@@ -906,7 +906,7 @@ struct PoolState {
 impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
         // Nothing runs under this lock that can panic and leave it half changed.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::mheap::lock(&self.state)
     }
 
     /// A batch onto `stack`; or, once every thread that began waits here with the pool
