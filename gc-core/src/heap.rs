@@ -184,25 +184,13 @@ impl MHeap {
     /// The pacer's part for cycles run in slices (`HeapConfig::gc_slice`): past the
     /// trigger, fing's collector thread is asked to run a cycle. While a cycle of this heap
     /// runs, the allocating thread does a slice of it itself (an assist, Go's mutator
-    /// assist) when the heap has used more of its runway (trigger to goal) than the
+    /// assist) whenever the heap has used more of its runway (trigger to goal) than the
     /// cycle has done of its expected work (Go's assist ratio: allocation may not outrun
     /// the collection, or each cycle's black allocation makes the next heap larger, its
-    /// cycle longer, and the heap runs away), or is past its goal; and then past the goal
-    /// it waits longer for the world. Assists and the collector thread share one rule
-    /// (`mgcworker::assist_due`): a slice starts only once the mutators have run as long
-    /// as the last slice stopped them, so they keep half the time in every stretch of
-    /// slices, whoever runs them. Past twice the goal that rule gives way: an assist runs
-    /// whenever it can have the world. Always a bounded wait, as in `try_collect`: a
-    /// thread holding a `GcCell` write guard may be waiting for this one.
-    ///
-    /// An assist that was behind used to run whether or not the mutators had had their
-    /// turn, and one that waited for the lock behind the collector thread's slice ran
-    /// right after it: two slices back to back. With the one rule alone (checked again
-    /// once the lock is held), the latency example's worst 10 ms window kept 0.35-0.47
-    /// of its time for the mutator instead of 0.13-0.26, but the cycles, on one thread
-    /// then, no longer kept up and the heap grew by a third to a half (past twice the
-    /// goal on two threads, where the rule gives way). With the slices' passes shared
-    /// (`mgchelp`) the cycles keep up: `docs/log.md`, 2026-12-03.
+    /// cycle longer, and the heap runs away); past the goal, also whenever the slices
+    /// leave the mutators half the time, and then it waits longer for the world (past
+    /// twice the goal, whenever it can have the world). Always a bounded wait, as in
+    /// `try_collect`: a thread holding a `GcCell` write guard may be waiting for this one.
     fn pace_slices(&'static self, slice: Duration) {
         self.gc_wanted.store(false, Ordering::Relaxed);
         crate::mgcworker::request(self, MHeap::worker_step);
@@ -218,12 +206,7 @@ impl MHeap {
         let done = self.cycle_work_ns.load(Ordering::Relaxed) as f64
             / self.cycle_expected_ns.load(Ordering::Relaxed).max(1) as f64;
         let behind = used > done;
-        if !behind && live < goal {
-            return;
-        }
-        // Past twice the goal, whenever it can have the world; else in the mutators' turn.
-        let hard = live / goal >= 2;
-        if !hard && !crate::mgcworker::assist_due() {
+        if !behind && (live < goal || (live / goal < 2 && !crate::mgcworker::assist_due())) {
             return;
         }
         // Past the goal, an assist waits longer for the world: giving up when other
@@ -235,7 +218,7 @@ impl MHeap {
             1 => Duration::from_millis(2),
             _ => Duration::from_millis(20),
         };
-        let _ = self.collect_slice(Take::InTurn(patience, hard), slice, "fing::Heap::alloc");
+        let _ = self.collect_slice(Take::InTurn(patience), slice, "fing::Heap::alloc");
     }
 
     /// One slice of the cycle in progress (or of a new cycle of this heap), of at most
@@ -253,32 +236,19 @@ impl MHeap {
             }
         }
         let _wake = Wake;
-        // The helper that shares the slices' counting and marking starts outside every
-        // stop.
-        crate::mgchelp::start();
         let world = match take {
-            Take::Wait => world::stop_if_due(
-                Duration::from_micros(200),
-                api,
-                &crate::mgcworker::assist_due,
-            ),
-            Take::InTurn(patience, hard) => {
-                world::stop_in_turn(patience, api, &|| hard || crate::mgcworker::assist_due())
-            }
+            Take::Wait => world::stop(true, Duration::from_micros(200), api),
+            Take::InTurn(patience) => world::stop_in_turn(patience, api),
         };
         let Some(world) = world else {
             return false;
         };
         world.mark_short();
-        let raised = world.raised_at;
         let began = std::time::Instant::now();
         let mut out = crate::mgc::slice(self, &world, began + slice, api);
         later(&mut out);
-        // The whole stop, as the mutators felt it (waiting for sections to drain too),
-        // said before the collector lock goes: a slice waiting for the lock then sees
-        // this one's end (`assist_due`).
-        crate::mgcworker::slice_ended(raised.elapsed());
         drop(world);
+        crate::mgcworker::slice_ended(began.elapsed());
         let ended = out.reports.iter().any(|r| r.heap.id == self.id);
         self.after_stop(out, api, false);
         ended
@@ -296,18 +266,13 @@ impl MHeap {
             return true;
         }
         let slice = heap.config().gc_slice.unwrap_or(Duration::from_micros(250));
-        let ended = heap.collect_slice(Take::Wait, slice, "fing::gc");
-        // A slice given up (an assist took the mutators' turn) before a cycle began is
-        // not the end: the thread tries again in the mutators' next turn.
+        heap.collect_slice(Take::Wait, slice, "fing::gc");
         crate::mgc::in_progress().is_none()
-            && (ended
-                || heap.heap_live.load(Ordering::Relaxed) < heap.trigger.load(Ordering::Relaxed))
     }
 
     /// `Heap::collect_step`: a slice of about `work`, waiting for the world; the garbage's
     /// destructors run on this thread, as `collect()`'s do.
     pub(crate) fn step_and_destroy(&'static self, work: Duration, api: &str) -> bool {
-        crate::mgchelp::start();
         let world = world::stop(true, Duration::from_millis(1), api)
             .unwrap_or_else(|| panic!("{api}: the world could not be stopped"));
         let began = std::time::Instant::now();
@@ -1069,14 +1034,11 @@ impl<T> std::error::Error for AllocError<T> {}
 #[derive(Clone, Copy)]
 pub(crate) enum Take {
     /// As `collect()` does: until it has it (fing's collector thread, which holds no
-    /// section and which no thread waits for), unless an assist's slice took the
-    /// mutators' turn while it waited for the lock (`mgcworker::assist_due`).
+    /// section and which no thread waits for).
     Wait,
     /// Within this long, after any other collector's slice (an assist: bounded, since a
-    /// thread holding a `GcCell` write guard may be waiting for this one); after that
-    /// slice, only if the mutators have had their turn, or (`true`) the heap is past
-    /// twice its goal.
-    InTurn(Duration, bool),
+    /// thread holding a `GcCell` write guard may be waiting for this one).
+    InTurn(Duration),
 }
 
 /// Hands a stop's doomed garbage to the drop thread, with the world still stopped: a

@@ -1,10 +1,7 @@
 //! fing's collector thread, `fing-gc` (Go's background mark workers, one of them): it runs
 //! the pacer's cycles in slices (`HeapConfig::gc_slice`), and sleeps after each for as
-//! long as the slice stopped the world, so that the mutators keep at least half the time.
-//! Allocating threads that outrun it help (`heap`'s assists), under the same rule
-//! ([`assist_due`]), which both check again once they hold the collector lock (a slice
-//! that waited for the lock behind another would otherwise follow it back to back).
-//! Only an assist past twice its heap's goal ignores it.
+//! long as the slice took, so that the mutators keep at least half the time. Allocating
+//! threads that outrun it help (`heap`'s assists), under the same rule ([`assist_due`]).
 //!
 //! The thread starts at the first request and lives for the rest of the process, idle on
 //! a condition variable between cycles. It takes the world like any collector
@@ -79,38 +76,23 @@ fn run() {
             if done {
                 break;
             }
-            // Until the mutators have had their turn since the last slice, whoever ran it
-            // (an assist may have run one while this thread slept).
-            loop {
-                let now = epoch().elapsed().as_nanos() as u64;
-                let next = next_ok();
-                if now >= next {
-                    break;
-                }
-                std::thread::sleep(Duration::from_nanos(next - now));
-            }
+            std::thread::sleep(Duration::from_nanos(LAST_LEN.load(Ordering::Relaxed)));
         }
         *lock(&WANTED) = None;
         REQUESTED.store(false, Ordering::Relaxed);
     }
 }
 
-/// A slice that stopped the world for `len` (from the raised stop to the resume) just
-/// ended.
+/// A slice that took `len` just ended.
 pub(crate) fn slice_ended(len: Duration) {
     LAST_LEN.store(len.as_nanos() as u64, Ordering::Relaxed);
     LAST_END.store(epoch().elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
-/// May a slice start now (this thread's, or an allocating thread's): has the time since
-/// the last slice ended been at least as long as that slice stopped the world (mutators
-/// keep half the time)?
+/// May an allocating thread run a slice now: has the time since the last slice ended
+/// been at least as long as that slice (mutators keep half the time)?
 pub(crate) fn assist_due() -> bool {
-    epoch().elapsed().as_nanos() as u64 >= next_ok()
-}
-
-/// When the next slice may start (nanoseconds since `epoch()`): the last one's end, plus
-/// its length.
-fn next_ok() -> u64 {
-    LAST_END.load(Ordering::Relaxed) + LAST_LEN.load(Ordering::Relaxed)
+    let since =
+        (epoch().elapsed().as_nanos() as u64).saturating_sub(LAST_END.load(Ordering::Relaxed));
+    since >= LAST_LEN.load(Ordering::Relaxed)
 }

@@ -54,9 +54,6 @@ pub(crate) struct Local {
     pub(crate) held: core::cell::UnsafeCell<Vec<core::ptr::NonNull<u8>>>,
     /// A temporary `Local` (`with_temporary`, `enter_temporary`).
     temporary: bool,
-    /// Set as the `Local` is dropped (thread exit): the thread no longer takes a slice's
-    /// shared work while it waits for a stop (`help_through_stop`).
-    pub(crate) exiting: Cell<bool>,
 }
 
 impl Local {
@@ -77,7 +74,6 @@ impl Local {
             destroying: Cell::new(false),
             held: core::cell::UnsafeCell::new(Vec::new()),
             temporary: false,
-            exiting: Cell::new(false),
         }
     }
 
@@ -179,7 +175,6 @@ impl Drop for Local {
         // this slot. `CURRENT` still points here meanwhile, so what those destructors do
         // (drop more handles: a long list) goes through this `Local`, and its dying list,
         // in constant stack; it is cleared last.
-        self.exiting.set(true);
         self.enter_outermost();
         crate::release::apply_all(self);
         self.leave_outermost();

@@ -37,18 +37,7 @@ pub(crate) struct StoppedWorld {
 /// # Panics
 /// If this thread holds a mutator section (it would wait for itself).
 pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
-    stop_inner(wait, false, budget, api, &|| true)
-}
-
-/// `stop(true, ..)` for a slice of the collector thread, which gives up (`None`) if, once
-/// it holds the collector lock, `due()` is false: an assist's slice ran while it waited
-/// for the lock, and the mutators' share of the time comes first (`mgcworker`).
-pub(crate) fn stop_if_due(
-    budget: Duration,
-    api: &str,
-    due: &dyn Fn() -> bool,
-) -> Option<StoppedWorld> {
-    stop_inner(true, false, budget, api, due)
+    stop_inner(wait, false, budget, api)
 }
 
 /// `stop` without waiting (`wait: false`), except that a collector at work is waited for,
@@ -58,24 +47,11 @@ pub(crate) fn stop_if_due(
 /// giving up at once. Giving up let busy mutators allocate on while the collector thread
 /// held the world lock (most of the time: its slices, and its waits for sections to
 /// drain), and a heap in slices ran away.
-///
-/// Once it holds the collector lock, it gives up if `due()` is false: the slice it
-/// waited behind may have used the time the mutators are owed (`mgcworker`).
-pub(crate) fn stop_in_turn(
-    budget: Duration,
-    api: &str,
-    due: &dyn Fn() -> bool,
-) -> Option<StoppedWorld> {
-    stop_inner(false, true, budget, api, due)
+pub(crate) fn stop_in_turn(budget: Duration, api: &str) -> Option<StoppedWorld> {
+    stop_inner(false, true, budget, api)
 }
 
-fn stop_inner(
-    wait: bool,
-    in_turn: bool,
-    budget: Duration,
-    api: &str,
-    due: &dyn Fn() -> bool,
-) -> Option<StoppedWorld> {
+fn stop_inner(wait: bool, in_turn: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
     let start = Instant::now();
     match try_local(|l| l.holds_world.get()) {
         Some(true) => in_collection(api),
@@ -110,9 +86,6 @@ fn stop_inner(
             }
         }
     };
-    if !due() {
-        return None;
-    }
     // An assist's patience is for its turn at the lock; its drain is short, as every
     // stop that may give up: a raised flag blocks every other thread's next section, and
     // an assist that drained for what its patience left held them for up to 20 ms (the
