@@ -156,8 +156,8 @@ fn node(h: &Heap, id: u64, next: Option<Gc<Node>>, drops: &Arc<AtomicUsize>) -> 
 static MINE_PANICS_FROM: AtomicUsize = AtomicUsize::new(usize::MAX);
 static MINE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// `Bomb` for `a_panicking_trace_in_a_shared_count_or_mark_loses_nothing` (its own flag: the tests
-/// of this file run at once).
+/// `Bomb` for `a_panicking_trace_in_a_shared_count_or_mark_loses_nothing` (its own flag:
+/// the tests of this file run at once).
 struct Mine {
     next: Option<Gc<Node>>,
 }
