@@ -35,6 +35,11 @@ impl Spilled {
         self.0.append(more);
     }
 
+    /// Is it empty?
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Takes every entry out.
     pub(crate) fn take(&mut self) -> Vec<NonNull<u8>> {
         core::mem::take(&mut self.0)

@@ -161,6 +161,11 @@ impl Local {
         core::mem::take(unsafe { &mut *self.held.get() })
     }
 
+    /// Has this thread drops not yet applied (its ring, what it held, its spill)?
+    fn has_deferred(&self) -> bool {
+        !self.slot.ring.is_empty() || self.holds_drops() || !self.slot.spilled.lock().is_empty()
+    }
+
     /// Has this thread held drops?
     pub(crate) fn holds_drops(&self) -> bool {
         // SAFETY: as in `take_held`.
@@ -175,15 +180,26 @@ impl Drop for Local {
         // this slot. `CURRENT` still points here meanwhile, so what those destructors do
         // (drop more handles: a long list) goes through this `Local`, and its dying list,
         // in constant stack; it is cleared last.
-        self.enter_outermost();
-        crate::release::apply_all(self);
-        self.leave_outermost();
-        let caches = core::mem::take(self.caches.get_mut());
-        self.enter_outermost();
-        for mut c in caches {
-            c.retire();
+        //
+        // Until nothing is left deferred: the destructors that leaving the section runs
+        // drop handles too, and a drop that meets a collection is recorded in this slot's
+        // ring (`release`). Once the slot leaves the list below, no collection drains it:
+        // the drop was lost, and the rest of a list that was being destroyed leaked (found
+        // by `chains_of_destructors_racing_collections` on one core, 1 run in 20).
+        loop {
+            self.enter_outermost();
+            crate::release::apply_all(self);
+            self.leave_outermost();
+            let caches = core::mem::take(self.caches.get_mut());
+            self.enter_outermost();
+            for mut c in caches {
+                c.retire();
+            }
+            self.leave_outermost();
+            if !self.has_deferred() {
+                break;
+            }
         }
-        self.leave_outermost();
         {
             // Objects this thread shaded that the collector has not taken yet stay grey:
             // they move to the orphans as the slot leaves the list, under the orphans'
