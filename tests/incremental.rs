@@ -286,6 +286,20 @@ fn a_thread_exiting_between_steps_hands_its_greys_over() {
 /// two threads allocate and relink: every live node stays intact.
 #[test]
 fn sliced_cycles_beside_two_mutators() {
+    sliced_cycles(0);
+}
+
+/// As above, beside a live list large enough (150 000 nodes: more than 512 spans and 4 MB)
+/// that each slice shares its count and marking with a second thread: the helper, or a
+/// mutator waiting out the stop, which stops at the slice's deadline and hands back what
+/// it had left (`mgchelp`). The list stays whole, and so does every node the mutators hold.
+#[test]
+fn sliced_cycles_shared_with_waiting_mutators() {
+    sliced_cycles(150_000);
+}
+
+/// `sliced_cycles_beside_two_mutators` beside a live list of `live` nodes.
+fn sliced_cycles(live: u64) {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = HeapConfig::default();
     c.gogc = Some(50);
@@ -293,6 +307,17 @@ fn sliced_cycles_beside_two_mutators() {
     c.gc_slice = Some(Duration::from_micros(100));
     let h = Heap::new(c);
     let dropped: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let mut lw = World {
+        h: h.clone(),
+        dropped: dropped.clone(),
+        next_id: 3_000_000_000,
+    };
+    let mut list: Option<Gc<Node>> = None;
+    for _ in 0..live {
+        let n = lw.node();
+        n.next.set(list.take());
+        list = Some(n);
+    }
     let threads: Vec<_> = (0..2)
         .map(|t| {
             let (h, dropped) = (h.clone(), dropped.clone());
@@ -334,6 +359,19 @@ fn sliced_cycles_beside_two_mutators() {
         t.join().unwrap();
     }
     assert!(h.stats().num_gc > 0, "cycles ran");
+    // The list is held while the lock is (a node freed here would take it to record
+    // its drop).
+    let seen = dropped.lock().unwrap();
+    let (mut n, mut id) = (list.clone(), 3_000_000_000 + live);
+    while let Some(node) = n {
+        assert_eq!(node.id, id, "the list reads as it was written");
+        assert!(!seen.contains(&id), "live list node {id} dropped");
+        id -= 1;
+        n = node.next.borrow().clone();
+    }
+    drop(seen);
+    assert_eq!(id, 3_000_000_000, "the whole list is there");
+    drop(list);
 }
 
 /// Holds objects whose destructor runs user code; its own destructor only drops handles,

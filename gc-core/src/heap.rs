@@ -236,8 +236,11 @@ impl MHeap {
             }
         }
         let _wake = Wake;
+        // The helper that shares the slices' counting and marking starts outside every
+        // stop.
+        crate::mgchelp::start();
         let world = match take {
-            Take::Wait => world::stop(true, Duration::from_micros(200), api),
+            Take::Wait => world::stop_for_slice(Duration::from_micros(200), api),
             Take::InTurn(patience) => world::stop_in_turn(patience, api),
         };
         let Some(world) = world else {
@@ -273,6 +276,7 @@ impl MHeap {
     /// `Heap::collect_step`: a slice of about `work`, waiting for the world; the garbage's
     /// destructors run on this thread, as `collect()`'s do.
     pub(crate) fn step_and_destroy(&'static self, work: Duration, api: &str) -> bool {
+        crate::mgchelp::start();
         let world = world::stop(true, Duration::from_millis(1), api)
             .unwrap_or_else(|| panic!("{api}: the world could not be stopped"));
         let began = std::time::Instant::now();

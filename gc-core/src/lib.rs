@@ -19,7 +19,7 @@
 //! # Layers
 //!
 //! Each module uses only the modules listed before it (`gc-core/tests/layers.rs` checks
-//! it), except for the four calls named after the list:
+//! it), except for the five calls named after the list:
 //!
 //! 1. `sizeclasses`: Go's size-class table.
 //! 2. `mem`: OS memory.
@@ -38,7 +38,7 @@
 //! 14. `mcache`: thread caches, and their registry.
 //! 15. `malloc`: the allocation paths, planned per type.
 //! 16. `world`: threads' fing state, mutator sections, stopping the world.
-//! 17. `mgchelp`: the collector's helper thread, which shares a long stop's passes.
+//! 17. `mgchelp`: the collector's helper thread, which shares a stop's passes.
 //! 18. `mgcwork`: a cycle's state for mutators: barriers, shading, grey lists.
 //! 19. `mfree`: freeing at count zero.
 //! 20. `release`: a handle drop's path, deferred while a collector runs.
@@ -58,6 +58,8 @@
 //! - `world` → `mdrop`: leaving the outermost section runs the destructors of what died
 //!   in it (`Local::leave_outermost`);
 //! - `world` → `release`: a thread's exit applies the drops it deferred (`Local::drop`);
+//! - `world` → `mgchelp`: a mutator that meets a slice's stop runs the work the collector
+//!   shares while it waits (`help_through_stop`);
 //! - `handle` → `heap`: `Gc::new`, and a far `Gc::map`'s cell, allocate like any object,
 //!   and allocation may collect;
 //! - `handle` → `mfinal`: `Gc::set_finalizer` (it stays on `Gc`'s own impl, so that the

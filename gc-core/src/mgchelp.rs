@@ -3,15 +3,15 @@
 //! mutators leave idle.
 //!
 //! [`run_shared`] runs one closure on the calling thread (the collector, holding the
-//! stopped world) and on the helper at once, and returns when both have returned. The
-//! closure shares its work out itself (a counter of chunks both claim from). While it runs
-//! the helper counts as holding the world (`Local::holds_world`): a `Trace` impl that
-//! calls into fing from it panics as it would on the collector's thread, instead of
-//! waiting for a world that will not resume, and a handle it drops is lowered as the
-//! collector lowers one. A panic on the helper is caught there and resumed on the caller
-//! once both are done, so the caller's unwinding (a `Trace` impl's panic abandons the
-//! cycle: `mgc`) sees every panic of the stop, and nothing runs on the helper after
-//! `run_shared` has returned.
+//! stopped world) and on a second thread at once (the helper, or a mutator: below), and
+//! returns when both have returned. The closure shares its work out itself (a counter of
+//! chunks both claim from). While it runs the second thread counts as holding the world
+//! (`Local::holds_world`): a `Trace` impl that calls into fing from it panics as it would
+//! on the collector's thread, instead of waiting for a world that will not resume, and a
+//! handle it drops is lowered as the collector lowers one. A panic on the second thread
+//! is caught there and resumed on the caller once both are done, so the caller's
+//! unwinding (a `Trace` impl's panic abandons the cycle: `mgc`) sees every panic of the
+//! stop, and nothing runs on the second thread after `run_shared` has returned.
 //!
 //! Why a thread that lives for the process rather than a scoped thread per stop: a new
 //! thread makes its fing state (`Local`) the first time it touches it, and a thread's exit
@@ -20,16 +20,30 @@
 //! (`start`, from the collection's caller before it stops the world) and sleeps on a
 //! condition variable between jobs.
 //!
-//! Only stops that are long use it: a cycle in one stop over a large heap (`mgcmark`'s
-//! `SHARED_SPANS` to count, `SHARED_HEAP` to mark). A slice's stop is a quarter of a
-//! millisecond, of the order of the helper's wake-up; and on one core there is nothing to
-//! share. A job the helper has not taken by the time the caller has done it all is taken
-//! back, not waited for. The helper is the process's: in a child made by `fork` it does
-//! not exist, and the child's jobs run on the caller alone.
+//! Stops over a large heap use it (`mgcmark`'s `SHARED_SPANS` to count, `SHARED_HEAP`
+//! to mark), whole cycles and slices alike; on one core there is nothing to share. A
+//! job the helper has not taken by the time the caller has done it all is taken back,
+//! not waited for.
+//!
+//! A slice's stop is a quarter of a millisecond, and a sleeping thread on this kind of
+//! machine may wake a scheduler tick (4 ms) late: the helper thread often misses a
+//! slice's job. So a second taker serves jobs too: a mutator that meets a slice's stop
+//! stays awake through it (`world`'s `help_through_stop`, one mutator at a time) and
+//! runs the job if it finds one set ([`help`], `try_serve`), as the helper would. Either
+//! taker, or neither, runs each job, once; the caller of `share` cannot tell which. And
+//! the caller waits for the taker's end awake for half a millisecond before it sleeps.
+//! While a mutator waits awake for jobs, the helper thread is not woken for a slice's
+//! (both awake on two cores would take the cores the collector and that mutator use).
+//! In the latency example's slices (256 MB live), a cycle's counting and marking took
+//! 160-630 and 480-1060 ms, against 380-750 and 940-1430 ms on one thread (several runs
+//! each, on a noisy host: `docs/log.md`, 2026-12-03).
+//!
+//! The helper is the process's: in a child made by `fork` it does not exist, and the
+//! child's jobs run on the caller alone.
 //!
 //! Invariant: the job pointer is set only by `Helper::share`, which does not return until
-//! the helper has marked it done or the job was taken back untouched, so the closure it
-//! points to outlives every use.
+//! the thread that took it (the helper or a mutator) has marked it done, or the job was
+//! taken back untouched, so the closure it points to outlives every use.
 
 use std::any::Any;
 #[cfg(not(loom))]
@@ -54,6 +68,8 @@ unsafe impl Send for Job {}
 struct State {
     /// The job the helper is to run, until it takes it.
     job: Option<Job>,
+    /// That job is a slice's pass (a mutator waiting out the stop may take it).
+    short: bool,
     /// The helper has finished the last job it took.
     done: bool,
     /// That job's panic, if it panicked.
@@ -78,6 +94,7 @@ macro_rules! helper {
         Helper {
             state: Mutex::new(State {
                 job: None,
+                short: false,
                 done: true,
                 panic: None,
                 closed: false,
@@ -114,6 +131,7 @@ impl Helper {
     fn share(
         &self,
         f: &(dyn Fn() + Sync),
+        short: bool,
     ) -> Result<(Option<Box<dyn Any + Send>>, Option<Box<dyn Any + Send>>), ()> {
         // Only the lifetime is erased: this function does not return (nor unwind: the call
         // of `f` here is caught) before the helper has marked the job done or it is taken
@@ -130,9 +148,16 @@ impl Helper {
                 return Err(());
             }
             s.job = Some(job);
+            s.short = short;
             s.done = false;
         }
-        self.work.notify_one();
+        // A slice's job with a mutator waiting awake for it: the helper thread is not
+        // woken (woken, it takes a core from the collector or that mutator, and the slice
+        // stretches while either waits for the other; p99 of the slices' stops 0.8 ms on
+        // two mutator threads). If the mutator has just left, the caller does it all.
+        if !(short && helping()) {
+            self.work.notify_one();
+        }
         let mine = catch_unwind(AssertUnwindSafe(f)).err();
         let mut s = self.lock();
         if s.job.take().is_some() {
@@ -141,6 +166,21 @@ impl Helper {
             // for (a wake-up on a loaded machine can be a scheduler tick).
             s.done = true;
             return Ok((mine, None));
+        }
+        // The other thread is at its last chunk (jobs stop together): wait awake for a
+        // while, since a sleeping thread may wake a scheduler tick late (4 ms here, against
+        // a slice's quarter of a millisecond).
+        // (Not in the loom model, whose waits must be the condition variable's.)
+        #[cfg(not(loom))]
+        {
+            let t = std::time::Instant::now();
+            while !s.done && t.elapsed() < std::time::Duration::from_micros(500) {
+                drop(s);
+                for _ in 0..16 {
+                    core::hint::spin_loop();
+                }
+                s = self.lock();
+            }
         }
         while !s.done {
             s = self.finished.wait(s).unwrap_or_else(|e| e.into_inner());
@@ -163,6 +203,30 @@ impl Helper {
                 s = self.work.wait(s).unwrap_or_else(|e| e.into_inner());
             }
         };
+        self.run(job, before, after);
+    }
+
+    /// `serve` without the wait, for a slice's job only: runs it if one is set and not
+    /// yet taken (a mutator waiting out a slice's stop, `help`; a whole cycle's passes
+    /// have no deadline, and would hold it far past the stop it met). Returns whether it
+    /// ran one.
+    fn try_serve(&self, before: impl FnOnce(), after: impl FnOnce()) -> bool {
+        let job = {
+            let mut s = self.lock();
+            if !s.short {
+                return false;
+            }
+            let Some(job) = s.job.take() else {
+                return false;
+            };
+            job
+        };
+        self.run(job, before, after);
+        true
+    }
+
+    /// Runs a job taken from `state` (by `serve` or `try_serve`), and marks it done.
+    fn run(&self, job: Job, before: impl FnOnce(), after: impl FnOnce()) {
         before();
         // SAFETY: the caller of `share` waits for `done` before `f` goes (module
         // invariant), and `f` is `Sync`.
@@ -222,17 +286,53 @@ pub(crate) fn available() -> bool {
 /// it is busy), and returns once both calls have returned. A panic of either is resumed
 /// here after both are done (this thread's own first). For the collector, with the world
 /// stopped.
+/// `short`: `f` is a slice's pass, which stops at the slice's deadline (a mutator waiting
+/// out the stop may take it).
 #[cfg(not(loom))]
-pub(crate) fn run_shared(f: &(dyn Fn() + Sync)) {
+pub(crate) fn run_shared(f: &(dyn Fn() + Sync), short: bool) {
     if !available() {
         f();
         return;
     }
-    match HELPER.share(f) {
+    match HELPER.share(f, short) {
         Err(()) => f(),
         Ok((Some(p), _) | (None, Some(p))) => resume_unwind(p),
         Ok((None, None)) => {}
     }
+}
+
+/// Is a mutator waiting awake through a slice's stop, to take its jobs?
+#[cfg(not(loom))]
+fn helping() -> bool {
+    crate::world::helping()
+}
+
+/// In the loom model no mutator waits out a stop.
+#[cfg(loom)]
+fn helping() -> bool {
+    false
+}
+
+/// For a mutator waiting for a slice's stop to end (`world`): runs the job the collector
+/// shares, if the helper thread has not taken it yet, as the helper would (holding the
+/// world). Returns whether it ran one. A mutator waiting there is already awake, where
+/// the helper thread may wake a scheduler tick late.
+#[cfg(not(loom))]
+pub(crate) fn help() -> bool {
+    use crate::world::try_local;
+    if try_local(|l| l.is_temporary() || l.holds_world.get()) != Some(false) {
+        return false;
+    }
+    HELPER.try_serve(
+        || try_local(|l| l.holds_world.set(true)).unwrap_or(()),
+        || try_local(|l| l.holds_world.set(false)).unwrap_or(()),
+    )
+}
+
+/// In the loom build: no job is shared (`run_shared` runs it here only).
+#[cfg(loom)]
+pub(crate) fn help() -> bool {
+    false
 }
 
 /// In the loom build the helper is the model's thread, not the process's.
@@ -241,7 +341,7 @@ pub(crate) fn start() {}
 
 /// In the loom build: `f` here only.
 #[cfg(loom)]
-pub(crate) fn run_shared(f: &(dyn Fn() + Sync)) {
+pub(crate) fn run_shared(f: &(dyn Fn() + Sync), _short: bool) {
     f();
 }
 
@@ -301,18 +401,62 @@ mod loom_model {
             for _ in 0..2 {
                 let next = AtomicUsize::new(0);
                 let parts = Parts([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
-                let r = h.share(&|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(p) = parts.part(i) else { break };
-                    // SAFETY: part `i` is claimed by one thread only (loom checks).
-                    p.with_mut(|v| unsafe { *v += 1 });
-                });
+                let r = h.share(
+                    &|| loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = parts.part(i) else { break };
+                        // SAFETY: part `i` is claimed by one thread only (loom checks).
+                        p.with_mut(|v| unsafe { *v += 1 });
+                    },
+                    false,
+                );
                 assert!(matches!(r, Ok((None, None))));
                 for p in &parts.0 {
                     // SAFETY: both runs have ended (loom checks the happens-before).
                     assert_eq!(p.with(|v| unsafe { *v }), 1);
                 }
             }
+            h.close();
+            helper.join().unwrap();
+        });
+    }
+
+    /// As above, with a second taker: a mutator waiting out a slice's stop (`help`), which
+    /// takes a job only if it finds a slice's job set (`try_serve`), racing the helper for
+    /// it. One job (three threads over two jobs is beyond loom's reach in minutes): its
+    /// parts are done once and seen whole whichever of the two (or neither) takes it, and
+    /// the mutator never runs it after `share` returned.
+    #[test]
+    fn a_job_taken_by_a_waiting_mutator_is_done_once_and_seen_whole() {
+        loom::model(|| {
+            let h = Arc::new(Helper::new());
+            let h2 = h.clone();
+            let helper = thread::spawn(move || {
+                while !h2.lock().closed {
+                    h2.serve(|| (), || ());
+                }
+            });
+            let h3 = h.clone();
+            let mutator = thread::spawn(move || {
+                h3.try_serve(|| (), || ());
+            });
+            let next = AtomicUsize::new(0);
+            let parts = Parts([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
+            let r = h.share(
+                &|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(p) = parts.part(i) else { break };
+                    // SAFETY: part `i` is claimed by one thread only (loom checks).
+                    p.with_mut(|v| unsafe { *v += 1 });
+                },
+                true,
+            );
+            assert!(matches!(r, Ok((None, None))));
+            for p in &parts.0 {
+                // SAFETY: every run has ended (loom checks the happens-before).
+                assert_eq!(p.with(|v| unsafe { *v }), 1);
+            }
+            mutator.join().unwrap();
             h.close();
             helper.join().unwrap();
         });
@@ -341,17 +485,20 @@ mod tests {
             let next = AtomicUsize::new(0);
             let done = AtomicUsize::new(0);
             let runs = AtomicUsize::new(0);
-            run_shared(&|| {
-                runs.fetch_add(1, Ordering::Relaxed);
-                while next.fetch_add(1, Ordering::Relaxed) < 1000 {
-                    // Long enough (about a millisecond in all) for the helper to wake and
-                    // take part, which it need not.
-                    for _ in 0..1000 {
-                        core::hint::spin_loop();
+            run_shared(
+                &|| {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    while next.fetch_add(1, Ordering::Relaxed) < 1000 {
+                        // Long enough (about a millisecond in all) for the helper to wake and
+                        // take part, which it need not.
+                        for _ in 0..1000 {
+                            core::hint::spin_loop();
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
                     }
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+                },
+                false,
+            );
             assert_eq!(done.load(Ordering::Relaxed), 1000);
             let runs = runs.load(Ordering::Relaxed);
             assert!(runs == 1 || (runs == 2 && available()));
@@ -387,13 +534,16 @@ mod tests {
             .find_map(|_| {
                 let began = AtomicUsize::new(0);
                 catch_unwind(AssertUnwindSafe(|| {
-                    run_shared(&|| {
-                        if std::thread::current().id() != caller {
-                            began.store(1, Ordering::SeqCst);
-                            panic!("the helper's share");
-                        }
-                        wait_for(&began);
-                    })
+                    run_shared(
+                        &|| {
+                            if std::thread::current().id() != caller {
+                                began.store(1, Ordering::SeqCst);
+                                panic!("the helper's share");
+                            }
+                            wait_for(&began);
+                        },
+                        false,
+                    )
                 }))
                 .err()
             })
@@ -402,15 +552,18 @@ mod tests {
         let runs = (0..10)
             .map(|_| {
                 let runs = AtomicUsize::new(0);
-                run_shared(&|| {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    if std::thread::current().id() == caller {
-                        let t = std::time::Instant::now();
-                        while runs.load(Ordering::SeqCst) < 2 && t.elapsed().as_secs() < 1 {
-                            std::thread::yield_now();
+                run_shared(
+                    &|| {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        if std::thread::current().id() == caller {
+                            let t = std::time::Instant::now();
+                            while runs.load(Ordering::SeqCst) < 2 && t.elapsed().as_secs() < 1 {
+                                std::thread::yield_now();
+                            }
                         }
-                    }
-                });
+                    },
+                    false,
+                );
                 runs.load(Ordering::SeqCst)
             })
             .max();

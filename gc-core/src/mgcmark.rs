@@ -78,11 +78,15 @@
 //! Every step here takes a [`Budget`]: the time it may run before it returns to let the
 //! world resume, with a cursor that says where to go on.
 //!
-//! # Two threads in a long stop
+//! # Two threads in a stop
 //!
-//! With no budget (a cycle in one stop) over a large heap, [`count_refs`] and [`drain`]
-//! run on the collector's thread and its helper at once (`mgchelp`): the stopped
-//! mutators leave a core idle. What makes it sound is what each pass writes. Counting
+//! Over a large heap, [`count_refs`] and [`drain`] run on the collector's thread and a
+//! second one at once (`mgchelp`: its helper thread, or in a slice a mutator waiting out
+//! the stop): the stopped mutators leave a core idle. In a slice both stop at its
+//! deadline: counting claims spans a few at a time, in order, and the cursor moves past
+//! the ones claimed, each counted whole; marking empties its pipeline, and the second
+//! thread puts its stack back for the next slice. What makes it sound is what each pass
+//! writes. Counting
 //! writes scratch counts (both threads may count edges into one object: `fetch_add`) and
 //! the cell stamps of the objects it visits (each object is in one thread's chunk of
 //! spans). Marking writes mark bits (two threads may set bits of one word: `fetch_or`,
@@ -132,11 +136,6 @@ impl Budget {
         }
     }
 
-    /// Is this `unlimited()` (a whole cycle in one stop)?
-    pub(crate) fn is_unlimited(&self) -> bool {
-        self.deadline.is_none()
-    }
-
     /// Until `deadline`. One already past gives the least step there is: one unit of
     /// work (an object popped, a span visited) per step.
     pub(crate) fn until(deadline: Instant) -> Budget {
@@ -163,6 +162,16 @@ impl Budget {
             }
         }
         !self.spent
+    }
+
+    /// The deadline, if any.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The time is up (a shared pass found it so).
+    pub(crate) fn run_out(&mut self) {
+        self.spent = true;
     }
 
     /// Has the time run out?
@@ -248,54 +257,77 @@ pub(crate) fn abandon(spans: &[SpanPtr]) {
 /// Step 1, from span `*cursor` of the snapshot on: counts the references from inside the
 /// heap into `gc_refs` (module docs). Returns whether it is done.
 ///
-/// A whole count in one stop over more than `SHARED_SPANS` spans is shared with the
-/// collector's helper (`mgchelp`): both threads claim chunks of `SHARED_CHUNK` spans from
-/// one counter, and add to scratch counts with `fetch_add` (two threads may count edges
-/// into one object), where one thread alone adds with a plain load and store (module
-/// docs, "Two threads in a long stop").
+/// A count over more than `SHARED_SPANS` spans is shared with a second thread
+/// (`mgchelp`): both threads claim chunks of `SHARED_CHUNK` spans (`SLICE_CHUNK` in a
+/// slice, until its deadline) from one counter, and add to scratch counts with
+/// `fetch_add` (two threads may count edges into one object), where one thread alone
+/// adds with a plain load and store (module docs, "Two threads in a stop"). If no second
+/// thread takes the job in time, the caller does it all and takes it back
+/// (`mgchelp::Helper::share`).
 pub(crate) fn count_refs(
     heap: &MHeap,
     spans: &[SpanPtr],
     cursor: &mut usize,
     budget: &mut Budget,
 ) -> bool {
-    if budget.is_unlimited()
-        && *cursor == 0
-        && (spans.len() > SHARED_SPANS || always_share())
-        && crate::mgchelp::available()
-    {
-        let next = AtomicUsize::new(0);
+    if (spans.len() > SHARED_SPANS || always_share()) && crate::mgchelp::available() {
+        // In a slice, each thread claims smaller chunks, and none once the slice's time is
+        // up (after its first: every step makes progress).
+        let (deadline, size) = match budget.deadline() {
+            Some(d) => (Some(d), SLICE_CHUNK),
+            None => (None, SHARED_CHUNK),
+        };
+        let next = AtomicUsize::new(*cursor);
+        let caller = std::thread::current().id();
         share(
-            &|| loop {
-                let from = next.fetch_add(SHARED_CHUNK, Ordering::Relaxed);
-                let Some(chunk) = spans.get(from..(from + SHARED_CHUNK).min(spans.len())) else {
-                    break;
-                };
-                count_chunk::<true>(heap, chunk, &mut 0, &mut Budget::unlimited());
+            &|| {
+                // The caller claims one chunk whatever the time (every step makes
+                // progress); the other thread, none past the deadline.
+                let mut claimed = std::thread::current().id() != caller;
+                loop {
+                    if claimed && deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    let from = next.fetch_add(size, Ordering::Relaxed);
+                    let Some(chunk) = spans.get(from..(from + size).min(spans.len())) else {
+                        break;
+                    };
+                    claimed = true;
+                    count_chunk::<true>(heap, chunk, &mut 0, &mut Budget::unlimited());
+                }
             },
             // The other thread stops at its next claim.
             &|| next.store(usize::MAX / 2, Ordering::Relaxed),
+            deadline.is_some(),
         );
-        *cursor = spans.len();
-        return true;
+        // Chunks are claimed in order, and each claimed one was counted whole.
+        *cursor = next.load(Ordering::Relaxed).min(spans.len());
+        if *cursor < spans.len() {
+            budget.run_out();
+        }
+        return *cursor >= spans.len();
     }
     count_chunk::<false>(heap, spans, cursor, budget)
 }
 
-/// Runs `work` on this thread and on the collector's helper at once
-/// (`mgchelp::run_shared`). A `Trace` panic in either's part calls `stop` (the other ends
-/// its part soon: the cycle is abandoned) and is resumed here once both are done, with
-/// `tracing_type` naming the type of the panic resumed.
-fn share(work: &(dyn Fn() + Sync), stop: &(dyn Fn() + Sync)) {
+/// Runs `work` on this thread and on a second one at once (`mgchelp::run_shared`; `short`:
+/// a slice's pass, which a mutator waiting out the stop may take). A `Trace` panic in
+/// either's part calls `stop` (the other ends its part soon: the cycle is abandoned) and
+/// is resumed here once both are done, with `tracing_type` naming the type of the panic
+/// resumed.
+fn share(work: &(dyn Fn() + Sync), stop: &(dyn Fn() + Sync), short: bool) {
     let failed = Failed::new();
     if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
-        crate::mgchelp::run_shared(&|| {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(work)) {
-                failed.record();
-                stop();
-                resume_unwind(p);
-            }
-        })
+        crate::mgchelp::run_shared(
+            &|| {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(work)) {
+                    failed.record();
+                    stop();
+                    resume_unwind(p);
+                }
+            },
+            short,
+        )
     })) {
         TRACING.with(|t| t.set(failed.resumed()));
         resume_unwind(p);
@@ -342,22 +374,26 @@ impl Failed {
     }
 }
 
-/// `FING_DEBUG=sharedmark`: every count and mark of a cycle in one stop is shared with the
-/// helper, whatever the heap's size (for the tests, whose heaps are small: the model test
-/// runs with it in `.ci/deep`). Read once.
+/// `FING_DEBUG=sharedmark`: every count and mark (in a whole cycle's stop or a slice's) is
+/// shared with a second thread, whatever the heap's size (for the tests, whose heaps are
+/// small: the model test runs with it in `.ci/deep`). Read once.
 fn always_share() -> bool {
     static ALWAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ALWAYS.get_or_init(|| crate::mheap::env_lists("FING_DEBUG", "sharedmark"))
 }
 
-/// Spans of a snapshot over which a whole count is shared with the helper (4 MB of
-/// small-object spans, a count of a few milliseconds): below it the helper's wake-up
-/// (tens of microseconds) is a large part of the gain.
+/// Spans of a snapshot over which a count is shared (4 MB of small-object spans, a count
+/// of a few milliseconds): below it the hand-off (tens of microseconds when the helper
+/// thread has to wake) is a large part of the gain.
 const SHARED_SPANS: usize = 512;
 
 /// Spans claimed at a time by each thread of a shared count: small enough that the two end
 /// close together, large enough that the counter they share is rarely touched.
 const SHARED_CHUNK: usize = 16;
+
+/// The spans claimed at a time in a slice's shared count: a chunk is counted whole, so
+/// it is what a slice may run over its deadline (a span counts in about 2 µs).
+const SLICE_CHUNK: usize = 4;
 
 /// `count_refs` over `spans` from `*cursor`, on this thread; `SHARED`: another thread
 /// counts other spans of the same heap at the same time (`count_refs`).
@@ -775,8 +811,7 @@ const COUNT_AHEAD: usize = 16;
 /// a slice ends with all its edges marked. A `Trace` panic loses what is in flight, but
 /// the cycle is abandoned then (`mgc`), its marks cleared.
 pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) -> bool {
-    let share = budget.is_unlimited()
-        && (heap.heap_live.load(Ordering::Relaxed) >= SHARED_HEAP || always_share())
+    let share = (heap.heap_live.load(Ordering::Relaxed) >= SHARED_HEAP || always_share())
         && crate::mgchelp::available();
     let mut t = Tracer::new();
     let mut m = Marker::<false>::new(heap.id);
@@ -785,8 +820,11 @@ pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) ->
             // Two objects to scan: one for each thread (a tree's stack is as deep as the
             // tree, and its bottom entries are its largest subtrees).
             m.flush(stack);
-            drain_shared(heap, stack);
-            return true;
+            drain_shared(heap, stack, budget.deadline());
+            if !stack.is_empty() {
+                budget.run_out();
+            }
+            return stack.is_empty();
         }
         let Some(slot) = stack.pop() else {
             // Nothing left to scan: what the edges in flight mark is.
@@ -809,38 +847,61 @@ pub(crate) fn drain(heap: &MHeap, stack: &mut MarkStack, budget: &mut Budget) ->
     stack.is_empty()
 }
 
-/// A heap with this many bytes allocated is marked, in a stop with no budget, by two
-/// threads: this one and the collector's helper (`mgchelp`). Its marking takes
-/// milliseconds; the helper's wake-up, tens of microseconds.
+/// A heap with this many bytes allocated is marked by two threads, in a whole cycle's
+/// stop and in a slice's: this one and a second taker (`mgchelp`). Its marking takes
+/// milliseconds a cycle.
 const SHARED_HEAP: usize = 4 << 20;
 
 /// The most objects handed between the two threads of a shared drain at a time.
 const SHARED_BATCH: usize = 512;
 
-/// `drain` to the end on this thread and the helper (see `SHARED_HEAP`): each marks with
-/// atomic mark bits (`Span::mark_shared`: the two may mark objects of one bitmap word)
-/// from a stack of its own; a thread with nothing left takes a batch from the pool, and
-/// while one waits there, the other gives it batches off its stack. Marking is over when
-/// every thread that took part waits at an empty pool (a thread that never started counts
-/// for nothing: it has no objects to give). Leaves `stack` empty.
-fn drain_shared(heap: &MHeap, stack: &mut MarkStack) {
+/// `drain` on this thread and a second one (see `SHARED_HEAP`) to the end, or (a slice)
+/// to `deadline`: each marks with atomic mark bits (`Span::mark_shared`: the two may mark
+/// objects of one bitmap word) from a stack of its own; a thread with nothing left takes
+/// a batch from the pool, and while one waits there, the other gives it batches off its
+/// stack. Marking is over when every thread that took part waits at an empty pool (a
+/// thread that never started counts for nothing: it has no objects to give). At the
+/// deadline each thread empties its pipeline and leaves: this one keeps its stack (in a
+/// slice it works on `stack` itself), the other puts its own into the pool, and what the
+/// pool holds goes back onto `stack` (empty if marking is over).
+fn drain_shared(heap: &MHeap, stack: &mut MarkStack, deadline: Option<Instant>) {
     let pool = Pool {
         state: std::sync::Mutex::new(PoolState::default()),
         more: std::sync::Condvar::new(),
         hungry: core::sync::atomic::AtomicBool::new(false),
         abort: core::sync::atomic::AtomicBool::new(false),
+        timeup: core::sync::atomic::AtomicBool::new(false),
+        deadline,
     };
+    // To the end: the whole stack goes into the pool, a batch at a time, for both threads
+    // to take from (a tree's roots spread at once: binary-trees' largest pause was 15 %
+    // longer when one batch went over first and the rest only as the other asked). In a
+    // slice, the other thread starts on one batch off the bottom, and this one works on
+    // `stack` itself: it may hold millions of entries, and moving them into the pool and
+    // back cost each slice two milliseconds.
+    let spread = deadline.is_none();
     {
         let mut st = pool.lock();
-        while !stack.is_empty() {
-            let batch = stack.take_bottom(stack.len().min(SHARED_BATCH));
-            st.batches.push(batch);
+        loop {
+            let n = if spread { stack.len() } else { stack.len() / 2 };
+            st.batches.push(stack.take_bottom(n.min(SHARED_BATCH)));
+            if !spread || stack.is_empty() {
+                break;
+            }
         }
     }
+    let caller = std::thread::current().id();
+    let own = CallerStack(stack as *mut MarkStack);
     share(
         &|| {
             pool.lock().started += 1;
-            drain_worker(heap, &pool);
+            if !spread && std::thread::current().id() == caller {
+                // SAFETY: only the caller's thread reaches here (its id), and `stack` is
+                // borrowed by this function until `share` returns.
+                drain_worker(heap, &pool, unsafe { &mut *own.get() }, true);
+            } else {
+                drain_worker(heap, &pool, &mut MarkStack::default(), false);
+            }
         },
         // The other thread stops at its next object, or leaves the pool it waits at.
         &|| {
@@ -848,24 +909,59 @@ fn drain_shared(heap: &MHeap, stack: &mut MarkStack) {
             pool.lock().idle += 1;
             pool.more.notify_all();
         },
+        deadline.is_some(),
     );
+    // Both threads have left: what the other had left to scan (after a deadline) is in
+    // the pool.
+    for b in pool.lock().batches.drain(..) {
+        stack.extend(b.into_iter().map(|a| a as *mut u8));
+    }
 }
 
-/// One thread's part of `drain_shared`.
-fn drain_worker(heap: &MHeap, pool: &Pool) {
+/// The caller's stack in `drain_shared`, reached only from the caller's thread.
+struct CallerStack(*mut MarkStack);
+
+// SAFETY: the pointer is dereferenced only on the thread that made it (`drain_shared`
+// compares thread ids), while the borrow it came from lives.
+unsafe impl Sync for CallerStack {}
+
+impl CallerStack {
+    /// The pointer (a method, so that a closure captures the whole wrapper, not its field).
+    fn get(&self) -> *mut MarkStack {
+        self.0
+    }
+}
+
+/// Objects a thread of a shared drain scans between two looks at the clock.
+const SHARED_CLOCK_EVERY: u32 = 64;
+
+/// One thread's part of `drain_shared`, from `stack` (the caller's own, `keep`: left
+/// there at the deadline; else put back into the pool).
+fn drain_worker(heap: &MHeap, pool: &Pool, stack: &mut MarkStack, keep: bool) {
     let mut t = Tracer::new();
     let mut m = Marker::<true>::new(heap.id);
-    let mut stack = MarkStack::default();
+    let mut n = 0u32;
     loop {
         if pool.abort.load(Ordering::Relaxed) {
             return;
         }
+        n += 1;
+        if pool.timeup.load(Ordering::Relaxed)
+            || (n.is_multiple_of(SHARED_CLOCK_EVERY)
+                && pool.deadline.is_some_and(|d| Instant::now() >= d))
+        {
+            // What is in flight is marked and pushed; the rest goes back for the next
+            // slice.
+            m.flush(stack);
+            pool.time_up(stack, keep);
+            return;
+        }
         let Some(slot) = stack.pop() else {
             if !m.is_idle() {
-                m.flush(&mut stack);
+                m.flush(stack);
                 continue;
             }
-            if !pool.take(&mut stack) {
+            if !pool.take(stack) {
                 return;
             }
             continue;
@@ -875,9 +971,9 @@ fn drain_worker(heap: &MHeap, pool: &Pool) {
         // (markfin scans its unmarked objects itself), and each is
         // pushed once, by the thread whose `mark_shared` set its bit.
         // SAFETY: as in `drain`, and no object is scanned by both threads (above).
-        unsafe { for_each_edge(slot, &mut t, |e| m.edge(e, &mut stack)) };
+        unsafe { for_each_edge(slot, &mut t, |e| m.edge(e, stack)) };
         if pool.hungry.load(Ordering::Relaxed) && stack.len() >= 2 {
-            pool.give(&mut stack);
+            pool.give(stack);
         }
     }
 }
@@ -891,6 +987,9 @@ struct Pool {
     hungry: core::sync::atomic::AtomicBool,
     /// A `Trace` impl panicked: both stop.
     abort: core::sync::atomic::AtomicBool,
+    /// The slice's deadline has passed: both put their stacks back and stop.
+    timeup: core::sync::atomic::AtomicBool,
+    deadline: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -914,6 +1013,7 @@ impl Pool {
     fn take(&self, stack: &mut MarkStack) -> bool {
         let mut st = self.lock();
         let mut waited = false;
+        let mut awake_since = None;
         loop {
             if let Some(b) = st.batches.pop() {
                 if waited {
@@ -927,13 +1027,57 @@ impl Pool {
                 st.idle += 1;
                 waited = true;
             }
-            if st.idle == st.started || self.abort.load(Ordering::Relaxed) {
+            if st.idle == st.started
+                || self.abort.load(Ordering::Relaxed)
+                || self.timeup.load(Ordering::Relaxed)
+            {
                 self.more.notify_all();
                 return false;
             }
             self.hungry.store(true, Ordering::Relaxed);
+            if let Some(d) = self.deadline {
+                // A slice: a sleeping thread may wake a scheduler tick late (4 ms here),
+                // sixteen times a slice's length; wait awake for half a millisecond, then
+                // asleep until the deadline (a long `collect_step`).
+                let now = Instant::now();
+                if now >= d {
+                    self.timeup.store(true, Ordering::Relaxed);
+                    continue;
+                }
+                let since = *awake_since.get_or_insert(now);
+                if now.duration_since(since) < std::time::Duration::from_micros(500) {
+                    drop(st);
+                    for i in 0..64u32 {
+                        if i % 16 == 15 {
+                            std::thread::yield_now();
+                        } else {
+                            core::hint::spin_loop();
+                        }
+                    }
+                    st = self.lock();
+                } else {
+                    st = self
+                        .more
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                continue;
+            }
             st = self.more.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// The deadline has passed: `stack` goes back into the pool whole, and the other
+    /// thread leaves too (at its next object, or from `take`).
+    fn time_up(&self, stack: &mut MarkStack, keep: bool) {
+        let mut st = self.lock();
+        self.timeup.store(true, Ordering::Relaxed);
+        while !keep && !stack.is_empty() {
+            st.batches.push(stack.take_bottom(stack.len()));
+        }
+        drop(st);
+        self.more.notify_all();
     }
 
     /// A batch off `stack` for the thread waiting in `take`: half of it, at most

@@ -9,6 +9,7 @@ use std::path::Path;
 const ALLOWED_UP: &[(&str, &str)] = &[
     ("world", "mdrop"),
     ("world", "release"),
+    ("world", "mgchelp"),
     ("handle", "heap"),
     ("handle", "mfinal"),
 ];

@@ -67,6 +67,10 @@ pub unsafe trait Trace: Typed {
     const DROP_ONLY_FREES: bool = Self::HANDLES_ONLY_DROP;
     /// Reports every handle `self` owns to `tracer`.
     ///
+    /// It runs with the world stopped, on whichever thread the collector gives the work
+    /// to: its own, its helper, or a program thread waiting out a stop. So it should read
+    /// `self` and nothing else (no thread-locals, no locks, no calls into fing).
+    ///
     /// It should not panic. If it does during a collection, the collection is abandoned
     /// before anything is freed (its scratch state is reset, the world resumes) and the
     /// panic reaches the thread that collected, with the type named on stderr.

@@ -54,6 +54,9 @@ pub(crate) struct Local {
     pub(crate) held: core::cell::UnsafeCell<Vec<core::ptr::NonNull<u8>>>,
     /// A temporary `Local` (`with_temporary`, `enter_temporary`).
     temporary: bool,
+    /// Set as the `Local` is dropped (thread exit): the thread no longer takes a slice's
+    /// shared work while it waits for a stop (`help_through_stop`).
+    pub(crate) exiting: Cell<bool>,
 }
 
 impl Local {
@@ -74,6 +77,7 @@ impl Local {
             destroying: Cell::new(false),
             held: core::cell::UnsafeCell::new(Vec::new()),
             temporary: false,
+            exiting: Cell::new(false),
         }
     }
 
@@ -186,6 +190,7 @@ impl Drop for Local {
         // ring (`release`). Once the slot leaves the list below, no collection drains it:
         // the drop was lost, and the rest of a list that was being destroyed leaked (found
         // by `chains_of_destructors_racing_collections` on one core, 1 run in 20).
+        self.exiting.set(true);
         loop {
             self.enter_outermost();
             crate::release::apply_all(self);

@@ -37,7 +37,15 @@ pub(crate) struct StoppedWorld {
 /// # Panics
 /// If this thread holds a mutator section (it would wait for itself).
 pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
-    stop_inner(wait, false, budget, api)
+    stop_inner(wait, false, false, budget, api)
+}
+
+/// `stop(true, ..)` for a slice of a cycle: the raised stop says so from the start
+/// (`SLICE_RAISED`), so that the mutators that meet it know to wait awake for its shared
+/// work (`help_through_stop`), and those meeting a whole collection's stop go straight to
+/// sleep.
+pub(crate) fn stop_for_slice(budget: Duration, api: &str) -> Option<StoppedWorld> {
+    stop_inner(true, false, true, budget, api)
 }
 
 /// `stop` without waiting (`wait: false`), except that a collector at work is waited for,
@@ -47,11 +55,18 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
 /// giving up at once. Giving up let busy mutators allocate on while the collector thread
 /// held the world lock (most of the time: its slices, and its waits for sections to
 /// drain), and a heap in slices ran away.
+/// Its stop is a slice's (`stop_for_slice`).
 pub(crate) fn stop_in_turn(budget: Duration, api: &str) -> Option<StoppedWorld> {
-    stop_inner(false, true, budget, api)
+    stop_inner(false, true, true, budget, api)
 }
 
-fn stop_inner(wait: bool, in_turn: bool, budget: Duration, api: &str) -> Option<StoppedWorld> {
+fn stop_inner(
+    wait: bool,
+    in_turn: bool,
+    slice: bool,
+    budget: Duration,
+    api: &str,
+) -> Option<StoppedWorld> {
     let start = Instant::now();
     match try_local(|l| l.holds_world.get()) {
         Some(true) => in_collection(api),
@@ -109,6 +124,7 @@ fn stop_inner(wait: bool, in_turn: bool, budget: Duration, api: &str) -> Option<
             std::thread::yield_now();
         }
         let raised_at = Instant::now();
+        super::SLICE_RAISED.store(slice, Ordering::SeqCst);
         handshake::raise_stop(&handshake::STOP, fences::heavy_fence);
         if drained(budget) {
             local(|l| l.holds_world.set(true));
@@ -151,6 +167,7 @@ fn drained(budget: Duration) -> bool {
 
 fn resume() {
     let _g = lock(&WORLD.resume);
+    super::SLICE_RAISED.store(false, Ordering::SeqCst);
     handshake::STOP.store(false, Ordering::SeqCst);
     WORLD.resumed.notify_all();
 }
