@@ -274,7 +274,10 @@ impl MHeap {
     }
 
     /// `Heap::collect_step`: a slice of about `work`, waiting for the world; the garbage's
-    /// destructors run on this thread, as `collect()`'s do.
+    /// destructors run on this thread, as `collect()`'s do. Its stop is not a slice's to
+    /// the other threads (`world::stop`, no `mark_short`): its length is the caller's
+    /// choice, so fing's threads run beside it and mutators sleep through it; its shared
+    /// passes go to the helper thread.
     pub(crate) fn step_and_destroy(&'static self, work: Duration, api: &str) -> bool {
         crate::mgchelp::start();
         let world = world::stop(true, Duration::from_millis(1), api)

@@ -195,7 +195,11 @@ impl Drop for Local {
             self.enter_outermost();
             crate::release::apply_all(self);
             self.leave_outermost();
-            let caches = core::mem::take(self.caches.get_mut());
+            // Through the cell, not `&mut self`: the destructors just run reached this
+            // `Local` through `CURRENT`, a shared pointer.
+            // SAFETY: this thread's caches; no reference to them is live between two
+            // fing calls, and none is made while this one lives.
+            let caches = core::mem::take(unsafe { &mut *self.caches.get() });
             self.enter_outermost();
             for mut c in caches {
                 c.retire();
