@@ -387,6 +387,27 @@ mod loom_model {
         }
     }
 
+    /// Shares a job of two parts through `h` (`short`: a slice's), and checks each part
+    /// was done once, its write seen here.
+    fn share_two_parts(h: &Helper, short: bool) {
+        let next = AtomicUsize::new(0);
+        let parts = Parts([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
+        let r = h.share(
+            &|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = parts.part(i) else { break };
+                // SAFETY: part `i` is claimed by one thread only (loom checks).
+                p.with_mut(|v| unsafe { *v += 1 });
+            },
+            short,
+        );
+        assert!(matches!(r, Ok((None, None))));
+        for p in &parts.0 {
+            // SAFETY: every run has ended (loom checks the happens-before).
+            assert_eq!(p.with(|v| unsafe { *v }), 1);
+        }
+    }
+
     #[test]
     fn a_shared_job_is_done_once_and_seen_whole() {
         loom::model(|| {
@@ -399,22 +420,7 @@ mod loom_model {
                 }
             });
             for _ in 0..2 {
-                let next = AtomicUsize::new(0);
-                let parts = Parts([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
-                let r = h.share(
-                    &|| loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(p) = parts.part(i) else { break };
-                        // SAFETY: part `i` is claimed by one thread only (loom checks).
-                        p.with_mut(|v| unsafe { *v += 1 });
-                    },
-                    false,
-                );
-                assert!(matches!(r, Ok((None, None))));
-                for p in &parts.0 {
-                    // SAFETY: both runs have ended (loom checks the happens-before).
-                    assert_eq!(p.with(|v| unsafe { *v }), 1);
-                }
+                share_two_parts(&h, false);
             }
             h.close();
             helper.join().unwrap();
@@ -440,22 +446,7 @@ mod loom_model {
             let mutator = thread::spawn(move || {
                 h3.try_serve(|| (), || ());
             });
-            let next = AtomicUsize::new(0);
-            let parts = Parts([UnsafeCell::new(0u32), UnsafeCell::new(0u32)]);
-            let r = h.share(
-                &|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(p) = parts.part(i) else { break };
-                    // SAFETY: part `i` is claimed by one thread only (loom checks).
-                    p.with_mut(|v| unsafe { *v += 1 });
-                },
-                true,
-            );
-            assert!(matches!(r, Ok((None, None))));
-            for p in &parts.0 {
-                // SAFETY: every run has ended (loom checks the happens-before).
-                assert_eq!(p.with(|v| unsafe { *v }), 1);
-            }
+            share_two_parts(&h, true);
             mutator.join().unwrap();
             h.close();
             helper.join().unwrap();
