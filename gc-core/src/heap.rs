@@ -246,7 +246,6 @@ impl MHeap {
         let Some(world) = world else {
             return false;
         };
-        world.mark_short();
         let began = std::time::Instant::now();
         let mut out = crate::mgc::slice(self, &world, began + slice, api);
         later(&mut out);
@@ -275,7 +274,7 @@ impl MHeap {
 
     /// `Heap::collect_step`: a slice of about `work`, waiting for the world; the garbage's
     /// destructors run on this thread, as `collect()`'s do. Its stop is not a slice's to
-    /// the other threads (`world::stop`, no `mark_short`): its length is the caller's
+    /// the other threads (`world::stop`, not `stop_for_slice`): its length is the caller's
     /// choice, so fing's threads run beside it and mutators sleep through it; its shared
     /// passes go to the helper thread.
     pub(crate) fn step_and_destroy(&'static self, work: Duration, api: &str) -> bool {

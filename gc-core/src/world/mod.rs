@@ -157,7 +157,8 @@ pub(crate) fn for_each_slot(_world: &StoppedWorld, f: impl FnMut(&Arc<Slot>)) {
     lock(&WORLD.slots).iter().for_each(f);
 }
 
-/// The world is stopped for a slice of a cycle (`StoppedWorld::mark_short`).
+/// The stop raised is a slice's (`stop_for_slice`, `stop_in_turn`): set as it is raised,
+/// cleared as it is lowered.
 static SHORT_STOP: AtomicBool = AtomicBool::new(false);
 
 /// Between two pieces of user code on fing's own threads (a finalizer, a destructor):
@@ -175,7 +176,7 @@ pub(crate) fn yield_to_collector() {
     }
 }
 
-/// Does this thread hold the world for a slice (`StoppedWorld::mark_short`)? Work it
+/// Does this thread hold the world for a slice (`stop_for_slice`)? Work it
 /// hands to fing's threads then waits for the world to resume before waking them
 /// (`Handoff::push_quiet`); in a whole collection they start on it at once, on the core
 /// the stopped mutators leave free (the soak in one stop did 10 % fewer rounds when they
@@ -193,11 +194,6 @@ fn wait_short_stop() {
         Duration::from_millis(1),
     );
 }
-
-/// The stop raised is a slice's (`stop_for_slice`, `stop_in_turn`), set before the stop
-/// is raised and cleared as it is lowered: a mutator that meets a whole collection's stop
-/// does not wait awake for a slice's shared work.
-static SLICE_RAISED: AtomicBool = AtomicBool::new(false);
 
 /// A mutator spins through a slice's stop, helping (`help_through_stop`).
 static HELPING: AtomicBool = AtomicBool::new(false);
@@ -227,28 +223,20 @@ fn wait_for_resume() {
 /// and the helper thread, asleep, would take it a wake-up late: the slice's p99 went
 /// from 0.4 to 0.8 ms on two threads when it left after 100 µs without a next job).
 /// Only a program's own threads, outside thread exit, and only at a stop raised for a
-/// slice (`SLICE_RAISED`: a whole collection's stop is long and the helper thread takes
+/// slice (`SHORT_STOP`: a whole collection's stop is long and the helper thread takes
 /// its jobs, so a mutator that meets one goes straight to sleep, as before slices shared
 /// their work). `Trace` impls then run on a thread stopped at its next section, as they
 /// may on any thread.
 fn help_through_stop() {
     if !crate::mgchelp::available()
         || ROLE.try_with(Cell::get) != Ok(Role::Mutator)
-        || !SLICE_RAISED.load(Ordering::SeqCst)
+        || !SHORT_STOP.load(Ordering::SeqCst)
         || try_local(|l| l.is_temporary() || l.exiting.get()) != Some(false)
         || HELPING.swap(true, Ordering::Acquire)
     {
         return;
     }
     let began = std::time::Instant::now();
-    // The collector says the stop is a slice once the sections have drained (this
-    // thread's last one among them): a few microseconds.
-    while !SHORT_STOP.load(Ordering::Relaxed)
-        && handshake::STOP.load(Ordering::SeqCst)
-        && began.elapsed() < Duration::from_micros(50)
-    {
-        core::hint::spin_loop();
-    }
     let mut took = false;
     let mut spins = 0u32;
     while handshake::STOP.load(Ordering::SeqCst) && SHORT_STOP.load(Ordering::Relaxed) {

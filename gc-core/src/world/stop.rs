@@ -40,10 +40,13 @@ pub(crate) fn stop(wait: bool, budget: Duration, api: &str) -> Option<StoppedWor
     stop_inner(wait, false, false, budget, api)
 }
 
-/// `stop(true, ..)` for a slice of a cycle: the raised stop says so from the start
-/// (`SLICE_RAISED`), so that the mutators that meet it know to wait awake for its shared
-/// work (`help_through_stop`), and those meeting a whole collection's stop go straight to
-/// sleep.
+/// `stop(true, ..)` for a slice of a cycle (`HeapConfig::gc_slice`): the raised stop says
+/// so from the start (`SHORT_STOP`, until it is lowered). A slice is short, so fing's own
+/// threads wait for it to end before their next finalizer or destructor
+/// (`world::yield_to_collector`), and a mutator that meets it waits awake for its shared
+/// work (`help_through_stop`). Stops of whole collections are long: fing's threads run
+/// beside them (back to back, a retiring heap's collections or `collect()` in a loop,
+/// they would otherwise starve: finalizers ran one per collection), and mutators sleep.
 pub(crate) fn stop_for_slice(budget: Duration, api: &str) -> Option<StoppedWorld> {
     stop_inner(true, false, true, budget, api)
 }
@@ -124,7 +127,7 @@ fn stop_inner(
             std::thread::yield_now();
         }
         let raised_at = Instant::now();
-        super::SLICE_RAISED.store(slice, Ordering::SeqCst);
+        super::SHORT_STOP.store(slice, Ordering::SeqCst);
         handshake::raise_stop(&handshake::STOP, fences::heavy_fence);
         if drained(budget) {
             local(|l| l.holds_world.set(true));
@@ -167,26 +170,14 @@ fn drained(budget: Duration) -> bool {
 
 fn resume() {
     let _g = lock(&WORLD.resume);
-    super::SLICE_RAISED.store(false, Ordering::SeqCst);
+    super::SHORT_STOP.store(false, Ordering::SeqCst);
     handshake::STOP.store(false, Ordering::SeqCst);
     WORLD.resumed.notify_all();
-}
-
-impl StoppedWorld {
-    /// This stop is a slice of a cycle (`HeapConfig::gc_slice`): short, so fing's own
-    /// threads wait for it to end before their next finalizer or destructor
-    /// (`world::yield_to_collector`). Stops of whole collections are long, and those
-    /// threads run beside them: back to back (a retiring heap's collections, `collect()`
-    /// in a loop), they would otherwise starve (finalizers ran one per collection).
-    pub(crate) fn mark_short(&self) {
-        super::SHORT_STOP.store(true, Ordering::SeqCst);
-    }
 }
 
 impl Drop for StoppedWorld {
     fn drop(&mut self) {
         local(|l| l.holds_world.set(false));
-        super::SHORT_STOP.store(false, Ordering::SeqCst);
         resume();
     }
 }
