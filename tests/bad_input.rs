@@ -40,6 +40,18 @@ fn block() -> Block {
 
 #[test]
 fn past_the_heap_limit_try_alloc_gives_the_value_back_and_alloc_panics() {
+    // A 64 KiB value passed by value down the allocation path (try, collect, try again,
+    // give back) keeps a copy in each unoptimised frame of a debug build: about 2 MiB of
+    // stack, the test harness's threads' size. The main thread's 8 MiB, then.
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(limit_passed)
+        .unwrap()
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+}
+
+fn limit_passed() {
     const LIMIT: usize = 1 << 20;
     let h = heap(Some(LIMIT));
     let mut held = Vec::new();
