@@ -73,7 +73,7 @@
 pub use gc_core::{
     add_cleanup, collect, keep_alive, set_finalizer, set_finalizer_panic_hook, stats,
     take_finalizer_panic_hook, wait_finalizers, wait_finalizers_timeout, AllocError, AllowDrop,
-    BorrowError, BorrowMutError, Cleanup, Ephemeron, FinalizerError, FinalizerPanic,
+    BorrowError, BorrowMutError, Cleanup, DropOnlyFrees, Ephemeron, FinalizerError, FinalizerPanic,
     FinalizerStuck, Func, Gc, GcCell, GcRef, GcRefMut, Heap, HeapConfig, Holder, Kind, MemStats,
     Outcome, Trace, Tracer, Type, Typed, Value, Weak, WeakMap, MAX_ALIGN,
 };

@@ -323,6 +323,66 @@ fn a_traced_type_with_its_own_drop_takes_the_unsafe_impl() {
     assert_eq!(LOGGED.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+/// `DropOnlyFrees`'s documented example: an untraced field whose type promises that its
+/// drop only frees keeps its object's destructor off the drop thread.
+struct Code {
+    ops: Vec<u32>,
+    consts: Vec<String>,
+}
+
+// SAFETY: `Code` has no `Drop` of its own; its fields only free memory when dropped.
+unsafe impl fing::DropOnlyFrees for Code {}
+
+#[derive(Trace)]
+struct Closure {
+    #[gc(untraced)]
+    code: std::sync::Arc<Code>,
+    env: Option<Gc<Closure>>,
+}
+
+/// The same without the promise.
+struct Opaque {
+    ops: Vec<u32>,
+}
+
+#[derive(Trace)]
+struct OpaqueClosure {
+    #[gc(untraced)]
+    code: std::sync::Arc<Opaque>,
+    env: Option<Gc<OpaqueClosure>>,
+}
+
+#[test]
+fn an_untraced_field_whose_type_promises_to_only_free_keeps_its_drop_off_the_drop_thread() {
+    fn promised<T: ?Sized + fing::DropOnlyFrees>() {}
+    promised::<Vec<Option<std::sync::Arc<Code>>>>();
+    promised::<Box<str>>();
+    // Answered at compile time; `HANDLES_ONLY_DROP` stays false (it frees memory: a
+    // collection cannot skip it), and without the promise the derive cannot see into the
+    // field's drop.
+    const {
+        assert!(<Closure as fing::Trace>::DROP_ONLY_FREES);
+        assert!(!<Closure as fing::Trace>::HANDLES_ONLY_DROP);
+        assert!(!<OpaqueClosure as fing::Trace>::DROP_ONLY_FREES);
+    };
+    let c = Closure {
+        code: std::sync::Arc::new(Code {
+            ops: vec![1, 2],
+            consts: vec!["k".to_string()],
+        }),
+        env: None,
+    };
+    assert_eq!(
+        (c.code.ops.len(), c.code.consts.len(), c.env.is_none()),
+        (2, 1, true)
+    );
+    let o = OpaqueClosure {
+        code: std::sync::Arc::new(Opaque { ops: vec![3] }),
+        env: None,
+    };
+    assert_eq!((o.code.ops[0], o.env.is_none()), (3, true));
+}
+
 /// A type whose only generic parameter is a const: its Send/Sync is answered from its
 /// parts and its alignment checked where it is allocated, as for a type-generic one (the
 /// derive once treated it as non-generic and named it without its argument).

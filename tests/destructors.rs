@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use fing::{Gc, GcCell, Heap, HeapConfig, Trace};
+use fing::{DropOnlyFrees, Gc, GcCell, Heap, HeapConfig, Trace};
 
 /// A drop that meets another test's collection waits in its thread's ring and is applied
 /// by that collection (drops never wait for a collector): the count then reaches zero
@@ -380,6 +380,73 @@ fn objects_with_destructors_are_freed_when_their_count_reaches_zero() {
         n,
         "every object freed by the drop"
     );
+}
+
+/// Compiled code, shared by frames: its drop only frees.
+struct Code {
+    name: String,
+}
+
+// SAFETY: no `Drop` of its own; a `String` only frees.
+unsafe impl DropOnlyFrees for Code {}
+
+/// An interpreter's frame: slots in a `Vec` (one of them the frame itself, a cycle), handles
+/// to outside objects, and its code behind an `Arc`. Its destructor only frees
+/// (`DROP_ONLY_FREES`), so a collection drops its garbage in its release step.
+#[derive(Trace)]
+struct Frame {
+    slots: GcCell<Vec<Option<Gc<Frame>>>>,
+    outside: Vec<Gc<Owner>>,
+    #[gc(untraced)]
+    code: Arc<Code>,
+}
+
+/// Garbage frames whose destructors only free are dropped (once each) by the collection
+/// that finds them, in one stop or in steps (in its release step: mgcsweep), and the
+/// counts their handles held on a live object are given back exactly: its destructor runs
+/// when the test drops its own last handle, not before.
+#[test]
+fn garbage_whose_drop_only_frees_is_dropped_once_and_gives_its_counts_back() {
+    let _serial = serial();
+    const { assert!(<Frame as Trace>::DROP_ONLY_FREES) };
+    let h = quiet_heap();
+    let code = Arc::new(Code {
+        name: "f".to_string(),
+    });
+    for stepped in [false, true] {
+        let freed = Arc::new(AtomicBool::new(false));
+        let f = freed.clone();
+        let live = owner(&h, 1, move || f.store(true, Ordering::SeqCst));
+        let n = 500;
+        for _ in 0..n {
+            let frame = h.alloc(Frame {
+                slots: GcCell::new(vec![None, None]),
+                outside: vec![live.clone(), live.clone(), live.clone()],
+                code: code.clone(),
+            });
+            frame.slots.borrow_mut()[1] = Some(frame.clone());
+        }
+        assert_eq!(Arc::strong_count(&code), 1 + n, "the frames hold the code");
+        let before = h.stats();
+        if stepped {
+            while !h.collect_step(Duration::from_micros(50)) {}
+        } else {
+            h.collect();
+        }
+        assert_eq!(
+            Arc::strong_count(&code),
+            1,
+            "the cycle that found the frames dropped them (stepped: {stepped})"
+        );
+        assert_eq!(h.stats().frees - before.frees, n as u64);
+        assert!(!freed.load(Ordering::SeqCst), "a live object was freed");
+        drop(live);
+        assert!(
+            freed.load(Ordering::SeqCst),
+            "the frames' counts on the live object were given back exactly"
+        );
+    }
+    assert_eq!(code.name, "f");
 }
 
 /// Drops a clone of `Owner`'s own handle from its destructor: the dropping thread frees

@@ -45,7 +45,7 @@ use std::time::Instant;
 
 use fing::frame::{Frame, FrameFn};
 use fing::reflect::TypeBuilder;
-use fing::{Func, Gc, GcCell, Trace, Typed, Value, WeakMap};
+use fing::{DropOnlyFrees, Func, Gc, GcCell, Trace, Typed, Value, WeakMap};
 use reader::{Datum, Lambda, Node, Prim, Program, Sym};
 
 /// A Scheme value.
@@ -95,6 +95,13 @@ struct Closure {
     code: Arc<Lambda>,
     env: Option<Gc<Env>>,
 }
+
+// SAFETY: a `Lambda` is compiled code (the reader's `Node` tree: integers, symbols,
+// `Box`es, `Vec`s and `Arc`s of more nodes), with no `Drop` of its own anywhere: dropping
+// it only frees memory. So a closure's destructor (its `Arc<Lambda>`'s) is not user code,
+// and a collection frees garbage closures in its stop, with their frames, instead of
+// handing them to the drop thread.
+unsafe impl DropOnlyFrees for Lambda {}
 
 /// An environment frame: a call's (or a `let`'s) variables, and the enclosing frame.
 #[derive(Trace)]

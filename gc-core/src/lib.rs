@@ -102,9 +102,9 @@ mod world;
 
 pub use cell::{BorrowError, BorrowMutError, GcCell, GcRef, GcRefMut, Holder};
 pub use gc_types::{
-    results_size, rules, AllowDrop, CallError, Field, Frame, FrameBuf, FrameError, FrameFn,
-    FrameLayout, Func, Itab, Kind, Method, PtrMask, SendSync, StructBuilder, Trace, Tracer, Type,
-    TypeBuilder, TypeIdent, TypeRef, Typed, Value, WriteHandleFn,
+    results_size, rules, AllowDrop, CallError, DropOnlyFrees, Field, Frame, FrameBuf, FrameError,
+    FrameFn, FrameLayout, Func, Itab, Kind, Method, PtrMask, SendSync, StructBuilder, Trace,
+    Tracer, Type, TypeBuilder, TypeIdent, TypeRef, Typed, Value, WriteHandleFn,
 };
 pub use handle::{Gc, GcTarget};
 pub use heap::{collect, find_object, stats, AllocError, Heap};

@@ -114,7 +114,9 @@ impl<T: Trace> Plan<T> {
         if Self::ALIGN > 8 { Self::ALIGN } else { 8 },
     );
     /// Does its destructor run user code (so its span is marked `needs_sweep_drop`)?
-    pub(crate) const SWEEP_DROP: bool = core::mem::needs_drop::<T>() && !T::HANDLES_ONLY_DROP;
+    /// `Type::at_zero`'s `Doom`, from the same constants.
+    pub(crate) const SWEEP_DROP: bool =
+        core::mem::needs_drop::<T>() && !T::HANDLES_ONLY_DROP && !T::DROP_ONLY_FREES;
     pub(crate) const REQUEST: Request = Request {
         class: Self::CLASS,
         sweep_drop: Self::SWEEP_DROP,

@@ -1,7 +1,10 @@
 //! Destructors of dead objects (Go has none; this is fing's own layer): where and when
 //! the `Drop` of a dead object's value runs, when that `Drop` is user code (an
-//! `#[gc(untraced)]` field's, a `Vec`'s, an `#[gc(unsafe_allow_drop)]` type's) rather than
-//! handle drops alone (`runs_user_code`).
+//! `#[gc(untraced)]` field's without the `DropOnlyFrees` promise, an
+//! `#[gc(unsafe_allow_drop)]` type's, a `Vec`'s of such values) rather than handle drops
+//! and deallocations alone (`runs_user_code`). A drop that only frees memory besides
+//! (`Trace::DROP_ONLY_FREES`) is not this module's: it runs in the freeing section at
+//! count zero (`mfree`) and in a collection's release step (`mgcsweep`).
 //!
 //! The rule: no user code runs inside a mutator section or with the world stopped. Inside
 //! either, ordinary code deadlocks (a destructor waiting for a lock that a thread blocked

@@ -240,7 +240,7 @@ fn at_zero(obj: NonNull<u8>, ty: *const Type, arena: &mut Option<&'static Arena>
             let small = s.nelems > 1 && s.elem_size >= HEADER + core::mem::size_of::<usize>();
             if small && !s.has_records() {
                 AtZeroHere::Chain(s, ty)
-            } else if ty.destroyed_after_collection() {
+            } else if ty.drops_more_than_handles() {
                 // A drop that frees memory (a large object's, or one in a span with
                 // records) is not left for a collection: what it owns would wait there.
                 // Doomed, as user code is: destroyed outside the section, the slot to the

@@ -4,10 +4,21 @@
 //!    between its slices): every unmarked object is garbage. It gives back the counts it
 //!    holds on marked objects (and on other heaps' objects, whose collectors count them
 //!    as outside references), becomes a dead slot (`FREED`: no edges, no destructor), and
-//!    is counted as freed. Its value is never dropped here: garbage whose destructor runs
-//!    user code was marked for the cycle's drop batch and is destroyed after the world
-//!    resumes (mdrop), and any other destructor only drops handles, whose counts are
-//!    what this gives back. Every live object's scratch count goes back to zero.
+//!    is counted as freed. Garbage whose destructor runs user code was marked for the
+//!    cycle's drop batch and is destroyed after the world resumes (mdrop); a destructor
+//!    that only drops handles is skipped (the counts it would drop are what this gives
+//!    back); one that only drops handles and frees memory (`Trace::DROP_ONLY_FREES`: an
+//!    interpreter's frame of `Vec` slots, a `String`) runs here, its handle drops lowering
+//!    their targets' counts on the thread that holds the world (`release::drop_count`),
+//!    as giving them back does. Every live object's scratch count goes back to zero.
+//!
+//! Why the last kind runs here rather than after the world resumes, as user code does:
+//! its drop calls nothing but fing's own handle release and the global allocator, which
+//! the collector calls in its stops anyway, so it cannot wait for a mutator; and sent to
+//! the drop thread it costs a mark to keep it and what it reaches, a list entry, a
+//! destructor call on another core and a second section to free its slot (an
+//! interpreter's closures, each a frame and a closure, spent half their collections
+//! there).
 //! 2. [`flip`], in one stop: the caches are flushed (allocation stops being black), the
 //!    central lists emptied, and every span of the heap (those made during the cycle too)
 //!    moved to `Spans::unswept` in one move.
@@ -45,7 +56,7 @@ use crate::mgcmark::{for_each_edge, Budget};
 use crate::mheap::{lock, MHeap};
 use crate::mpagealloc::arena_of_cached;
 use crate::mspan::SpanPtr;
-use crate::slot::{header, FREED, HEADER, POISON};
+use crate::slot::{data_offset, header, FREED, HEADER, POISON};
 use crate::world::StoppedWorld;
 
 /// Step 1, from span `*cursor` of the snapshot on (see the module docs). A `Trace` impl that panics leaves its object allocated and
@@ -80,7 +91,28 @@ pub(crate) fn release(
                     !crate::slot::runs_user_code(ty),
                     "fing::sweep: a garbage {ty} with a destructor was not marked for the drop batch"
                 );
-                if !ty.is_noscan() {
+                if ty.drops_more_than_handles() {
+                    debug_assert_eq!(
+                        crate::world::holds_world(),
+                        Some(true),
+                        "fing::sweep: a release off the thread that holds the world"
+                    );
+                    let data = slot.wrapping_add(data_offset(ty.align()));
+                    // SAFETY: the slot is allocated and unreachable (unmarked after marking
+                    // ended): its value is valid and nothing reads it again; it is dropped
+                    // once, here (its type becomes `FREED` below). The drop only frees
+                    // memory and drops handles (`at_zero` is not `Doom`, asserted above):
+                    // each handle drop, on this thread that holds the world, lowers its
+                    // target's count (`release::drop_count`), as `give_back` would; on
+                    // garbage that count dies with it.
+                    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ty.drop_value(data) }));
+                    if let Err(p) = dropped {
+                        // Only fing's own handle release can panic in such a drop (the
+                        // global allocator must not unwind): an invariant broken. The
+                        // value is half dropped; its slot is freed all the same.
+                        panicked.get_or_insert(p);
+                    }
+                } else if !ty.is_noscan() {
                     let give_back = |e: NonNull<u8>| {
                         match arena_of_cached(e.as_ptr() as usize, &mut last) {
                             Some(a) if a.heap_id == heap.id => {

@@ -140,11 +140,12 @@ pub(crate) fn count_one_more(h: &Header) {
 /// The byte freed values are overwritten with in debug builds.
 pub(crate) const POISON: u8 = 0xde;
 
-/// Does dropping a value of `ty` do more than drop handles, so that a collection must
-/// destroy its garbage after the world resumes (`mdrop`) rather than skip the drop? (At
-/// count zero, `Type::at_zero` decides: a drop that only frees memory runs in the
-/// freeing section.) False for the dead-slot markers.
+/// Does dropping a value of `ty` run user code, so that a collection must destroy its
+/// garbage after the world resumes (`mdrop`)? That is `AtZero::Doom`: a drop that only
+/// drops handles is skipped by the collection, one that only frees memory besides
+/// (`Trace::DROP_ONLY_FREES`: a `Vec`'s, a `String`'s) runs in its release step, as it
+/// runs in the freeing section at count zero. False for the dead-slot markers.
 #[inline]
 pub(crate) fn runs_user_code(ty: &Type) -> bool {
-    ty.destroyed_after_collection()
+    ty.at_zero() == gc_types::AtZero::Doom
 }

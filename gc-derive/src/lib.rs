@@ -33,7 +33,11 @@ mod snapshots;
 ///
 /// Field attribute: `#[gc(untraced)]` for a field that holds no handles and whose type
 /// need not be `Trace`. It is rejected on a field whose type mentions a handle type or a
-/// generic parameter, or is a `Trace` type that can hold handles.
+/// generic parameter, or is a `Trace` type that can hold handles. The derive cannot see
+/// into such a field's drop: if its type has drop glue, the object's destructor is user
+/// code (run after a collection, on the drop thread), unless the type promises that its
+/// drop only frees memory (`unsafe impl fing::DropOnlyFrees`, which `Arc`, `Box`, `Vec`,
+/// `String` and `Option` of such types keep).
 ///
 /// Recursive types (`children: Vec<Tree>`, `next: Option<Box<List>>`, an enum holding
 /// `Box<Self>`) are accepted: a field that names the type itself answers conservatively

@@ -38,7 +38,7 @@ pub use builder::{StructBuilder, TypeBuilder};
 pub use frame::{results_size, Frame, FrameBuf, FrameError, FrameLayout};
 pub use func::{CallError, FrameFn, Func};
 pub use kind::Kind;
-pub use trace::{AllowDrop, Trace, Tracer};
+pub use trace::{AllowDrop, DropOnlyFrees, Trace, Tracer};
 pub use ty::{
     AtZero, DropFn, Field, Itab, Method, PtrMask, SendSync, TraceFn, Type, TypeIdent, TypeRef,
     WriteHandleFn,
@@ -90,5 +90,16 @@ pub mod __private {
     impl<T: crate::Trace> Probe<T> {
         /// A `Trace` type holds handles unless it is noscan.
         pub const HOLDS_HANDLES: bool = !T::NO_SCAN;
+    }
+
+    /// Fallback: a drop the compiler cannot see into may run user code.
+    pub trait ProbeOnlyFrees {
+        /// Not known to only free memory.
+        const ONLY_FREES: bool = false;
+    }
+    impl<T: ?Sized> ProbeOnlyFrees for Probe<T> {}
+    impl<T: ?Sized + crate::DropOnlyFrees> Probe<T> {
+        /// Promised (`DropOnlyFrees`) to only free memory.
+        pub const ONLY_FREES: bool = true;
     }
 }

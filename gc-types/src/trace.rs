@@ -58,11 +58,12 @@ pub unsafe trait Trace: Typed {
     #[doc(hidden)]
     const HANDLES_ONLY_DROP: bool = !core::mem::needs_drop::<Self>();
     /// True if dropping a value runs no code but handle drops and the global allocator's
-    /// deallocations (a `Vec` or `String` of such): the freeing path may run it inside a
-    /// mutator section when the count reaches zero, as it runs a handles-only drop
-    /// (fing itself allocates and frees with the global allocator there). Unlike a
-    /// handles-only drop, a collection must still run it (it frees memory), after the
-    /// world resumes. Implied by `HANDLES_ONLY_DROP`.
+    /// deallocations (a `Vec` or `String` of such, an untraced field of a [`DropOnlyFrees`]
+    /// type): the freeing path may run it inside a mutator section when the count reaches
+    /// zero, as it runs a handles-only drop (fing itself allocates and frees with the
+    /// global allocator there). Unlike a handles-only drop, a collection must still run it
+    /// (it frees memory): it does in its release step, with the world stopped. Implied by
+    /// `HANDLES_ONLY_DROP`.
     #[doc(hidden)]
     const DROP_ONLY_FREES: bool = Self::HANDLES_ONLY_DROP;
     /// Reports every handle `self` owns to `tracer`.
@@ -169,3 +170,90 @@ impl Tracer {
     note = "the impl promises that `Drop` never dereferences the value's traced handles: their objects may be dead in the same collection"
 )]
 pub unsafe trait AllowDrop {}
+
+/// A promise that dropping a value runs no code but the global allocator's deallocations
+/// (and drops of more such values): a `Lambda` of an interpreter's compiled code behind an
+/// `Arc`, say. It matters for `#[gc(untraced)]` fields, whose drop the derive cannot see
+/// into: an untraced field whose type has drop glue makes its object's destructor user
+/// code, which a collection must run after the world resumes, on the drop thread (fing's
+/// `mdrop`), keeping the object and everything it reaches allocated until then. With
+/// this impl the field's drop counts as freeing only (`Trace::DROP_ONLY_FREES`), and the
+/// collection drops such garbage in its own release step, as the freeing path drops it at
+/// count zero.
+///
+/// Implemented here for `String`, `str`, `Box`, `Vec`, `VecDeque`, `Option`, slices and
+/// arrays of such, and `Arc` of such (an `Arc`'s drop lowers a count, and at zero drops
+/// its value and frees it), and for the primitive types. `tests/derive.rs` compiles this:
+///
+/// ```ignore
+/// use std::sync::Arc;
+/// use fing::{DropOnlyFrees, Gc, Trace};
+///
+/// /// Compiled code, shared by every closure made from it.
+/// struct Code {
+///     ops: Vec<u32>,
+///     consts: Vec<String>,
+/// }
+///
+/// // SAFETY: `Code` has no `Drop` of its own; its fields only free memory when dropped.
+/// unsafe impl DropOnlyFrees for Code {}
+///
+/// #[derive(Trace)]
+/// struct Closure {
+///     #[gc(untraced)]
+///     code: Arc<Code>,
+///     env: Option<Gc<Closure>>,
+/// }
+/// ```
+///
+/// # Safety
+/// Dropping a value of the type must call no code but the global allocator's `dealloc`
+/// and the drops of values whose types keep this same promise: no `Drop` impl of its own
+/// (or of any part) that does anything else, no lock, no I/O, no thread-local, and no
+/// handle of fing (a collection runs such drops with the world stopped, where touching
+/// the heap would wait for the world forever).
+pub unsafe trait DropOnlyFrees {}
+
+macro_rules! only_frees {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: no drop glue at all.
+        unsafe impl DropOnlyFrees for $t {}
+    )*};
+}
+only_frees!(
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    String,
+    str,
+);
+
+// SAFETY: each frees its buffer and drops its elements, which keep the promise.
+unsafe impl<T: DropOnlyFrees> DropOnlyFrees for Vec<T> {}
+// SAFETY: as `Vec`.
+unsafe impl<T: DropOnlyFrees> DropOnlyFrees for std::collections::VecDeque<T> {}
+// SAFETY: drops its value, which keeps the promise, and frees its allocation.
+unsafe impl<T: ?Sized + DropOnlyFrees> DropOnlyFrees for Box<T> {}
+// SAFETY: lowers its count (an atomic operation, no code); at zero drops its value, which
+// keeps the promise, and frees its allocation.
+unsafe impl<T: ?Sized + DropOnlyFrees> DropOnlyFrees for std::sync::Arc<T> {}
+// SAFETY: drops its value, if any.
+unsafe impl<T: DropOnlyFrees> DropOnlyFrees for Option<T> {}
+// SAFETY: drops each element.
+unsafe impl<T: DropOnlyFrees> DropOnlyFrees for [T] {}
+// SAFETY: drops each element.
+unsafe impl<T: DropOnlyFrees, const N: usize> DropOnlyFrees for [T; N] {}

@@ -565,11 +565,13 @@ impl Type {
     pub fn at_zero(&self) -> AtZero {
         self.at_zero
     }
-    /// Must garbage of this type found by a collection be destroyed after the world
-    /// resumes (its drop does more than drop handles), rather than skipped?
+    /// Does dropping a value do more than drop handles (it frees memory, or runs user
+    /// code), so that garbage of this type cannot just be discarded: a collection drops
+    /// it in its release step (`at_zero` is `Free`: the drop only frees) or destroys it
+    /// after the world resumes (`Doom`).
     #[doc(hidden)]
     #[inline]
-    pub fn destroyed_after_collection(&self) -> bool {
+    pub fn drops_more_than_handles(&self) -> bool {
         self.needs_drop && !self.handles_only_drop
     }
     /// Marks a descriptor as never freed at count zero (the heap's markers of dead slots;

@@ -82,7 +82,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fing::reflect::{self, TypeBuilder};
-use fing::{Cleanup, Gc, GcCell, Heap, HeapConfig, Trace, Typed, Value, Weak, WeakMap};
+use fing::{
+    Cleanup, DropOnlyFrees, Gc, GcCell, Heap, HeapConfig, Trace, Typed, Value, Weak, WeakMap,
+};
 
 type Log = Arc<Mutex<Vec<u64>>>;
 
@@ -157,11 +159,31 @@ pub struct Obj {
     links: [GcCell<Option<Gc<Obj>>>; 2],
     leaf: GcCell<Option<Gc<Tiny>>>,
     /// More links, in an object of run-time length (`Heap::alloc_slice`).
-    many: GcCell<Option<Gc<[Gc<Obj>]>>>,
+    many: GcCell<Option<Gc<[Link]>>>,
     name: String,
     #[gc(untraced)]
     token: Token,
 }
+
+/// An element of `Obj::many`: a link, and a share of the world's `Code`, whose drop only
+/// frees (`DropOnlyFrees`), as an interpreter's closure holds its compiled code. So the
+/// slice's destructor is neither skipped nor user code: it runs in the freeing section at
+/// count zero and in a collection's release step, and `Code`'s count says how many
+/// elements are alive (`World::finish` checks it).
+#[derive(Trace)]
+pub struct Link {
+    to: Gc<Obj>,
+    #[gc(untraced)]
+    code: Arc<Code>,
+}
+
+/// Shared by every `Link`.
+pub struct Code {
+    name: String,
+}
+
+// SAFETY: no `Drop` of its own; a `String` only frees.
+unsafe impl DropOnlyFrees for Code {}
 
 /// An object aligned to 16 KiB (more than a page: a large span with its value at an
 /// aligned page), with one link.
@@ -461,6 +483,8 @@ pub struct World {
     tiny_globals: Arc<Mutex<Vec<Gc<Tiny>>>>,
     ran: Log,
     shared: Shared,
+    /// Shared by every `Link` made (not by `Shared`, which every token clones).
+    code: Arc<Code>,
     next_id: u64,
     model: BTreeMap<u64, ModelObj>,
     model_globals: BTreeSet<u64>,
@@ -606,6 +630,9 @@ impl World {
                 heap: heap.clone(),
             },
             heap,
+            code: Arc::new(Code {
+                name: "links".to_string(),
+            }),
             roots: Vec::new(),
             tiny_roots: Vec::new(),
             bigs: Vec::new(),
@@ -811,12 +838,15 @@ impl World {
             }
             Op::LinkMany { from, to } => {
                 let Some(f) = Self::pick(n, from) else { return };
-                let targets: Vec<Gc<Obj>> = to
+                let targets: Vec<Link> = to
                     .iter()
                     .filter_map(|t| t.and_then(|t| Self::pick(n, t)))
-                    .map(|t| self.roots[t].clone())
+                    .map(|t| Link {
+                        to: self.roots[t].clone(),
+                        code: self.code.clone(),
+                    })
                     .collect();
-                let ids = targets.iter().map(|g| g.id).collect();
+                let ids = targets.iter().map(|l| l.to.id).collect();
                 let slice = self.heap.alloc_slice(targets);
                 self.roots[f].many.set(Some(slice));
                 self.model.get_mut(&self.roots[f].id).unwrap().many = ids;
@@ -1472,10 +1502,14 @@ impl World {
             self.check_tiny(&t);
         }
         let many = g.many.borrow().clone();
-        let real: Vec<u64> = many.iter().flat_map(|s| s.iter().map(|x| x.id)).collect();
+        let real: Vec<u64> = many
+            .iter()
+            .flat_map(|s| s.iter().map(|x| x.to.id))
+            .collect();
         assert_eq!(real, m.many, "the slice of {}", g.id);
         for x in many.iter().flat_map(|s| s.iter()) {
-            self.check_obj(x, seen);
+            assert_eq!(x.code.name, "links", "a link of {}", g.id);
+            self.check_obj(&x.to, seen);
         }
         for (slot, l) in g.links.iter().enumerate() {
             let real = l.borrow().clone();
@@ -1545,6 +1579,14 @@ impl World {
                 "object {id} is left in the heap and not under a cycle through a finalizable object: {o:?}"
             );
         }
+        // Every slice freed was dropped exactly once (at count zero, or in a collection's
+        // release step), and no slice still held was dropped.
+        let links: usize = self.model.values().map(|o| o.many.len()).sum();
+        assert_eq!(
+            Arc::strong_count(&self.code),
+            1 + links,
+            "the links alive (the shares of `Code` not dropped) against the model's"
+        );
         let made = std::mem::take(&mut *self.shared.made.lock().unwrap());
         drop(made);
     }

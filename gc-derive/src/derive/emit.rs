@@ -32,7 +32,7 @@ pub(super) fn emit(input: &Input) -> TokenStream {
         const _: () = {
             use #krate::__private as __fing;
             #[allow(unused_imports)]
-            use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+            use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
 
             #trace_impl
             #typed_impl
@@ -117,10 +117,20 @@ fn trace_impl(input: &Input, bounded: &Generics) -> TokenStream {
                 quote!(<#ty as __fing::Trace>::#konst)
             }
         });
-        let untraced_tys = all.iter().filter(|f| !f.traced()).map(|f| &f.ty);
+        // An untraced field's drop is opaque to the derive: it counts as freeing only if
+        // its type promises so (`DropOnlyFrees`, asked through the probe), and never as
+        // dropping handles alone.
+        let untraced = all.iter().filter(|f| !f.traced()).map(|f| {
+            let ty = &f.ty;
+            if name == "DROP_ONLY_FREES" {
+                quote!((!::core::mem::needs_drop::<#ty>() || <__fing::Probe<#ty>>::ONLY_FREES))
+            } else {
+                quote!(!::core::mem::needs_drop::<#ty>())
+            }
+        });
         quote!(true
             #(&& #terms)*
-            #(&& !::core::mem::needs_drop::<#untraced_tys>())*)
+            #(&& #untraced)*)
     };
     let handles_only_drop = drop_const("HANDLES_ONLY_DROP");
     let only_frees_drop = drop_const("DROP_ONLY_FREES");

@@ -15,7 +15,7 @@ pub struct Ring<const N: usize> {
 const _: () = {
     use ::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl<const N: usize> __fing::Trace for Ring<N> {
         const NO_SCAN: bool = true && <[Option<Gc<Item>>; N] as __fing::Trace>::NO_SCAN

@@ -15,7 +15,7 @@ pub struct Renamed {
 const _: () = {
     use my::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl __fing::Trace for Renamed {
         const NO_SCAN: bool = true && <Gc<Renamed> as __fing::Trace>::NO_SCAN;

@@ -16,7 +16,7 @@ pub enum Shape {
 const _: () = {
     use ::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl __fing::Trace for Shape {
         const NO_SCAN: bool = true && <f64 as __fing::Trace>::NO_SCAN
@@ -34,7 +34,8 @@ const _: () = {
         const DROP_ONLY_FREES: bool = true && <f64 as __fing::Trace>::DROP_ONLY_FREES
             && <Gc<Shape> as __fing::Trace>::DROP_ONLY_FREES
             && <String as __fing::Trace>::DROP_ONLY_FREES
-            && !::core::mem::needs_drop::<u8>() && !::core::mem::needs_drop::<u8>();
+            && (!::core::mem::needs_drop::<u8>() || <__fing::Probe<u8>>::ONLY_FREES)
+            && (!::core::mem::needs_drop::<u8>() || <__fing::Probe<u8>>::ONLY_FREES);
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;

@@ -19,7 +19,7 @@ where
 const _: () = {
     use ::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl<A, B: Clone> __fing::Trace for Pair<A, B>
     where

@@ -16,7 +16,7 @@ pub struct File {
 const _: () = {
     use ::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl __fing::Trace for File {
         const NO_SCAN: bool = true && <i32 as __fing::Trace>::NO_SCAN

@@ -14,7 +14,7 @@ pub struct FileRef(Gc<File>);
 const _: () = {
     use ::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl __fing::Trace for FileRef {
         const NO_SCAN: bool = true && <Gc<File> as __fing::Trace>::NO_SCAN;

@@ -12,7 +12,7 @@ pub struct Unit;
 const _: () = {
     use ::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl __fing::Trace for Unit {
         const NO_SCAN: bool = true;

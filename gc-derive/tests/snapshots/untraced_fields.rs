@@ -18,7 +18,7 @@ pub struct Cache {
 const _: () = {
     use ::fing::__private as __fing;
     #[allow(unused_imports)]
-    use __fing::{ProbeHandles as _, ProbeSend as _, ProbeSync as _};
+    use __fing::{ProbeHandles as _, ProbeOnlyFrees as _, ProbeSend as _, ProbeSync as _};
     #[automatically_derived]
     unsafe impl __fing::Trace for Cache {
         const NO_SCAN: bool = true && <Vec<Gc<Item>> as __fing::Trace>::NO_SCAN;
@@ -41,8 +41,9 @@ const _: () = {
             && !::core::mem::needs_drop::<std::sync::Mutex<Vec<u8>>>();
         const DROP_ONLY_FREES: bool = true
             && <Vec<Gc<Item>> as __fing::Trace>::DROP_ONLY_FREES
-            && !::core::mem::needs_drop::<u64>()
-            && !::core::mem::needs_drop::<std::sync::Mutex<Vec<u8>>>();
+            && (!::core::mem::needs_drop::<u64>() || <__fing::Probe<u64>>::ONLY_FREES)
+            && (!::core::mem::needs_drop::<std::sync::Mutex<Vec<u8>>>()
+                || <__fing::Probe<std::sync::Mutex<Vec<u8>>>>::ONLY_FREES);
         #[inline]
         fn trace(&self, tracer: &mut __fing::Tracer) {
             let _ = &tracer;
