@@ -357,6 +357,10 @@ fn an_untraced_field_whose_type_promises_to_only_free_keeps_its_drop_off_the_dro
     fn promised<T: ?Sized + fing::DropOnlyFrees>() {}
     promised::<Vec<Option<std::sync::Arc<Code>>>>();
     promised::<Box<str>>();
+    promised::<(
+        u8,
+        std::collections::HashMap<String, Vec<Result<i64, String>>>,
+    )>();
     // Answered at compile time; `HANDLES_ONLY_DROP` stays false (it frees memory: a
     // collection cannot skip it), and without the promise the derive cannot see into the
     // field's drop.

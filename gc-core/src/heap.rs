@@ -332,7 +332,8 @@ impl MHeap {
         }
         if let Some(p) = out.panicked {
             eprintln!(
-                "{api}: a Trace impl panicked while its garbage was released: the object was kept"
+                "{api}: a Trace impl or a drop panicked while garbage was released (the object \
+                 was kept, or its slot freed with its value half dropped)"
             );
             if raise {
                 crate::mdrop::destroy_later(out.doomed);
@@ -406,7 +407,8 @@ impl MHeap {
 /// the OS, and its address space is reused by a later `Heap::new` once no object is left
 /// in it. Handles do not need a `Heap`: objects outlive the `Heap` they were allocated
 /// with for as long as handles keep them. `Heap::new` may collect a retired heap to reuse
-/// it; it runs no destructors itself (the drop thread does).
+/// it; it runs no user-code destructors itself (the drop thread does), only the drops that
+/// only free memory, which every collection's release step runs.
 pub struct Heap {
     pub(crate) inner: &'static MHeap,
 }
@@ -775,7 +777,7 @@ impl MHeap {
             core::mem::align_of::<T>(),
             T::NO_SCAN,
             needs_drop,
-            needs_drop && !T::HANDLES_ONLY_DROP,
+            needs_drop && !T::HANDLES_ONLY_DROP && !T::DROP_ONLY_FREES,
         );
         // As `place`: slot, header and elements inside one section.
         world::with_section("fing::Heap::alloc_slice", move |l| {

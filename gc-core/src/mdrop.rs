@@ -3,8 +3,9 @@
 //! `#[gc(untraced)]` field's without the `DropOnlyFrees` promise, an
 //! `#[gc(unsafe_allow_drop)]` type's, a `Vec`'s of such values) rather than handle drops
 //! and deallocations alone (`runs_user_code`). A drop that only frees memory besides
-//! (`Trace::DROP_ONLY_FREES`) is not this module's: it runs in the freeing section at
-//! count zero (`mfree`) and in a collection's release step (`mgcsweep`).
+//! (`Trace::DROP_ONLY_FREES`) is this module's only at count zero for an object that
+//! cannot be freed in the section (large, or in a span with records: `mfree`); otherwise
+//! it runs in the freeing section, and in a collection's release step (`mgcsweep`).
 //!
 //! The rule: no user code runs inside a mutator section or with the world stopped. Inside
 //! either, ordinary code deadlocks (a destructor waiting for a lock that a thread blocked

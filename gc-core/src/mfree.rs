@@ -10,10 +10,13 @@
 //! to its sweep.
 //!
 //! Two kinds of object die here:
-//! - those whose destructor only drops handles (a `Trace` promise): freed in the section,
-//!   as below, since no user code runs;
-//! - those whose destructor runs user code (a `Vec` or `String` field, an untraced
-//!   resource): doomed (`mdrop`), and destroyed by this thread once it is outside every
+//! - those whose destructor only drops handles, or only those and frees memory (a `Vec`
+//!   or `String` field, an untraced `DropOnlyFrees` field: `Trace::DROP_ONLY_FREES`): freed
+//!   in the section, as below, since no user code runs; except that one whose drop frees
+//!   memory and that cannot join the chain (large, or in a span with records) is doomed
+//!   as the next kind is, so that what it owns does not wait for a collection;
+//! - those whose destructor runs user code (an untraced resource, an `unsafe_allow_drop`
+//!   type): doomed (`mdrop`), and destroyed by this thread once it is outside every
 //!   section, where user code may do anything a mutator does.
 //!
 //! Left to the collector: tiny blocks (the current block may still be filling); large
@@ -278,7 +281,8 @@ fn doom_unless_recorded(
         // would say `DYING` (no edges) and its mark stay clear: the cycle would free its
         // slot, and leave what it points to unmarked, while its destructor runs. Left to
         // the collector instead, shaded with its type in place, as an object left at zero
-        // is; the next cycle dooms it (`mark_doomed`).
+        // is; the next cycle dooms it (`mark_doomed`), or drops it in its release step if
+        // its drop only frees.
         crate::mgcwork::shade(obj);
         return;
     }

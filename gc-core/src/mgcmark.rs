@@ -630,9 +630,10 @@ pub(crate) fn check_fin_cycles(heap: &MHeap, fin_scanned: &[NonNull<u8>]) -> u64
 /// garbage is left (unmarked objects this step does not doom). Then the caller marks what
 /// the doomed reach (`push_doomed` and `drain`), so that this cycle frees nothing their
 /// destructors can touch, and the counts their handles hold stay for those destructors to
-/// drop; unless no other garbage is left, when that trace could mark nothing (the
-/// garbage of an interpreter's closures, all of it doomed: the trace was half of this
-/// step). After resurrection, so that a finalizable object reachable only from such
+/// drop; unless no other garbage is left, when that trace could mark nothing (garbage
+/// whose every object has a user-code destructor: the trace was half of this step).
+/// Garbage whose drop only frees is not doomed (`runs_user_code`): the release step drops
+/// it. After resurrection, so that a finalizable object reachable only from such
 /// garbage is queued in this cycle, as Go queues it (to Go, the holder is plain garbage):
 /// reaching it here only keeps it allocated, already marked. Nothing turns unmarked
 /// between slices (marking is over and allocation black), so `plain` holds across them.

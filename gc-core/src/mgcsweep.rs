@@ -50,7 +50,7 @@ use core::sync::atomic::Ordering;
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use gc_types::{PtrMask, Tracer, Type};
+use gc_types::{AtZero, PtrMask, Tracer, Type};
 
 use crate::mgcmark::{for_each_edge, Budget};
 use crate::mheap::{lock, MHeap};
@@ -59,9 +59,11 @@ use crate::mspan::SpanPtr;
 use crate::slot::{data_offset, header, FREED, HEADER, POISON};
 use crate::world::StoppedWorld;
 
-/// Step 1, from span `*cursor` of the snapshot on (see the module docs). A `Trace` impl that panics leaves its object allocated and
-/// marked, holding its counts (leaked, never freed early), and the first such panic in
-/// `panicked`. Returns whether it is done. World stopped.
+/// Step 1, from span `*cursor` of the snapshot on (see the module docs). A `Trace` impl that
+/// panics leaves its object allocated and marked, holding its counts (leaked, never freed
+/// early); a drop that only frees and panics (only fing's own code can) leaves its value
+/// half dropped and its slot freed; the first such panic goes in `panicked`. Returns
+/// whether it is done. World stopped.
 pub(crate) fn release(
     heap: &MHeap,
     spans: &[SpanPtr],
@@ -91,7 +93,7 @@ pub(crate) fn release(
                     !crate::slot::runs_user_code(ty),
                     "fing::sweep: a garbage {ty} with a destructor was not marked for the drop batch"
                 );
-                if ty.drops_more_than_handles() {
+                if ty.drops_more_than_handles() && ty.at_zero() == AtZero::Free {
                     debug_assert_eq!(
                         crate::world::holds_world(),
                         Some(true),
@@ -109,10 +111,15 @@ pub(crate) fn release(
                     if let Err(p) = dropped {
                         // Only fing's own handle release can panic in such a drop (the
                         // global allocator must not unwind): an invariant broken. The
-                        // value is half dropped; its slot is freed all the same.
+                        // value is half dropped (never twice); its slot is freed all the
+                        // same, and the panic goes on to `collect()`'s caller.
                         panicked.get_or_insert(p);
                     }
                 } else if !ty.is_noscan() {
+                    // (A drop that is neither handles-only nor `Free` nor doomed, which
+                    // only a descriptor marked `Keep` could have, is never run here: its
+                    // counts are given back and what else it owns is leaked, rather than
+                    // user code run in the stop.)
                     let give_back = |e: NonNull<u8>| {
                         match arena_of_cached(e.as_ptr() as usize, &mut last) {
                             Some(a) if a.heap_id == heap.id => {

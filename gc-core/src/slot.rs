@@ -144,7 +144,8 @@ pub(crate) const POISON: u8 = 0xde;
 /// garbage after the world resumes (`mdrop`)? That is `AtZero::Doom`: a drop that only
 /// drops handles is skipped by the collection, one that only frees memory besides
 /// (`Trace::DROP_ONLY_FREES`: a `Vec`'s, a `String`'s) runs in its release step, as it
-/// runs in the freeing section at count zero. False for the dead-slot markers.
+/// runs in the freeing section at count zero (when the object can be freed there:
+/// `mfree`). False for the dead-slot markers.
 #[inline]
 pub(crate) fn runs_user_code(ty: &Type) -> bool {
     ty.at_zero() == gc_types::AtZero::Doom

@@ -35,9 +35,10 @@ mod snapshots;
 /// need not be `Trace`. It is rejected on a field whose type mentions a handle type or a
 /// generic parameter, or is a `Trace` type that can hold handles. The derive cannot see
 /// into such a field's drop: if its type has drop glue, the object's destructor is user
-/// code (run after a collection, on the drop thread), unless the type promises that its
-/// drop only frees memory (`unsafe impl fing::DropOnlyFrees`, which `Arc`, `Box`, `Vec`,
-/// `String` and `Option` of such types keep).
+/// code (run after the world resumes, by `collect()`'s caller or the drop thread), unless
+/// the type promises that its drop only frees memory (`unsafe impl fing::DropOnlyFrees`,
+/// which `Arc`, `Box`, `Vec`, `String`, `Option`, std's maps and tuples of such types
+/// keep).
 ///
 /// Recursive types (`children: Vec<Tree>`, `next: Option<Box<List>>`, an enum holding
 /// `Box<Self>`) are accepted: a field that names the type itself answers conservatively

@@ -181,9 +181,10 @@ pub unsafe trait AllowDrop {}
 /// collection drops such garbage in its own release step, as the freeing path drops it at
 /// count zero.
 ///
-/// Implemented here for `String`, `str`, `Box`, `Vec`, `VecDeque`, `Option`, slices and
-/// arrays of such, and `Arc` of such (an `Arc`'s drop lowers a count, and at zero drops
-/// its value and frees it), and for the primitive types. `tests/derive.rs` compiles this:
+/// Implemented here for `String`, `str`, `Box`, `Vec`, `VecDeque`, `Option`, `Result`,
+/// tuples, slices and arrays of such, std's maps and sets of such (with std's hasher),
+/// and `Arc` of such (an `Arc`'s drop lowers a count, and at zero drops its value and
+/// frees it), and for the primitive types. `tests/derive.rs` compiles this:
 ///
 /// ```ignore
 /// use std::sync::Arc;
@@ -210,8 +211,9 @@ pub unsafe trait AllowDrop {}
 /// Dropping a value of the type must call no code but the global allocator's `dealloc`
 /// and the drops of values whose types keep this same promise: no `Drop` impl of its own
 /// (or of any part) that does anything else, no lock, no I/O, no thread-local, and no
-/// handle of fing (a collection runs such drops with the world stopped, where touching
-/// the heap would wait for the world forever).
+/// handle of fing (a collection runs such drops with the world stopped, on whichever
+/// thread holds it: a lock there can wait for a thread that waits for the world, and
+/// fing's own calls panic).
 pub unsafe trait DropOnlyFrees {}
 
 macro_rules! only_frees {
@@ -257,3 +259,32 @@ unsafe impl<T: DropOnlyFrees> DropOnlyFrees for Option<T> {}
 unsafe impl<T: DropOnlyFrees> DropOnlyFrees for [T] {}
 // SAFETY: drops each element.
 unsafe impl<T: DropOnlyFrees, const N: usize> DropOnlyFrees for [T; N] {}
+// SAFETY: drops its value.
+unsafe impl<T: DropOnlyFrees, E: DropOnlyFrees> DropOnlyFrees for Result<T, E> {}
+// SAFETY: std's hasher state: two integers, no drop glue.
+unsafe impl DropOnlyFrees for std::hash::RandomState {}
+// SAFETY: a zero-sized marker whose drop is its type argument's, which keeps the promise.
+unsafe impl<H: DropOnlyFrees> DropOnlyFrees for std::hash::BuildHasherDefault<H> {}
+// SAFETY: the maps and sets drop their entries, which keep the promise, their hasher
+// (likewise), and free their nodes or tables.
+unsafe impl<K: DropOnlyFrees, V: DropOnlyFrees> DropOnlyFrees for std::collections::BTreeMap<K, V> {}
+// SAFETY: as `BTreeMap`.
+unsafe impl<T: DropOnlyFrees> DropOnlyFrees for std::collections::BTreeSet<T> {}
+// SAFETY: as `BTreeMap`.
+unsafe impl<K: DropOnlyFrees, V: DropOnlyFrees, S: DropOnlyFrees> DropOnlyFrees
+    for std::collections::HashMap<K, V, S>
+{
+}
+// SAFETY: as `BTreeMap`.
+unsafe impl<T: DropOnlyFrees, S: DropOnlyFrees> DropOnlyFrees for std::collections::HashSet<T, S> {}
+
+macro_rules! only_frees_tuple {
+    ($($t:ident),+) => {
+        // SAFETY: drops each part, which keeps the promise.
+        unsafe impl<$($t: DropOnlyFrees),+> DropOnlyFrees for ($($t,)+) {}
+    };
+}
+only_frees_tuple!(A);
+only_frees_tuple!(A, B);
+only_frees_tuple!(A, B, C);
+only_frees_tuple!(A, B, C, D);

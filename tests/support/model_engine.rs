@@ -165,14 +165,16 @@ pub struct Obj {
     token: Token,
 }
 
-/// An element of `Obj::many`: a link, and a share of the world's `Code`, whose drop only
-/// frees (`DropOnlyFrees`), as an interpreter's closure holds its compiled code. So the
-/// slice's destructor is neither skipped nor user code: it runs in the freeing section at
-/// count zero and in a collection's release step, and `Code`'s count says how many
-/// elements are alive (`World::finish` checks it).
+/// An element of `Obj::many` (or of a spare slice: `Op::Spare`): a link, a link to
+/// another slice, and a share of the world's `Code`, whose drop only frees
+/// (`DropOnlyFrees`), as an interpreter's closure holds its compiled code. So a slice's
+/// destructor is neither skipped nor user code: it runs in the freeing section at count
+/// zero and, for slices in garbage cycles, in a collection's release step; `Code`'s count
+/// says how many elements are alive (`World::finish` checks it).
 #[derive(Trace)]
 pub struct Link {
-    to: Gc<Obj>,
+    to: Option<Gc<Obj>>,
+    next: GcCell<Option<Gc<[Link]>>>,
     #[gc(untraced)]
     code: Arc<Code>,
 }
@@ -304,6 +306,16 @@ pub enum Op {
     /// (0: the least step there is): starts a cycle when none is in progress, and the
     /// operations after it run inside that cycle until a step ends it.
     Step(u32),
+    /// Allocate a spare slice of this many `Link`s (1 to 3) that link to no object, kept
+    /// in the program's pool. Spare slices tied into cycles (`TieSpare`) and dropped
+    /// (`DropSpare`) are garbage only a collection finds whose destructors only free:
+    /// the release step drops them. They reach no object, so the model's reachability
+    /// does not see them; `finish` counts their `Code` shares.
+    Spare(usize),
+    /// Point the first link of spare slice `from` at spare slice `to` (itself too).
+    TieSpare { from: usize, to: usize },
+    /// Drop a spare slice's handle.
+    DropSpare(usize),
 }
 
 /// How many kinds of operation `Op::decode` tells apart.
@@ -351,14 +363,20 @@ impl Op {
                 at: byte(b)? as usize,
                 tiny: k >= 128,
             },
+            8 if k >= 128 => Op::Spare(usize::from(k / KINDS) % 3 + 1),
             8 => Op::Collect,
             9 if k >= 128 => Op::DropMapped(byte(b)? as usize),
             9 => Op::Wait,
             10 => Op::Register(byte(b)? as usize),
             11 => Op::ThreadLocal(byte(b)? as usize),
+            12 if k >= 128 => Op::TieSpare {
+                from: byte(b)? as usize,
+                to: byte(b)? as usize,
+            },
             12 => Op::AllocBig {
                 link: opt(byte(b)?),
             },
+            13 if k >= 128 => Op::DropSpare(byte(b)? as usize),
             13 => Op::DropBig(byte(b)? as usize),
             14 => Op::Downgrade {
                 at: byte(b)? as usize,
@@ -485,6 +503,8 @@ pub struct World {
     shared: Shared,
     /// Shared by every `Link` made (not by `Shared`, which every token clones).
     code: Arc<Code>,
+    /// Spare slices (`Op::Spare`).
+    spares: Vec<Gc<[Link]>>,
     next_id: u64,
     model: BTreeMap<u64, ModelObj>,
     model_globals: BTreeSet<u64>,
@@ -633,6 +653,7 @@ impl World {
             code: Arc::new(Code {
                 name: "links".to_string(),
             }),
+            spares: Vec::new(),
             roots: Vec::new(),
             tiny_roots: Vec::new(),
             bigs: Vec::new(),
@@ -836,17 +857,45 @@ impl World {
                 self.roots[f].links[slot].set(target);
                 self.model.get_mut(&self.roots[f].id).unwrap().links[slot] = tid;
             }
+            Op::Spare(len) => {
+                let links = (0..len)
+                    .map(|_| Link {
+                        to: None,
+                        next: GcCell::new(None),
+                        code: self.code.clone(),
+                    })
+                    .collect::<Vec<_>>();
+                self.spares.push(self.heap.alloc_slice(links));
+            }
+            Op::TieSpare { from, to } => {
+                let n = self.spares.len();
+                let (Some(f), Some(t)) = (Self::pick(n, from), Self::pick(n, to)) else {
+                    return;
+                };
+                let target = self.spares[t].clone();
+                self.spares[f][0].next.set(Some(target));
+            }
+            Op::DropSpare(at) => {
+                if let Some(i) = Self::pick(self.spares.len(), at) {
+                    self.spares.swap_remove(i);
+                }
+            }
             Op::LinkMany { from, to } => {
                 let Some(f) = Self::pick(n, from) else { return };
                 let targets: Vec<Link> = to
                     .iter()
                     .filter_map(|t| t.and_then(|t| Self::pick(n, t)))
                     .map(|t| Link {
-                        to: self.roots[t].clone(),
+                        to: Some(self.roots[t].clone()),
+                        next: GcCell::new(None),
                         code: self.code.clone(),
                     })
                     .collect();
-                let ids = targets.iter().map(|l| l.to.id).collect();
+                let ids = targets
+                    .iter()
+                    .filter_map(|l| l.to.as_ref())
+                    .map(|g| g.id)
+                    .collect();
                 let slice = self.heap.alloc_slice(targets);
                 self.roots[f].many.set(Some(slice));
                 self.model.get_mut(&self.roots[f].id).unwrap().many = ids;
@@ -1504,12 +1553,15 @@ impl World {
         let many = g.many.borrow().clone();
         let real: Vec<u64> = many
             .iter()
-            .flat_map(|s| s.iter().map(|x| x.to.id))
+            .flat_map(|s| s.iter().filter_map(|x| x.to.as_ref().map(|g| g.id)))
             .collect();
         assert_eq!(real, m.many, "the slice of {}", g.id);
         for x in many.iter().flat_map(|s| s.iter()) {
             assert_eq!(x.code.name, "links", "a link of {}", g.id);
-            self.check_obj(&x.to, seen);
+            assert!(x.next.borrow().is_none(), "a link of {}", g.id);
+            if let Some(to) = &x.to {
+                self.check_obj(to, seen);
+            }
         }
         for (slot, l) in g.links.iter().enumerate() {
             let real = l.borrow().clone();
@@ -1545,6 +1597,13 @@ impl World {
     /// every armed finalizer has run, each exactly once, except what Go's rule keeps
     /// forever: objects in or under a cycle through a finalizable object.
     pub fn finish(&mut self) {
+        for s in &self.spares {
+            for l in s.iter() {
+                assert!(l.to.is_none(), "a spare link");
+                assert_eq!(l.code.name, "links", "a spare link");
+            }
+        }
+        self.spares.clear();
         self.roots.clear();
         self.tiny_roots.clear();
         self.bigs.clear();
