@@ -54,7 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..8, any::<bool>(), idx()).prop_map(|(at, tiny, arg)| Op::AddCleanup { at, tiny, arg }),
         1 => (0usize..8).prop_map(Op::StopCleanup),
         4 => prop_oneof![Just(0u32), Just(10), Just(100)].prop_map(Op::Step),
-        2 => (0usize..8, idx(), idx(), idx()).prop_map(|(from, a, b, c)| Op::LinkMany { from, to: [a, b, c] }),
+        2 => (0usize..8, idx(), idx(), idx(), any::<bool>()).prop_map(|(from, a, b, c, bare)| Op::LinkMany { from, to: [a, b, c], bare }),
         1 => Just(Op::AllocBuilt),
         1 => (1usize..4).prop_map(Op::Spare),
         2 => (0usize..8, 0usize..8).prop_map(|(from, to)| Op::TieSpare { from, to }),
@@ -134,6 +134,7 @@ fn cycles_in_steps_regressions() {
         Op::LinkMany {
             from: 0,
             to: [None; 3],
+            bare: false,
         },
         Op::AllocTiny,
         Op::AddCleanup {

@@ -158,8 +158,11 @@ pub struct Obj {
     id: u64,
     links: [GcCell<Option<Gc<Obj>>>; 2],
     leaf: GcCell<Option<Gc<Tiny>>>,
-    /// More links, in an object of run-time length (`Heap::alloc_slice`).
+    /// More links, in an object of run-time length (`Heap::alloc_slice`): `Link`s, whose
+    /// drop only frees, or (`bare`) bare handles, whose drop only drops handles; one of
+    /// the two at a time.
     many: GcCell<Option<Gc<[Link]>>>,
+    bare: GcCell<Option<Gc<[Gc<Obj>]>>>,
     name: String,
     #[gc(untraced)]
     token: Token,
@@ -278,8 +281,13 @@ pub enum Op {
     /// Stop a cleanup.
     StopCleanup(usize),
     /// Replace an object's `many` with a new slice (`Heap::alloc_slice`) of up to three
-    /// objects (the slice object is dropped with the handle it replaces).
-    LinkMany { from: usize, to: [Option<usize>; 3] },
+    /// objects (the slice object is dropped with the handle it replaces): `Link`s, or
+    /// (`bare`) bare handles.
+    LinkMany {
+        from: usize,
+        to: [Option<usize>; 3],
+        bare: bool,
+    },
     /// Allocate an object of a type built at run time (`Heap::alloc_zeroed`):
     /// `model.Built { id: i64, a: Gc<Obj>, b: Gc<Obj> }`, its pointers nil.
     AllocBuilt,
@@ -413,6 +421,7 @@ impl Op {
             _ => Op::LinkMany {
                 from: byte(b)? as usize,
                 to: [opt(byte(b)?), opt(byte(b)?), opt(byte(b)?)],
+                bare: (k / KINDS) % 2 == 1,
             },
         })
     }
@@ -422,8 +431,10 @@ impl Op {
 struct ModelObj {
     links: [Option<u64>; 2],
     leaf: Option<u64>,
-    /// The targets of `Obj::many`, in order.
+    /// The targets of `Obj::many` (or `Obj::bare`), in order.
     many: Vec<u64>,
+    /// They are in `Obj::bare`.
+    bare: bool,
     /// An object of a built type (`Op::AllocBuilt`): no destructor, no finalizer.
     built: bool,
     /// The tiny block's address, for a tiny object.
@@ -738,6 +749,7 @@ impl World {
                     links: [a.as_ref().map(|g| g.id), b.as_ref().map(|g| g.id)],
                     leaf: leaf.as_ref().map(|t| t.id),
                     many: Vec::new(),
+                    bare: false,
                     built: false,
                     block: None,
                     armed: None,
@@ -751,6 +763,7 @@ impl World {
                     links: [GcCell::new(a), GcCell::new(b)],
                     leaf: GcCell::new(leaf),
                     many: GcCell::new(None),
+                    bare: GcCell::new(None),
                     name: format!("obj {id}"),
                     token,
                 }));
@@ -766,6 +779,7 @@ impl World {
                     links: [None; 2],
                     leaf: None,
                     many: Vec::new(),
+                    bare: false,
                     built: false,
                     block: Some(block.as_ptr() as usize),
                     armed: None,
@@ -784,6 +798,7 @@ impl World {
                     links: [target.as_ref().map(|g| g.id), None],
                     leaf: None,
                     many: Vec::new(),
+                    bare: false,
                     built: false,
                     block: None,
                     armed: None,
@@ -817,6 +832,7 @@ impl World {
                         links: [None; 2],
                         leaf: None,
                         many: Vec::new(),
+                        bare: false,
                         built: true,
                         block: None,
                         armed: None,
@@ -880,8 +896,22 @@ impl World {
                     self.spares.swap_remove(i);
                 }
             }
-            Op::LinkMany { from, to } => {
+            Op::LinkMany { from, to, bare } => {
                 let Some(f) = Self::pick(n, from) else { return };
+                if bare {
+                    let targets: Vec<Gc<Obj>> = to
+                        .iter()
+                        .filter_map(|t| t.and_then(|t| Self::pick(n, t)))
+                        .map(|t| self.roots[t].clone())
+                        .collect();
+                    let ids = targets.iter().map(|g| g.id).collect();
+                    let slice = self.heap.alloc_slice(targets);
+                    self.roots[f].bare.set(Some(slice));
+                    self.roots[f].many.set(None);
+                    let m = self.model.get_mut(&self.roots[f].id).unwrap();
+                    (m.many, m.bare) = (ids, true);
+                    return;
+                }
                 let targets: Vec<Link> = to
                     .iter()
                     .filter_map(|t| t.and_then(|t| Self::pick(n, t)))
@@ -898,7 +928,9 @@ impl World {
                     .collect();
                 let slice = self.heap.alloc_slice(targets);
                 self.roots[f].many.set(Some(slice));
-                self.model.get_mut(&self.roots[f].id).unwrap().many = ids;
+                self.roots[f].bare.set(None);
+                let m = self.model.get_mut(&self.roots[f].id).unwrap();
+                (m.many, m.bare) = (ids, false);
             }
             Op::Leaf { from, to } => {
                 let Some(f) = Self::pick(n, from) else { return };
@@ -1551,11 +1583,17 @@ impl World {
             self.check_tiny(&t);
         }
         let many = g.many.borrow().clone();
+        let bare = g.bare.borrow().clone();
+        assert!(many.is_none() || bare.is_none(), "both slices of {}", g.id);
         let real: Vec<u64> = many
             .iter()
             .flat_map(|s| s.iter().filter_map(|x| x.to.as_ref().map(|g| g.id)))
+            .chain(bare.iter().flat_map(|s| s.iter().map(|x| x.id)))
             .collect();
         assert_eq!(real, m.many, "the slice of {}", g.id);
+        for x in bare.iter().flat_map(|s| s.iter()) {
+            self.check_obj(x, seen);
+        }
         for x in many.iter().flat_map(|s| s.iter()) {
             assert_eq!(x.code.name, "links", "a link of {}", g.id);
             assert!(x.next.borrow().is_none(), "a link of {}", g.id);
@@ -1640,7 +1678,12 @@ impl World {
         }
         // Every slice freed was dropped exactly once (at count zero, or in a collection's
         // release step), and no slice still held was dropped.
-        let links: usize = self.model.values().map(|o| o.many.len()).sum();
+        let links: usize = self
+            .model
+            .values()
+            .filter(|o| !o.bare)
+            .map(|o| o.many.len())
+            .sum();
         assert_eq!(
             Arc::strong_count(&self.code),
             1 + links,
