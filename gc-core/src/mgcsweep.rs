@@ -103,7 +103,8 @@ pub(crate) fn release(
                     // SAFETY: the slot is allocated and unreachable (unmarked after marking
                     // ended): its value is valid and nothing reads it again; it is dropped
                     // once, here (its type becomes `FREED` below). The drop only frees
-                    // memory and drops handles (`at_zero` is not `Doom`, asserted above):
+                    // memory and drops handles (its type's `at_zero` is `Free`, the branch's
+                    // condition: `Trace::DROP_ONLY_FREES` or handles-only):
                     // each handle drop, on this thread that holds the world, lowers its
                     // target's count (`release::drop_count`), as `give_back` would; on
                     // garbage that count dies with it.
