@@ -387,6 +387,17 @@ mod loom_model {
         }
     }
 
+    /// The helper thread: serves `h` until it is closed (the caller may have taken a job
+    /// back untouched).
+    fn helper_thread(h: &Arc<Helper>) -> thread::JoinHandle<()> {
+        let h = h.clone();
+        thread::spawn(move || {
+            while !h.lock().closed {
+                h.serve(|| (), || ());
+            }
+        })
+    }
+
     /// Shares a job of two parts through `h` (`short`: a slice's), and checks each part
     /// was done once, its write seen here.
     fn share_two_parts(h: &Helper, short: bool) {
@@ -412,13 +423,7 @@ mod loom_model {
     fn a_shared_job_is_done_once_and_seen_whole() {
         loom::model(|| {
             let h = Arc::new(Helper::new());
-            let h2 = h.clone();
-            let helper = thread::spawn(move || {
-                // Serves until closed: the caller may have taken a job back untouched.
-                while !h2.lock().closed {
-                    h2.serve(|| (), || ());
-                }
-            });
+            let helper = helper_thread(&h);
             for _ in 0..2 {
                 share_two_parts(&h, false);
             }
@@ -436,12 +441,7 @@ mod loom_model {
     fn a_job_taken_by_a_waiting_mutator_is_done_once_and_seen_whole() {
         loom::model(|| {
             let h = Arc::new(Helper::new());
-            let h2 = h.clone();
-            let helper = thread::spawn(move || {
-                while !h2.lock().closed {
-                    h2.serve(|| (), || ());
-                }
-            });
+            let helper = helper_thread(&h);
             let h3 = h.clone();
             let mutator = thread::spawn(move || {
                 h3.try_serve(|| (), || ());

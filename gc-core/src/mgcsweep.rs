@@ -100,15 +100,17 @@ pub(crate) fn release(
                         "fing::sweep: a release off the thread that holds the world"
                     );
                     let data = slot.wrapping_add(data_offset(ty.align()));
-                    // SAFETY: the slot is allocated and unreachable (unmarked after marking
-                    // ended): its value is valid and nothing reads it again; it is dropped
-                    // once, here (its type becomes `FREED` below). The drop only frees
-                    // memory and drops handles (its type's `at_zero` is `Free`, the branch's
-                    // condition: `Trace::DROP_ONLY_FREES` or handles-only):
-                    // each handle drop, on this thread that holds the world, lowers its
-                    // target's count (`release::drop_count`), as `give_back` would; on
-                    // garbage that count dies with it.
-                    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { ty.drop_value(data) }));
+                    let dropped = catch_unwind(AssertUnwindSafe(|| {
+                        // SAFETY: the slot is allocated and unreachable (unmarked after
+                        // marking ended): its value is valid and nothing reads it again;
+                        // it is dropped once, here (its type becomes `FREED` below). The
+                        // drop only frees memory and drops handles (its type's `at_zero`
+                        // is `Free`, the branch's condition): each handle drop, on this
+                        // thread that holds the world, lowers its target's count
+                        // (`release::drop_count`), as `give_back` would; on garbage that
+                        // count dies with it.
+                        unsafe { ty.drop_value(data) }
+                    }));
                     if let Err(p) = dropped {
                         // Only fing's own handle release can panic in such a drop (the
                         // global allocator must not unwind): an invariant broken. The
