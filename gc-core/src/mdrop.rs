@@ -169,9 +169,16 @@ pub(crate) fn drop_payload(payload: Box<dyn core::any::Any + Send>) {
 /// holds or wants the world, what is left goes to the drop thread to finish instead (the
 /// objects stay doomed, kept, meanwhile). The drop thread and a thread whose fing state is
 /// gone wait.
+///
+/// A destructor may have taken a section and kept it (a `GcCell` write guard put away in
+/// a thread-local): then the work goes inside that section, which stays open, rather than
+/// in one of its own, whose leaving would end the guard's section under it.
 fn finish(l: &Local, done: &mut Vec<Doomed>) {
     while !done.is_empty() {
-        if on_drop_thread() || l.is_temporary() {
+        let kept = l.depth.get();
+        if kept > 0 {
+            l.depth.set(kept + 1);
+        } else if on_drop_thread() || l.is_temporary() {
             l.enter_outermost();
         } else if !l.try_enter_outermost() {
             push(Batch {
@@ -187,7 +194,11 @@ fn finish(l: &Local, done: &mut Vec<Doomed>) {
         for d in done.drain(from..) {
             free_slot(caches, &d);
         }
-        l.leave_outermost();
+        if kept > 0 {
+            l.depth.set(kept);
+        } else {
+            l.leave_outermost();
+        }
     }
 }
 

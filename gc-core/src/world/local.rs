@@ -7,6 +7,19 @@
 //! does (drop a handle, allocate, borrow a cell) runs with a temporary `Local` of its own
 //! (`with_temporary`): a slot registered for the call and retired after, so nothing is
 //! lost and nothing panics.
+//!
+//! Invariant: a section never ends before its guard does. A `GcCell` write guard holds a
+//! section of the `Local` it was taken with, and the collector keeps out of the heap only
+//! while that section's slot is active; so a `Local` whose sections are still open when it
+//! is destroyed (a guard kept in a thread-local destroyed after `LOCAL`, or taken inside a
+//! temporary's call and kept) neither leaves its section nor retires its slot: it hands
+//! both, with its depth, to a boxed `Local` that the open sections own (`owned_by_sections`,
+//! `CURRENT` meanwhile), which the last of them frees as it ends (`Section`'s drop). A
+//! section entered on a thread with no `Local` left makes such a box too
+//! (`enter_temporary`), so guards taken there may end in any order. (Before, the first
+//! guard's drop ended the temporary under the second, and a guard kept past `LOCAL`'s
+//! destruction lost its section: a collection could then free the object the guard's
+//! `&mut` pointed into.)
 
 use core::cell::Cell;
 use std::sync::Arc;
@@ -52,8 +65,11 @@ pub(crate) struct Local {
     /// batch, not per drop. A collection that runs meanwhile does not see them, and
     /// keeps their objects: a count too high never frees anything early.)
     pub(crate) held: core::cell::UnsafeCell<Vec<core::ptr::NonNull<u8>>>,
-    /// A temporary `Local` (`with_temporary`, `enter_temporary`).
+    /// A temporary `Local` (`with_temporary`, `enter_temporary`, `adopt`).
     temporary: bool,
+    /// Boxed, `CURRENT`, and owned by its open sections: the section whose end brings the
+    /// depth to zero frees it (`Section`'s drop). See the module docs.
+    pub(super) owned_by_sections: Cell<bool>,
     /// Set as the `Local` is dropped (thread exit): the thread no longer takes a slice's
     /// shared work while it waits for a stop (`help_through_stop`).
     pub(crate) exiting: Cell<bool>,
@@ -77,6 +93,7 @@ impl Local {
             destroying: Cell::new(false),
             held: core::cell::UnsafeCell::new(Vec::new()),
             temporary: false,
+            owned_by_sections: Cell::new(false),
             exiting: Cell::new(false),
         }
     }
@@ -192,9 +209,20 @@ impl Drop for Local {
         // by `chains_of_destructors_racing_collections` on one core, 1 run in 20).
         self.exiting.set(true);
         loop {
+            // Sections still open on this `Local` (a guard that outlives it, or one that a
+            // destructor run by `leave_outermost` below took and kept) keep its slot,
+            // active: they own it from here (see the module docs).
+            if self.depth.get() > 0 {
+                self.adopt();
+                return;
+            }
             self.enter_outermost();
             crate::release::apply_all(self);
             self.leave_outermost();
+            if self.depth.get() > 0 {
+                self.adopt();
+                return;
+            }
             // Through the cell, not `&mut self`: the destructors just run reached this
             // `Local` through `CURRENT`, a shared pointer.
             // SAFETY: this thread's caches; no reference to them is live between two
@@ -205,7 +233,7 @@ impl Drop for Local {
                 c.retire();
             }
             self.leave_outermost();
-            if !self.has_deferred() {
+            if !self.has_deferred() && self.depth.get() == 0 {
                 break;
             }
         }
@@ -225,6 +253,42 @@ impl Drop for Local {
 }
 
 impl Local {
+    /// Hands this `Local`'s open sections, its slot (active) and its state to a boxed
+    /// temporary `Local` that the sections own, and makes it `CURRENT`: the drop of a
+    /// `Local` with `depth > 0`. Nothing on this thread's stack holds a reference to
+    /// `self` (it is dropped by thread exit or at the end of `with_temporary`'s call), so
+    /// moving its state out is all.
+    #[cold]
+    #[inline(never)]
+    fn adopt(&self) {
+        // SAFETY: this thread's own cells, reached only by it; no reference to them is
+        // live (see above).
+        let caches = core::mem::take(unsafe { &mut *self.caches.get() });
+        // SAFETY: as for `caches`.
+        let chain = core::mem::take(unsafe { &mut *self.chain.get() });
+        // SAFETY: as for `caches`.
+        let dying = core::mem::take(unsafe { &mut *self.dying.get() });
+        let held = self.take_held();
+        let heir = Box::new(Local {
+            slot: self.slot.clone(),
+            depth: Cell::new(self.depth.get()),
+            holds_world: Cell::new(false),
+            caches: core::cell::UnsafeCell::new(caches),
+            spills: Cell::new(self.spills.get()),
+            freeing: Cell::new(false),
+            pausable: Cell::new(false),
+            chain: core::cell::UnsafeCell::new(chain),
+            dying: core::cell::UnsafeCell::new(dying),
+            destroying: Cell::new(false),
+            held: core::cell::UnsafeCell::new(held),
+            temporary: true,
+            owned_by_sections: Cell::new(true),
+            exiting: Cell::new(true),
+        });
+        // Its slot stays registered: it is the heir's now (one `Arc` less as `self` goes).
+        CURRENT.with(|c| c.set(Box::into_raw(heir)));
+    }
+
     /// Is this the thread's `LOCAL` (not a temporary one)?
     fn is_current(&self) -> bool {
         core::ptr::eq(CURRENT.with(Cell::get), self)

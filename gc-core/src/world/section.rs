@@ -10,10 +10,10 @@
 use super::local::{try_local, with_temporary, Local, CURRENT};
 use core::cell::Cell;
 
-/// A mutator section, held while the guard lives.
+/// A mutator section, held while the guard lives: of the `Local` that is `CURRENT` on
+/// its thread from its start to its end (the thread's own, or one its open sections own:
+/// see `local`'s module docs).
 pub(crate) struct Section {
-    /// The temporary `Local` of a thread whose own is destroyed (see `with_temporary`).
-    temp: Option<Box<Local>>,
     _not_send: core::marker::PhantomData<*const ()>,
 }
 
@@ -44,49 +44,57 @@ pub(crate) fn enter(api: &str) -> Section {
         }
         l.depth.set(d + 1);
     });
-    match entered {
-        Some(()) => Section {
-            temp: None,
-            _not_send: core::marker::PhantomData,
-        },
-        None => enter_temporary(),
+    if entered.is_none() {
+        enter_temporary();
+    }
+    Section {
+        _not_send: core::marker::PhantomData,
     }
 }
 
 /// `enter` on a thread whose `Local` is destroyed: a section of a temporary one, which
-/// the guard owns.
+/// the open sections own (the last to end frees it), `CURRENT` meanwhile.
 #[cold]
 #[inline(never)]
-fn enter_temporary() -> Section {
+fn enter_temporary() {
     let l = Local::temporary();
-    // `CURRENT` until the guard drops it (see `with_temporary`).
-    CURRENT.with(|c| c.set(&*l));
+    l.owned_by_sections.set(true);
     l.enter_outermost();
-    Section {
-        temp: Some(l),
-        _not_send: core::marker::PhantomData,
-    }
+    CURRENT.with(|c| c.set(Box::into_raw(l)));
 }
 
 impl Drop for Section {
     #[inline]
     fn drop(&mut self) {
-        if let Some(t) = &self.temp {
-            t.leave_outermost();
-            return;
-        }
-        // `try_local`: the guard was made with this thread's `Local`, which outlives it
-        // unless another thread-local's destructor holds the guard; then the section
-        // ended with the `Local` (`Local::drop` leaves it).
-        let _ = try_local(|l| {
+        // The section's `Local` is `CURRENT`: a `Local` with open sections is never
+        // destroyed, it hands them on (`local`'s module docs), so this finds it.
+        let done = try_local(|l| {
             let d = l.depth.get() - 1;
-            if d == 0 {
-                l.leave_outermost();
-            } else {
+            if d > 0 {
                 l.depth.set(d);
+                return None;
             }
+            l.leave_outermost();
+            // The destructors that leaving ran may have opened sections of their own and
+            // kept them: then those own it now.
+            (l.owned_by_sections.get() && l.depth.get() == 0).then_some(l as *const Local)
         });
+        if let Some(Some(l)) = done {
+            free_owned(l);
+        }
     }
+}
+
+/// Frees a `Local` its sections owned, once the last has ended: its drop retires its slot
+/// and clears `CURRENT`.
+#[cold]
+#[inline(never)]
+fn free_owned(l: *const Local) {
+    // SAFETY: `l` came from `Box::into_raw` (`enter_temporary`, `Local::adopt`), and
+    // `owned_by_sections` says no one else frees it; no section is open on it, so no
+    // guard refers to it, and no reference to it is live on this thread (the closure that
+    // found it has returned).
+    drop(unsafe { Box::from_raw(l.cast_mut()) });
 }
 
 /// Panics if this thread holds the stopped world (see `in_collection`).
