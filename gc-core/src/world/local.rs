@@ -22,6 +22,7 @@
 //! `&mut` pointed into.)
 
 use core::cell::Cell;
+use core::ptr::NonNull;
 use std::sync::Arc;
 
 use super::{lock, Role, Slot, WORLD};
@@ -98,11 +99,11 @@ impl Local {
         }
     }
 
-    /// A temporary `Local`, boxed: `CURRENT` points at it while it lives.
-    pub(super) fn temporary() -> Box<Local> {
+    /// A temporary `Local`, boxed (ended by `end`): `CURRENT` points at it while it lives.
+    pub(super) fn temporary() -> NonNull<Local> {
         let mut l = Box::new(Local::new());
         l.temporary = true;
-        l
+        NonNull::from(Box::leak(l))
     }
 
     /// Leaves this thread's outermost section, then destroys what died in it (user code
@@ -194,19 +195,51 @@ impl Local {
     }
 }
 
-impl Drop for Local {
+/// Ends a boxed `Local` (the thread's own at exit, a temporary, an heir): retires it, or
+/// hands its open sections on (`retire`), then frees its box.
+///
+/// # Safety
+/// `p` must come from `Box::leak`/`Box::into_raw` of a `Local` of this thread (`CURRENT`'s
+/// provenance, not a reference's), not ended before, and no reference to it may be used
+/// after this call. It is ended through shared references only: the fing calls that
+/// retiring makes reach it through `CURRENT` meanwhile, which a `&mut` (a `Drop` impl)
+/// would invalidate (Miri's Stacked Borrows said so).
+pub(super) unsafe fn end(p: NonNull<Local>) {
+    // SAFETY: `p` is a live boxed `Local` (the caller's contract).
+    unsafe { p.as_ref() }.retire();
+    // SAFETY: as above; retiring left nothing that refers to it (`CURRENT` cleared or
+    // pointing at the heir), and the box is freed once.
+    drop(unsafe { Box::from_raw(p.as_ptr()) });
+}
+
+/// The thread's own `Local`, owned by the thread-local `LOCAL`: its drop at thread exit
+/// ends it (`end`).
+pub(super) struct Owned(NonNull<Local>);
+
+impl Drop for Owned {
     fn drop(&mut self) {
-        // Thread exit (or the end of a temporary `Local`): apply the deferred drops, run
-        // the destructors they call for, and hand the caches' spans back, in sections of
-        // this slot. `CURRENT` still points here meanwhile, so what those destructors do
-        // (drop more handles: a long list) goes through this `Local`, and its dying list,
-        // in constant stack; it is cleared last.
-        //
-        // Until nothing is left deferred: the destructors that leaving the section runs
-        // drop handles too, and a drop that meets a collection is recorded in this slot's
-        // ring (`release`). Once the slot leaves the list below, no collection drains it:
-        // the drop was lost, and the rest of a list that was being destroyed leaked (found
-        // by `chains_of_destructors_racing_collections` on one core, 1 run in 20).
+        // SAFETY: made by `Box::leak` in `LOCAL`'s initialiser and ended only here.
+        unsafe { end(self.0) };
+    }
+}
+
+impl Local {
+    /// The end of this `Local` (`end`; thread exit, or the end of a temporary): apply
+    /// the deferred drops, run the destructors they call for, and hand the caches' spans
+    /// back, in sections of this slot, then retire the slot. `CURRENT` still points here
+    /// meanwhile, so what those destructors do (drop more handles: a long list) goes
+    /// through this `Local`, and its dying list, in constant stack; it is cleared last.
+    ///
+    /// Until nothing is left deferred: the destructors that leaving the section runs drop
+    /// handles too, and a drop that meets a collection is recorded in this slot's ring
+    /// (`release`). Once the slot leaves the list below, no collection drains it: the drop
+    /// was lost, and the rest of a list that was being destroyed leaked (found by
+    /// `chains_of_destructors_racing_collections` on one core, 1 run in 20).
+    ///
+    /// Sections still open on this `Local` (a guard that outlives it, or one that a
+    /// destructor run by `leave_outermost` took and kept) keep its slot, active: they are
+    /// handed to an heir (`adopt`), and this `Local` is left empty.
+    fn retire(&self) {
         self.exiting.set(true);
         loop {
             // Sections still open on this `Local` (a guard that outlives it, or one that a
@@ -223,8 +256,6 @@ impl Drop for Local {
                 self.adopt();
                 return;
             }
-            // Through the cell, not `&mut self`: the destructors just run reached this
-            // `Local` through `CURRENT`, a shared pointer.
             // SAFETY: this thread's caches; no reference to them is live between two
             // fing calls, and none is made while this one lives.
             let caches = core::mem::take(unsafe { &mut *self.caches.get() });
@@ -254,10 +285,10 @@ impl Drop for Local {
 
 impl Local {
     /// Hands this `Local`'s open sections, its slot (active) and its state to a boxed
-    /// temporary `Local` that the sections own, and makes it `CURRENT`: the drop of a
-    /// `Local` with `depth > 0`. Nothing on this thread's stack holds a reference to
-    /// `self` (it is dropped by thread exit or at the end of `with_temporary`'s call), so
-    /// moving its state out is all.
+    /// temporary `Local` that the sections own, and makes it `CURRENT`: `retire`'s way
+    /// for a `Local` with `depth > 0`. Nothing on this thread's stack uses `self`'s state
+    /// meanwhile (it is ended at thread exit, at the end of `with_temporary`'s call, or by
+    /// the last of its sections), so moving it out is all.
     #[cold]
     #[inline(never)]
     fn adopt(&self) {
@@ -306,17 +337,19 @@ impl Local {
 #[cold]
 #[inline(never)]
 pub(crate) fn with_temporary<R>(f: impl FnOnce(&Local) -> R) -> R {
-    // Boxed: it must not move while `CURRENT` points at it (its drop included).
+    // Boxed: it must not move while `CURRENT` points at it (its end included).
     let l = Local::temporary();
-    CURRENT.with(|c| c.set(&*l));
-    let r = f(&l);
-    drop(l);
+    CURRENT.with(|c| c.set(l.as_ptr()));
+    // SAFETY: a live boxed `Local`, ended below, after the reference's last use.
+    let r = f(unsafe { l.as_ref() });
+    // SAFETY: from `Local::temporary`, ended once; `f`'s reference is gone.
+    unsafe { end(l) };
     r
 }
 
 thread_local! {
-    /// This thread's `Local`, made on first use.
-    static LOCAL: Local = Local::new();
+    /// This thread's `Local`, made on first use, boxed (see `end`).
+    static LOCAL: Owned = Owned(NonNull::from(Box::leak(Box::new(Local::new()))));
     /// The `Local` this thread uses: `LOCAL`'s address from its first use until its
     /// destructor ends, or a temporary's while one lives (after `LOCAL` is gone), null
     /// otherwise: a thread-local with a constant initialiser and no destructor, which the
@@ -343,8 +376,9 @@ pub(crate) fn try_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
 fn try_local_slow<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
     LOCAL
         .try_with(|l| {
-            CURRENT.with(|c| c.set(l));
-            f(l)
+            CURRENT.with(|c| c.set(l.0.as_ptr()));
+            // SAFETY: `LOCAL`'s `Local` lives until its `Owned` is dropped, after this.
+            f(unsafe { l.0.as_ref() })
         })
         .ok()
 }

@@ -7,7 +7,7 @@
 //! impl, with the world stopped), panics ([`in_collection`]) instead of waiting for
 //! itself.
 
-use super::local::{try_local, with_temporary, Local, CURRENT};
+use super::local::{end, try_local, with_temporary, Local, CURRENT};
 use core::cell::Cell;
 
 /// A mutator section, held while the guard lives: of the `Local` that is `CURRENT` on
@@ -57,10 +57,12 @@ pub(crate) fn enter(api: &str) -> Section {
 #[cold]
 #[inline(never)]
 fn enter_temporary() {
-    let l = Local::temporary();
+    let p = Local::temporary();
+    CURRENT.with(|c| c.set(p.as_ptr()));
+    // SAFETY: a live boxed `Local`, ended by the last of its sections (`free_owned`).
+    let l = unsafe { p.as_ref() };
     l.owned_by_sections.set(true);
     l.enter_outermost();
-    CURRENT.with(|c| c.set(Box::into_raw(l)));
 }
 
 impl Drop for Section {
@@ -72,29 +74,31 @@ impl Drop for Section {
             let d = l.depth.get() - 1;
             if d > 0 {
                 l.depth.set(d);
-                return None;
+                return false;
             }
             l.leave_outermost();
             // The destructors that leaving ran may have opened sections of their own and
             // kept them: then those own it now.
-            (l.owned_by_sections.get() && l.depth.get() == 0).then_some(l as *const Local)
+            l.owned_by_sections.get() && l.depth.get() == 0
         });
-        if let Some(Some(l)) = done {
-            free_owned(l);
+        if done == Some(true) {
+            free_owned();
         }
     }
 }
 
-/// Frees a `Local` its sections owned, once the last has ended: its drop retires its slot
-/// and clears `CURRENT`.
+/// Ends the `CURRENT` `Local`, which its sections owned, once the last has ended: it
+/// retires its slot and clears `CURRENT` (`local::end`).
 #[cold]
 #[inline(never)]
-fn free_owned(l: *const Local) {
-    // SAFETY: `l` came from `Box::into_raw` (`enter_temporary`, `Local::adopt`), and
-    // `owned_by_sections` says no one else frees it; no section is open on it, so no
-    // guard refers to it, and no reference to it is live on this thread (the closure that
-    // found it has returned).
-    drop(unsafe { Box::from_raw(l.cast_mut()) });
+fn free_owned() {
+    let p = core::ptr::NonNull::new(CURRENT.with(Cell::get).cast_mut())
+        .expect("fing::world: a section's Local is not current");
+    // SAFETY: `CURRENT` holds the pointer `Box::leak` gave (`enter_temporary`,
+    // `Local::adopt`), and `owned_by_sections` says no one else ends it; no section is
+    // open on it, so no guard refers to it, and no reference to it is live on this thread
+    // (the closure that found it has returned).
+    unsafe { end(p) };
 }
 
 /// Panics if this thread holds the stopped world (see `in_collection`).
@@ -170,4 +174,139 @@ pub(crate) fn pause(l: &Local, pin: impl Fn(bool)) {
     l.slot.enter();
     l.depth.set(1);
     pin(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{lock, Slot, WORLD};
+    use core::sync::atomic::Ordering;
+    use std::cell::RefCell;
+    use std::sync::Arc;
+
+    /// The slot `CURRENT` uses on this thread.
+    fn my_slot() -> Arc<Slot> {
+        try_local(|l| l.slot.clone()).expect("a Local")
+    }
+
+    fn registered(s: &Arc<Slot>) -> bool {
+        lock(&WORLD.slots).iter().any(|x| Arc::ptr_eq(x, s))
+    }
+
+    /// After the thread is gone, its slots are idle and retired (no one holds them but
+    /// the test).
+    fn retired(slots: &[Arc<Slot>]) {
+        for s in slots {
+            assert!(!s.active.load(Ordering::SeqCst), "a slot left active");
+            assert!(!registered(s), "a slot left registered");
+            assert_eq!(Arc::strong_count(s), 1, "a slot still held");
+        }
+    }
+
+    /// Slots the tests' thread-local destructors saw, for the test to check once the
+    /// thread is gone.
+    static SEEN: std::sync::Mutex<Vec<Arc<Slot>>> = std::sync::Mutex::new(Vec::new());
+
+    fn seen(slot: Arc<Slot>) {
+        SEEN.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
+    }
+
+    fn take_seen(n: usize) -> Vec<Arc<Slot>> {
+        let mut s = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(s.len(), n, "the destructors ran");
+        core::mem::take(&mut *s)
+    }
+
+    /// Sections kept past the thread's `Local`: at their drop, the slot they were entered
+    /// on is still registered and active.
+    struct Kept {
+        sections: Vec<Section>,
+        slot: Option<Arc<Slot>>,
+    }
+
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            let Some(slot) = self.slot.take() else { return };
+            assert!(registered(&slot), "the slot of a live section was retired");
+            assert!(
+                slot.active.load(Ordering::SeqCst),
+                "a live section's slot is idle"
+            );
+            self.sections.clear();
+            seen(slot);
+        }
+    }
+
+    thread_local! {
+        static KEPT: RefCell<Kept> = const {
+            RefCell::new(Kept { sections: Vec::new(), slot: None })
+        };
+    }
+
+    /// Sections kept in a thread-local that outlives the thread's `Local` (first touched
+    /// before it): the slot stays registered and active until the last one ends, then it
+    /// is retired. (Under Miri, this is also the check that handing a `Local`'s state to
+    /// its heir aliases nothing.)
+    #[test]
+    fn sections_kept_past_the_threads_local_keep_its_slot_until_they_end() {
+        let _serial = serial();
+        std::thread::spawn(|| {
+            KEPT.with(|_| ());
+            let s = enter("test");
+            let slot = my_slot();
+            KEPT.with(|k| {
+                let mut k = k.borrow_mut();
+                k.sections.push(s);
+                k.sections.push(enter("test"));
+                k.slot = Some(slot);
+            });
+        })
+        .join()
+        .unwrap();
+        retired(&take_seen(1));
+    }
+
+    /// Takes two sections after the thread's `Local` is gone (in a temporary one) and ends
+    /// the first before the second: the slot stays registered and active until then.
+    struct Late;
+
+    impl Drop for Late {
+        fn drop(&mut self) {
+            let first = enter("test");
+            let second = enter("test");
+            let slot = my_slot();
+            drop(first);
+            assert!(registered(&slot), "the slot of a live section was retired");
+            assert!(
+                slot.active.load(Ordering::SeqCst),
+                "a live section's slot is idle"
+            );
+            drop(second);
+            seen(slot);
+        }
+    }
+
+    thread_local! {
+        static LATE: Late = const { Late };
+    }
+
+    #[test]
+    fn sections_taken_after_the_threads_local_end_in_any_order() {
+        let _serial = serial();
+        std::thread::spawn(|| {
+            // Touched before the `Local` is made: destroyed after it.
+            LATE.with(|_| ());
+            drop(enter("test"));
+            seen(my_slot());
+        })
+        .join()
+        .unwrap();
+        retired(&take_seen(2));
+    }
+
+    /// The two tests share `SEEN`.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
