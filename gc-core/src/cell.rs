@@ -19,7 +19,10 @@
 //!
 //! Consequences: a thread holding a write guard must not wait for another
 //! thread's collection (`collect()` on it panics and says why); an allocation under a write
-//! guard never collects. Keep write guards short.
+//! guard never collects. Keep write guards short. The section lasts exactly as long as the
+//! guard, wherever the guard is kept: in a thread-local destroyed after the thread's fing
+//! state, or put away by a destructor (`world::local`'s invariant); a guard never dropped
+//! keeps every collection waiting.
 
 use core::cell::{Cell, UnsafeCell};
 use core::fmt;

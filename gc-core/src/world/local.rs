@@ -2,24 +2,31 @@
 //! a constant thread-local (`CURRENT`), which points at the lazily made `LOCAL`, or at a
 //! temporary `Local` for a thread whose own is already destroyed.
 //!
-//! A thread's `Local` is a thread-local, destroyed at thread exit, maybe before other
-//! thread-locals that hold handles (first touched before fing's). What such a destructor
-//! does (drop a handle, allocate, borrow a cell) runs with a temporary `Local` of its own
-//! (`with_temporary`): a slot registered for the call and retired after, so nothing is
-//! lost and nothing panics.
+//! A thread's `Local` is owned by a thread-local (`LOCAL`), ended at thread exit, maybe
+//! before other thread-locals that hold handles (first touched before fing's). What such
+//! a destructor does (drop a handle, allocate, borrow a cell) runs with a temporary
+//! `Local` of its own (`with_temporary`): a slot registered for the call and retired
+//! after, so nothing is lost and nothing panics.
+//!
+//! Every `Local` is boxed, and ended by `end` through the box's pointer, never by a
+//! `Drop` of `Local` itself: ending one runs fing calls (destructors, deferred drops) that
+//! reach it through `CURRENT` meanwhile, which the `&mut self` of a `Drop` impl would
+//! invalidate (Miri's Stacked Borrows).
 //!
 //! Invariant: a section never ends before its guard does. A `GcCell` write guard holds a
 //! section of the `Local` it was taken with, and the collector keeps out of the heap only
 //! while that section's slot is active; so a `Local` whose sections are still open when it
-//! is destroyed (a guard kept in a thread-local destroyed after `LOCAL`, or taken inside a
+//! is ended (a guard kept in a thread-local destroyed after `LOCAL`, or taken inside a
 //! temporary's call and kept) neither leaves its section nor retires its slot: it hands
-//! both, with its depth, to a boxed `Local` that the open sections own (`owned_by_sections`,
-//! `CURRENT` meanwhile), which the last of them frees as it ends (`Section`'s drop). A
-//! section entered on a thread with no `Local` left makes such a box too
-//! (`enter_temporary`), so guards taken there may end in any order. (Before, the first
+//! both, with its depth, to a boxed heir that the open sections own (`adopt`,
+//! `owned_by_sections`; `CURRENT` meanwhile), which the last of them ends as it ends
+//! (`Section`'s drop). A section entered on a thread with no `Local` left makes such a box
+//! too (`enter_temporary`), so guards taken there may end in any order. (Before, the first
 //! guard's drop ended the temporary under the second, and a guard kept past `LOCAL`'s
 //! destruction lost its section: a collection could then free the object the guard's
-//! `&mut` pointed into.)
+//! `&mut` pointed into.) A guard that is never dropped keeps its slot active for good,
+//! thread gone or not, and every collection waits for it, as for a guard leaked on a live
+//! thread.
 
 use core::cell::Cell;
 use core::ptr::NonNull;
