@@ -6,13 +6,20 @@
 //! list let go is nil, and, through a watchdog, that no thread deadlocked. Exits non-zero
 //! on any failure.
 //!
+//! Beside them, a stream of short-lived threads exits with handles and `GcCell` write
+//! guards in thread-locals that outlive the thread's fing state (first touched before it):
+//! their destructors run after it is gone, use the guards while the others collect, and
+//! take new guards there too, dropped out of order (the guard's section must last as long
+//! as the guard: `tests/guard_sections.rs`).
+//!
 //! `cargo run --release --example soak -- 600`
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fing::{Gc, GcCell, Heap, HeapConfig, Trace, Weak, WeakMap};
+use fing::{Gc, GcCell, GcRefMut, Heap, HeapConfig, Trace, Weak, WeakMap};
 
 #[derive(Trace)]
 struct Node {
@@ -22,6 +29,81 @@ struct Node {
 }
 
 const THREADS: u64 = 3;
+
+/// Two boards of another heap (never collected, so they may be `'static`) that exiting
+/// threads write through guards kept past their fing state.
+struct Boards {
+    a: &'static Gc<Node>,
+    b: &'static Gc<Node>,
+}
+
+/// What an exiting thread leaves for after its fing state is gone: its list of the soak's
+/// heap, and a write guard on board `a`.
+struct Late {
+    list: Vec<Gc<Node>>,
+    guard: Option<GcRefMut<'static, Option<Gc<Node>>>>,
+    boards: Option<&'static Boards>,
+}
+
+impl Drop for Late {
+    fn drop(&mut self) {
+        let Some(boards) = self.boards.take() else {
+            return;
+        };
+        // Hold the kept guard while checking the list (other threads collect meanwhile:
+        // they must wait for it), then take board `b`'s guard and end `a`'s first.
+        let mut a = self.guard.take().expect("the kept guard");
+        for n in &self.list {
+            assert_eq!(
+                n.payload, [n.id; 4],
+                "exit: a node corrupted under a kept guard"
+            );
+        }
+        *a = self.list.first().cloned();
+        let mut b = boards.b.next.borrow_mut();
+        *b = a.take();
+        drop(a);
+        let n = b.take().expect("the node just put");
+        assert_eq!(
+            n.payload, [n.id; 4],
+            "exit: a node corrupted under a nested guard"
+        );
+        drop(b);
+        self.list.clear();
+    }
+}
+
+thread_local! {
+    static LATE: RefCell<Late> = const {
+        RefCell::new(Late { list: Vec::new(), guard: None, boards: None })
+    };
+}
+
+/// One short-lived thread's life: `LATE` first, then fing; a list of 8 in a cycle, kept in
+/// `LATE` with a guard on board `a`, for its destructor after the thread's fing state.
+fn exit_with_kept_guard(heap: &Heap, boards: &'static Boards, id: u64) {
+    LATE.with(|_| ());
+    let list: Vec<Gc<Node>> = (0..8u64)
+        .map(|i| {
+            heap.alloc(Node {
+                id: id << 8 | i,
+                payload: [id << 8 | i; 4],
+                next: GcCell::new(None),
+            })
+        })
+        .collect();
+    for w in list.windows(2) {
+        w[0].next.set(Some(w[1].clone()));
+    }
+    list[7].next.set(Some(list[0].clone()));
+    let guard = boards.a.next.borrow_mut();
+    LATE.with(|l| {
+        let mut l = l.borrow_mut();
+        l.list = list;
+        l.guard = Some(guard);
+        l.boards = Some(boards);
+    });
+}
 
 fn main() {
     let secs: u64 = std::env::args()
@@ -62,6 +144,34 @@ fn main() {
     }
 
     let deadline = Instant::now() + Duration::from_secs(secs);
+    // Threads that exit with guards kept past their fing state, one after another.
+    let exits = {
+        let board_heap = Heap::new(HeapConfig::default());
+        let board = |id| {
+            &*Box::leak(Box::new(board_heap.alloc(Node {
+                id,
+                payload: [id; 4],
+                next: GcCell::new(None),
+            })))
+        };
+        let boards: &'static Boards = Box::leak(Box::new(Boards {
+            a: board(1),
+            b: board(2),
+        }));
+        let (heap, progress) = (heap.clone(), progress.clone());
+        std::thread::spawn(move || {
+            let mut exits = 0u64;
+            while Instant::now() < deadline {
+                let heap = heap.clone();
+                std::thread::spawn(move || exit_with_kept_guard(&heap, boards, exits))
+                    .join()
+                    .expect("an exiting thread panicked");
+                exits += 1;
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            exits
+        })
+    };
     let mut threads = Vec::new();
     for t in 0..THREADS {
         let (set, ran, progress, peak) = (set.clone(), ran.clone(), progress.clone(), peak.clone());
@@ -183,6 +293,7 @@ fn main() {
         rounds += r;
         gone.extend(g);
     }
+    let exits = exits.join().expect("the exiting threads' driver panicked");
 
     // Everything is garbage now: finalizers run in one cycle, their objects go in the next;
     // collect until nothing changes.
@@ -209,7 +320,7 @@ fn main() {
     let tolerance = 64 << 10;
     let back = s.heap_in_use <= start_in_use + tolerance;
     println!(
-        "soak: {secs} s, {THREADS} threads, {rounds} rounds, {} collections",
+        "soak: {secs} s, {THREADS} threads, {rounds} rounds, {exits} threads exited with kept guards, {} collections",
         s.num_gc
     );
     println!(
